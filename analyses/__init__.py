@@ -1,0 +1,1 @@
+"""The analyses of ``hub``: one module each, registered as ``hub.analyses`` entry points."""

@@ -1,0 +1,260 @@
+"""``hub analyze logit-lens``: what each layer's residual stream would predict as the next token.
+
+Traces: the residual stream ``h_l`` at every layer ``l = 0..L`` (0 = embeddings) at the asked
+positions.
+Reduces (inside the trace): ``softmax(W_U · norm(h_l))`` (Eq. 2 of the semantic hub paper,
+Wu et al. 2024; final norm optional) to its top-k tokens, its entropy, and the probability and
+rank of the ``--target`` tokens; the ``[rows, vocab]`` logits never leave the trace.
+Stores: ``logit_lens.parquet`` (one row per prompt, position, layer, rank) and, with targets,
+``targets.parquet`` (one row per prompt, position, layer, target); the runner adds
+``prompts.parquet``.
+Draws: the lens heatmap (layer × position, top-1 token, colour = its probability) and the target
+probability by layer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hubclient import options as opt
+from hubclient.analysis import Analysis, Batch
+from hubclient.errors import HubError
+from hubclient.inputs import Positions, read_prompts
+from hubclient.lens import lens
+from hubclient.runner import RunConfig, run_analysis
+
+#: Prompts drawn in the heatmap when each prompt has several positions (one panel each).
+MAX_PANELS = 6
+
+
+@dataclass
+class LensOptions:
+    """Options of the logit lens.
+
+    Attributes:
+        positions: ``last``, ``all`` or indices such as ``0,3,-1`` (BOS counts as position 0).
+        top_k: tokens kept per (prompt, position, layer).
+        targets: words whose probability and rank are followed. A word is tokenised exactly as
+            written, without special tokens; when that gives several tokens the first one is
+            followed (and a warning says so). Write ``" Paris"`` for the mid-sentence form of
+            BPE/SentencePiece vocabularies.
+        final_norm: apply the model's final norm before ``W_U`` (the field's convention; the
+            semantic hub paper's code did not).
+    """
+
+    positions: str = "last"
+    top_k: int = 10
+    targets: list[str] = field(default_factory=list)
+    final_norm: bool = True
+
+
+class LogitLens(Analysis):
+    """The logit lens over all layers (see the module docstring)."""
+
+    name = "logit-lens"
+    tables = {"logit_lens": ["prompt", "position", "layer", "rank"]}
+
+    def __init__(self, options: LensOptions):
+        super().__init__(options)
+        if options.top_k < 1:
+            raise HubError(f"--top-k must be at least 1, got {options.top_k}")
+        self._positions = Positions.parse(options.positions)
+        if options.targets:
+            self.tables = {**self.tables, "targets": ["prompt", "position", "layer", "target"]}
+        self.target_ids: list[int] = []
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Check ``top_k`` against the vocabulary and turn ``--target`` words into token ids.
+
+        Raises:
+            HubError: ``top_k`` larger than the vocabulary, or a target that tokenises to nothing.
+        """
+        if self.options.top_k > model.vocab_size:
+            raise HubError(f"--top-k {self.options.top_k} exceeds the vocabulary size {model.vocab_size}")
+        self.target_ids = []
+        for word in self.options.targets:
+            ids = model.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise HubError(f"--target {word!r} tokenises to no tokens; give a word")
+            if len(ids) > 1:
+                pieces = model.tokenizer.convert_ids_to_tokens(ids)
+                warnings.warn(f"--target {word!r} is {len(ids)} tokens {pieces}; following its first token {pieces[0]!r}", stacklevel=2)
+            self.target_ids.append(int(ids[0]))
+
+    def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
+        return self._positions.resolve(n_tokens, prompt_index)
+
+    # ------------------------------------------------------------------ inside the trace
+    def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
+        """Lens of every layer at the selected rows; returns ``[layers+1, rows, …]`` tensors."""
+        import torch
+
+        rows_b = batch.row_batch.to(model.device)
+        rows_p = batch.row_position.to(model.device)
+        targets = torch.tensor(self.target_ids, dtype=torch.long, device=model.device) if self.target_ids else None
+        per_layer = []
+        for _, hidden in model.hidden_states():
+            per_layer.append(lens(model, hidden[rows_b, rows_p], self.options.top_k, targets, self.options.final_norm))
+        stacked = {}
+        for key in per_layer[0]:
+            parts = []
+            for layer_result in per_layer:
+                parts.append(layer_result[key])
+            stacked[key] = torch.stack(parts)
+        return stacked
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+        import polars as pl
+
+        n_layers, n_rows, k = saved["top_ids"].shape
+        row_prompt = np.asarray(batch.row_prompt, dtype=np.int64)
+        row_pos = batch.row_position.numpy()
+        input_ids = batch.input_ids[batch.row_batch, batch.row_position].numpy()
+        decode = _decoder(model.tokenizer)
+
+        # logit_lens: [layer, row, rank] flattened in that order
+        layer = np.repeat(np.arange(n_layers), n_rows * k)
+        row = np.tile(np.repeat(np.arange(n_rows), k), n_layers)
+        top_ids = saved["top_ids"].numpy().reshape(-1)
+        lens_rows = pl.DataFrame(
+            {
+                "prompt": row_prompt[row],
+                "position": row_pos[row],
+                "input_token": decode(input_ids)[row],
+                "layer": layer,
+                "rank": np.tile(np.arange(1, k + 1), n_layers * n_rows),
+                "token_id": top_ids,
+                "token": decode(top_ids),
+                "probability": saved["top_probs"].numpy().reshape(-1),
+                "logit": saved["top_logits"].numpy().reshape(-1),
+                "entropy": np.repeat(saved["entropy"].numpy().reshape(-1), k),
+            },
+            schema_overrides={"layer": pl.Int32, "rank": pl.Int32, "position": pl.Int32},
+        )
+        out = {"logit_lens": lens_rows}
+        if "targets" in self.tables:
+            t = len(self.target_ids)
+            layer_t = np.repeat(np.arange(n_layers), n_rows * t)
+            row_t = np.tile(np.repeat(np.arange(n_rows), t), n_layers)
+            out["targets"] = pl.DataFrame(
+                {
+                    "prompt": row_prompt[row_t],
+                    "position": row_pos[row_t],
+                    "input_token": decode(input_ids)[row_t],
+                    "layer": layer_t,
+                    "target": np.tile(np.asarray(self.options.targets, dtype=object), n_layers * n_rows).astype(str),
+                    "token_id": np.tile(np.asarray(self.target_ids), n_layers * n_rows),
+                    "probability": saved["target_probs"].numpy().reshape(-1),
+                    "logit": saved["target_logits"].numpy().reshape(-1),
+                    "rank": saved["target_ranks"].numpy().reshape(-1),
+                },
+                schema_overrides={"layer": pl.Int32, "position": pl.Int32, "rank": pl.Int64},
+            )
+        return out
+
+    # ------------------------------------------------------------------ plots
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        import altair as alt
+        import polars as pl
+
+        from hubclient.plots import by_layer, lens_heatmap
+
+        norm = "final norm" if run.manifest["options"].get("final_norm", True) else "no final norm"
+        model_id = run.manifest["model"]["model_id"]
+        prompts = run.table("prompts")
+        top1 = run.table("logit_lens").filter(pl.col("rank") == 1)
+        per_prompt = top1.group_by("prompt").agg(pl.col("position").n_unique().alias("n")).get_column("n")
+        charts: dict[str, Any] = {}
+        if per_prompt.max() == 1:
+            frame = top1.with_columns(column=pl.format("{}: {}", pl.col("prompt"), pl.col("input_token"))).sort("prompt", "layer")
+            charts["lens_heatmap"] = lens_heatmap(frame, "column", "prompt: input token (last position)", f"Logit lens ({norm}) · {model_id}")
+        else:
+            panels = []
+            for row in prompts.sort("prompt").head(MAX_PANELS).iter_rows(named=True):
+                frame = (
+                    top1.filter(pl.col("prompt") == row["prompt"])
+                    .sort("position", "layer")
+                    .with_columns(column=pl.format("{}: {}", pl.col("position"), pl.col("input_token")))
+                )
+                panels.append(lens_heatmap(frame, "column", "position: input token", f"prompt {row['prompt']}: {_short(row['text'])}"))
+            charts["lens_heatmap"] = alt.vconcat(*panels).properties(title=f"Logit lens ({norm}) · {model_id}")
+        if (run.path / "targets.parquet").is_file():
+            targets = run.table("targets")
+            last = targets.group_by("prompt").agg(pl.col("position").max().alias("last"))
+            at_last = targets.join(last, on="prompt").filter(pl.col("position") == pl.col("last"))
+            at_last = at_last.join(prompts.select("prompt", "text"), on="prompt").with_columns(
+                panel=pl.format("{}: {}", pl.col("prompt"), pl.col("text").map_elements(_short, return_dtype=pl.String))
+            )
+            if at_last["prompt"].n_unique() <= 12:
+                charts["target_probability"] = by_layer(
+                    at_last.sort("prompt", "target", "layer"), "probability", "target",
+                    f"Target probability by layer, last position ({norm})", "lens probability", facet="panel",
+                )
+            else:
+                mean = at_last.group_by("target", "layer").agg(pl.col("probability").mean()).sort("target", "layer")
+                charts["target_probability"] = by_layer(
+                    mean, "probability", "target", f"Mean target probability over {at_last['prompt'].n_unique()} prompts ({norm})", "lens probability"
+                )
+        return charts
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _decoder(tokenizer: Any) -> Any:
+    """Vectorised id -> token text (decoded, so SentencePiece '▁' shows as a space)."""
+    import numpy as np
+
+    cache: dict[int, str] = {}
+
+    def decode(ids: Any) -> Any:
+        ids = np.asarray(ids)
+        for i in np.unique(ids).tolist():
+            if i not in cache:
+                cache[i] = tokenizer.decode([i])
+        return np.asarray([cache[i] for i in ids.tolist()], dtype=object).astype(str)
+
+    return decode
+
+
+@opt.cli_command
+def command(
+    prompt: opt.Prompt = None,
+    prompts: opt.PromptsFile = None,
+    column: opt.Column = None,
+    n: opt.N = None,
+    positions: Annotated[str, typer.Option(help="Token positions: last, all, or a list such as 0,3,-1 (0 = first token, BOS included).", rich_help_panel="Lens")] = "last",
+    top_k: Annotated[int, typer.Option(help="Top-k tokens kept per prompt, position and layer.", rich_help_panel="Lens")] = 10,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Follow this word's probability and rank (repeatable). Tokenised as written; multi-token words follow their first token (with a warning). Use ' Paris' for the mid-sentence form.", rich_help_panel="Lens")] = [],  # noqa: B006
+    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    model: opt.Model = "gemma-3-270m",
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
+    batch_size: opt.BatchSize = 8,
+    out: opt.Out = Path("results"),
+    name: opt.Name = None,
+    resume: opt.Resume = None,
+    progress: opt.Progress = True,
+) -> None:
+    """Logit lens: decode every layer's residual stream through the final norm and W_U.
+
+    Writes logit_lens.parquet (top-k tokens with probability, logit and entropy per prompt,
+    position and layer; layer 0 = embeddings), targets.parquet (with --target), a manifest,
+    and plots (lens heatmap, target probability by layer) as HTML and PNG.
+    """
+    analysis = LogitLens(LensOptions(positions=positions, top_k=top_k, targets=list(target), final_norm=final_norm))
+    texts = read_prompts(prompt, prompts, column, n)
+    config = RunConfig(model=model, device=device, dtype=dtype, batch_size=batch_size, out=out, name=name, resume=resume, progress=progress)
+    opt.report(run_analysis(analysis, texts, config))
+
+
+ANALYSIS = LogitLens

