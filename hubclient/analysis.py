@@ -108,6 +108,14 @@ class Analysis:
         """Long-format polars tables (one per name in ``tables``) for one batch."""
         raise NotImplementedError
 
+    def finish(self, run: "RunDir") -> dict[str, Any]:
+        """Tables computed from the finished per-batch tables (e.g. statistics over all prompts).
+
+        Called once, after every batch's rows are merged into ``<table>.parquet``; returns
+        table name -> polars DataFrame, each written atomically as ``<name>.parquet``.
+        """
+        return {}
+
     @classmethod
     def plots(cls, run: "RunDir") -> dict[str, Any]:
         """Altair charts drawn from the run's Parquet tables alone: file stem -> chart."""

@@ -93,7 +93,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             embed="gpt_neox.embed_in",
             layers="gpt_neox.layers",
             final_norm="gpt_neox.final_layer_norm",
-            lm_head="embed_out",
+            lm_head="lm_head",
             mlp_down="mlp.dense_4h_to_h",
         ),
         ArchSpec(
@@ -154,6 +154,25 @@ def get_module(root: Any, path: str) -> Any:
         if node is None:
             return None
     return node
+
+
+def check_modules(spec: ArchSpec, model: Any) -> None:
+    """Check that ``model`` (a torch ``*ForCausalLM``) has every module ``spec`` names.
+
+    Raises:
+        HubError: a module is missing (e.g. renamed by another transformers version), naming
+            the module and the table entry to fix.
+    """
+    required = {"embed": spec.embed, "layers": spec.layers, "final_norm": spec.final_norm, "lm_head": spec.lm_head}
+    for role, path in required.items():
+        if get_module(model, path) is None:
+            raise HubError(
+                f"{type(model).__name__} has no module {path!r} ({role}) that the {spec.family!r} entry of "
+                "hubclient/arch.py expects; this transformers version may name it differently: fix the entry"
+            )
+    first_block = get_module(model, spec.layers)[0]
+    if get_module(first_block, spec.mlp_down) is None:
+        raise HubError(f"decoder blocks of {type(model).__name__} have no {spec.mlp_down!r} (mlp_down); fix hubclient/arch.py")
 
 
 def softcap(spec: ArchSpec, config: Any) -> float | None:

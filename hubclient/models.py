@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from hubclient.arch import ArchSpec, get_module, softcap, spec_for_config
+from hubclient.arch import ArchSpec, check_modules, get_module, softcap, spec_for_config
 from hubclient.errors import HubError
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -91,6 +91,11 @@ class HubModel:
     device: str
     dtype: str
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def torch_model(self) -> Any:
+        """The wrapped transformers ``*ForCausalLM`` module itself (outside traces)."""
+        return self.lm._module
 
     @property
     def config(self) -> Any:
@@ -266,6 +271,8 @@ def convert_gguf(gguf: Path | None, sha256: str, assemble: Any = None) -> Path:
     Raises:
         HubError: the GGUF does not match ``sha256``, or transformers cannot read it.
     """
+    import sys
+
     from filelock import FileLock
 
     root = cache_dir()
@@ -276,6 +283,7 @@ def convert_gguf(gguf: Path | None, sha256: str, assemble: Any = None) -> Path:
             return target
         if target.exists():
             shutil.rmtree(target)
+        print(f"hub: converting {gguf or 'the embedded GGUF'} to safetensors once (about a minute); cached in {target}", file=sys.stderr)
         with tempfile.TemporaryDirectory(dir=root, prefix=".convert-") as tmp:
             work = Path(tmp)
             if assemble is not None:
@@ -395,7 +403,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
 
 def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
@@ -434,6 +444,7 @@ def wrap_model(
     from nnsight.modeling.transformers import TransformersModel
 
     arch = spec_for_config(hf_model.config)
+    check_modules(arch, hf_model)
     hf_model.eval()
     hf_model.to(device)
     if tokenizer.pad_token_id is None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.store import RunDir, new_run_id
+from hubclient.store import RunDir, new_run_id, write_parquet
 
 LAYER_CONVENTION = "layer 0 = embeddings (input of block 0); layer l = output of decoder block l (before the final norm)"
 VERSIONED = ("hub", "nnsight", "torch", "transformers", "polars", "altair", "numpy")
@@ -168,7 +168,13 @@ def _to_cpu(value: Any) -> Any:
     return value.detach().cpu() if isinstance(value, torch.Tensor) else value
 
 
-def run_analysis(analysis: Analysis, prompts: list[str], config: RunConfig, model: Any = None) -> RunDir:
+def run_analysis(
+    analysis: Analysis,
+    prompts: list[str],
+    config: RunConfig,
+    model: Any = None,
+    prompt_columns: dict[str, list[Any]] | None = None,
+) -> RunDir:
     """Run ``analysis`` over ``prompts`` and write a complete run folder.
 
     Args:
@@ -177,6 +183,8 @@ def run_analysis(analysis: Analysis, prompts: list[str], config: RunConfig, mode
         config: model, device, batching and output options.
         model: an already-loaded :class:`~hubclient.models.HubModel` (tests, notebooks); when
             ``None`` it is loaded from ``config.model``.
+        prompt_columns: extra per-prompt columns for ``prompts.parquet`` (e.g. ``language``,
+            ``sentence``), each a list as long as ``prompts``.
 
     Returns:
         the finished :class:`~hubclient.store.RunDir`.
@@ -222,7 +230,7 @@ def run_analysis(analysis: Analysis, prompts: list[str], config: RunConfig, mode
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
         )
-        write_prompts(run, prompts, tokens)
+        write_prompts(run, prompts, tokens, prompt_columns)
     done = run.done_batches(list(analysis.tables))
     todo = [b for b in batches if b.index not in done]
     try:
@@ -234,6 +242,9 @@ def run_analysis(analysis: Analysis, prompts: list[str], config: RunConfig, mode
         run.update_manifest(status="failed")
         raise
     counts = run.finalize(dict(analysis.tables))
+    for table, frame in analysis.finish(run).items():
+        write_parquet(run.path / f"{table}.parquet", frame)
+        counts[table] = frame.height
     plots = save_plots(analysis, run)
     run.update_manifest(
         status="complete",
@@ -276,16 +287,17 @@ def _check_resume(config: RunConfig, analysis: Analysis, options: dict, input_ha
     return run
 
 
-def write_prompts(run: RunDir, prompts: list[str], tokens: list[list[int]]) -> None:
-    """Write ``prompts.parquet``: ``prompt`` (index), ``text``, ``n_tokens`` (special tokens included)."""
+def write_prompts(run: RunDir, prompts: list[str], tokens: list[list[int]], columns: dict[str, list[Any]] | None = None) -> None:
+    """Write ``prompts.parquet``: ``prompt`` (index), ``text``, ``n_tokens`` (special tokens
+    included) and any extra ``columns``."""
     import polars as pl
 
-    from hubclient.store import write_parquet
-
-    frame = pl.DataFrame(
-        {"prompt": list(range(len(prompts))), "text": prompts, "n_tokens": [len(t) for t in tokens]},
-        schema_overrides={"prompt": pl.Int64, "n_tokens": pl.Int32},
-    )
+    data: dict[str, Any] = {"prompt": list(range(len(prompts))), "text": prompts, "n_tokens": [len(t) for t in tokens]}
+    for name, values in (columns or {}).items():
+        if len(values) != len(prompts):
+            raise ValueError(f"prompt column {name!r} has {len(values)} values for {len(prompts)} prompts")
+        data[name] = values
+    frame = pl.DataFrame(data, schema_overrides={"prompt": pl.Int64, "n_tokens": pl.Int32})
     write_parquet(run.path / "prompts.parquet", frame)
 
 

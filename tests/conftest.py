@@ -1,0 +1,146 @@
+"""Shared fixtures: tiny randomly initialised models of every supported family.
+
+No test here downloads anything: each tiny model is built from a small config with a
+word-level tokenizer trained on a few sentences, and saved to a temporary folder so that the
+CLI can load it with ``--model <folder>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HUB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+SENTENCES = [
+    "the capital of france is paris",
+    "the cat sat on the mat",
+    "a dog ran in the park and the cat sat",
+    "one two three four five six seven eight nine ten",
+    "language models read text and predict the next word",
+]
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+D_MODEL, N_LAYERS, N_HEADS, D_FF, CONTEXT = 32, 3, 4, 64, 64
+
+
+def build_tokenizer():
+    """A word-level fast tokenizer over ``SENTENCES`` that prepends ``<bos>``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for s in SENTENCES for w in s.split()})
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + words)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_config(family: str, vocab: int):
+    """A 3-layer, d_model-32 config of ``family`` (``config.model_type``)."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    llama_like = dict(
+        hidden_size=D_MODEL, intermediate_size=D_FF, num_hidden_layers=N_LAYERS, num_attention_heads=N_HEADS,
+        num_key_value_heads=2, max_position_embeddings=CONTEXT, **common,
+    )
+    if family == "llama":
+        return tf.LlamaConfig(**llama_like)
+    if family == "mistral":
+        return tf.MistralConfig(**llama_like)
+    if family == "qwen2":
+        return tf.Qwen2Config(**llama_like)
+    if family == "qwen3":
+        return tf.Qwen3Config(head_dim=8, **llama_like)
+    if family == "gemma":
+        return tf.GemmaConfig(head_dim=8, **llama_like)
+    if family == "gemma2":
+        return tf.Gemma2Config(head_dim=8, final_logit_softcapping=30.0, sliding_window=16, **llama_like)
+    if family == "gemma3_text":
+        return tf.Gemma3TextConfig(head_dim=8, sliding_window=16, **llama_like)
+    if family == "gpt2":
+        return tf.GPT2Config(n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS, n_positions=CONTEXT, **common)
+    if family == "gpt_neox":
+        return tf.GPTNeoXConfig(
+            hidden_size=D_MODEL, num_hidden_layers=N_LAYERS, num_attention_heads=N_HEADS, intermediate_size=D_FF,
+            max_position_embeddings=CONTEXT, **common,
+        )
+    if family == "bloom":
+        return tf.BloomConfig(hidden_size=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS, **common)
+    if family == "opt":
+        return tf.OPTConfig(
+            hidden_size=D_MODEL, num_hidden_layers=N_LAYERS, ffn_dim=D_FF, num_attention_heads=N_HEADS,
+            max_position_embeddings=CONTEXT, word_embed_proj_dim=D_MODEL, **common,
+        )
+    raise KeyError(family)
+
+
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox", "bloom", "opt"]
+
+
+def build_tiny(family: str, seed: int = 0):
+    """(hf_model, tokenizer) for a tiny random model of ``family``, in eval mode, float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = tiny_config(family, len(tokenizer))
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Random init is tiny (std 0.02): scale the unembedding so the lens has a real ranking.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.3)
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """``tiny_dir(family)`` -> folder with a saved tiny model of that family (built once)."""
+    cache: dict[str, Path] = {}
+
+    def make(family: str = "llama") -> Path:
+        if family not in cache:
+            model, tokenizer = build_tiny(family)
+            folder = tmp_path_factory.mktemp(f"tiny-{family}")
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            cache[family] = folder
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_model():
+    """``tiny_hub_model(family)`` -> a wrapped :class:`hubclient.models.HubModel` (built once)."""
+    from hubclient.models import wrap_model
+
+    cache = {}
+
+    def make(family: str = "llama"):
+        if family not in cache:
+            model, tokenizer = build_tiny(family)
+            cache[family] = wrap_model(model, tokenizer, model_id=f"tiny-{family}")
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture
+def flores_dir() -> Path:
+    """The shared FLORES-200 devtest folder; skips the test when it is absent."""
+    folder = SHARED_DATA / "flores200-devtest"
+    if not folder.is_dir():
+        pytest.skip(f"FLORES data not found at {folder} (set HUB_SHARED_DATA to the shared data folder)")
+    return folder
