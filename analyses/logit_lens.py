@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -226,7 +225,7 @@ def _decoder(tokenizer: Any) -> Any:
     return decode
 
 
-@opt.cli_command
+@opt.analysis_command
 def command(
     prompt: opt.Prompt = None,
     prompts: opt.PromptsFile = None,
@@ -236,14 +235,8 @@ def command(
     top_k: Annotated[int, typer.Option(help="Top-k tokens kept per prompt, position and layer.", rich_help_panel="Lens")] = 10,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Follow this word's probability and rank (repeatable). Tokenised as written; multi-token words follow their first token (with a warning). Use ' Paris' for the mid-sentence form.", rich_help_panel="Lens")] = [],  # noqa: B006
     final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
-    model: opt.Model = "gemma-3-270m",
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    batch_size: opt.BatchSize = 8,
-    out: opt.Out = Path("results"),
-    name: opt.Name = None,
-    resume: opt.Resume = None,
-    progress: opt.Progress = True,
+    *,
+    config: RunConfig,
 ) -> None:
     """Logit lens: decode every layer's residual stream through the final norm and W_U.
 
@@ -253,7 +246,6 @@ def command(
     """
     analysis = LogitLens(LensOptions(positions=positions, top_k=top_k, targets=list(target), final_norm=final_norm))
     texts = read_prompts(prompt, prompts, column, n)
-    config = RunConfig(model=model, device=device, dtype=dtype, batch_size=batch_size, out=out, name=name, resume=resume, progress=progress)
     opt.report(run_analysis(analysis, texts, config))
 
 

@@ -343,7 +343,15 @@ def _embedded_folder(spec: EmbeddedModel) -> Path:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.endswith(".gguf") or Path(name).expanduser().exists()
+    """A local path rather than a repo id: explicit (./, /, ~), a .gguf name, an existing path,
+    or one whose parent folder exists here (``results/x``; a repo id's owner rarely does)."""
+    path = Path(name).expanduser()
+    return (
+        name.startswith((".", "/", "~"))
+        or name.endswith(".gguf")
+        or path.exists()
+        or (path.parent != Path(".") and path.parent.is_dir())
+    )
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> HubModel:

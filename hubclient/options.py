@@ -7,6 +7,7 @@ Analyses declare their Typer command with these annotated types, so ``--model``,
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -25,8 +26,8 @@ Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP, rich_help_
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel="Model")]
 Dtype = Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.", rich_help_panel="Model")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Prompts per forward pass.", rich_help_panel="Run")]
-Out = Annotated[Path, typer.Option(help="Results folder; the run is written to OUT/<run id>/.", rich_help_panel="Run")]
-Name = Annotated[Optional[str], typer.Option(help="Run id (default: <UTC time>-<analysis>-<input hash>). Never overwrites.", rich_help_panel="Run")]
+Out = Annotated[Path, typer.Option(help="Results folder; the run is written to OUT/RUN_ID/.", rich_help_panel="Run")]
+Name = Annotated[Optional[str], typer.Option(help="Run id, the run folder's name (default: UTC time, analysis and input hash). An existing run is never overwritten.", rich_help_panel="Run")]
 Resume = Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder (same inputs and options).", rich_help_panel="Run")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.", rich_help_panel="Run")]
 
@@ -76,3 +77,41 @@ def report(run: Any) -> None:
         typer.echo(f"  {plot}")
     for note in manifest.get("model", {}).get("notes", []):
         typer.echo(f"note: {note}")
+
+
+# The options every `hub analyze …` command takes, bound into a RunConfig by `analysis_command`.
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "model": (Model, "gemma-3-270m"),
+    "device": (Device, "auto"),
+    "dtype": (Dtype, "auto"),
+    "batch_size": (BatchSize, 8),
+    "out": (Out, Path("results")),
+    "name": (Name, None),
+    "resume": (Resume, None),
+    "progress": (Progress, True),
+}
+
+
+def analysis_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Make ``func(<its own options>, config: RunConfig)`` a Typer command with the shared run
+    options (``RUN_OPTIONS``: model, device, batching, output, resume…) added to its signature.
+
+    The analysis declares only what is its own; the run options read and document the same in
+    every command, and a new shared option is added here once.
+    """
+    from hubclient.runner import RunConfig
+
+    own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "config"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in RUN_OPTIONS.items()
+    ]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        config = RunConfig(**{name: kwargs.pop(name) for name in RUN_OPTIONS})
+        return func(**kwargs, config=config)
+
+    wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {}
+    return cli_command(wrapper)
