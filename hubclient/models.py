@@ -126,6 +126,21 @@ class HubModel:
         for index in range(1, last + 1):
             yield index, _first(layers[index - 1].output)
 
+    def mlp_down(self, block: int) -> Any:
+        """The MLP down projection of decoder block ``block`` (1..L) as an envoy.
+
+        Its ``.input`` inside a trace is the MLP's intermediate activation, ``[batch, seq, d_ff]``:
+        ``act(gate(x)) * up(x)`` for gated MLPs (Llama, Qwen, Gemma), the GELU/ReLU output for
+        GPT-2, GPT-NeoX, BLOOM and OPT (the activation point of Zeng et al. 2025 and of LAPE,
+        Tang et al. 2024).
+
+        Raises:
+            HubError: ``block`` outside ``1..L``.
+        """
+        if not 1 <= block <= self.n_layers:
+            raise HubError(f"block {block} is out of range: this model has blocks 1..{self.n_layers}")
+        return get_module(self.layers[block - 1], self.arch.mlp_down)
+
     @property
     def final_norm(self) -> Any:
         """The final norm envoy (applied before ``W_U``)."""
