@@ -1,0 +1,523 @@
+"""``hub analyze similarity``: cross-lingual similarity of hidden states by layer (Fig. 3, Eq. 1).
+
+The semantic hub paper (Wu et al. 2024, arXiv 2411.04986) compares the hidden states of parallel
+inputs: for languages A and B, N parallel sentences and layer ``l``,
+``S_ij = cos(h_l(a_i), h_l(b_j))`` and the baseline-adjusted similarity is
+``mean_i S_ii - mean_{i != j} S_ij`` (matching minus non-matching pairs; Eq. 1).
+
+Traces: the residual stream ``h_l`` (layer 0 = embeddings, layer ``l`` = output of block ``l``,
+before the final norm) of the asked ``--layers`` only; the forward pass stops after the last of
+them (no final norm, no ``lm_head``). Each of the K×N inputs runs through the model once; all
+language pairs come from the stored vectors.
+Reduces (inside the trace): each layer's ``[batch, seq, d_model]`` to one pooled vector per
+input, ``[layers, batch, d_model]`` (float32): the last real token (``--pool last``, the paper)
+or the mean over the input's tokens without the leading BOS (``--pool mean``; padding ignored).
+Stores: ``vectors.parquet`` (prompt, language, sentence, layer, vector), streamed per batch, so
+any statistic can be redone in polars without the model; ``similarity.parquet`` (per layer and
+language pair: Eq. 1, its two means and a seeded 95% bootstrap CI over pairs), computed in
+:meth:`Similarity.finish` from the stored vectors; with ``--save-matrix``, ``matrix.parquet``
+(the N×N cosines per layer and pair). The runner adds ``prompts.parquet`` (with ``language``
+and ``sentence`` columns) and ``manifest.json``.
+Draws: similarity by layer with its CI band (one line per pair), the matching and non-matching
+means by layer, and the N×N cosine heatmap at ``--heatmap-layer``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hubclient import options as opt
+from hubclient import stats
+from hubclient.analysis import Analysis, Batch
+from hubclient.errors import HubError
+from hubclient.parallel import ParallelCorpus, read_flores, read_parallel_files
+from hubclient.runner import RunConfig, run_analysis
+
+POOLS = ("last", "mean")
+#: The CI's coverage (Fig. 3 of the paper shows 95% intervals).
+LEVEL = 0.95
+#: Pairs drawn in the heatmap, and sentences per heatmap axis (the first ones).
+HEATMAP_PAIRS, HEATMAP_SENTENCES = 3, 100
+
+
+@dataclass
+class SimilarityOptions:
+    """Options of the similarity analysis (recorded in the manifest).
+
+    Attributes:
+        languages: language names in input order (file stems or FLORES codes).
+        sources: the files the languages were read from.
+        n: first N sentences used (``None``: all).
+        skip_empty: line indices empty in any language were dropped from all.
+        pool: ``last`` (last real token, the paper) or ``mean`` (mean over the input's tokens
+            except a leading BOS; padding never counts).
+        template: text around each input with a ``{text}`` placeholder, or ``None``.
+        center: subtract the layer's mean vector (over all K×N inputs) before the cosine.
+        layers: ``all``, a list ``0,4,8`` or a range ``2-10`` (0 = embeddings).
+        anchor: compare only this language with each other one (``None``: all pairs).
+        seed: bootstrap seed.
+        bootstrap: bootstrap resamples.
+        save_matrix: also store the N×N cosine matrix per layer and pair.
+        heatmap_layer: layer of the heatmap (``None``: the model's middle layer).
+    """
+
+    languages: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    n: int | None = None
+    skip_empty: bool = False
+    pool: str = "last"
+    template: str | None = None
+    center: bool = False
+    layers: str = "all"
+    anchor: str | None = None
+    seed: int = 0
+    bootstrap: int = stats.N_BOOTSTRAP
+    save_matrix: bool = False
+    heatmap_layer: int | None = None
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """Parse ``--layers``: ``all``, a list ``0,4,8``, a range ``2-10`` (inclusive) or a mix ``0,2-4``.
+
+    Args:
+        spec: the option text.
+        n_layers: the model's L; valid layers are ``0..L`` (0 = embeddings).
+
+    Returns:
+        sorted unique layer indices.
+
+    Raises:
+        HubError: bad syntax or a layer outside ``0..L``.
+    """
+    text = spec.strip().lower()
+    if text == "all":
+        return list(range(n_layers + 1))
+    out: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise HubError(f"bad --layers {spec!r}: use 'all', a list like '0,4,8' or a range like '2-10'")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise HubError(f"bad --layers range {part.strip()!r}: the start is after the end")
+        if hi > n_layers:
+            raise HubError(f"--layers {spec!r} asks for layer {hi}, but the model has layers 0..{n_layers} (0 = embeddings)")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def language_pairs(languages: list[str], anchor: str | None = None) -> list[tuple[str, str]]:
+    """The pairs compared: every unordered pair in input order, or ``anchor`` with each other."""
+    if anchor is not None:
+        pairs = []
+        for other in languages:
+            if other != anchor:
+                pairs.append((anchor, other))
+        return pairs
+    pairs = []
+    for i, a in enumerate(languages):
+        for b in languages[i + 1 :]:
+            pairs.append((a, b))
+    return pairs
+
+
+def apply_template(template: str | None, texts: list[str]) -> list[str]:
+    """Put each text into ``template`` at ``{text}`` (other braces are left alone).
+
+    Raises:
+        HubError: a template without ``{text}``.
+    """
+    if template is None:
+        return list(texts)
+    if "{text}" not in template:
+        raise HubError(f"--template {template!r} has no {{text}} placeholder; write e.g. '{{text}} In other words,'")
+    out = []
+    for text in texts:
+        out.append(template.replace("{text}", text))
+    return out
+
+
+class Similarity(Analysis):
+    """Cross-lingual hidden-state similarity (see the module docstring)."""
+
+    name = "similarity"
+    tables = {"vectors": ["layer", "prompt"]}
+
+    def __init__(self, options: SimilarityOptions, languages: list[str], sentences: list[int]):
+        """Bind options and the per-prompt labels.
+
+        Args:
+            options: :class:`SimilarityOptions`.
+            languages / sentences: the language and sentence index of each prompt (K×N each,
+                as :meth:`hubclient.parallel.ParallelCorpus.flat` gives them).
+
+        Raises:
+            HubError: unknown ``pool``, an ``anchor`` that is not one of the languages, fewer
+                than 2 languages, ``bootstrap < 1``, labels that do not form K complete languages.
+        """
+        super().__init__(options)
+        if options.pool not in POOLS:
+            raise HubError(f"unknown --pool {options.pool!r}; choose one of {', '.join(POOLS)}")
+        if len(options.languages) < 2:
+            raise HubError(f"need at least 2 languages, got {len(options.languages)}")
+        if options.anchor is not None and options.anchor not in options.languages:
+            raise HubError(f"--anchor {options.anchor!r} is not one of the inputs ({', '.join(options.languages)})")
+        if options.bootstrap < 1:
+            raise HubError(f"--bootstrap must be at least 1, got {options.bootstrap}")
+        if len(languages) != len(sentences):
+            raise ValueError("languages and sentences must label every prompt")
+        self.languages = list(languages)
+        self.sentences = list(sentences)
+        self.layers: list[int] = []
+        self.bos_id: int | None = None
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Resolve ``--layers`` and ``--heatmap-layer`` against the model.
+
+        Raises:
+            HubError: a layer outside ``0..L`` or a heatmap layer that is not analysed.
+        """
+        self.layers = parse_layers(self.options.layers, model.n_layers)
+        hl = self.options.heatmap_layer
+        if hl is not None and hl not in self.layers:
+            raise HubError(f"--heatmap-layer {hl} is not among the analysed layers ({self.options.layers}: {_short_list(self.layers)})")
+        self.bos_id = model.tokenizer.bos_token_id
+
+    # ------------------------------------------------------------------ inside the trace
+    def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
+        """Pool the asked layers to ``{"vectors": [layers, batch, d_model]}`` (float32).
+
+        ``last``: ``h[b, length_b - 1]``. ``mean``: ``sum_s w[b, s] h[b, s]`` with ``w`` the
+        attention mask without a leading BOS, normalised to sum 1 per input (an input that is
+        only BOS keeps it).
+        """
+        import torch
+
+        device = model.device
+        wanted = set(self.layers)
+        n = batch.input_ids.shape[0]
+        if self.options.pool == "last":
+            rows = torch.arange(n, device=device)
+            last = torch.tensor(batch.lengths, device=device) - 1
+            weights = None
+        else:
+            weights = batch.attention_mask.to(device=device, dtype=torch.float32).clone()
+            if self.bos_id is not None:
+                drop = (batch.input_ids[:, 0] == self.bos_id) & (torch.tensor(batch.lengths) > 1)
+                weights[drop.to(device), 0] = 0.0
+            weights = weights / weights.sum(dim=1, keepdim=True)
+        pooled = []
+        for layer, hidden in model.hidden_states(last=max(self.layers)):
+            if layer in wanted:
+                if weights is None:
+                    pooled.append(hidden[rows, last].float())
+                else:
+                    pooled.append(torch.einsum("bs,bsd->bd", weights, hidden.float()))
+        return {"vectors": torch.stack(pooled)}
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
+        """``vectors`` rows of one batch: (prompt, language, sentence, layer, vector[d_model])."""
+        import numpy as np
+        import polars as pl
+
+        vectors = saved["vectors"].numpy().astype(np.float32, copy=False)  # [layers, batch, d]
+        n_layers, n, d = vectors.shape
+        prompt = np.asarray(batch.prompt_index, dtype=np.int64)
+        row = np.tile(np.arange(n), n_layers)
+        languages = np.asarray(self.languages, dtype=object)[prompt].astype(str)
+        sentences = np.asarray(self.sentences, dtype=np.int64)[prompt]
+        frame = pl.DataFrame(
+            {
+                "prompt": prompt[row],
+                "language": languages[row],
+                "sentence": sentences[row],
+                "layer": np.repeat(np.asarray(self.layers, dtype=np.int32), n),
+                "vector": vectors.reshape(n_layers * n, d),
+            }
+        )
+        return {"vectors": frame}
+
+    # ------------------------------------------------------------------ statistics
+    def finish(self, run: Any) -> dict[str, Any]:
+        """Eq. 1 per layer and language pair (and, with ``--save-matrix``, the N×N cosines).
+
+        Reads ``vectors.parquet`` one layer at a time; with ``--center`` every vector of a layer
+        has the mean of all K×N vectors of that layer subtracted first.
+        """
+        import numpy as np
+        import polars as pl
+
+        o = self.options
+        pairs = language_pairs(o.languages, o.anchor)
+        out_rows: list[dict[str, Any]] = []
+        matrices = []
+        for layer in self.layers:
+            by_lang, sentences = layer_vectors(run.path / "vectors.parquet", layer, o.languages)
+            mean = np.concatenate(list(by_lang.values())).mean(axis=0) if o.center else None
+            for a, b in pairs:
+                x, y = by_lang[a], by_lang[b]
+                if mean is not None:
+                    x, y = stats.center(x, mean), stats.center(y, mean)
+                sim = stats.cosine_matrix(x, y)
+                value, matching, non_matching = stats.baseline_adjusted(sim)
+                low, high = stats.bootstrap_ci(stats.pair_scores(sim), n_boot=o.bootstrap, level=LEVEL, seed=o.seed)
+                out_rows.append(
+                    {
+                        "layer": layer, "language_a": a, "language_b": b, "pair": f"{a}-{b}",
+                        "similarity": value, "ci_low": low, "ci_high": high,
+                        "matching": matching, "non_matching": non_matching, "n_sentences": len(sentences),
+                    }
+                )
+                if o.save_matrix:
+                    n = len(sentences)
+                    matrices.append(
+                        pl.DataFrame(
+                            {
+                                "layer": np.full(n * n, layer, dtype=np.int32),
+                                "language_a": [a] * (n * n),
+                                "language_b": [b] * (n * n),
+                                "sentence_a": np.repeat(sentences, n),
+                                "sentence_b": np.tile(sentences, n),
+                                "cosine": sim.reshape(-1).astype(np.float32),
+                            }
+                        )
+                    )
+        tables = {"similarity": pl.DataFrame(out_rows, schema_overrides={"layer": pl.Int32, "n_sentences": pl.Int32})}
+        if o.save_matrix:
+            tables["matrix"] = pl.concat(matrices)
+        return tables
+
+    def summary(self, run: Any) -> str:
+        """One line per pair: the layer of peak similarity, and the first and last layers' values."""
+        table = run.table("similarity")
+        lines = []
+        for (pair,), rows in table.sort("layer").group_by("pair", maintain_order=True):
+            peak = rows.row(int(rows["similarity"].arg_max()), named=True)
+            first, last = rows.row(0, named=True), rows.row(rows.height - 1, named=True)
+            lines.append(
+                f"  {pair}: peak {peak['similarity']:.3f} [{peak['ci_low']:.3f}, {peak['ci_high']:.3f}] at layer {peak['layer']}; "
+                f"layer {first['layer']} {first['similarity']:.3f}, layer {last['layer']} {last['similarity']:.3f}"
+            )
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ plots
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        """Similarity by layer (CI band), matching/non-matching means, cosine heatmap."""
+        import altair as alt
+
+        manifest = run.manifest
+        o = manifest["options"]
+        model_id = manifest["model"]["model_id"]
+        table = run.table("similarity").sort("pair", "layer")
+        n = int(table["n_sentences"][0])
+        how = f"{o['pool']} token{'s (mean)' if o['pool'] == 'mean' else ''}, {'centered' if o['center'] else 'raw'} cosine, N={n}"
+        x = alt.X("layer:Q", title="layer (0 = embeddings)")
+        base = alt.Chart(table).encode(x=x, color=alt.Color("pair:N", title="pair"))
+        band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title="matching − non-matching cosine"), y2="ci_high:Q")
+        line = base.mark_line(point=True).encode(
+            y="similarity:Q",
+            tooltip=["pair", "layer", alt.Tooltip("similarity:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")],
+        )
+        charts: dict[str, Any] = {
+            "similarity_by_layer": (band + line).properties(
+                width=420, height=260, title=[f"Baseline-adjusted similarity (Eq. 1) with 95% CI · {model_id}", how]
+            )
+        }
+        long = table.unpivot(index=["pair", "layer"], on=["matching", "non_matching"], variable_name="pairs", value_name="cosine")
+        charts["similarity_means"] = (
+            alt.Chart(long)
+            .mark_line(point=True)
+            .encode(
+                x=x,
+                y=alt.Y("cosine:Q", title="mean cosine"),
+                color=alt.Color("pair:N"),
+                strokeDash=alt.StrokeDash("pairs:N", title="sentence pairs"),
+                tooltip=["pair", "pairs", "layer", alt.Tooltip("cosine:Q", format=".4f")],
+            )
+            .properties(width=420, height=260, title=[f"Mean cosine of matching and non-matching pairs · {model_id}", how])
+        )
+        heat = cls._heatmap(run, manifest, table)
+        if heat is not None:
+            charts["similarity_heatmap"] = heat
+        return charts
+
+    @classmethod
+    def _heatmap(cls, run: Any, manifest: dict[str, Any], table: Any) -> Any:
+        import altair as alt
+        import numpy as np
+        import polars as pl
+
+        o = manifest["options"]
+        analysed = sorted(table["layer"].unique().to_list())
+        wanted = o.get("heatmap_layer")
+        if wanted is None:
+            middle = manifest["model"]["n_layers"] // 2
+            wanted = min(analysed, key=lambda layer: (abs(layer - middle), layer))
+        pairs = table.select("language_a", "language_b").unique(maintain_order=True).head(HEATMAP_PAIRS).rows()
+        path = run.path / "vectors.parquet"
+        frames = []
+        if path.is_file():
+            by_lang, sentences = layer_vectors(path, wanted, o["languages"])
+            mean = np.concatenate(list(by_lang.values())).mean(axis=0) if o["center"] else None
+            shown = sentences[:HEATMAP_SENTENCES]
+            k = len(shown)
+            for a, b in pairs:
+                x, y = by_lang[a][:k], by_lang[b][:k]
+                if mean is not None:
+                    x, y = stats.center(x, mean), stats.center(y, mean)
+                sim = stats.cosine_matrix(x, y)
+                frames.append(pl.DataFrame({"pair": f"{a}-{b}", "sentence_a": np.repeat(shown, k), "sentence_b": np.tile(shown, k), "cosine": sim.reshape(-1)}))
+        elif (run.path / "matrix.parquet").is_file():
+            matrix = run.table("matrix").filter(pl.col("layer") == wanted)
+            for a, b in pairs:
+                m = matrix.filter((pl.col("language_a") == a) & (pl.col("language_b") == b))
+                keep = m["sentence_a"].unique().sort().head(HEATMAP_SENTENCES)
+                frames.append(
+                    m.filter(pl.col("sentence_a").is_in(keep.implode()) & pl.col("sentence_b").is_in(keep.implode()))
+                    .select(pair=pl.lit(f"{a}-{b}"), sentence_a="sentence_a", sentence_b="sentence_b", cosine=pl.col("cosine").cast(pl.Float64))
+                )
+        else:
+            return None
+        frame = pl.concat(frames)
+        n = int(table["n_sentences"][0])
+        k = frame["sentence_a"].n_unique()
+        shown_note = f"first {k} of {n} sentences" if k < n else f"{n} sentences"
+        size = max(160, min(360, 3 * k))
+        chart = (
+            alt.Chart(frame)
+            .mark_rect()
+            .encode(
+                x=alt.X("sentence_b:O", title="sentence (second language)", axis=alt.Axis(labels=k <= 30, ticks=k <= 30)),
+                y=alt.Y("sentence_a:O", title="sentence (first language)", axis=alt.Axis(labels=k <= 30, ticks=k <= 30)),
+                color=alt.Color("cosine:Q", scale=alt.Scale(scheme="viridis")),
+                tooltip=["pair", "sentence_a", "sentence_b", alt.Tooltip("cosine:Q", format=".4f")],
+            )
+            .properties(width=size, height=size)
+            .facet(column=alt.Column("pair:N", title=None))
+            .properties(
+                title=[
+                    f"Cosine of every sentence pair at layer {wanted} · {manifest['model']['model_id']}",
+                    f"{'centered' if o['center'] else 'raw'} cosine, {o['pool']} pooling, {shown_note}; matching pairs on the diagonal",
+                ]
+            )
+        )
+        return chart
+
+
+def layer_vectors(path: Path, layer: int, languages: list[str]) -> tuple[dict[str, Any], Any]:
+    """The pooled vectors of one layer from ``vectors.parquet``, aligned by sentence.
+
+    Args:
+        path: a run's ``vectors.parquet``.
+        layer: the layer to read (only its rows are loaded).
+        languages: the languages wanted.
+
+    Returns:
+        ``({language: [N, d] float32 array}, sentences [N])``; row ``i`` of every array is
+        sentence ``sentences[i]``.
+
+    Raises:
+        HubError: a language missing, or languages that do not share the same sentences.
+    """
+    import numpy as np
+    import polars as pl
+
+    frame = (
+        pl.scan_parquet(path)
+        .filter(pl.col("layer") == layer)
+        .select("language", "sentence", "vector")
+        .collect()
+        .sort("language", "sentence")
+    )
+    out: dict[str, Any] = {}
+    sentences = None
+    for language in languages:
+        part = frame.filter(pl.col("language") == language)
+        if part.height == 0:
+            raise HubError(f"{path} has no vectors of language {language!r} at layer {layer}; the run is incomplete")
+        ids = part["sentence"].to_numpy()
+        if sentences is None:
+            sentences = ids
+        elif not np.array_equal(ids, sentences):
+            raise HubError(f"{path}: language {language!r} does not have the same sentences as {languages[0]!r} at layer {layer}")
+        out[language] = part["vector"].to_numpy()
+    return out, sentences
+
+
+def _short_list(values: list[int]) -> str:
+    return ",".join(str(v) for v in values) if len(values) <= 12 else f"{values[0]}..{values[-1]}"
+
+
+def read_corpus(inputs: list[str], flores_dir: Path | None, n: int | None, skip_empty: bool) -> ParallelCorpus:
+    """Inputs of the CLI: FLORES codes with ``--flores-dir``, otherwise parallel files.
+
+    Raises:
+        HubError: see :func:`hubclient.parallel.read_flores` / :func:`read_parallel_files`;
+            FLORES-looking codes without ``--flores-dir`` name the missing option.
+    """
+    from hubclient.parallel import looks_like_flores_code
+
+    if flores_dir is not None:
+        return read_flores(list(inputs), flores_dir, n=n, skip_empty=skip_empty)
+    missing = [text for text in inputs if not Path(text).exists()]
+    if missing and all(looks_like_flores_code(text) for text in missing):
+        return read_flores(list(inputs), None, n=n, skip_empty=skip_empty)
+    return read_parallel_files([Path(p) for p in inputs], n=n, skip_empty=skip_empty)
+
+
+PANEL = "Similarity"
+
+
+@opt.analysis_command
+def command(
+    inputs: Annotated[list[str], typer.Argument(help="Two or more parallel text files (line i = the same meaning in every file), or FLORES codes such as eng_Latn zho_Hans spa_Latn with --flores-dir.", show_default=False)],
+    flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Folder of FLORES-200 <code>.devtest files; INPUTS are then language codes.", rich_help_panel="Input")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Use only the first N sentences of every language.", rich_help_panel="Input")] = None,
+    skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Drop a line index that is empty in any language from all languages (keeps them aligned) instead of failing.", rich_help_panel="Input")] = False,
+    template: Annotated[Optional[str], typer.Option(help="Text around each input, with a {text} placeholder, e.g. '{text} In other words,' (default: the input alone).", rich_help_panel="Input")] = None,
+    pool: Annotated[str, typer.Option(help="last: the last token's hidden state (the paper); mean: the mean over the input's tokens, without BOS.", rich_help_panel=PANEL)] = "last",
+    center: Annotated[bool, typer.Option("--center/--no-center", help="Subtract the layer's mean hidden state (over all inputs) before the cosine; off by default, as the paper.", rich_help_panel=PANEL)] = False,
+    layers: Annotated[str, typer.Option(help="Layers: all, a list such as 0,4,8 or a range such as 2-10 (0 = embeddings). The forward pass stops after the last one.", rich_help_panel=PANEL)] = "all",
+    anchor: Annotated[Optional[str], typer.Option(help="Compare this language with each other one only (default: all pairs).", rich_help_panel=PANEL)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap over sentence pairs.", rich_help_panel=PANEL)] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CI.", rich_help_panel=PANEL)] = stats.N_BOOTSTRAP,
+    save_vectors: Annotated[bool, typer.Option("--save-vectors/--no-save-vectors", help="Keep vectors.parquet (pooled vector per input and layer) for later statistics in polars.", rich_help_panel="Output")] = True,
+    save_matrix: Annotated[bool, typer.Option("--save-matrix", help="Also write matrix.parquet: the N×N cosines per layer and pair (for heatmaps).", rich_help_panel="Output")] = False,
+    heatmap_layer: Annotated[Optional[int], typer.Option(help="Layer of the cosine heatmap (default: the model's middle layer).", rich_help_panel="Output")] = None,
+    *,
+    config: RunConfig,
+) -> None:
+    """Cross-lingual similarity of hidden states by layer (semantic hub paper, Fig. 3, Eq. 1).
+
+    Each input runs once; for every layer and language pair the baseline-adjusted similarity
+    (matching minus non-matching mean cosine) with a bootstrap 95% CI is computed from the
+    stored per-input vectors. Writes similarity.parquet, vectors.parquet, (matrix.parquet),
+    prompts.parquet, a manifest and plots.
+    """
+    corpus = read_corpus(inputs, flores_dir, n, skip_empty)
+    options = SimilarityOptions(
+        languages=corpus.languages, sources=[str(p) for p in corpus.sources], n=n, skip_empty=skip_empty,
+        pool=pool, template=template, center=center, layers=layers, anchor=anchor, seed=seed,
+        bootstrap=bootstrap, save_matrix=save_matrix, heatmap_layer=heatmap_layer,
+    )
+    texts, languages, sentences = corpus.flat()
+    analysis = Similarity(options, languages, sentences)
+    prompts = apply_template(template, texts)
+    run = run_analysis(analysis, prompts, config, prompt_columns={"language": languages, "sentence": sentences})
+    if not save_vectors:
+        (run.path / "vectors.parquet").unlink(missing_ok=True)
+        rows = {k: v for k, v in run.manifest.get("rows", {}).items() if k != "vectors"}
+        run.update_manifest(rows=rows, vectors="not kept (--no-save-vectors)")
+    opt.report(run)
+    typer.echo(analysis.summary(run))
+
+
+ANALYSIS = Similarity
