@@ -2,8 +2,9 @@
 
 Analyses are found through the ``hub.analyses`` entry-point group: each entry names a module
 with an ``ANALYSIS`` class and a Typer ``command`` function, and becomes
-``hub analyze <ANALYSIS.name>``. The built-in ones live in ``analyses/``; another package can
-add its own the same way.
+``hub analyze <ANALYSIS.name>``. Interventions (commands that edit hidden states) are found the
+same way through ``hub.interventions`` and become ``hub intervene <ANALYSIS.name>``. The
+built-in ones live in ``analyses/``; another package can add its own the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hubclient import options as opt
 from hubclient.errors import HubError
 
 ENTRY_POINT_GROUP = "hub.analyses"
+INTERVENTION_GROUP = "hub.interventions"
 
 app = typer.Typer(
     name="hub",
@@ -29,12 +31,15 @@ app = typer.Typer(
 )
 analyze_app = typer.Typer(help="Run an analysis; each writes Parquet, a manifest and plots to results/<run id>/.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(analyze_app, name="analyze")
+intervene_app = typer.Typer(help="Edit hidden states (steering, arithmetic, activation patching); each writes Parquet, a manifest and plots to results/<run id>/.", no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(intervene_app, name="intervene")
 
 
-def analysis_modules() -> dict[str, ModuleType]:
-    """Analysis modules registered under the ``hub.analyses`` entry points, by CLI name."""
+def analysis_modules(group: str = ENTRY_POINT_GROUP) -> dict[str, ModuleType]:
+    """Analysis modules registered under the ``group`` entry points (``hub.analyses`` or
+    ``hub.interventions``), by CLI name."""
     modules = {}
-    for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for entry in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
         module = import_module(entry.value)
         modules[module.ANALYSIS.name] = module
     return modules
@@ -42,6 +47,8 @@ def analysis_modules() -> dict[str, ModuleType]:
 
 for _name, _module in analysis_modules().items():
     analyze_app.command(_name)(_module.command)
+for _name, _module in analysis_modules(INTERVENTION_GROUP).items():
+    intervene_app.command(_name)(_module.command)
 
 
 @app.command("plot")
@@ -53,7 +60,7 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder (results/<ru
 
     run = RunDir.open(run_dir)
     name = run.manifest.get("analysis")
-    modules = analysis_modules()
+    modules = {**analysis_modules(), **analysis_modules(INTERVENTION_GROUP)}
     if name not in modules:
         raise HubError(f"{run_dir} was made by analysis {name!r}, which is not installed (have: {', '.join(modules)})")
     for path in save_plots(modules[name].ANALYSIS, run):
