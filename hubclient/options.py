@@ -30,6 +30,11 @@ Out = Annotated[Path, typer.Option(help="Results folder; the run is written to O
 Name = Annotated[Optional[str], typer.Option(help="Run id, the run folder's name (default: UTC time, analysis and input hash). An existing run is never overwritten.", rich_help_panel="Run")]
 Resume = Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder (same inputs and options).", rich_help_panel="Run")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.", rich_help_panel="Run")]
+Remote = Annotated[bool, typer.Option("--remote", help="Run on NDIF (host and key from NDIF_HOST / NDIF_API_KEY or nnsight's config file); the model is built without weights here.", rich_help_panel="Remote (NDIF)")]
+Detach = Annotated[bool, typer.Option("--detach", help="With --remote: submit every batch, record the job ids in the run folder and exit; finish with `hub jobs collect RUN_DIR`.", rich_help_panel="Remote (NDIF)")]
+NdifHost = Annotated[Optional[str], typer.Option("--ndif-host", help="NDIF host URL (overrides NDIF_HOST and nnsight's config), e.g. http://127.0.0.1:8289 for the local test server.", rich_help_panel="Remote (NDIF)")]
+Timeout = Annotated[float, typer.Option("--timeout", min=1, help="With --remote: seconds one job may take from submission to result.", rich_help_panel="Remote (NDIF)")]
+Retries = Annotated[int, typer.Option("--retries", min=0, help="With --remote: retries (with backoff) after a 5xx answer or a dropped connection.", rich_help_panel="Remote (NDIF)")]
 
 Prompt = Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A prompt (repeatable).", rich_help_panel="Input")]
 PromptsFile = Annotated[
@@ -89,6 +94,11 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "name": (Name, None),
     "resume": (Resume, None),
     "progress": (Progress, True),
+    "remote": (Remote, False),
+    "detach": (Detach, False),
+    "ndif_host": (NdifHost, None),
+    "timeout": (Timeout, 3600.0),
+    "retries": (Retries, 3),
 }
 
 

@@ -47,6 +47,13 @@ class RunConfig:
         name: run id (default: ``<time>-<analysis>-<input hash>``).
         resume: an existing run folder to continue instead of starting a new one.
         progress: show a progress bar.
+        remote: run each batch on NDIF (see :mod:`hubclient.remote`) instead of locally.
+        detach: with ``remote``: submit every batch, record the job ids and return without
+            waiting (``hub jobs collect`` finishes the run).
+        ndif_host: NDIF host URL overriding nnsight's (``NDIF_HOST`` / config file).
+        timeout: with ``remote``: seconds one job may take, from submission to result.
+        retries: with ``remote``: retries of a request after a 5xx answer or a dropped
+            connection.
     """
 
     model: str = "gemma-3-270m"
@@ -57,6 +64,11 @@ class RunConfig:
     name: str | None = None
     resume: Path | None = None
     progress: bool = True
+    remote: bool = False
+    detach: bool = False
+    ndif_host: str | None = None
+    timeout: float = 3600.0
+    retries: int = 3
 
 
 def versions() -> dict[str, str | None]:
@@ -200,8 +212,15 @@ def run_analysis(
     options = analysis.describe_options()
     previous = _check_resume(config, analysis, options, input_hash) if config.resume else None
 
+    if config.detach and not config.remote:
+        raise HubError("--detach needs --remote (it leaves jobs on NDIF); add --remote")
     if model is None:
-        model = load_model(config.model, device=config.device, dtype=config.dtype)
+        if config.remote:
+            from hubclient.remote import load_remote_model
+
+            model = load_remote_model(config.model)
+        else:
+            model = load_model(config.model, device=config.device, dtype=config.dtype)
     if previous is not None and previous.manifest["model"]["model_id"] != model.model_id:
         raise HubError(f"cannot resume {previous.path}: it ran {previous.manifest['model']['model_id']!r}, not {model.model_id!r}")
     tokens = tokenize(model, prompts)
@@ -228,19 +247,39 @@ def run_analysis(
                 "versions": versions(),
                 "machine": {"platform": platform.platform(), "processor": platform.machine()},
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                **({"remote": _remote_describe(config, model)} if config.remote else {}),
             }
         )
         write_prompts(run, prompts, tokens, prompt_columns)
     done = run.done_batches(list(analysis.tables))
     todo = [b for b in batches if b.index not in done]
     try:
-        _run_batches(model, analysis, run, todo, len(batches), len(done), config.progress)
+        if config.remote:
+            from hubclient.remote import run_batches
+
+            if not run_batches(model, analysis, run, todo, len(batches), len(done), config):
+                run.update_manifest(status="submitted")
+                return run
+        else:
+            _run_batches(model, analysis, run, todo, len(batches), len(done), config.progress)
     except KeyboardInterrupt:
         run.update_manifest(status="interrupted")
         raise HubError(f"interrupted; finished batches are kept: continue with --resume {run.path}") from None
     except Exception:
         run.update_manifest(status="failed")
         raise
+    return finish_run(analysis, run, started)
+
+
+def _remote_describe(config: RunConfig, model: Any) -> dict[str, Any]:
+    from hubclient.remote import describe
+
+    return describe(config, model)
+
+
+def finish_run(analysis: Analysis, run: RunDir, started: float, progress: bool = True) -> RunDir:
+    """Merge the batch parts into tables, add ``analysis.finish`` tables, draw plots and mark
+    the manifest complete (the end of every run, local, remote or collected)."""
     counts = run.finalize(dict(analysis.tables))
     for table, frame in analysis.finish(run).items():
         write_parquet(run.path / f"{table}.parquet", frame)
