@@ -105,6 +105,89 @@ def models() -> None:
     typer.echo("supported architectures: " + ", ".join(supported_families()))
 
 
+jobs_app = typer.Typer(help="Jobs of detached remote runs (`hub analyze … --remote --detach`).", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+remote_app = typer.Typer(help="The NDIF service: which models it runs, how its packages compare with yours.", no_args_is_help=True)
+app.add_typer(remote_app, name="remote")
+RunDirArg = Annotated[Path, typer.Argument(help="A remote run folder (results/<run id>).")]
+
+
+@jobs_app.command("status")
+@opt.cli_command
+def jobs_status(run_dir: RunDirArg, ndif_host: opt.NdifHost = None) -> None:
+    """Show each chunk's state: collected, or the server's (QUEUED, RUNNING, COMPLETED, ERROR…)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hubclient.remote import jobs_status as status_of
+
+    rows = status_of(run_dir, ndif_host)
+    if not rows:
+        typer.echo(f"no jobs recorded in {run_dir}")
+        return
+    table = Table("batch", "prompts", "job id", "state", "message")
+    for row in rows:
+        table.add_row(str(row["batch"]), str(row["n_prompts"]), str(row["job_id"]), row["state"], row["description"])
+    Console(width=200).print(table)
+
+
+@jobs_app.command("collect")
+@opt.cli_command
+def jobs_collect(run_dir: RunDirArg, ndif_host: opt.NdifHost = None, progress: opt.Progress = True) -> None:
+    """Download the finished jobs of a detached run and write their rows; once all are in, write
+    the tables, plots and manifest as a local run does. Safe to re-run until complete."""
+    from hubclient.remote import collect
+
+    run, pending = collect(run_dir, ndif_host, progress=progress)
+    if pending:
+        states: dict[str, int] = {}
+        for record in pending:
+            states[str(record.get("state"))] = states.get(str(record.get("state")), 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        typer.echo(f"{len(pending)} chunk(s) not collected yet ({summary}); run `hub jobs collect {run.path}` again later")
+        for record in pending:
+            if record.get("error"):
+                typer.echo(f"  batch {record['batch']}: {record['error']}", err=True)
+        raise typer.Exit(1)
+    opt.report(run)
+
+
+@remote_app.command("status")
+@opt.cli_command
+def remote_status(ndif_host: opt.NdifHost = None) -> None:
+    """List the models the NDIF service runs now (nnsight.ndif.status)."""
+    import nnsight.ndif
+
+    from hubclient.remote import configure
+
+    host = configure(ndif_host)
+    status = nnsight.ndif.status()
+    typer.echo(f"host: {host}")
+    typer.echo(str(status))
+
+
+@remote_app.command("env")
+@opt.cli_command
+def remote_env(ndif_host: opt.NdifHost = None) -> None:
+    """Compare local and server package versions (nnsight.ndif.compare); mismatches of nnsight,
+    torch or transformers are marked CRITICAL."""
+    import httpx
+    import nnsight.ndif
+
+    from hubclient.remote import configure, redact
+
+    host = configure(ndif_host)
+    try:
+        comparison = nnsight.ndif.compare()
+    except httpx.HTTPError as exc:
+        raise HubError(redact(f"cannot read the environment of NDIF at {host} ({type(exc).__name__}: {exc})")) from None
+    typer.echo(f"host: {host}")
+    typer.echo(str(comparison))
+    if comparison.critical_mismatches:
+        names = ", ".join(f"{p} {v['local']} here vs {v['remote']} there" for p, v in comparison.critical_mismatches.items())
+        typer.echo(f"warning: critical mismatches: {names}; install the server's versions for remote runs", err=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
