@@ -1,0 +1,340 @@
+"""``hub analyze language-probs``: which language each layer's logit lens is "in" (Wu et al. 2024, Fig. 4).
+
+Traces: the residual stream ``h_l`` at every layer ``l = 0..L`` (0 = embeddings) at every token
+position of every input text except special tokens (BOS).
+Reduces (inside the trace): the lens distribution ``p_l = softmax(W_U · norm(h_l))`` (Eq. 2;
+final norm optional) times the token-to-language matrix ``M`` ``[vocab, n_languages + 1]``
+(:mod:`hubclient.token_languages`, built from ``wordfreq`` word frequencies):
+``P_l(language) = p_l · M``, one ``[rows, vocab] x [vocab, n_lang+1]`` product per layer and row
+chunk. Only ``[layers, rows, n_lang+1]`` leaves the trace.
+Stores: ``language_probs.parquet``: per prompt, layer and language, the mean of
+``P_l(language)`` over the prompt's positions (``n_positions`` of them);
+``language_probs_summary.parquet``: per input language, layer and language, the mean over
+prompts with a 95% percentile-bootstrap CI over prompts (sentences are the independent units).
+Draws: for each input language, language probability by layer (one line per language, CI band).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hubclient import options as opt
+from hubclient.analysis import Analysis, Batch
+from hubclient.errors import HubError
+from hubclient.inputs import read_prompts
+from hubclient.runner import RunConfig, run_analysis
+
+
+# --------------------------------------------------------------------------- inputs
+def flores_codes(flores_dir: Path) -> list[str]:
+    """FLORES codes (``eng_Latn``…) that have a ``<code>.devtest`` file in ``flores_dir``."""
+    return sorted(p.name[: -len(".devtest")] for p in Path(flores_dir).glob("*.devtest"))
+
+
+def read_flores(flores_dir: Path, code: str, n: int | None) -> list[str]:
+    """The first ``n`` sentences (all when ``None``) of ``<flores_dir>/<code>.devtest``, read in place.
+
+    Raises:
+        HubError: a missing folder, an unknown code (lists the available ones), ``n`` larger
+            than the file, or an empty line (with its line number).
+    """
+    folder = Path(flores_dir)
+    if not folder.is_dir():
+        raise HubError(f"--flores-dir {str(folder)!r} is not a folder; point it at the FLORES-200 devtest folder")
+    path = folder / f"{code}.devtest"
+    if not path.is_file():
+        raise HubError(f"unknown FLORES code {code!r}; available in {folder}: {', '.join(flores_codes(folder)) or 'none'}")
+    texts = read_prompts(file=path)
+    return take(texts, n, str(path))
+
+
+def take(texts: list[str], n: int | None, source: str) -> list[str]:
+    """The first ``n`` texts; ``HubError`` when ``n < 1`` or ``n`` exceeds what ``source`` has."""
+    if n is None:
+        return texts
+    if n < 1:
+        raise HubError(f"--n must be at least 1, got {n}")
+    if n > len(texts):
+        raise HubError(f"--n {n} is more than the {len(texts)} texts in {source}; use --n {len(texts)} or fewer")
+    return texts[:n]
+
+
+def parse_lang_file(value: str) -> tuple[str, Path]:
+    """``LANG=FILE`` (``--lang``) -> ``(LANG, FILE)``; ``HubError`` on another form."""
+    lang, sep, file = value.partition("=")
+    if not sep or not lang.strip() or not file.strip():
+        raise HubError(f"bad --lang {value!r}: use LANG=FILE, e.g. --lang zh=prompts_zh.txt")
+    return lang.strip(), Path(file.strip())
+
+
+# --------------------------------------------------------------------------- analysis
+@dataclass
+class LanguageProbsOptions:
+    """Options of ``language-probs``.
+
+    Attributes:
+        languages: wordfreq codes of the matrix columns (``unknown`` is added), in order.
+        input_languages: each prompt's input-language label (``[prompts]``).
+        final_norm: apply the model's final norm before ``W_U``.
+    """
+
+    languages: list[str] = field(default_factory=list)
+    input_languages: list[str] = field(default_factory=list)
+    final_norm: bool = True
+
+
+class LanguageProbs(Analysis):
+    """``P_l(language) = p_lens · M`` per layer, averaged over positions (module docstring).
+
+    Args:
+        options: see :class:`LanguageProbsOptions`.
+        frequencies: ``{language: {word: frequency}}`` to build ``M`` from instead of wordfreq
+            (tests, custom lists).
+        cache: cache ``M`` on disk (see :mod:`hubclient.token_languages`).
+    """
+
+    name = "language-probs"
+    tables = {"language_probs": ["prompt", "layer", "language"]}
+
+    def __init__(self, options: LanguageProbsOptions, frequencies: Any = None, cache: bool = True):
+        super().__init__(options)
+        self.frequencies = frequencies
+        self.cache = cache
+        self.matrix: Any = None
+        self.columns: list[str] = []
+        self.special: set[int] = set()
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Build (or load) ``M`` for the model's tokenizer; note the special token ids.
+
+        Raises:
+            HubError: no/duplicate languages, or a language without a frequency table.
+        """
+        import torch
+
+        from hubclient.token_languages import language_matrix
+
+        if len(self.options.input_languages) != len(prompts):
+            raise HubError(f"{len(self.options.input_languages)} input-language labels for {len(prompts)} prompts")
+        matrix, self.columns = language_matrix(model.tokenizer, self.options.languages, self.frequencies, cache=self.cache)
+        vocab = model.vocab_size
+        if matrix.shape[0] < vocab:  # lm_head rows beyond the tokenizer (padding): unknown
+            pad = torch.zeros((vocab - matrix.shape[0], matrix.shape[1]))
+            pad[:, -1] = 1
+            self.matrix = torch.cat([torch.from_numpy(matrix), pad])
+        else:
+            self.matrix = torch.from_numpy(matrix[:vocab])
+        self.special = set(model.tokenizer.all_special_ids)
+        self._tokens: dict[int, list[int]] = {}
+        encoded = model.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        for i, ids in enumerate(encoded):
+            self._tokens[i] = list(ids)
+
+    def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
+        """Every position whose token is not a special token (BOS is skipped)."""
+        out = []
+        for p, token in enumerate(self._tokens[prompt_index][:n_tokens]):
+            if token not in self.special:
+                out.append(p)
+        return out
+
+    # ------------------------------------------------------------------ inside the trace
+    def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
+        """``[layers+1, rows, n_lang+1]`` language probabilities of the selected rows."""
+        import torch
+
+        from hubclient.lens import ROW_BUDGET, unembed
+
+        rows_b = batch.row_batch.to(model.device)
+        rows_p = batch.row_position.to(model.device)
+        matrix = self.matrix.to(model.device)
+        step = max(1, ROW_BUDGET // max(model.vocab_size, 1))
+        n_rows = int(rows_b.shape[0])
+        per_layer = []
+        for _, hidden in model.hidden_states():
+            rows = hidden[rows_b, rows_p]
+            chunks = []
+            for start in range(0, n_rows, step):
+                logits = unembed(model, rows[start : start + step], final_norm=self.options.final_norm)
+                probs = torch.softmax(logits, dim=-1)
+                chunks.append(probs @ matrix.to(probs.dtype))
+            per_layer.append(torch.cat(chunks, dim=0))
+        return {"language_probs": torch.stack(per_layer)}
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+        import polars as pl
+
+        probs = saved["language_probs"].double().numpy()  # [layers, rows, n_lang+1]
+        n_layers = probs.shape[0]
+        row_prompt = np.asarray(batch.row_prompt, dtype=np.int64)
+        frames = []
+        for prompt in np.unique(row_prompt).tolist():
+            sel = row_prompt == prompt
+            mean = probs[:, sel, :].mean(axis=1)  # [layers, n_lang+1]
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "prompt": np.full(mean.size, prompt, dtype=np.int64),
+                        "input_language": [self.options.input_languages[prompt]] * mean.size,
+                        "layer": np.repeat(np.arange(n_layers), len(self.columns)).astype(np.int32),
+                        "language": self.columns * n_layers,
+                        "probability": mean.reshape(-1),
+                        "n_positions": np.full(mean.size, int(sel.sum()), dtype=np.int32),
+                    }
+                )
+            )
+        return {"language_probs": pl.concat(frames)}
+
+    def finish(self, run: Any) -> dict[str, Any]:
+        """``language_probs_summary``: mean over prompts and 95% bootstrap CI per (input
+        language, layer, language)."""
+        return {"language_probs_summary": summarize(run.table("language_probs"), ["input_language", "layer", "language"], "probability")}
+
+    # ------------------------------------------------------------------ plots
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        import polars as pl
+
+        summary = run.table("language_probs_summary")
+        norm = "final norm" if run.manifest["options"].get("final_norm", True) else "no final norm"
+        model_id = run.manifest["model"]["model_id"]
+        n = summary.group_by("input_language").agg(pl.col("n").max()).sort("input_language")
+        counts = ", ".join(f"{r['input_language']}: {r['n']}" for r in n.iter_rows(named=True))
+        return {
+            "language_probs": ci_lines(
+                summary.with_columns(panel=pl.format("input {}", pl.col("input_language"))),
+                color="language",
+                facet="panel",
+                title=f"Language probability by layer (logit lens, {norm}) · {model_id}",
+                subtitle=f"P(language) = p_lens · M, mean over positions then texts ({counts}); band = 95% bootstrap CI",
+                y_title="P(language)",
+            )
+        }
+
+
+def summarize(frame: Any, keys: list[str], value: str) -> Any:
+    """Mean of ``value`` over the rows of each ``keys`` group, with a 95% percentile-bootstrap CI.
+
+    Returns:
+        polars rows: ``keys``, ``mean``, ``ci_low``, ``ci_high``, ``n`` (rows in the group).
+    """
+    import numpy as np
+    import polars as pl
+
+    from hubclient.stats import bootstrap_ci
+
+    out: dict[str, list[Any]] = {k: [] for k in keys}
+    out.update(mean=[], ci_low=[], ci_high=[], n=[])
+    for group_key, group in frame.group_by(keys, maintain_order=True):
+        values = group.get_column(value).to_numpy().astype(np.float64)
+        low, high = bootstrap_ci(values)
+        for k, v in zip(keys, group_key):
+            out[k].append(v)
+        out["mean"].append(float(values.mean()))
+        out["ci_low"].append(low)
+        out["ci_high"].append(high)
+        out["n"].append(int(values.size))
+    schema = {k: frame.schema[k] for k in keys}
+    return pl.DataFrame(out, schema_overrides={**schema, "n": pl.Int64}).sort(keys)
+
+
+def ci_lines(frame: Any, color: str, title: str, y_title: str, facet: str | None = None, subtitle: str = "") -> Any:
+    """Mean by layer as lines (one per ``color`` value) with a shaded 95% CI band.
+
+    Args:
+        frame: polars rows with ``layer``, ``mean``, ``ci_low``, ``ci_high``, ``color`` (and
+            ``facet``) columns.
+    """
+    import altair as alt
+
+    base = alt.Chart(frame).encode(
+        x=alt.X("layer:Q", title="layer (0 = embeddings)"),
+        color=alt.Color(f"{color}:N", title=color),
+    )
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q")
+    line = base.mark_line(point=True).encode(
+        y="mean:Q",
+        tooltip=["layer", color, alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f"), "n"],
+    )
+    chart = (band + line).properties(width=260, height=180)
+    heading = alt.TitleParams(title, subtitle=subtitle) if subtitle else title
+    if facet:
+        return chart.facet(facet=alt.Facet(f"{facet}:N", title=None), columns=3).properties(title=heading)
+    return chart.properties(title=heading)
+
+
+# --------------------------------------------------------------------------- CLI
+@opt.analysis_command
+def command(
+    flores: Annotated[Optional[list[str]], typer.Option("--flores", help="FLORES-200 code of an input language, e.g. eng_Latn (repeatable); needs --flores-dir.", rich_help_panel="Input")] = None,
+    flores_dir: Annotated[Optional[Path], typer.Option(help="FLORES-200 devtest folder (<code>.devtest files), read in place.", rich_help_panel="Input")] = None,
+    lang: Annotated[Optional[list[str]], typer.Option("--lang", help="LANG=FILE: a prompt file (one text a line, or .jsonl/.csv/.parquet with --column) in language LANG (repeatable).", rich_help_panel="Input")] = None,
+    column: opt.Column = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts of each input language (error when a language has fewer).", rich_help_panel="Input")] = None,
+    languages: Annotated[Optional[str], typer.Option(help="Comma-separated wordfreq codes of the languages to measure (default: English plus the input languages).", rich_help_panel="Languages")] = None,
+    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    *,
+    config: RunConfig,
+) -> None:
+    """Language probabilities per layer: the logit-lens distribution times a token-to-language matrix.
+
+    M [vocab, languages+unknown] comes from wordfreq word frequencies (cached per tokenizer).
+    Writes language_probs.parquet (per text, layer, language), language_probs_summary.parquet
+    (mean and 95% CI per input language, layer, language) and the plot (Wu et al. 2024, Fig. 4).
+    """
+    from hubclient.token_languages import resolve_language
+
+    texts, labels = collect_inputs(flores, flores_dir, lang, column, n)
+    if languages:
+        measured = []
+        for code in languages.split(","):
+            if code.strip():
+                measured.append(resolve_language(code.strip()))
+    else:
+        measured = ["en"]
+        for label in dict.fromkeys(labels):
+            code = resolve_language(label)
+            if code not in measured:
+                measured.append(code)
+    analysis = LanguageProbs(LanguageProbsOptions(languages=measured, input_languages=labels, final_norm=final_norm))
+    opt.report(run_analysis(analysis, texts, config, prompt_columns={"input_language": labels}))
+
+
+def collect_inputs(flores: list[str] | None, flores_dir: Path | None, lang: list[str] | None, column: str | None, n: int | None) -> tuple[list[str], list[str]]:
+    """Texts and their input-language labels from ``--flores``/``--flores-dir`` and ``--lang``.
+
+    Raises:
+        HubError: no input, ``--flores`` without ``--flores-dir``, a repeated language, or the
+            errors of :func:`read_flores` and :func:`hubclient.inputs.read_prompts`.
+    """
+    texts: list[str] = []
+    labels: list[str] = []
+    if flores and flores_dir is None:
+        raise HubError("--flores needs --flores-dir (the FLORES-200 devtest folder)")
+    if flores_dir is not None and not flores:
+        raise HubError(f"--flores-dir needs at least one --flores CODE; available: {', '.join(flores_codes(flores_dir)) if Path(flores_dir).is_dir() else 'none (not a folder)'}")
+    for code in flores or []:
+        if code in labels:
+            raise HubError(f"--flores {code} is given twice")
+        part = read_flores(flores_dir, code, n)
+        texts.extend(part)
+        labels.extend([code] * len(part))
+    for value in lang or []:
+        label, file = parse_lang_file(value)
+        if label in labels:
+            raise HubError(f"language {label!r} is given twice")
+        part = take(read_prompts(file=file, column=column), n, str(file))
+        texts.extend(part)
+        labels.extend([label] * len(part))
+    if not texts:
+        raise HubError("no input: pass --flores CODE with --flores-dir DIR, or --lang LANG=FILE")
+    return texts, labels
+
+
+ANALYSIS = LanguageProbs
