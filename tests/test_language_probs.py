@@ -1,0 +1,187 @@
+"""`hub analyze language-probs` and the token-to-language matrix, against plain transformers + numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from analyses.language_probs import LanguageProbs, LanguageProbsOptions
+from hubclient.cli import app
+from hubclient.runner import RunConfig, run_analysis
+from hubclient.token_languages import language_matrix, resolve_language, token_texts
+
+# Small frequency tables over the tiny word-level vocabulary (see conftest.SENTENCES).
+FREQS = {
+    "en": {"the": 0.05, "cat": 0.001, "sat": 0.0005, "dog": 0.001, "park": 0.0004, "paris": 0.0001},
+    "fr": {"paris": 0.0008, "france": 0.0006, "the": 0.000001, "a": 0.02},
+}
+TEXTS = ["the cat sat on the mat", "paris is the capital of france", "a dog ran in the park"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUB_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _reference_matrix(tokenizer, freqs):
+    """M built independently: one row per token id, straight from the definition."""
+    langs = list(freqs)
+    m = np.zeros((len(tokenizer), len(langs) + 1))
+    for i in range(len(tokenizer)):
+        word = tokenizer.convert_ids_to_tokens(i).lower()
+        f = np.array([freqs[lang].get(word, 0.0) for lang in langs])
+        if f.sum() > 0:
+            m[i, :-1] = f / f.sum()
+        else:
+            m[i, -1] = 1.0
+    return m
+
+
+def test_matrix_matches_definition_and_is_cached(tmp_path, tiny_hub_model):
+    tokenizer = tiny_hub_model("llama").tokenizer
+    m, columns = language_matrix(tokenizer, ["en", "fr"], FREQS)
+    assert columns == ["en", "fr", "unknown"]
+    assert m.dtype == np.float32 and m.shape == (len(tokenizer), 3)
+    np.testing.assert_allclose(m, _reference_matrix(tokenizer, FREQS), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(m.sum(1), 1.0, rtol=1e-6)
+    assert m[tokenizer.convert_tokens_to_ids("<bos>"), -1] == 1.0
+    cached = list((tmp_path / "cache" / "token-languages").glob("*.npy"))
+    assert len(cached) == 1
+    # a second call loads the cached file (we tamper with it to prove it is read) ...
+    np.save(cached[0], np.full_like(m, 0.5))
+    again, _ = language_matrix(tokenizer, ["en", "fr"], FREQS)
+    assert (again == 0.5).all()
+    # ... and other languages or tables get their own key
+    swapped, columns = language_matrix(tokenizer, ["fr", "en"], FREQS)
+    assert columns == ["fr", "en", "unknown"]
+    np.testing.assert_allclose(swapped[:, :2], m[:, [1, 0]], rtol=1e-6)
+
+
+def test_token_texts_strip_word_start_markers():
+    class Fake:
+        def __len__(self):
+            return 3
+
+        def batch_decode(self, ids, **kwargs):
+            return [["▁Haus", " the ", "Ġcat"][i[0]] for i in ids]
+
+    assert token_texts(Fake()) == ["Haus", "the", "cat"]
+
+
+def test_resolve_language_codes():
+    assert resolve_language("eng_Latn") == "en"
+    assert resolve_language("zho_Hans") == "zh"
+    assert resolve_language("arb_Arab") == "ar"
+    assert resolve_language("es") == "es"
+    from hubclient.errors import HubError
+
+    with pytest.raises(HubError, match="no word-frequency list for language 'swh_Latn'; supported: .*en"):
+        resolve_language("swh_Latn")
+
+
+def _reference_language_probs(model, text, m):
+    """Per layer, mean over non-special positions of softmax(lm_head(norm(h_l))) @ M (numpy)."""
+    hf = model.torch_model
+    enc = model.tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        out = hf(**enc, output_hidden_states=True)
+        norm = hf.get_submodule(model.arch.final_norm)
+        head = hf.get_output_embeddings()
+        layers = []
+        for layer in range(model.n_layers + 1):
+            logits = out.logits[0] if layer == model.n_layers else head(norm(out.hidden_states[layer][0]))
+            layers.append(torch.softmax(logits.double(), -1).numpy())
+    keep = [p for p, t in enumerate(enc["input_ids"][0].tolist()) if t not in model.tokenizer.all_special_ids]
+    return np.stack([(p[keep] @ m).mean(0) for p in layers])  # [layers, n_lang+1]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
+def test_language_probs_equal_independent_computation(tmp_path, tiny_hub_model, family):
+    model = tiny_hub_model(family)
+    labels = ["en", "fr", "en"]
+    run = run_analysis(
+        LanguageProbs(LanguageProbsOptions(languages=["en", "fr"], input_languages=labels), frequencies=FREQS),
+        TEXTS, RunConfig(out=tmp_path, batch_size=2, progress=False), model=model,
+    )
+    table = run.table("language_probs")
+    m = _reference_matrix(model.tokenizer, FREQS)
+    assert table.height == len(TEXTS) * (model.n_layers + 1) * 3
+    for i, text in enumerate(TEXTS):
+        expected = _reference_language_probs(model, text, m)
+        rows = table.filter(pl.col("prompt") == i)
+        assert set(rows["input_language"]) == {labels[i]}
+        got = rows.pivot(on="language", index="layer", values="probability").sort("layer").select("en", "fr", "unknown").to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)
+        assert rows["n_positions"][0] == len(text.split())  # every word, BOS skipped
+    summary = run.table("language_probs_summary")
+    mean_en = table.filter((pl.col("input_language") == "en") & (pl.col("layer") == 1) & (pl.col("language") == "en"))["probability"].mean()
+    row = summary.filter((pl.col("input_language") == "en") & (pl.col("layer") == 1) & (pl.col("language") == "en"))
+    assert row["mean"][0] == pytest.approx(mean_en) and row["n"][0] == 2
+    assert row["ci_low"][0] <= row["mean"][0] <= row["ci_high"][0]
+
+
+# --------------------------------------------------------------------------- CLI
+runner = CliRunner()
+
+
+def _flores(tmp_path):
+    folder = tmp_path / "flores"
+    folder.mkdir()
+    (folder / "eng_Latn.devtest").write_text("the cat sat on the mat\na dog ran in the park\n", encoding="utf-8")
+    (folder / "fra_Latn.devtest").write_text("paris is the capital of france\nthe cat sat\n", encoding="utf-8")
+    (folder / "swh_Latn.devtest").write_text("the cat\nthe dog\n", encoding="utf-8")
+    (folder / "deu_Latn.devtest").write_text("the cat\n\nthe dog\n", encoding="utf-8")
+    return folder
+
+
+def _hub(model_dir, out, *args):
+    return runner.invoke(app, ["analyze", "language-probs", "--model", str(model_dir), "--out", str(out), "--no-progress", *[str(a) for a in args]])
+
+
+def test_cli_end_to_end(tmp_path, tiny_dir):
+    flores = _flores(tmp_path)
+    result = _hub(tiny_dir("llama"), tmp_path / "out", "--flores-dir", flores, "--flores", "eng_Latn", "--flores", "fra_Latn", "--n", "2", "--name", "r")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "out" / "r"
+    for name in ("language_probs.parquet", "language_probs_summary.parquet", "plots/language_probs.png", "plots/language_probs.html"):
+        assert (run / name).is_file(), name
+    table = pl.read_parquet(run / "language_probs.parquet")
+    assert sorted(table["language"].unique()) == ["en", "fr", "unknown"]  # English + the input languages
+    assert sorted(table["input_language"].unique()) == ["eng_Latn", "fra_Latn"]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--flores", "xxx_Latn", "--n", "1"], ["unknown FLORES code 'xxx_Latn'", "eng_Latn", "fra_Latn"]),
+        (["--flores", "swh_Latn"], ["no word-frequency list for language 'swh_Latn'", "supported:", "en"]),
+        (["--flores", "eng_Latn", "--languages", "en,tlh"], ["no word-frequency list for language 'tlh'"]),
+        (["--flores", "eng_Latn", "--n", "5"], ["--n 5 is more than the 2 texts"]),
+        (["--flores", "deu_Latn"], ["line 2 is an empty prompt"]),
+        (["--lang", "en"], ["bad --lang 'en'"]),
+        ([], ["--flores-dir needs at least one --flores CODE", "eng_Latn"]),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_dir, args, fragments):
+    flores = _flores(tmp_path)
+    out = tmp_path / "out"
+    result = _hub(tiny_dir("llama"), out, "--flores-dir", flores, *args) if "--lang" not in args else _hub(tiny_dir("llama"), out, *args)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("error: ") and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in message, message
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_lang_files(tmp_path, tiny_dir):
+    (tmp_path / "en.txt").write_text("the cat sat\nthe dog ran\n", encoding="utf-8")
+    (tmp_path / "fr.txt").write_text("paris france\n", encoding="utf-8")
+    result = _hub(tiny_dir("gpt2"), tmp_path / "out", "--lang", f"en={tmp_path / 'en.txt'}", "--lang", f"fr={tmp_path / 'fr.txt'}", "--name", "l")
+    assert result.exit_code == 0, result.output
+    prompts = pl.read_parquet(tmp_path / "out" / "l" / "prompts.parquet")
+    assert prompts["input_language"].to_list() == ["en", "en", "fr"]
