@@ -93,12 +93,15 @@ def _reference_language_probs(model, text, m):
         layers = []
         for layer in range(model.n_layers + 1):
             logits = out.logits[0] if layer == model.n_layers else head(norm(out.hidden_states[layer][0]))
+            cap = getattr(hf.config, "final_logit_softcapping", None)
+            if cap and layer < model.n_layers:  # Gemma 2 soft-caps its logits; the lens does too
+                logits = torch.tanh(logits / cap) * cap
             layers.append(torch.softmax(logits.double(), -1).numpy())
     keep = [p for p, t in enumerate(enc["input_ids"][0].tolist()) if t not in model.tokenizer.all_special_ids]
     return np.stack([(p[keep] @ m).mean(0) for p in layers])  # [layers, n_lang+1]
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "gemma3_text"])
 def test_language_probs_equal_independent_computation(tmp_path, tiny_hub_model, family):
     model = tiny_hub_model(family)
     labels = ["en", "fr", "en"]
