@@ -610,7 +610,7 @@ def run_batches(model: HubModel, analysis: Any, run: Any, todo: list[Any], total
                 continue
             common = dict(env=env, on_status=on_status, timeout=config.timeout, retries=config.retries)
             started = time.time()
-            if record and record.get("state") == "submitted" and record.get("job_id"):
+            if record and record.get("state") in ("submitted", "timeout") and record.get("job_id"):
                 backend = make_backend(key, blocking=False, job_id=record["job_id"], **common)
                 try:
                     result = backend.follow()
@@ -625,7 +625,8 @@ def run_batches(model: HubModel, analysis: Any, run: Any, todo: list[Any], total
                 except HubError:
                     raise
                 except Exception as exc:
-                    record = _record(batch, backend, host, "error", started)
+                    state = "timeout" if isinstance(exc, JobTimeout) else "lost" if isinstance(exc, ResultVanished) else "error"
+                    record = _record(batch, backend, host, state, started)
                     record["error"] = redact(str(exc))[:500]
                     if backend.job_id:
                         book.put(record)

@@ -69,6 +69,8 @@ class Faults:
         result_url: send every result as a URL instead of inline bytes.
         nnsight_version: pretend to run this nnsight version: ``/env`` reports it and requests
             from a client with another version are refused (409).
+        after: jobs that pass untouched before ``error``, ``drop`` and ``vanish`` start firing
+            (to fail a chunk in the middle of a run).
     """
 
     http_500: int = 0
@@ -78,9 +80,12 @@ class Faults:
     delay: float = 0.0
     result_url: bool = False
     nnsight_version: str | None = None
+    after: int = 0
 
     def take(self, name: str) -> bool:
         """Use one count of fault ``name``; True when it fires."""
+        if self.after > 0 and name in ("error", "drop", "vanish"):
+            return False
         left = getattr(self, name)
         if left > 0:
             setattr(self, name, left - 1)
@@ -340,6 +345,12 @@ class NdifTestServer:
         async def env() -> Any:
             return {"python_version": sys.version, "packages": self._versions()}
 
+        @app.get("/_jobs")
+        async def list_jobs(request: Request) -> Any:
+            if request.client is None or request.client.host != HOST:
+                raise HTTPException(403, "jobs can only be listed from loopback")
+            return {job.id: {"history": job.history, "blocking": bool(job.session_id)} for job in self.jobs.values()}
+
         @app.post("/_faults")
         async def set_faults(request: Request) -> Any:
             if request.client is None or request.client.host != HOST:
@@ -402,6 +413,8 @@ class NdifTestServer:
                 await self._send(job, ResponseModel(id=job.id, status=Status.ERROR, description=f"{type(exc).__name__}: {exc}"))
             finally:
                 job.blob = b""
+                if self.faults.after > 0:
+                    self.faults.after -= 1
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, port: int = 0) -> str:
