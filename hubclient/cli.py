@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 analyze_app = typer.Typer(help="Run an analysis; each writes Parquet, a manifest and plots to results/<run id>/.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(analyze_app, name="analyze")
-intervene_app = typer.Typer(help="Edit hidden states (steering, arithmetic, activation patching); each writes Parquet, a manifest and plots to results/<run id>/.", no_args_is_help=True, rich_markup_mode="markdown")
+intervene_app = typer.Typer(help="Edit hidden states (steering, arithmetic, activation patching); each writes Parquet, a manifest and plots to results/RUN_ID/.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(intervene_app, name="intervene")
 
 

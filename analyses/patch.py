@@ -1,0 +1,309 @@
+"""Activation patching: ``hub intervene patch``.
+
+Traces: a source prompt and a target prompt in the same batch; for each cell (layer × target
+position) a copy of the target whose hidden state at ``--site`` is replaced by the source's at
+the aligned source position (:func:`hubclient.edits.patch_batch`; ``--batch-size`` patched
+copies per forward pass, plus the clean source and target rows).
+
+Reduces: the next-token distribution at the target's last token to a metric per cell:
+``prob`` (probability of the first ``--token``), ``logit-diff`` (logit of the first
+``--token`` minus the second's; equal to the log-probability difference) or ``kl``
+(``KL(p_clean || p_patched)`` in nats, the KL to the clean target run). Also the KL, the top
+token and every followed token's log-probability.
+
+Stores: ``patch.parquet`` (pair, site, layer, position, source_position, tokens, metric,
+normalized, kl, top token), ``patch_tokens.parquet`` (followed tokens' log-probabilities per
+cell, and for the clean/source runs), ``patch_baselines.parquet`` (clean target and source
+runs), plots ``patch_heatmap`` (layer × position, colour = metric), manifest.
+
+``normalized`` is the fraction of the source effect a cell recovers,
+``(m_patched - m_clean) / (m_source - m_clean)`` (for ``kl``: ``kl_patched / KL(p_clean ||
+p_source)``), the usual normalisation of patching results (Heimersheim & Nanda 2024); null
+where the source and clean metrics are equal.
+
+Positions are the target's; source position = the same index (``--align start``) or the same
+distance from the end (``--align end``, the default: with prompts of different lengths the last
+tokens line up). Method: Meng et al. 2022 (causal tracing); Heimersheim & Nanda 2024
+(arXiv 2404.15255).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
+
+import typer
+
+from hubclient import options as opt
+from hubclient.analysis import Analysis
+from hubclient.edits import InterventionRun, check_site, load_for, parse_layers, patch_batch, progress_bar
+from hubclient.errors import HubError
+from hubclient.inputs import Positions
+from hubclient.runner import RunConfig, tokenize
+
+METRICS = ("auto", "prob", "logit-diff", "kl")
+ALIGNS = ("end", "start")
+
+
+@dataclass
+class PatchOptions:
+    """Options of ``hub intervene patch`` (see the module docstring)."""
+
+    sources: list[str]
+    targets: list[str]
+    layers: str = "all"
+    positions: str = "all"
+    align: str = "end"
+    site: str = "resid"
+    metric: str = "auto"
+    tokens: list[str] = field(default_factory=list)
+
+
+def resolve_metric(metric: str, n_tokens: int) -> str:
+    """``auto`` -> ``logit-diff`` with two or more tokens, ``prob`` with one, ``kl`` with none.
+
+    Raises:
+        HubError: an unknown metric, or a metric without the tokens it needs.
+    """
+    if metric not in METRICS:
+        raise HubError(f"unknown --metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric == "auto":
+        return "logit-diff" if n_tokens >= 2 else "prob" if n_tokens == 1 else "kl"
+    if metric == "prob" and n_tokens < 1:
+        raise HubError("--metric prob needs a --token whose probability to follow")
+    if metric == "logit-diff" and n_tokens < 2:
+        raise HubError("--metric logit-diff needs two --token values (logit of the first minus the second)")
+    return metric
+
+
+def token_id(tokenizer: Any, word: str) -> int:
+    """First token id of ``word`` as written (no special tokens); warns when it has several.
+
+    Raises:
+        HubError: a word that tokenises to nothing.
+    """
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise HubError(f"--token {word!r} tokenises to no tokens; give a word")
+    if len(ids) > 1:
+        warnings.warn(f"--token {word!r} is {len(ids)} tokens; following its first token {tokenizer.decode(ids[:1])!r}", stacklevel=2)
+    return int(ids[0])
+
+
+class Patch(Analysis):
+    """Activation patching of ``--site`` states from source into target, layers × positions."""
+
+    name: ClassVar[str] = "patch"
+    tables: ClassVar[dict[str, list[str]]] = {
+        "patch": ["pair", "layer", "position"],
+        "patch_tokens": ["pair", "run", "layer", "position", "token"],
+        "patch_baselines": ["pair", "run"],
+    }
+
+    def plan(self, model: Any) -> list[dict[str, Any]]:
+        """Validate the options against the model and list, per pair, its tokens and cells.
+
+        Returns:
+            per pair: ``source``/``target`` ids, ``cells`` [(layer, t, s)], ``metric``,
+            ``token_ids``.
+
+        Raises:
+            HubError: unequal numbers of sources and targets, an unknown site/metric/alignment,
+                a layer or position out of range, a position with no aligned source position.
+        """
+        o = self.options
+        if not o.sources or len(o.sources) != len(o.targets):
+            raise HubError(f"give one --source per --target (got {len(o.sources)} sources, {len(o.targets)} targets)")
+        if o.align not in ALIGNS:
+            raise HubError(f"unknown --align {o.align!r}; choose end or start")
+        site = check_site(o.site)
+        layers = parse_layers(o.layers, model, site)
+        metric = resolve_metric(o.metric, len(o.tokens))
+        ids = []
+        for word in o.tokens:
+            ids.append(token_id(model.tokenizer, word))
+        positions = Positions.parse(o.positions)
+        tokens = tokenize(model, [*o.sources, *o.targets])
+        plans = []
+        for pair in range(len(o.sources)):
+            src, tgt = tokens[pair], tokens[len(o.sources) + pair]
+            cells = []
+            for t in positions.resolve(len(tgt), pair):
+                s = t if o.align == "start" else t - len(tgt) + len(src)
+                if not 0 <= s < len(src):
+                    raise HubError(
+                        f"target position {t} of pair {pair} has no source position (--align {o.align} gives {s}; the source has "
+                        f"{len(src)} tokens); choose fewer --positions or the other --align"
+                    )
+                for layer in layers:
+                    cells.append((layer, t, s))
+            plans.append({"source": src, "target": tgt, "cells": cells, "metric": metric, "token_ids": ids, "site": site})
+        return plans
+
+    def frames(self, model: Any, pair: int, plan: dict[str, Any], cells: list[tuple[int, int, int]], result: Any, baselines: bool) -> dict[str, Any]:
+        """Long tables for one traced chunk of cells (and the pair's baselines when asked)."""
+        import polars as pl
+
+        tok = model.tokenizer
+        names = list(self.options.tokens)
+        lp = result.token_logprobs.numpy()
+        metric_all = _metric(plan["metric"], lp, result.kl.numpy())
+        src_m, clean_m = float(metric_all[0]), float(metric_all[1])
+        denom = (float(result.kl[0]) if plan["metric"] == "kl" else src_m - clean_m)
+        cell_rows, token_rows, base_rows = [], [], []
+        for i, (layer, t, s) in enumerate(cells):
+            r = 2 + i
+            m = float(metric_all[r])
+            norm = None if abs(denom) < 1e-12 else (m / denom if plan["metric"] == "kl" else (m - clean_m) / denom)
+            cell_rows.append({
+                "pair": pair, "site": plan["site"], "layer": layer, "position": t, "source_position": s,
+                "target_token": tok.decode([plan["target"][t]]), "source_token": tok.decode([plan["source"][s]]),
+                "metric_name": plan["metric"], "metric": m, "normalized": norm, "kl": float(result.kl[r]),
+                "top_token_id": int(result.top_ids[r]), "top_token": tok.decode([int(result.top_ids[r])]),
+                "top_probability": float(result.top_probs[r]),
+            })
+            for j, name in enumerate(names):
+                token_rows.append({"pair": pair, "run": "patched", "layer": layer, "position": t, "token": name, "token_id": plan["token_ids"][j], "logprob": float(lp[r, j])})
+        if baselines:
+            for r, run in ((1, "clean"), (0, "source")):
+                base_rows.append({
+                    "pair": pair, "run": run, "text": self.options.targets[pair] if run == "clean" else self.options.sources[pair],
+                    "metric_name": plan["metric"], "metric": float(metric_all[r]), "kl": float(result.kl[r]),
+                    "top_token_id": int(result.top_ids[r]), "top_token": tok.decode([int(result.top_ids[r])]),
+                    "top_probability": float(result.top_probs[r]),
+                })
+                for j, name in enumerate(names):
+                    token_rows.append({"pair": pair, "run": run, "layer": None, "position": None, "token": name, "token_id": plan["token_ids"][j], "logprob": float(lp[r, j])})
+        token_schema = {"pair": pl.Int64, "run": pl.String, "layer": pl.Int64, "position": pl.Int64, "token": pl.String, "token_id": pl.Int64, "logprob": pl.Float64}
+        out = {
+            "patch": pl.DataFrame(cell_rows, schema_overrides={"normalized": pl.Float64}),
+            "patch_tokens": pl.DataFrame(token_rows, schema=token_schema),
+        }
+        if baselines:
+            out["patch_baselines"] = pl.DataFrame(base_rows)
+        return out
+
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        """``patch_heatmap``: layer (y) × target position (x), colour = metric, one panel a pair."""
+        import altair as alt
+        import polars as pl
+
+        table = run.table("patch")
+        if table.height == 0:
+            return {}
+        base = run.table("patch_baselines")
+        manifest = run.manifest
+        panels = []
+        for pair in sorted(table["pair"].unique().to_list()):
+            frame = table.filter(pl.col("pair") == pair).with_columns(
+                column=pl.format("{}: {} ← {}", pl.col("position"), pl.col("target_token"), pl.col("source_token"))
+            ).sort("position", "layer")
+            metric = frame["metric_name"][0]
+            b = base.filter(pl.col("pair") == pair)
+            clean = b.filter(pl.col("run") == "clean")
+            src = b.filter(pl.col("run") == "source")
+            title = [
+                f"pair {pair}: {_short(src['text'][0])} → {_short(clean['text'][0])}",
+                f"{metric}: clean target {clean['metric'][0]:.3g}, source {src['metric'][0]:.3g}",
+            ]
+            order = frame.unique("position").sort("position")["column"].to_list()
+            scheme = alt.Scale(scheme="redblue", domainMid=0, reverse=True) if metric == "logit-diff" else alt.Scale(scheme="viridis")
+            chart = alt.Chart(frame).mark_rect().encode(
+                x=alt.X("column:N", sort=order, title="target position: target token ← source token", axis=alt.Axis(labelAngle=-45, labelLimit=160)),
+                y=alt.Y("layer:O", sort="descending", title=f"{frame['site'][0]} layer" + (" (0 = embeddings)" if frame["site"][0] == "resid" else "")),
+                color=alt.Color("metric:Q", title=metric, scale=scheme),
+                tooltip=["layer", "position", "target_token", "source_token", alt.Tooltip("metric:Q", format=".4f"), alt.Tooltip("normalized:Q", format=".3f"), alt.Tooltip("kl:Q", format=".4f"), "top_token", alt.Tooltip("top_probability:Q", format=".3f")],
+            ).properties(title=title, width=max(160, 36 * len(order)), height=max(150, 14 * frame["layer"].n_unique()))
+            panels.append(chart)
+        chart = panels[0] if len(panels) == 1 else alt.vconcat(*panels)
+        return {"patch_heatmap": chart.properties(title=alt.TitleParams(f"Activation patching · {manifest['model']['model_id']}", anchor="start")) if len(panels) > 1 else chart}
+
+
+def _metric(metric: str, logprobs: Any, kl: Any) -> Any:
+    import numpy as np
+
+    if metric == "prob":
+        return np.exp(logprobs[:, 0])
+    if metric == "logit-diff":
+        return logprobs[:, 0] - logprobs[:, 1]
+    return kl
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_patch(options: PatchOptions, config: RunConfig, model: Any = None) -> Any:
+    """Run a patching sweep and write a complete run folder; returns its ``RunDir``.
+
+    Cells are traced ``config.batch_size`` at a time (each trace also runs the clean source
+    and target), so a sweep of ``C`` cells costs ``ceil(C / batch_size)`` forward passes.
+
+    Raises:
+        HubError: see :meth:`Patch.plan`; nothing is written when the input is bad.
+    """
+    analysis = Patch(options)
+    model = load_for(config, model)
+    plans = analysis.plan(model)
+    prompts, pairs, roles = [], [], []
+    for pair in range(len(options.sources)):
+        prompts += [options.sources[pair], options.targets[pair]]
+        pairs += [pair, pair]
+        roles += ["source", "target"]
+    state = InterventionRun.start(analysis, config, model, prompts, {"pair": pairs, "role": roles}, extra={"metric": plans[0]["metric"]})
+    chunks = []
+    for pair, plan in enumerate(plans):
+        for start in range(0, len(plan["cells"]), config.batch_size):
+            chunks.append((pair, plan, plan["cells"][start : start + config.batch_size], start == 0))
+    try:
+        with progress_bar(len(chunks), "patch traces", config.progress) as (bar, task):
+            for index, (pair, plan, cells, first) in enumerate(chunks):
+                if index not in state.done:
+                    one_cell = []
+                    for cell in cells:
+                        one_cell.append([cell])
+                    result = patch_batch(model, plan["source"], plan["target"], one_cell, plan["site"], plan["token_ids"])
+                    frames = analysis.frames(model, pair, plan, cells, result, baselines=first)
+                    if not first:
+                        frames["patch_baselines"] = _empty_baselines()
+                    state.write(index, frames)
+                bar.advance(task)
+    except BaseException as exc:
+        state.fail(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise HubError(f"interrupted; finished traces are kept: continue with --resume {state.run.path}") from None
+        raise
+    return state.finish()
+
+
+def _empty_baselines() -> Any:
+    import polars as pl
+
+    return pl.DataFrame(schema={"pair": pl.Int64, "run": pl.String, "text": pl.String, "metric_name": pl.String, "metric": pl.Float64, "kl": pl.Float64, "top_token_id": pl.Int64, "top_token": pl.String, "top_probability": pl.Float64})
+
+
+@opt.analysis_command
+def command(
+    source: Annotated[list[str], typer.Option("--source", "-s", help="Source prompt whose states are copied (repeatable; pairs with --target in order).", rich_help_panel="Patching")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Target prompt that receives them (repeatable).", rich_help_panel="Patching")],
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layers: all, a list (0,4,8) or a range (0:17 or 0:17:2). resid: 0 = embeddings .. L; attn/mlp: blocks 1..L.", rich_help_panel="Patching")] = "all",
+    positions: Annotated[str, typer.Option(help="Target positions: all, last, or a list such as 0,3,-1 (BOS = 0).", rich_help_panel="Patching")] = "all",
+    align: Annotated[str, typer.Option(help="Source position of a target position: end (same distance from the end) or start (same index).", rich_help_panel="Patching")] = "end",
+    site: Annotated[str, typer.Option(help="What is copied: resid (residual stream), attn (attention output) or mlp (MLP output).", rich_help_panel="Patching")] = "resid",
+    metric: Annotated[str, typer.Option(help="Per cell, at the target's last token: prob (first --token), logit-diff (first minus second --token), kl (to the clean target run), or auto.", rich_help_panel="Patching")] = "auto",
+    token: Annotated[list[str], typer.Option("--token", help="Token to follow (repeatable), as written: ' Paris' for the mid-sentence form; multi-token words follow their first token.", rich_help_panel="Patching")] = [],  # noqa: B006
+    *,
+    config: RunConfig,
+) -> None:
+    """Activation patching: copy source hidden states into the target run, layer × position.
+
+    Writes patch.parquet (metric, normalized effect, KL, top token per cell),
+    patch_tokens.parquet, patch_baselines.parquet, a manifest and a heatmap. --batch-size sets
+    the patched copies per forward pass.
+    """
+    opt.report(run_patch(PatchOptions(list(source), list(target), layer, positions, align, site, metric, list(token)), config))
+
+
+ANALYSIS = Patch
