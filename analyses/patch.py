@@ -115,6 +115,10 @@ class Patch(Analysis):
         o = self.options
         if not o.sources or len(o.sources) != len(o.targets):
             raise HubError(f"give one --source per --target (got {len(o.sources)} sources, {len(o.targets)} targets)")
+        for label, texts in (("--source", o.sources), ("--target", o.targets)):
+            for i, text in enumerate(texts):
+                if not text.strip():
+                    raise HubError(f"{label} number {i + 1} is empty; give some text")
         if o.align not in ALIGNS:
             raise HubError(f"unknown --align {o.align!r}; choose end or start")
         site = check_site(o.site)
