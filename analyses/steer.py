@@ -1,0 +1,387 @@
+"""Cross-lingual activation steering (ActAdd): ``hub intervene steer``.
+
+Traces: the contrast prompts (``--positive`` / ``--negative``, e.g. English "Good" / "Bad") in
+one forward pass, giving the ActAdd steering vector ``V_l = h_l(positive) - h_l(negative)``
+(Turner et al. 2023, Eq. 1) at every ``--layer`` (:func:`hubclient.edits.steering_vectors`);
+then generates continuations of every prompt, unsteered and steered with each vector × layer
+× coefficient, several rows per ``generate`` call (:func:`hubclient.edits.generate_with_edits`).
+
+Pooling rule (ActAdd): ``V_l`` keeps one row per token position: the two contrast prompts are
+aligned from the start (BOS included) and the shorter is padded at its end with the space
+token (the pad token where a space is no single token), so ``V_l`` is ``[k, d_model]``.
+``--positions first`` adds ``c · V_l[i]`` at prompt position ``i`` (``i < k``; ActAdd's
+front injection, as in Wu et al. 2024 Sec. 6); ``--positions N`` adds the same rows from prompt
+position ``N`` on; ``--positions all`` adds ``c · V_l[k-1]`` (the difference at the contrast
+prompts' last token) at every position of the prompt and of every generated token. Prompts
+shorter than the rows to add are an error.
+
+Reduces: each continuation's text; its sentiment P(positive) from a classifier
+(:mod:`hubclient.sentiment`, held-out accuracy per language in the manifest); and a
+model-internal score needing no classifier, the next-token log-probability difference between
+positive and negative word sets at the first generated position,
+``s = log sum_{t in P} p(t) - log sum_{t in N} p(t)`` (with the steering applied).
+
+Stores: ``generations.parquet`` (one row per prompt × condition: unsteered rows have
+``steered = false``), ``side_by_side.parquet`` (each steered continuation next to the same
+prompt's unsteered one, with the differences), ``effects.parquet`` (per language, vector,
+layer, coefficient: mean score changes), plots ``steer_internal`` and ``steer_sentiment``
+(layer × coefficient heatmaps of the mean change), manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Optional
+
+import typer
+
+from hubclient import options as opt
+from hubclient.analysis import Analysis
+from hubclient.edits import AddEdit, InterventionRun, contrast_tokens, generate_with_edits, load_for, parse_layers, parse_numbers, progress_bar, steering_vectors
+from hubclient.errors import HubError
+from hubclient.inputs import read_prompts
+from hubclient.runner import RunConfig, tokenize
+
+#: Sentiment words whose next-token probability mass gives the model-internal score (each is
+#: used only where it is one token of the model's vocabulary).
+POSITIVE_WORDS = [
+    " good", " great", " excellent", " happy", " love", " wonderful", " best", " nice", " amazing", " perfect",
+    " bueno", " buena", " excelente", " feliz", " genial", " mejor", " encanta", " perfecto",
+    "好", "喜欢", "满意", "棒", "不错", "开心", "推荐",
+]
+NEGATIVE_WORDS = [
+    " bad", " terrible", " awful", " worst", " hate", " poor", " horrible", " sad", " disappointed", " useless",
+    " malo", " mala", " peor", " odio", " triste", " pésimo", " fatal",
+    "差", "坏", "失望", "糟糕", "烂", "讨厌", "退货",
+]
+
+
+@dataclass
+class SteerOptions:
+    """Options of ``hub intervene steer`` (see the module docstring)."""
+
+    positive: list[str] = field(default_factory=lambda: ["Good"])
+    negative: list[str] = field(default_factory=lambda: ["Bad"])
+    layers: str = "6"
+    coeffs: str = "5"
+    positions: str = "first"
+    max_new_tokens: int = 20
+    sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+    positive_words: list[str] = field(default_factory=lambda: list(POSITIVE_WORDS))
+    negative_words: list[str] = field(default_factory=lambda: list(NEGATIVE_WORDS))
+    classifier: str = "char-ngram"
+
+
+def word_set(tokenizer: Any, words: list[str]) -> tuple[list[int], list[str]]:
+    """Token ids of the words that are a single token (with and without a leading space).
+
+    Returns:
+        (ids, token texts), duplicates removed, the unknown token excluded.
+    """
+    ids: list[int] = []
+    unk = tokenizer.unk_token_id
+    for word in words:
+        for form in dict.fromkeys([word, word.strip(), " " + word.strip()]):
+            got = tokenizer(form, add_special_tokens=False)["input_ids"]
+            if len(got) == 1 and got[0] != unk and got[0] not in ids:
+                ids.append(int(got[0]))
+    return ids, [tokenizer.decode([i]) for i in ids]
+
+
+def sentiment_prompts(data: Path, languages: list[str], label: str, n: int, prefix_words: int) -> tuple[list[str], list[str]]:
+    """Beginnings of sentences from ``<data>/<language>/test.csv`` (never used to train the
+    classifier): the first ``n`` rows with ``label`` (``any`` for all), cut to their first
+    ``prefix_words`` words (Chinese, written without spaces: ``2 × prefix_words`` characters).
+
+    Returns:
+        (prompts, language of each prompt).
+
+    Raises:
+        HubError: missing files, an unknown language, or no matching rows.
+    """
+    import polars as pl
+
+    from hubclient.sentiment import LANGUAGES, read_split
+
+    prompts, langs = [], []
+    for language in languages:
+        if language not in LANGUAGES:
+            raise HubError(f"unknown --language {language!r}; choose among {', '.join(LANGUAGES)}")
+        frame = read_split(data, language, "test", labels=None)
+        if label != "any":
+            frame = frame.filter(pl.col("label") == label)
+        count = 0
+        for text in frame["text"].to_list():
+            words = text.split()
+            if language == "chinese":
+                cut = text.strip()[: 2 * prefix_words]
+            else:
+                if len(words) < prefix_words + 2 or words[0].startswith(("@", "#", "http")):
+                    continue
+                cut = " ".join(words[:prefix_words])
+            if not cut.strip():
+                continue
+            prompts.append(cut)
+            langs.append(language)
+            count += 1
+            if count == n:
+                break
+        if count == 0:
+            raise HubError(f"no {label} rows in {data}/{language}/test.csv")
+    return prompts, langs
+
+
+class Steer(Analysis):
+    """ActAdd steering of generations, swept over layers × coefficients (module docstring)."""
+
+    name: ClassVar[str] = "steer"
+    tables: ClassVar[dict[str, list[str]]] = {"generations": ["prompt", "steered", "vector", "layer", "coeff"]}
+
+    def plan(self, model: Any, prompts: list[str]) -> dict[str, Any]:
+        """Validate options against the model and prompts, and compute the steering vectors.
+
+        Raises:
+            HubError: unequal --positive/--negative counts, an empty contrast prompt, a layer out
+                of range, a coefficient that is not a number, a bad --positions, rows to add
+                beyond a prompt's end, empty word sets.
+        """
+        o = self.options
+        if len(o.positive) != len(o.negative) or not o.positive:
+            raise HubError(f"give one --negative per --positive (got {len(o.positive)} and {len(o.negative)})")
+        for i in range(len(o.positive)):
+            contrast_tokens(model, o.positive[i], o.negative[i])
+        layers = parse_layers(o.layers, model)
+        coeffs = parse_numbers(o.coeffs, "coeff", integer=False)
+        if o.positions in ("first", "all"):
+            start = 0
+        else:
+            try:
+                start = int(o.positions)
+            except ValueError:
+                raise HubError(f"bad --positions {o.positions!r}: use first, all or a start position such as 2") from None
+            if start < 0:
+                raise HubError(f"--positions {start} is negative; give a start position >= 0 (0 = BOS)")
+        tokens = tokenize(model, prompts)
+        vectors = []
+        for i in range(len(o.positive)):
+            name = f"{o.positive[i]} - {o.negative[i]}"
+            by_layer = steering_vectors(model, o.positive[i], o.negative[i], layers)
+            k = next(iter(by_layer.values())).shape[0]
+            if o.positions != "all":
+                for p, ids in enumerate(tokens):
+                    if start + k > len(ids):
+                        raise HubError(
+                            f"--positions {o.positions}: the vector {name!r} has {k} positions ({start}..{start + k - 1}), beyond prompt {p}'s "
+                            f"{len(ids)} tokens; use --positions all, a shorter contrast pair, or longer prompts"
+                        )
+            vectors.append((name, by_layer))
+        pos_ids, pos_tokens = word_set(model.tokenizer, o.positive_words)
+        neg_ids, neg_tokens = word_set(model.tokenizer, o.negative_words)
+        both = set(pos_ids) & set(neg_ids)
+        pos_ids = [i for i in pos_ids if i not in both]
+        neg_ids = [i for i in neg_ids if i not in both]
+        if not pos_ids or not neg_ids:
+            raise HubError("no positive or no negative word is a single token of this model; give --positive-words/--negative-words")
+        return {"tokens": tokens, "layers": layers, "coeffs": coeffs, "start": start, "vectors": vectors,
+                "pos_ids": pos_ids, "neg_ids": neg_ids, "pos_tokens": pos_tokens, "neg_tokens": neg_tokens}
+
+    def finish(self, run: Any) -> dict[str, Any]:
+        """``side_by_side`` (steered vs the same prompt unsteered) and ``effects`` (means)."""
+        return effects_tables(run.table("generations"))
+
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        """Layer × coefficient heatmaps of the mean change in each score (panels: vector ×
+        language)."""
+        effects = run.table("effects")
+        if effects.height == 0:
+            return {}
+        charts = {"steer_internal": _heatmap(effects, "delta_internal", "mean Δ internal score (log p(pos) − log p(neg), nats)")}
+        if effects["delta_sentiment"].drop_nulls().len():
+            charts["steer_sentiment"] = _heatmap(effects, "delta_sentiment", "mean Δ P(positive) (classifier)")
+        return charts
+
+
+def effects_tables(gen: Any) -> dict[str, Any]:
+    """From ``generations``: ``side_by_side`` and ``effects`` tables (see module docstring)."""
+    import polars as pl
+
+    base = gen.filter(~pl.col("steered")).select(
+        "prompt", unsteered=pl.col("continuation"), unsteered_sentiment=pl.col("sentiment"), unsteered_internal=pl.col("internal_score")
+    )
+    side = gen.filter(pl.col("steered")).join(base, on="prompt", how="left").with_columns(
+        delta_sentiment=pl.col("sentiment") - pl.col("unsteered_sentiment"),
+        delta_internal=pl.col("internal_score") - pl.col("unsteered_internal"),
+        changed=pl.col("continuation") != pl.col("unsteered"),
+    ).sort("prompt", "vector", "layer", "coeff")
+    effects = side.group_by("language", "vector", "layer", "coeff").agg(
+        n=pl.len(),
+        sentiment=pl.col("sentiment").mean(),
+        unsteered_sentiment=pl.col("unsteered_sentiment").mean(),
+        delta_sentiment=pl.col("delta_sentiment").mean(),
+        positive_rate=(pl.col("sentiment") > 0.5).mean(),
+        unsteered_positive_rate=(pl.col("unsteered_sentiment") > 0.5).mean(),
+        internal=pl.col("internal_score").mean(),
+        delta_internal=pl.col("delta_internal").mean(),
+        changed_rate=pl.col("changed").mean(),
+    ).sort("language", "vector", "layer", "coeff")
+    return {"side_by_side": side, "effects": effects}
+
+
+def _heatmap(effects: Any, value: str, title: str) -> Any:
+    import altair as alt
+    import polars as pl
+
+    frame = effects.with_columns(panel=pl.format("{} · {}", pl.col("vector"), pl.col("language")), label=pl.col(value).round(2).cast(pl.String))
+    base = alt.Chart(frame).encode(
+        x=alt.X("coeff:O", title="coefficient c"),
+        y=alt.Y("layer:O", sort="descending", title="layer"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color(f"{value}:Q", title="mean Δ", scale=alt.Scale(scheme="redblue", domainMid=0)),
+        tooltip=["language", "vector", "layer", "coeff", "n", alt.Tooltip(f"{value}:Q", format=".3f"), alt.Tooltip("changed_rate:Q", format=".2f")],
+    )
+    text = base.mark_text(fontSize=10).encode(text="label:N")
+    return (cells + text).properties(width=40 * frame["coeff"].n_unique() + 40, height=24 * frame["layer"].n_unique() + 20).facet(
+        facet=alt.Facet("panel:N", title=None, header=alt.Header(labelLimit=300)), columns=3
+    ).properties(title=f"Steering effect: {title}, steered − unsteered")
+
+
+def run_steer(options: SteerOptions, prompts: list[str], config: RunConfig, languages: list[str] | None = None, data: Path | None = None, model: Any = None) -> Any:
+    """Run the steering sweep and write a complete run folder; returns its ``RunDir``.
+
+    Args:
+        prompts: prompts to continue (validated).
+        languages: language of each prompt (for grouping; ``"unknown"`` when absent).
+        data: the sentiment data folder (trains the default classifier).
+
+    Raises:
+        HubError: see :meth:`Steer.plan` and :func:`hubclient.sentiment.load_classifier`;
+            nothing is written when the input is bad.
+    """
+    import polars as pl
+
+    from hubclient.sentiment import load_classifier
+
+    analysis = Steer(options)
+    model = load_for(config, model)
+    plan = analysis.plan(model, prompts)
+    classifier = load_classifier(options.classifier, data)
+    languages = languages or ["unknown"] * len(prompts)
+    extra = {
+        "classifier": classifier.describe() if classifier is not None else None,
+        "internal_score_tokens": {"positive": plan["pos_tokens"], "negative": plan["neg_tokens"]},
+        "vector_rows": {name: int(next(iter(v.values())).shape[0]) for name, v in plan["vectors"]},
+    }
+    state = InterventionRun.start(analysis, config, model, prompts, {"language": languages}, extra=extra)
+    rows = []  # (prompt, vector name, layer, coeff) ; vector None = unsteered
+    order = sorted(range(len(prompts)), key=lambda i: -len(plan["tokens"][i]))
+    for p in order:
+        rows.append((p, None, None, None))
+        for name, by_layer in plan["vectors"]:
+            for layer in plan["layers"]:
+                for coeff in plan["coeffs"]:
+                    rows.append((p, name, layer, coeff))
+    vectors = dict(plan["vectors"])
+    chunks = []
+    for start in range(0, len(rows), config.batch_size):
+        chunks.append(rows[start : start + config.batch_size])
+    try:
+        with progress_bar(len(chunks), "steer generations", config.progress) as (bar, task):
+            for index, chunk in enumerate(chunks):
+                if index not in state.done:
+                    edits, tokens = [], []
+                    for p, name, layer, coeff in chunk:
+                        tokens.append(plan["tokens"][p])
+                        if name is None:
+                            edits.append([])
+                        elif options.positions == "all":
+                            edits.append([AddEdit(layer, 0, vectors[name][layer][-1], coeff, every_step=True)])
+                        else:
+                            edits.append([AddEdit(layer, plan["start"], vectors[name][layer], coeff)])
+                    out = generate_with_edits(
+                        model, tokens, edits, max_new_tokens=options.max_new_tokens, sample=options.sample,
+                        temperature=options.temperature, seed=options.seed + index, token_sets=[plan["pos_ids"], plan["neg_ids"]],
+                    )
+                    scores = classifier.positive_probability(out.texts) if classifier is not None else [None] * len(chunk)
+                    records = []
+                    for r, (p, name, layer, coeff) in enumerate(chunk):
+                        records.append({
+                            "prompt": p, "language": languages[p], "prompt_text": prompts[p], "steered": name is not None,
+                            "vector": name, "layer": layer, "coeff": coeff, "continuation": out.texts[r],
+                            "n_new_tokens": len(out.new_tokens[r]),
+                            "sentiment": None if scores[r] is None else float(scores[r]),
+                            "internal_score": float(out.first_logprobs[r, 0] - out.first_logprobs[r, 1]),
+                        })
+                    schema = {"prompt": pl.Int64, "language": pl.String, "prompt_text": pl.String, "steered": pl.Boolean, "vector": pl.String,
+                              "layer": pl.Int64, "coeff": pl.Float64, "continuation": pl.String, "n_new_tokens": pl.Int64,
+                              "sentiment": pl.Float64, "internal_score": pl.Float64}
+                    state.write(index, {"generations": pl.DataFrame(records, schema=schema)})
+                bar.advance(task)
+    except BaseException as exc:
+        state.fail(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise HubError(f"interrupted; finished generations are kept: continue with --resume {state.run.path}") from None
+        raise
+    return state.finish()
+
+
+@opt.analysis_command
+def command(
+    prompt: opt.Prompt = None,
+    prompts: opt.PromptsFile = None,
+    column: opt.Column = None,
+    n: opt.N = None,
+    sentiment_data: Annotated[Optional[Path], typer.Option(help="Sentiment data folder ({english,spanish,chinese}/*.csv, columns text,label,source): trains the classifier, and gives prompts with --language.", rich_help_panel="Input")] = None,
+    language: Annotated[list[str], typer.Option("--language", help="Take prompts from SENTIMENT_DATA/<language>/test.csv (repeatable: english, spanish, chinese).", rich_help_panel="Input")] = [],  # noqa: B006
+    label: Annotated[str, typer.Option(help="With --language: rows of this label (negative, neutral, positive, any).", rich_help_panel="Input")] = "negative",
+    per_language: Annotated[int, typer.Option(min=1, help="With --language: prompts per language.", rich_help_panel="Input")] = 10,
+    prefix_words: Annotated[int, typer.Option(min=1, help="With --language: keep the first N words of each sentence (Chinese: 2N characters).", rich_help_panel="Input")] = 4,
+    positive: Annotated[list[str], typer.Option("--positive", help="Positive contrast prompt (repeatable, paired with --negative; any language).", rich_help_panel="Steering")] = ["Good"],  # noqa: B006
+    negative: Annotated[list[str], typer.Option("--negative", help="Negative contrast prompt (repeatable).", rich_help_panel="Steering")] = ["Bad"],  # noqa: B006
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer(s) to add the vector at: 6, 2,6,10 or 2:12:2 (0 = embeddings).", rich_help_panel="Steering")] = "6",
+    coeff: Annotated[str, typer.Option("--coeff", "-c", help="Coefficient(s): 5, 0,2,5 or 0:8:2.", rich_help_panel="Steering")] = "5",
+    positions: Annotated[str, typer.Option(help="first (ActAdd: vector row i at prompt position i), N (rows from position N), or all (last-token difference at every position and step).", rich_help_panel="Steering")] = "first",
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.", rich_help_panel="Generation")] = 20,
+    sample: Annotated[bool, typer.Option("--sample/--greedy", help="Seeded sampling instead of greedy decoding.", rich_help_panel="Generation")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.", rich_help_panel="Generation")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed (batch i uses seed + i).", rich_help_panel="Generation")] = 0,
+    positive_words: Annotated[Optional[str], typer.Option(help="Comma-separated positive words for the internal score (default: built-in English/Spanish/Chinese list).", rich_help_panel="Scores")] = None,
+    negative_words: Annotated[Optional[str], typer.Option(help="Comma-separated negative words for the internal score.", rich_help_panel="Scores")] = None,
+    classifier: Annotated[str, typer.Option(help="Sentiment classifier: char-ngram (trained on --sentiment-data), none, or module:attribute.", rich_help_panel="Scores")] = "char-ngram",
+    *,
+    config: RunConfig,
+) -> None:
+    """ActAdd steering: add h_l(positive) − h_l(negative) while generating; sweep layers × coefficients.
+
+    Writes generations.parquet (steered and unsteered), side_by_side.parquet, effects.parquet,
+    a manifest (with the classifier's held-out accuracy) and heatmaps of the effect.
+    """
+    texts: list[str] = []
+    langs: list[str] = []
+    if prompt or prompts:
+        texts = read_prompts(prompt, prompts, column, n)
+        langs = ["unknown"] * len(texts)
+    if language:
+        if sentiment_data is None:
+            raise HubError("--language needs --sentiment-data DIR (the folder with english/, spanish/, chinese/)")
+        more, more_langs = sentiment_prompts(sentiment_data, list(language), label, per_language, prefix_words)
+        texts += more
+        langs += more_langs
+    if not texts:
+        raise HubError("no prompts: pass --prompt, --prompts FILE, or --sentiment-data DIR --language chinese")
+    if classifier == "char-ngram" and sentiment_data is None:
+        classifier = "none"
+    options = SteerOptions(
+        positive=list(positive), negative=list(negative), layers=layer, coeffs=coeff, positions=positions,
+        max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, seed=seed, classifier=classifier,
+        positive_words=positive_words.split(",") if positive_words else list(POSITIVE_WORDS),
+        negative_words=negative_words.split(",") if negative_words else list(NEGATIVE_WORDS),
+    )
+    opt.report(run_steer(options, texts, config, langs, sentiment_data))
+
+
+ANALYSIS = Steer
