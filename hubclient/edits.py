@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 import time
 import platform
 from contextlib import contextmanager
@@ -299,7 +300,7 @@ class Generation:
     """Output of :func:`generate_with_edits` for one batch.
 
     Attributes:
-        new_tokens: generated ids per row (up to and excluding EOS / pads).
+        new_tokens: generated ids per row (up to and excluding the first EOS).
         texts: decoded continuations (special tokens skipped).
         first_logprobs: ``[batch, n_sets]`` log-probability mass of each token set at the first
             generated position (``log sum_{t in set} p(t)``), or ``None`` without sets.
@@ -385,7 +386,9 @@ def generate_with_edits(
     else:
         kwargs.update(temperature=None, top_k=None, top_p=None)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # an open tracer.iter[:] loop ends at the last step by design; nnsight warns about it
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
         with model.lm.generate(**kwargs) as tracer:  # the one generate call of hub intervene
             with tracer.invoke(inputs):
                 scores = nnsight.save([])
@@ -401,12 +404,11 @@ def generate_with_edits(
 
     result = result.detach().cpu()
     eos = model.tokenizer.eos_token_id
-    stops = {pad, eos} - {None}
     new_tokens, texts = [], []
     for row in range(len(tokens)):
         ids = []
         for t in result[row, width:].tolist():
-            if t in stops:
+            if t == eos:  # generate pads a finished row after its EOS
                 break
             ids.append(t)
         new_tokens.append(ids)
