@@ -30,6 +30,7 @@ Out = Annotated[Path, typer.Option(help="Results folder; the run is written to O
 Name = Annotated[Optional[str], typer.Option(help="Run id, the run folder's name (default: UTC time, analysis and input hash). An existing run is never overwritten.", rich_help_panel="Run")]
 Resume = Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder (same inputs and options).", rich_help_panel="Run")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.", rich_help_panel="Run")]
+Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots at the end (hub plot RUN_DIR draws them later).", rich_help_panel="Run")]
 Remote = Annotated[bool, typer.Option("--remote", help="Run on NDIF (host and key from NDIF_HOST / NDIF_API_KEY or nnsight's config file); the model is built without weights here.", rich_help_panel="Remote (NDIF)")]
 Detach = Annotated[bool, typer.Option("--detach", help="With --remote: submit every batch, record the job ids in the run folder and exit; finish with `hub jobs collect RUN_DIR`.", rich_help_panel="Remote (NDIF)")]
 NdifHost = Annotated[Optional[str], typer.Option("--ndif-host", help="NDIF host URL (overrides NDIF_HOST and nnsight's config), e.g. http://127.0.0.1:8289 for the local test server.", rich_help_panel="Remote (NDIF)")]
@@ -94,6 +95,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "name": (Name, None),
     "resume": (Resume, None),
     "progress": (Progress, True),
+    "plots": (Plots, True),
     "remote": (Remote, False),
     "detach": (Detach, False),
     "ndif_host": (NdifHost, None),

@@ -783,4 +783,4 @@ def collect(run_dir: Path, host: str | None = None, progress: bool = True) -> tu
         run.update_manifest(status="submitted")
         return run, pending
     started_at = datetime.fromisoformat(manifest["started"]).timestamp() if manifest.get("started") else time.time()
-    return finish_run(analysis, run, started_at, progress=progress), []
+    return finish_run(analysis, run, started_at), []

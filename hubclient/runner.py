@@ -47,6 +47,7 @@ class RunConfig:
         name: run id (default: ``<time>-<analysis>-<input hash>``).
         resume: an existing run folder to continue instead of starting a new one.
         progress: show a progress bar.
+        plots: draw the plots at the end (``hub plot RUN_DIR`` draws them later).
         remote: run each batch on NDIF (see :mod:`hubclient.remote`) instead of locally.
         detach: with ``remote``: submit every batch, record the job ids and return without
             waiting (``hub jobs collect`` finishes the run).
@@ -64,6 +65,7 @@ class RunConfig:
     name: str | None = None
     resume: Path | None = None
     progress: bool = True
+    plots: bool = True
     remote: bool = False
     detach: bool = False
     ndif_host: str | None = None
@@ -253,6 +255,7 @@ def run_analysis(
         write_prompts(run, prompts, tokens, prompt_columns)
     done = run.done_batches(list(analysis.tables))
     todo = [b for b in batches if b.index not in done]
+    loaded = time.time()
     try:
         if config.remote:
             from hubclient.remote import run_batches
@@ -268,7 +271,8 @@ def run_analysis(
     except Exception:
         run.update_manifest(status="failed")
         raise
-    return finish_run(analysis, run, started)
+    timings = {"load_and_prepare": round(loaded - started, 3), "batches": round(time.time() - loaded, 3)}
+    return finish_run(analysis, run, started, plots=config.plots, timings=timings)
 
 
 def _remote_describe(config: RunConfig, model: Any) -> dict[str, Any]:
@@ -277,20 +281,33 @@ def _remote_describe(config: RunConfig, model: Any) -> dict[str, Any]:
     return describe(config, model)
 
 
-def finish_run(analysis: Analysis, run: RunDir, started: float, progress: bool = True) -> RunDir:
-    """Merge the batch parts into tables, add ``analysis.finish`` tables, draw plots and mark
-    the manifest complete (the end of every run, local, remote or collected)."""
+def finish_run(
+    analysis: Analysis,
+    run: RunDir,
+    started: float,
+    plots: bool = True,
+    timings: dict[str, float] | None = None,
+) -> RunDir:
+    """Merge the batch parts into tables, add ``analysis.finish`` tables, draw plots (unless
+    ``plots`` is off) and mark the manifest complete (the end of every run, local, remote or
+    collected). ``timings`` (seconds per phase) go into the manifest with this phase's own."""
+    timings = dict(timings or {})
+    begin = time.time()
     counts = run.finalize(dict(analysis.tables))
     for table, frame in analysis.finish(run).items():
         write_parquet(run.path / f"{table}.parquet", frame)
         counts[table] = frame.height
-    plots = save_plots(analysis, run)
+    timings["tables"] = round(time.time() - begin, 3)
+    begin = time.time()
+    drawn = save_plots(analysis, run) if plots else []
+    timings["plots"] = round(time.time() - begin, 3)
     run.update_manifest(
         status="complete",
         rows=counts,
-        plots=plots,
+        plots=drawn,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=round(time.time() - started, 2),
+        timings=timings,
     )
     return run
 

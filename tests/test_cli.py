@@ -47,6 +47,7 @@ def test_logit_lens_end_to_end(tmp_path, tiny_dir):
     assert manifest["options"]["targets"] == ["cat"]
     assert manifest["input_sha256"] and manifest["versions"]["nnsight"] and manifest["versions"]["torch"]
     assert manifest["layer_convention"].startswith("layer 0 = embeddings")
+    assert set(manifest["timings"]) == {"load_and_prepare", "batches", "tables", "plots"}
     prompts_table = pl.read_parquet(run / "prompts.parquet")
     assert prompts_table["text"].to_list() == ["the cat sat on the mat", "paris", "one two three"]
     assert prompts_table["n_tokens"].to_list() == n_tokens
@@ -62,6 +63,14 @@ def test_jsonl_csv_parquet_columns(tmp_path, tiny_dir):
         assert result.exit_code == 0, result.output
         texts = pl.read_parquet(tmp_path / "out" / suffix / "prompts.parquet")["text"].to_list()
         assert texts == ["the cat sat", "paris"]
+
+
+def test_no_plots_skips_drawing_until_hub_plot(tmp_path, tiny_dir):
+    assert lens(tiny_dir("llama"), tmp_path, "-p", "the cat", "--no-plots", "--name", "np").exit_code == 0
+    assert not (tmp_path / "np" / "plots").exists()
+    assert json.loads((tmp_path / "np" / "manifest.json").read_text())["plots"] == []
+    assert hub("plot", tmp_path / "np").exit_code == 0
+    assert (tmp_path / "np" / "plots" / "lens_heatmap.png").is_file()
 
 
 def test_plot_redraws_from_parquet_and_runs_lists(tmp_path, tiny_dir):
