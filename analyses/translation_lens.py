@@ -68,8 +68,10 @@ class Target:
     Attributes:
         position: token position ``p`` whose lens is read (predicting token ``p + 1``).
         word: the next word (source language) or, in the cloze setting, the target-language word.
-        input_id: the actual next token id (cloze: the target-language word's first token).
-        translation_ids: single-token translation ids (cloze: the English word's first token).
+        input_ids: the actual next token id, as a one-element list (cloze: the target-language
+            word's first token, as written and with a leading space).
+        translation_ids: single-token translation ids (cloze: the English word's first token,
+            both spellings, minus any id in ``input_ids``).
         translations: the translation words those ids come from.
     """
 
