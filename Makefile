@@ -29,3 +29,7 @@ test: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Speed and memory against the bare forward pass (writes benchmarks/results.md; several minutes).
+bench: install
+	$(BIN)/python benchmarks/bench.py --flores-dir $(SHARED)/flores200-devtest

@@ -1,0 +1,206 @@
+"""Speed and memory of hub's analyses against the bare forward pass and a reference loop.
+
+Measured in one run, on the same inputs (FLORES devtest, English + Chinese), interleaved over
+rounds so that a noisy machine slows every method alike; the medians are compared:
+
+1. bare forward: the transformer body alone (no ``lm_head``), batched like the runner batches;
+2. ``hub analyze similarity`` collection of per-layer last-token states (its batch loop);
+3. a reference-style loop: one text at a time, ``output_hidden_states=True``, full ``lm_head``,
+   last-token states copied to the host (as the semantic hub paper's released scripts do);
+4. ``hub analyze logit-lens --top-k 10`` over all layers at the last position (its batch loop);
+5. peak memory (RSS) of a whole ``hub analyze similarity`` process at N and at N_large sentences
+   per language.
+
+Run with ``make bench`` (or ``python benchmarks/bench.py --help``); writes
+``benchmarks/results.md`` and prints it. Not part of the tests: timings on shared machines are
+noisy, so targets are checked here, as ratios, not in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LANGS = ["eng_Latn", "zho_Hans"]
+TARGETS = {
+    "similarity / bare (throughput)": (">=", 0.95),
+    "reference / similarity (speed-up)": (">=", 4.5),
+    "logit-lens / bare (cost)": ("<=", 1.5),
+    "RSS growth N_large vs N": ("<=", 0.10),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--flores-dir", type=Path, default=ROOT.parent / "shared" / "data" / "flores200-devtest")
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--n", type=int, default=200, help="sentences per language for the timings")
+    parser.add_argument("--n-large", type=int, default=1012, help="sentences per language for the memory check")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def corpus(args: argparse.Namespace, n: int):
+    from hubclient.parallel import read_flores
+
+    data = read_flores(LANGS, args.flores_dir, n=n)
+    return data.flat()
+
+
+def similarity_run(model, args, texts, languages, sentences, out: Path):
+    from analyses.similarity import Similarity, SimilarityOptions
+    from hubclient.runner import RunConfig, run_analysis
+
+    options = SimilarityOptions(languages=LANGS, n=len(texts) // len(LANGS), pool="last", layers="all")
+    config = RunConfig(out=out, batch_size=args.batch_size, progress=False, plots=False)
+    return run_analysis(Similarity(options, languages, sentences), texts, config, model=model,
+                        prompt_columns={"language": languages, "sentence": sentences})
+
+
+def lens_run(model, args, texts, out: Path):
+    from analyses.logit_lens import LensOptions, LogitLens
+    from hubclient.runner import RunConfig, run_analysis
+
+    config = RunConfig(out=out, batch_size=args.batch_size, progress=False, plots=False)
+    return run_analysis(LogitLens(LensOptions(positions="last", top_k=10)), texts, config, model=model)
+
+
+def bare_forward(model, batches) -> None:
+    import torch
+
+    body = model.torch_model.get_submodule(model.arch.layers.rsplit(".", 1)[0])
+    with torch.inference_mode():
+        for batch in batches:
+            body(input_ids=batch.input_ids.to(model.device), attention_mask=batch.attention_mask.to(model.device))
+    if model.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def reference_loop(model, texts) -> None:
+    import torch
+
+    hf = model.torch_model
+    with torch.inference_mode():
+        for text in texts:
+            ids = model.tokenizer(text, return_tensors="pt").to(model.device)
+            out = hf(**ids, output_hidden_states=True)
+            states = []
+            for h in out.hidden_states:
+                states.append(h[0, -1].float().cpu().numpy())
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    """Run a whole similarity analysis for ``--rss-child`` sentences per language; print peak RSS."""
+    from hubclient.models import load_model
+
+    model = load_model(args.model, device=args.device)
+    texts, languages, sentences = corpus(args, args.rss_child)
+    with tempfile.TemporaryDirectory() as tmp:
+        similarity_run(model, args, texts, languages, sentences, Path(tmp))
+    print(json.dumps({"n": args.rss_child, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def measure_rss(args: argparse.Namespace, n: int) -> float:
+    cmd = [sys.executable, __file__, "--rss-child", str(n), "--flores-dir", str(args.flores_dir), "--model", args.model,
+           "--device", args.device, "--batch-size", str(args.batch_size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)["max_rss_mb"]
+
+
+def main() -> None:
+    args = parse_args()
+    if args.rss_child:
+        return rss_child(args)
+    if not args.flores_dir.is_dir():
+        sys.exit(f"FLORES data not found at {args.flores_dir}; pass --flores-dir")
+
+    import torch
+
+    from hubclient.models import load_model
+    from hubclient.runner import make_batches, tokenize, versions
+
+    model = load_model(args.model, device=args.device)
+    texts, languages, sentences = corpus(args, args.n)
+    tokens = tokenize(model, texts)
+    batches = make_batches(tokens, [[len(t) - 1] for t in tokens], args.batch_size, model.tokenizer.pad_token_id)
+    n_tokens = sum(len(t) for t in tokens)
+
+    times: dict[str, list[float]] = {"bare": [], "similarity": [], "reference": [], "logit-lens": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        similarity_run(model, args, *corpus(args, 8), Path(tmp) / "warm")  # warm-up
+        for r in range(args.rounds):
+            t = time.perf_counter()
+            bare_forward(model, batches)
+            times["bare"].append(time.perf_counter() - t)
+            run = similarity_run(model, args, texts, languages, sentences, Path(tmp) / f"sim{r}")
+            times["similarity"].append(run.manifest["timings"]["batches"])
+            t = time.perf_counter()
+            reference_loop(model, texts)
+            times["reference"].append(time.perf_counter() - t)
+            run = lens_run(model, args, texts, Path(tmp) / f"lens{r}")
+            times["logit-lens"].append(run.manifest["timings"]["batches"])
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {
+        "similarity / bare (throughput)": med["bare"] / med["similarity"],
+        "reference / similarity (speed-up)": med["reference"] / med["similarity"],
+        "logit-lens / bare (cost)": med["logit-lens"] / med["bare"],
+    }
+    rss = {}
+    if not args.skip_memory:
+        rss = {args.n: measure_rss(args, args.n), args.n_large: measure_rss(args, args.n_large)}
+        ratios["RSS growth N_large vs N"] = rss[args.n_large] / rss[args.n] - 1
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ",
+        f"Machine: {platform.platform()}, {platform.machine()}, {torch.get_num_threads()} torch threads, device {args.device}  ",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in versions().items())}  ",
+        f"Model: {model.model_id} ({model.source}), dtype {model.dtype}  ",
+        f"Inputs: FLORES devtest {' + '.join(LANGS)}, {args.n} sentences each ({len(texts)} texts, {n_tokens} tokens), "
+        f"batch size {args.batch_size}, {args.rounds} interleaved rounds (medians)",
+        "",
+        "| method | median seconds | tokens/s | all rounds (s) |",
+        "|---|---|---|---|",
+    ]
+    for k, v in times.items():
+        lines.append(f"| {k} | {med[k]:.2f} | {n_tokens / med[k]:.0f} | {', '.join(f'{x:.2f}' for x in v)} |")
+    lines += ["", "| ratio | measured | target | met |", "|---|---|---|---|"]
+    for k, value in ratios.items():
+        op, bound = TARGETS[k]
+        met = value >= bound if op == ">=" else value <= bound
+        shown = f"{value:+.1%}" if k.startswith("RSS") else f"{value:.2f}"
+        target = f"{op} {bound:+.0%}" if k.startswith("RSS") else f"{op} {bound}"
+        lines.append(f"| {k} | {shown} | {target} | {'yes' if met else 'NO'} |")
+    if rss:
+        lines += ["", "Peak RSS of a whole `hub analyze similarity` process: " + ", ".join(f"N = {n}: {mb:.0f} MB" for n, mb in rss.items())]
+    lines += [
+        "",
+        "(1) bare = transformer body only, no `lm_head`, same batches; (2) and (4) = the runner's batch loop "
+        "(`manifest.json` timings.batches: tracing, reductions, host copies and Parquet parts), without "
+        "model loading or plots; (3) = one text at a time with `output_hidden_states=True` and the full `lm_head`.",
+    ]
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
