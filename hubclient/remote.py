@@ -430,21 +430,15 @@ def make_backend(key: str, **kwargs: Any) -> Any:
 
 
 def remote_trace(model: HubModel, analysis: Any, batch: Any, backend: Any) -> dict[str, Any] | None:
-    """The runner's trace body (see :func:`hubclient.runner.trace_batch`), sent with ``backend``.
+    """The runner's trace body (:func:`hubclient.runner.trace_batch`), sent with ``backend``.
 
     Returns:
         the saved dict of ``analysis.trace`` (blocking), or ``None`` (non-blocking: the job
         was submitted and ``backend.job_id`` is set).
     """
-    import nnsight
+    from hubclient.runner import trace_batch
 
-    with model.lm.trace(batch.inputs, backend=backend) as tracer:
-        saved = nnsight.save(analysis.trace(model, batch))
-        if not analysis.needs_model_output:
-            tracer.stop()
-    if backend.blocking:
-        return saved
-    return None
+    return trace_batch(model, analysis, batch, backend=backend)
 
 
 # --------------------------------------------------------------------------- preflight

@@ -157,22 +157,36 @@ def make_batches(
     return batches
 
 
-def trace_batch(model: Any, analysis: Analysis, batch: Batch) -> dict[str, Any]:
-    """Run the analysis' trace body on one batch (locally) and return what it saved.
+def trace_batch(model: Any, analysis: Analysis, batch: Batch, backend: Any = None) -> dict[str, Any] | None:
+    """Run the analysis' trace body on one batch and return what it saved.
 
-    The forward pass is stopped as soon as the body returns, unless the analysis declares
+    This is the one ``with model.lm.trace(...)`` block of every analysis, local or remote. The
+    forward pass is stopped as soon as the body returns, unless the analysis declares
     ``needs_model_output``, so layers after the last one read and the ``lm_head`` are skipped.
+
+    Args:
+        backend: ``None`` runs locally on ``model.device``; an nnsight backend (e.g.
+            :func:`hubclient.remote.make_backend`) sends the same body to NDIF.
+
+    Returns:
+        the saved dict (tensors on the CPU), or ``None`` when a non-blocking backend only
+        submitted the job.
     """
     import nnsight
     import torch
 
-    device = model.device
-    inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+    if backend is None:
+        inputs = {k: v.to(model.device) for k, v in batch.inputs.items()}
+        kwargs = {}
+    else:
+        inputs, kwargs = batch.inputs, {"backend": backend}
     with torch.inference_mode():
-        with model.lm.trace(inputs) as tracer:
+        with model.lm.trace(inputs, **kwargs) as tracer:
             saved = nnsight.save(analysis.trace(model, batch))
             if not analysis.needs_model_output:
                 tracer.stop()
+    if backend is not None and not backend.blocking:
+        return None
     return {k: _to_cpu(v) for k, v in saved.items()}
 
 
