@@ -14,7 +14,8 @@ Reduces: the answer = the first integer in the continuation (null when there is 
 
 Stores: ``answers.parquet`` (expression, operands, layer, coeff, continuation, answer, the
 unsteered answer, the answer the expression implies and the one ``word_a`` implies,
-``changed``, ``to_word_answer``), ``accuracy.parquet`` (per layer and coefficient: share of
+``changed``, ``to_word_answer`` = changed *and* now equal to ``word_a``'s answer, so an
+unsteered answer that already was ``a·b`` never counts), ``accuracy.parquet`` (per layer and coefficient: share of
 expressions whose answer became ``word_a``'s, share changed, share correct before), plot
 ``arithmetic_accuracy`` (share switched to word_a's answer, by layer), manifest.
 """
@@ -96,14 +97,16 @@ class ArithmeticIntervention(Analysis):
         before = answers.filter(~pl.col("steered")).select("expression", before=pl.col("answer"))
         steered = answers.filter(pl.col("steered")).drop("before", strict=False).join(before, on="expression").with_columns(
             changed=pl.col("answer").ne_missing(pl.col("before")),
-            to_word_answer=pl.col("answer").eq_missing(pl.col("word_answer")),
+            to_word_answer=pl.col("answer").ne_missing(pl.col("before")) & pl.col("answer").eq_missing(pl.col("word_answer")),
             correct_before=pl.col("before").eq_missing(pl.col("expected")),
+            word_answer_before=pl.col("before").eq_missing(pl.col("word_answer")),
         )
         accuracy = steered.group_by("layer", "coeff").agg(
             n=pl.len(),
             to_word_answer=pl.col("to_word_answer").mean(),
             changed=pl.col("changed").mean(),
             correct_before=pl.col("correct_before").mean(),
+            word_answer_before=pl.col("word_answer_before").mean(),
             still_correct=pl.col("answer").eq_missing(pl.col("expected")).mean(),
         ).sort("layer", "coeff")
         return {"answers_steered": steered.sort("expression", "layer", "coeff"), "accuracy": accuracy}

@@ -63,6 +63,8 @@ def test_steered_answers_match_hooked_transformers(tmp_path, tiny_hub_model):
         delta = 3.0 * _hf_last_states(model, ["times", "plus"], row["layer"])
         assert row["continuation"] == _hf_generate_with_last_add(model, row["text"], row["layer"], delta, 3)
         assert row["expected"] == row["a"] + row["b"] and row["word_answer"] == row["a"] * row["b"]
+    expected_switch = steered["changed"] & (steered["answer"] == steered["word_answer"]).fill_null(False)
+    assert steered["to_word_answer"].to_list() == expected_switch.to_list()
     acc = run.table("accuracy")
     assert acc.height == 4 and (run.path / "plots" / "arithmetic_accuracy.png").is_file()
 
