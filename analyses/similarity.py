@@ -339,7 +339,7 @@ class Similarity(Analysis):
                 x=x,
                 y=alt.Y("cosine:Q", title="mean cosine"),
                 color=alt.Color("pair:N"),
-                strokeDash=alt.StrokeDash("pairs:N", title="sentence pairs"),
+                strokeDash=alt.StrokeDash("pairs:N", title="sentence pairs", legend=alt.Legend(symbolType="stroke")),
                 tooltip=["pair", "pairs", "layer", alt.Tooltip("cosine:Q", format=".4f")],
             )
             .properties(width=420, height=260, title=[f"Mean cosine of matching and non-matching pairs · {model_id}", how])
@@ -361,7 +361,8 @@ class Similarity(Analysis):
         if wanted is None:
             middle = manifest["model"]["n_layers"] // 2
             wanted = min(analysed, key=lambda layer: (abs(layer - middle), layer))
-        pairs = table.select("language_a", "language_b").unique(maintain_order=True).head(HEATMAP_PAIRS).rows()
+        present = set(table.select("language_a", "language_b").unique().rows())
+        pairs = [p for p in language_pairs(o["languages"], o.get("anchor")) if p in present][:HEATMAP_PAIRS]
         path = run.path / "vectors.parquet"
         frames = []
         if path.is_file():
