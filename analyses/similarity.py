@@ -402,7 +402,7 @@ class Similarity(Analysis):
                 tooltip=["pair", "sentence_a", "sentence_b", alt.Tooltip("cosine:Q", format=".4f")],
             )
             .properties(width=size, height=size)
-            .facet(column=alt.Column("pair:N", title=None))
+            .facet(column=alt.Column("pair:N", title=None, sort=[f"{a}-{b}" for a, b in pairs]))
             .properties(
                 title=[
                     f"Cosine of every sentence pair at layer {wanted} · {manifest['model']['model_id']}",
@@ -480,7 +480,7 @@ PANEL = "Similarity"
 @opt.analysis_command
 def command(
     inputs: Annotated[list[str], typer.Argument(help="Two or more parallel text files (line i = the same meaning in every file), or FLORES codes such as eng_Latn zho_Hans spa_Latn with --flores-dir.", show_default=False)],
-    flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Folder of FLORES-200 <code>.devtest files; INPUTS are then language codes.", rich_help_panel="Input")] = None,
+    flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Folder of FLORES-200 files named CODE.devtest; INPUTS are then language codes (e.g. eng_Latn).", rich_help_panel="Input")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use only the first N sentences of every language.", rich_help_panel="Input")] = None,
     skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Drop a line index that is empty in any language from all languages (keeps them aligned) instead of failing.", rich_help_panel="Input")] = False,
     template: Annotated[Optional[str], typer.Option(help="Text around each input, with a {text} placeholder, e.g. '{text} In other words,' (default: the input alone).", rich_help_panel="Input")] = None,
