@@ -549,6 +549,7 @@ class InterventionRun:
     run: "RunDir"
     started: float
     done: set[int] = field(default_factory=set)
+    plots: bool = True
 
     @classmethod
     def start(
@@ -576,7 +577,7 @@ class InterventionRun:
         input_hash = hash_inputs(prompts)
         if config.resume:
             run = _check_resume(config, analysis, options, input_hash)
-            return cls(analysis, run, started, run.done_batches(list(analysis.tables)))
+            return cls(analysis, run, started, run.done_batches(list(analysis.tables)), getattr(config, "plots", True))
         tokens = tokenize(model, prompts)
         run_id = config.name or new_run_id(analysis.name, hashlib.sha256((input_hash + json.dumps(options, sort_keys=True, default=str)).encode()).hexdigest())
         run = RunDir.create(config.out, run_id)
@@ -598,17 +599,18 @@ class InterventionRun:
             }
         )
         write_prompts(run, prompts, tokens, prompt_columns)
-        return cls(analysis, run, started)
+        return cls(analysis, run, started, plots=getattr(config, "plots", True))
 
     def write(self, chunk: int, frames: dict[str, Any]) -> None:
         """Store one chunk's rows (one Parquet part per table)."""
         self.run.write_parts(chunk, frames)
 
     def finish(self) -> "RunDir":
-        """Merge parts, add ``finish`` tables, draw plots, mark the manifest complete."""
+        """Merge parts, add ``finish`` tables, draw plots (unless ``--no-plots``), mark the
+        manifest complete."""
         from hubclient.runner import finish_run
 
-        return finish_run(self.analysis, self.run, self.started)
+        return finish_run(self.analysis, self.run, self.started, plots=self.plots)
 
     def fail(self, exc: BaseException) -> None:
         """Mark the manifest failed/interrupted (finished chunks are kept for ``--resume``)."""
