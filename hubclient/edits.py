@@ -26,14 +26,10 @@ cross-lingual steering, Wu et al. 2024 (semantic hub, Sec. 6).
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 import time
-import platform
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from hubclient.arch import get_module
 from hubclient.errors import HubError
@@ -566,39 +562,14 @@ class InterventionRun:
         Raises:
             HubError: an existing folder, or a resume whose inputs/options differ.
         """
-        import hashlib
-        import json
-
-        from hubclient.runner import LAYER_CONVENTION, _check_resume, hash_inputs, tokenize, versions, write_prompts
-        from hubclient.store import RunDir, new_run_id
+        from hubclient.runner import _check_resume, hash_inputs, start_run, tokenize
 
         started = time.time()
-        options = analysis.describe_options()
-        input_hash = hash_inputs(prompts)
         if config.resume:
-            run = _check_resume(config, analysis, options, input_hash)
+            options = analysis.describe_options()
+            run = _check_resume(config, analysis, options, hash_inputs(prompts))
             return cls(analysis, run, started, run.done_batches(list(analysis.tables)), getattr(config, "plots", True))
-        tokens = tokenize(model, prompts)
-        run_id = config.name or new_run_id(analysis.name, hashlib.sha256((input_hash + json.dumps(options, sort_keys=True, default=str)).encode()).hexdigest())
-        run = RunDir.create(config.out, run_id)
-        run.write_manifest(
-            {
-                "analysis": analysis.name,
-                "status": "running",
-                "model": model.describe(),
-                "options": json.loads(json.dumps(options, default=str)),
-                "batch_size": config.batch_size,
-                "n_prompts": len(prompts),
-                "input_sha256": input_hash,
-                "layer_convention": LAYER_CONVENTION,
-                **(extra or {}),
-                "command": sys.argv,
-                "versions": versions(),
-                "machine": {"platform": platform.platform(), "processor": platform.machine()},
-                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        )
-        write_prompts(run, prompts, tokens, prompt_columns)
+        run = start_run(analysis, prompts, tokenize(model, prompts), config, model, prompt_columns, extra)
         return cls(analysis, run, started, plots=getattr(config, "plots", True))
 
     def write(self, chunk: int, frames: dict[str, Any]) -> None:
@@ -618,13 +589,7 @@ class InterventionRun:
 
 
 def progress_bar(total: int, label: str, enabled: bool) -> Any:
-    """A rich progress bar (a context manager yielding ``(bar, task)``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """The runner's progress display (:func:`hubclient.runner.progress_bar`), yielding ``(bar, task)``."""
+    from hubclient.runner import progress_bar as runner_bar
 
-    @contextmanager
-    def bar() -> Iterator[Any]:
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, disable=not enabled, transient=False) as p:
-            yield p, p.add_task(label, total=total)
-
-    return bar()
+    return runner_bar(label, total, enabled)

@@ -579,7 +579,7 @@ def run_batches(model: HubModel, analysis: Any, run: Any, todo: list[Any], total
     Raises:
         HubError: a chunk failed (finished chunks stay on disk; see :func:`explain`).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from hubclient.runner import progress_bar
 
     host = configure(config.ndif_host)
     key = model_key(model)
@@ -589,10 +589,8 @@ def run_batches(model: HubModel, analysis: Any, run: Any, todo: list[Any], total
     book.save_analysis(analysis)
     env = model.lm._remoteable_get_env()
     verb = "submitting" if config.detach else "running on NDIF"
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[state]}"))
     submitted = 0
-    with Progress(*columns, disable=not config.progress, transient=False) as bar:
-        task = bar.add_task(f"{analysis.name} ({verb})", total=total, completed=done, state="")
+    with progress_bar(f"{analysis.name} ({verb})", total, config.progress, completed=done, state=True) as (bar, task):
 
         def on_status(state: str, description: str) -> None:
             bar.update(task, state=state.lower())

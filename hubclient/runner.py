@@ -21,11 +21,12 @@ import json
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
@@ -247,26 +248,8 @@ def run_analysis(
     if previous is not None:
         run = previous
     else:
-        run_id = config.name or new_run_id(analysis.name, hashlib.sha256((input_hash + json.dumps(options, sort_keys=True)).encode()).hexdigest())
-        run = RunDir.create(config.out, run_id)
-        run.write_manifest(
-            {
-                "analysis": analysis.name,
-                "status": "running",
-                "model": model.describe(),
-                "options": options,
-                "batch_size": config.batch_size,
-                "n_prompts": len(prompts),
-                "input_sha256": input_hash,
-                "layer_convention": LAYER_CONVENTION,
-                "command": sys.argv,
-                "versions": versions(),
-                "machine": {"platform": platform.platform(), "processor": platform.machine()},
-                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                **({"remote": _remote_describe(config, model)} if config.remote else {}),
-            }
-        )
-        write_prompts(run, prompts, tokens, prompt_columns)
+        extra = {"remote": _remote_describe(config, model)} if config.remote else None
+        run = start_run(analysis, prompts, tokens, config, model, prompt_columns, extra)
     done = run.done_batches(list(analysis.tables))
     todo = [b for b in batches if b.index not in done]
     loaded = time.time()
@@ -287,6 +270,48 @@ def run_analysis(
         raise
     timings = {"load_and_prepare": round(loaded - started, 3), "batches": round(time.time() - loaded, 3)}
     return finish_run(analysis, run, started, plots=config.plots, timings=timings)
+
+
+def start_run(
+    analysis: Analysis,
+    prompts: list[str],
+    tokens: list[list[int]],
+    config: RunConfig,
+    model: Any,
+    prompt_columns: dict[str, list[Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunDir:
+    """Create the run folder, its manifest (status ``running``) and ``prompts.parquet``.
+
+    Shared by analyses (:func:`run_analysis`) and interventions that run their own loop
+    (:mod:`hubclient.edits`). ``extra`` adds manifest fields (e.g. ``remote``).
+
+    Raises:
+        HubError: the run folder already exists.
+    """
+    input_hash = hash_inputs(prompts)
+    options = json.loads(json.dumps(analysis.describe_options(), default=str))
+    run_id = config.name or new_run_id(analysis.name, hashlib.sha256((input_hash + json.dumps(options, sort_keys=True)).encode()).hexdigest())
+    run = RunDir.create(config.out, run_id)
+    run.write_manifest(
+        {
+            "analysis": analysis.name,
+            "status": "running",
+            "model": model.describe(),
+            "options": options,
+            "batch_size": config.batch_size,
+            "n_prompts": len(prompts),
+            "input_sha256": input_hash,
+            "layer_convention": LAYER_CONVENTION,
+            **(extra or {}),
+            "command": sys.argv,
+            "versions": versions(),
+            "machine": {"platform": platform.platform(), "processor": platform.machine()},
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    write_prompts(run, prompts, tokens, prompt_columns)
+    return run
 
 
 def _remote_describe(config: RunConfig, model: Any) -> dict[str, Any]:
@@ -326,12 +351,27 @@ def finish_run(
     return run
 
 
-def _run_batches(model: Any, analysis: Analysis, run: RunDir, todo: list[Batch], total: int, done: int, progress: bool) -> None:
+@contextmanager
+def progress_bar(label: str, total: int, enabled: bool = True, completed: int = 0, state: bool = False) -> Iterator[tuple[Any, Any]]:
+    """The one progress display of hub (rich): yields ``(progress, task)``.
+
+    Args:
+        label: what is counted (e.g. ``"logit-lens batches"``).
+        total / completed: units in all / already done (resumed runs start part-way).
+        enabled: ``--progress/--no-progress``.
+        state: add a column showing the task's ``state`` field (remote job states).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"{analysis.name} batches", total=total, completed=done)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    if state:
+        columns.append(TextColumn("{task.fields[state]}"))
+    with Progress(*columns, disable=not enabled, transient=False) as bar:
+        yield bar, bar.add_task(label, total=total, completed=completed, **({"state": ""} if state else {}))
+
+
+def _run_batches(model: Any, analysis: Analysis, run: RunDir, todo: list[Batch], total: int, done: int, progress: bool) -> None:
+    with progress_bar(f"{analysis.name} batches", total, progress, completed=done) as (bar, task):
         for batch in todo:
             saved = trace_batch(model, analysis, batch)
             run.write_parts(batch.index, analysis.rows(model, batch, saved))
