@@ -147,23 +147,14 @@ class LanguageProbs(Analysis):
         """``[layers+1, rows, n_lang+1]`` language probabilities of the selected rows."""
         import torch
 
-        from hubclient.lens import ROW_BUDGET, unembed
+        from hubclient.lens import decode_layers
 
-        rows_b = batch.row_batch.to(model.device)
-        rows_p = batch.row_position.to(model.device)
         matrix = self.matrix.to(model.device)
-        step = max(1, ROW_BUDGET // max(model.vocab_size, 1))
-        n_rows = int(rows_b.shape[0])
-        per_layer = []
-        for _, hidden in model.hidden_states():
-            rows = hidden[rows_b, rows_p]
-            chunks = []
-            for start in range(0, n_rows, step):
-                logits = unembed(model, rows[start : start + step], final_norm=self.options.final_norm)
-                probs = torch.softmax(logits, dim=-1)
-                chunks.append(probs @ matrix.to(probs.dtype))
-            per_layer.append(torch.cat(chunks, dim=0))
-        return {"language_probs": torch.stack(per_layer)}
+
+        def reduce(logits: Any, rows: Any) -> Any:
+            return torch.softmax(logits, dim=-1) @ matrix.to(logits.dtype)
+
+        return {"language_probs": decode_layers(model, batch, reduce, self.options.final_norm)}
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:

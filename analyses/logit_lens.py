@@ -24,7 +24,7 @@ from hubclient import options as opt
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs import Positions, read_prompts
-from hubclient.lens import lens
+from hubclient.lens import decode_layers, reduce_logits
 from hubclient.runner import RunConfig, run_analysis
 
 #: Prompts drawn in the heatmap when each prompt has several positions (one panel each).
@@ -90,27 +90,17 @@ class LogitLens(Analysis):
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
-        """Lens of every layer at the selected rows; returns ``[layers+1, rows, …]`` tensors.
-
-        The selected rows of all layers are gathered first (``[layers+1, rows, d_model]``, small)
-        and decoded together: ``W_U`` (``[vocab, d_model]``, 671 MB for Gemma's 262k vocabulary
-        in fp32) is then read once per batch instead of once per layer.
-        """
+        """Lens of every layer at the selected rows; returns ``[layers+1, rows, …]`` tensors
+        (top-k ids, logits and probabilities, entropy, target logits/probabilities/ranks)."""
         import torch
 
-        rows_b = batch.row_batch.to(model.device)
-        rows_p = batch.row_position.to(model.device)
         targets = torch.tensor(self.target_ids, dtype=torch.long, device=model.device) if self.target_ids else None
-        states = []
-        for _, hidden in model.hidden_states():
-            states.append(hidden[rows_b, rows_p])
-        stacked = torch.stack(states)  # [layers+1, rows, d_model]
-        n_layers, n_rows = stacked.shape[0], stacked.shape[1]
-        flat = lens(model, stacked.reshape(n_layers * n_rows, -1), self.options.top_k, targets, self.options.final_norm)
-        out = {}
-        for key, value in flat.items():
-            out[key] = value.reshape(n_layers, n_rows, *value.shape[1:])
-        return out
+        top_k = self.options.top_k
+
+        def reduce(logits: Any, rows: Any) -> dict[str, Any]:
+            return reduce_logits(logits, top_k, targets)
+
+        return decode_layers(model, batch, reduce, self.options.final_norm)
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:

@@ -190,37 +190,28 @@ class TranslationLens(Analysis):
         """``[layers+1, rows, 3]``: input probability, translation sum, translation max."""
         import torch
 
-        from hubclient.lens import ROW_BUDGET, unembed
+        from hubclient.lens import decode_layers
 
         ids, group = self._row_targets(batch)
+        if ids.shape[0] == 0:  # every prompt of this batch was skipped: nothing to read
+            return {"probs": torch.zeros((model.n_layers + 1, 0, 3))}
         ids = ids.to(model.device)
         is_input = (group == 1).to(model.device)
         is_translation = (group == 2).to(model.device)
-        rows_b = batch.row_batch.to(model.device)
-        rows_p = batch.row_position.to(model.device)
-        step = max(1, ROW_BUDGET // max(model.vocab_size, 1))
-        n_rows = int(rows_b.shape[0])
-        if n_rows == 0:  # every prompt of this batch was skipped: nothing to read
-            return {"probs": torch.zeros((model.n_layers + 1, 0, 3))}
-        per_layer = []
-        for _, hidden in model.hidden_states():
-            rows = hidden[rows_b, rows_p]
-            chunks = []
-            for start in range(0, n_rows, step):
-                logits = unembed(model, rows[start : start + step], final_norm=self.options.final_norm)
-                lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-                probs = torch.exp(logits.gather(1, ids[start : start + step]) - lse)
-                zero = torch.zeros_like(probs)
-                p_input = torch.where(is_input[start : start + step], probs, zero).sum(-1)
-                p_sum = torch.where(is_translation[start : start + step], probs, zero).sum(-1)
-                p_max = torch.where(is_translation[start : start + step], probs, zero).amax(-1)
-                chunks.append(torch.stack([p_input, p_sum, p_max], dim=-1))
-            per_layer.append(torch.cat(chunks, dim=0))
-        return {"probs": torch.stack(per_layer)}
+
+        def reduce(logits: Any, rows: Any) -> Any:
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            probs = torch.exp(logits.gather(1, ids[rows]) - lse)
+            zero = torch.zeros_like(probs)
+            p_input = torch.where(is_input[rows], probs, zero).sum(-1)
+            p_sum = torch.where(is_translation[rows], probs, zero).sum(-1)
+            p_max = torch.where(is_translation[rows], probs, zero).amax(-1)
+            return torch.stack([p_input, p_sum, p_max], dim=-1)
+
+        return {"probs": decode_layers(model, batch, reduce, self.options.final_norm)}
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
         import polars as pl
 
         probs = saved["probs"].double().numpy()  # [layers, rows, 3]

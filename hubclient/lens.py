@@ -13,7 +13,7 @@ no final norm).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import torch
@@ -92,27 +92,54 @@ def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor 
     return out
 
 
-def lens(model: "HubModel", hidden: "torch.Tensor", top_k: int, target_ids: "torch.Tensor | None" = None, final_norm: bool = True) -> dict[str, Any]:
-    """``reduce_logits(unembed(hidden))`` over row chunks, so ``[rows, vocab]`` never gets large.
+def decode_layers(
+    model: "HubModel",
+    batch: Any,
+    reduce: Callable[["torch.Tensor", "torch.Tensor"], Any],
+    final_norm: bool = True,
+) -> Any:
+    """The logit lens at a batch's selected rows, at every layer, reduced chunk by chunk.
+
+    Use inside a trace. Reads the residual stream at ``batch.row_batch``/``batch.row_position``
+    for layers ``0..L`` (``[layers+1, rows, d_model]``, small), then decodes all layers' rows
+    together through :func:`unembed` in chunks of at most ``ROW_BUDGET / vocab`` rows: ``W_U``
+    (671 MB for Gemma's 262k vocabulary in fp32) is read once per chunk instead of once per
+    layer, and ``[rows, vocab]`` logits never exist for more than one chunk.
 
     Args:
-        hidden: ``[rows, d_model]`` residual-stream states.
+        batch: a :class:`hubclient.analysis.Batch` with at least one selected row.
+        reduce: ``reduce(logits, rows)`` with float32 ``logits`` ``[chunk, vocab]`` and ``rows``
+            ``[chunk]`` (long) giving each logit row's index among the batch's selected rows
+            (so per-row data such as target ids can be indexed); returns a tensor ``[chunk, …]``
+            or a dict of them.
 
     Returns:
-        the dict of :func:`reduce_logits`, rows concatenated.
+        what ``reduce`` returns, with the chunks joined and reshaped to ``[layers+1, rows, …]``.
     """
     import torch
 
-    vocab = model.vocab_size
-    step = max(1, ROW_BUDGET // max(vocab, 1))
-    parts: list[dict[str, Any]] = []
-    for start in range(0, hidden.shape[0], step):
-        logits = unembed(model, hidden[start : start + step], final_norm=final_norm)
-        parts.append(reduce_logits(logits, top_k, target_ids))
-    merged: dict[str, Any] = {}
-    for key in parts[0]:
-        chunks = []
-        for part in parts:
-            chunks.append(part[key])
-        merged[key] = torch.cat(chunks, dim=0)
-    return merged
+    rows_b = batch.row_batch.to(model.device)
+    rows_p = batch.row_position.to(model.device)
+    states = []
+    for _, hidden in model.hidden_states():
+        states.append(hidden[rows_b, rows_p])
+    stacked = torch.stack(states)  # [layers+1, rows, d_model]
+    n_layers, n_rows = stacked.shape[0], stacked.shape[1]
+    flat = stacked.reshape(n_layers * n_rows, -1)
+    row_of = torch.arange(n_rows, device=flat.device).repeat(n_layers)
+    step = max(1, ROW_BUDGET // max(model.vocab_size, 1))
+    parts = []
+    for start in range(0, flat.shape[0], step):
+        logits = unembed(model, flat[start : start + step], final_norm=final_norm)
+        parts.append(reduce(logits, row_of[start : start + step]))
+    if isinstance(parts[0], dict):
+        out = {}
+        for key in parts[0]:
+            chunks = []
+            for part in parts:
+                chunks.append(part[key])
+            joined = torch.cat(chunks, dim=0)
+            out[key] = joined.reshape(n_layers, n_rows, *joined.shape[1:])
+        return out
+    joined = torch.cat(parts, dim=0)
+    return joined.reshape(n_layers, n_rows, *joined.shape[1:])
