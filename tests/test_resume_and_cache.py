@@ -99,3 +99,20 @@ def test_gguf_conversion_runs_once_under_concurrency_and_is_verified(tmp_path, m
 
     with pytest.raises(HubError, match="corrupt"):
         models.convert_gguf(gguf, "0" * 64)
+
+
+def test_atomic_write_gives_usual_permissions_and_leaves_no_temporary(tmp_path):
+    import os
+
+    from hubclient.store import atomic_write
+
+    target = tmp_path / "x.txt"
+    atomic_write(target, lambda tmp: tmp.write_text("done"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.read_text() == "done"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(target, lambda tmp: (tmp.write_text("half"), 1 / 0))
+    assert target.read_text() == "done"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
