@@ -25,7 +25,7 @@ import typer
 from hubclient import options as opt
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.inputs import read_prompts
+from hubclient.inputs import Positions, read_prompts
 from hubclient.runner import RunConfig, run_analysis
 
 
@@ -80,11 +80,16 @@ class LanguageProbsOptions:
         languages: wordfreq codes of the matrix columns (``unknown`` is added), in order.
         input_languages: each prompt's input-language label (``[prompts]``).
         final_norm: apply the model's final norm before ``W_U``.
+        positions: positions averaged over: ``all`` (the paper's Fig. 4), ``last``, or indices
+            such as ``0,3,-1`` (:class:`hubclient.inputs.Positions`); special tokens are always
+            left out. Each position costs ``layers+1`` projections through ``W_U``, so ``last``
+            is the fast choice for many or long texts.
     """
 
     languages: list[str] = field(default_factory=list)
     input_languages: list[str] = field(default_factory=list)
     final_norm: bool = True
+    positions: str = "all"
 
 
 class LanguageProbs(Analysis):
@@ -102,6 +107,7 @@ class LanguageProbs(Analysis):
 
     def __init__(self, options: LanguageProbsOptions, frequencies: Any = None, cache: bool = True):
         super().__init__(options)
+        self._positions = Positions.parse(options.positions)
         self.frequencies = frequencies
         self.cache = cache
         self.matrix: Any = None
@@ -135,10 +141,19 @@ class LanguageProbs(Analysis):
             self._tokens[i] = list(ids)
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
-        """Every position whose token is not a special token (BOS is skipped)."""
-        out = []
-        for p, token in enumerate(self._tokens[prompt_index][:n_tokens]):
+        """The ``--positions`` of the prompt whose token is not a special token (BOS is skipped);
+        with ``last``, the last non-special token."""
+        tokens = self._tokens[prompt_index][:n_tokens]
+        usable = []
+        for p, token in enumerate(tokens):
             if token not in self.special:
+                usable.append(p)
+        if self._positions.spec == "last":
+            return usable[-1:]
+        chosen = set(self._positions.resolve(n_tokens, prompt_index))
+        out = []
+        for p in usable:
+            if p in chosen:
                 out.append(p)
         return out
 
@@ -270,6 +285,7 @@ def command(
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts of each input language (error when a language has fewer).", rich_help_panel="Input")] = None,
     languages: Annotated[Optional[str], typer.Option(help="Comma-separated wordfreq codes of the languages to measure (default: English plus the input languages).", rich_help_panel="Languages")] = None,
     final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    positions: Annotated[str, typer.Option(help="Positions averaged over: all (the paper), last (fast: one per text), or a list such as 1,-1; special tokens are left out.", rich_help_panel="Lens")] = "all",
     *,
     config: RunConfig,
 ) -> None:
@@ -293,7 +309,7 @@ def command(
             code = resolve_language(label)
             if code not in measured:
                 measured.append(code)
-    analysis = LanguageProbs(LanguageProbsOptions(languages=measured, input_languages=labels, final_norm=final_norm))
+    analysis = LanguageProbs(LanguageProbsOptions(languages=measured, input_languages=labels, final_norm=final_norm, positions=positions))
     opt.report(run_analysis(analysis, texts, config, prompt_columns={"input_language": labels}))
 
 

@@ -82,7 +82,7 @@ def test_resolve_language_codes():
         resolve_language("swh_Latn")
 
 
-def _reference_language_probs(model, text, m):
+def _reference_language_probs(model, text, m, last_only=False):
     """Per layer, mean over non-special positions of softmax(lm_head(norm(h_l))) @ M (numpy)."""
     hf = model.torch_model
     enc = model.tokenizer(text, return_tensors="pt")
@@ -98,6 +98,8 @@ def _reference_language_probs(model, text, m):
                 logits = torch.tanh(logits / cap) * cap
             layers.append(torch.softmax(logits.double(), -1).numpy())
     keep = [p for p, t in enumerate(enc["input_ids"][0].tolist()) if t not in model.tokenizer.all_special_ids]
+    if last_only:
+        keep = keep[-1:]
     return np.stack([(p[keep] @ m).mean(0) for p in layers])  # [layers, n_lang+1]
 
 
@@ -125,6 +127,20 @@ def test_language_probs_equal_independent_computation(tmp_path, tiny_hub_model, 
     row = summary.filter((pl.col("input_language") == "en") & (pl.col("layer") == 1) & (pl.col("language") == "en"))
     assert row["mean"][0] == pytest.approx(mean_en) and row["n"][0] == 2
     assert row["ci_low"][0] <= row["mean"][0] <= row["ci_high"][0]
+
+
+def test_positions_last_averages_only_the_last_token(tmp_path, tiny_hub_model):
+    model = tiny_hub_model("llama")
+    options = LanguageProbsOptions(languages=["en", "fr"], input_languages=["en", "fr", "en"], positions="last")
+    run = run_analysis(LanguageProbs(options, frequencies=FREQS), TEXTS, RunConfig(out=tmp_path, batch_size=3, progress=False), model=model)
+    table = run.table("language_probs")
+    m = _reference_matrix(model.tokenizer, FREQS)
+    for i, text in enumerate(TEXTS):
+        rows = table.filter(pl.col("prompt") == i)
+        got = rows.pivot(on="language", index="layer", values="probability").sort("layer").select("en", "fr", "unknown").to_numpy()
+        np.testing.assert_allclose(got, _reference_language_probs(model, text, m, last_only=True), rtol=1e-4, atol=1e-6)
+        assert rows["n_positions"][0] == 1
+    assert run.manifest["options"]["positions"] == "last"
 
 
 # --------------------------------------------------------------------------- CLI
