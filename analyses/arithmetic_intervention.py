@@ -162,27 +162,21 @@ def run_arithmetic(options: ArithmeticOptions, config: RunConfig, model: Any = N
     chunks = [rows[s : s + config.batch_size] for s in range(0, len(rows), config.batch_size)]
     schema = {"expression": pl.Int64, "text": pl.String, "a": pl.Int64, "b": pl.Int64, "steered": pl.Boolean, "layer": pl.Int64,
               "coeff": pl.Float64, "continuation": pl.String, "answer": pl.Int64, "expected": pl.Int64, "word_answer": pl.Int64}
-    try:
-        with progress_bar(len(chunks), "arithmetic generations", config.progress) as (bar, task):
-            for index, chunk in enumerate(chunks):
-                if index not in state.done:
-                    edits, batch = [], []
-                    for i, layer, coeff in chunk:
-                        batch.append(tokens[i])
-                        edits.append([] if layer is None else [AddEdit(layer, len(tokens[i]) - 1, vectors[layer][None, :], coeff)])
-                    out = generate_with_edits(model, batch, edits, max_new_tokens=options.max_new_tokens)
-                    records = []
-                    for r, (i, layer, coeff) in enumerate(chunk):
-                        a, b, text = exprs[i]
-                        records.append({"expression": i, "text": text, "a": a, "b": b, "steered": layer is not None, "layer": layer, "coeff": coeff,
-                                        "continuation": out.texts[r], "answer": first_integer(out.texts[r]), "expected": fn(a, b), "word_answer": fn_a(a, b)})
-                    state.write(index, {"answers": pl.DataFrame(records, schema=schema)})
-                bar.advance(task)
-    except BaseException as exc:
-        state.fail(exc)
-        if isinstance(exc, KeyboardInterrupt):
-            raise HubError(f"interrupted; finished generations are kept: continue with --resume {state.run.path}") from None
-        raise
+    with state.guard("generations"), progress_bar(len(chunks), "arithmetic generations", config.progress) as (bar, task):
+        for index, chunk in enumerate(chunks):
+            if index not in state.done:
+                edits, batch = [], []
+                for i, layer, coeff in chunk:
+                    batch.append(tokens[i])
+                    edits.append([] if layer is None else [AddEdit(layer, len(tokens[i]) - 1, vectors[layer][None, :], coeff)])
+                out = generate_with_edits(model, batch, edits, max_new_tokens=options.max_new_tokens)
+                records = []
+                for r, (i, layer, coeff) in enumerate(chunk):
+                    a, b, text = exprs[i]
+                    records.append({"expression": i, "text": text, "a": a, "b": b, "steered": layer is not None, "layer": layer, "coeff": coeff,
+                                    "continuation": out.texts[r], "answer": first_integer(out.texts[r]), "expected": fn(a, b), "word_answer": fn_a(a, b)})
+                state.write(index, {"answers": pl.DataFrame(records, schema=schema)})
+            bar.advance(task)
     return state.finish()
 
 

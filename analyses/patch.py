@@ -261,24 +261,18 @@ def run_patch(options: PatchOptions, config: RunConfig, model: Any = None) -> An
     for pair, plan in enumerate(plans):
         for start in range(0, len(plan["cells"]), config.batch_size):
             chunks.append((pair, plan, plan["cells"][start : start + config.batch_size], start == 0))
-    try:
-        with progress_bar(len(chunks), "patch traces", config.progress) as (bar, task):
-            for index, (pair, plan, cells, first) in enumerate(chunks):
-                if index not in state.done:
-                    one_cell = []
-                    for cell in cells:
-                        one_cell.append([cell])
-                    result = patch_batch(model, plan["source"], plan["target"], one_cell, plan["site"], plan["token_ids"])
-                    frames = analysis.frames(model, pair, plan, cells, result, baselines=first)
-                    if not first:
-                        frames["patch_baselines"] = _empty_baselines()
-                    state.write(index, frames)
-                bar.advance(task)
-    except BaseException as exc:
-        state.fail(exc)
-        if isinstance(exc, KeyboardInterrupt):
-            raise HubError(f"interrupted; finished traces are kept: continue with --resume {state.run.path}") from None
-        raise
+    with state.guard("traces"), progress_bar(len(chunks), "patch traces", config.progress) as (bar, task):
+        for index, (pair, plan, cells, first) in enumerate(chunks):
+            if index not in state.done:
+                one_cell = []
+                for cell in cells:
+                    one_cell.append([cell])
+                result = patch_batch(model, plan["source"], plan["target"], one_cell, plan["site"], plan["token_ids"])
+                frames = analysis.frames(model, pair, plan, cells, result, baselines=first)
+                if not first:
+                    frames["patch_baselines"] = _empty_baselines()
+                state.write(index, frames)
+            bar.advance(task)
     return state.finish()
 
 

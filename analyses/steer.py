@@ -289,43 +289,37 @@ def run_steer(options: SteerOptions, prompts: list[str], config: RunConfig, lang
     chunks = []
     for start in range(0, len(rows), config.batch_size):
         chunks.append(rows[start : start + config.batch_size])
-    try:
-        with progress_bar(len(chunks), "steer generations", config.progress) as (bar, task):
-            for index, chunk in enumerate(chunks):
-                if index not in state.done:
-                    edits, tokens = [], []
-                    for p, name, layer, coeff in chunk:
-                        tokens.append(plan["tokens"][p])
-                        if name is None:
-                            edits.append([])
-                        elif options.positions == "all":
-                            edits.append([AddEdit(layer, 0, vectors[name][layer][-1], coeff, every_step=True)])
-                        else:
-                            edits.append([AddEdit(layer, plan["start"], vectors[name][layer], coeff)])
-                    out = generate_with_edits(
-                        model, tokens, edits, max_new_tokens=options.max_new_tokens, sample=options.sample,
-                        temperature=options.temperature, seed=options.seed + index, token_sets=[plan["pos_ids"], plan["neg_ids"]],
-                    )
-                    scores = classifier.positive_probability(out.texts) if classifier is not None else [None] * len(chunk)
-                    records = []
-                    for r, (p, name, layer, coeff) in enumerate(chunk):
-                        records.append({
-                            "prompt": p, "language": languages[p], "prompt_text": prompts[p], "steered": name is not None,
-                            "vector": name, "layer": layer, "coeff": coeff, "continuation": out.texts[r],
-                            "n_new_tokens": len(out.new_tokens[r]),
-                            "sentiment": None if scores[r] is None else float(scores[r]),
-                            "internal_score": float(out.first_logprobs[r, 0] - out.first_logprobs[r, 1]),
-                        })
-                    schema = {"prompt": pl.Int64, "language": pl.String, "prompt_text": pl.String, "steered": pl.Boolean, "vector": pl.String,
-                              "layer": pl.Int64, "coeff": pl.Float64, "continuation": pl.String, "n_new_tokens": pl.Int64,
-                              "sentiment": pl.Float64, "internal_score": pl.Float64}
-                    state.write(index, {"generations": pl.DataFrame(records, schema=schema)})
-                bar.advance(task)
-    except BaseException as exc:
-        state.fail(exc)
-        if isinstance(exc, KeyboardInterrupt):
-            raise HubError(f"interrupted; finished generations are kept: continue with --resume {state.run.path}") from None
-        raise
+    with state.guard("generations"), progress_bar(len(chunks), "steer generations", config.progress) as (bar, task):
+        for index, chunk in enumerate(chunks):
+            if index not in state.done:
+                edits, tokens = [], []
+                for p, name, layer, coeff in chunk:
+                    tokens.append(plan["tokens"][p])
+                    if name is None:
+                        edits.append([])
+                    elif options.positions == "all":
+                        edits.append([AddEdit(layer, 0, vectors[name][layer][-1], coeff, every_step=True)])
+                    else:
+                        edits.append([AddEdit(layer, plan["start"], vectors[name][layer], coeff)])
+                out = generate_with_edits(
+                    model, tokens, edits, max_new_tokens=options.max_new_tokens, sample=options.sample,
+                    temperature=options.temperature, seed=options.seed + index, token_sets=[plan["pos_ids"], plan["neg_ids"]],
+                )
+                scores = classifier.positive_probability(out.texts) if classifier is not None else [None] * len(chunk)
+                records = []
+                for r, (p, name, layer, coeff) in enumerate(chunk):
+                    records.append({
+                        "prompt": p, "language": languages[p], "prompt_text": prompts[p], "steered": name is not None,
+                        "vector": name, "layer": layer, "coeff": coeff, "continuation": out.texts[r],
+                        "n_new_tokens": len(out.new_tokens[r]),
+                        "sentiment": None if scores[r] is None else float(scores[r]),
+                        "internal_score": float(out.first_logprobs[r, 0] - out.first_logprobs[r, 1]),
+                    })
+                schema = {"prompt": pl.Int64, "language": pl.String, "prompt_text": pl.String, "steered": pl.Boolean, "vector": pl.String,
+                          "layer": pl.Int64, "coeff": pl.Float64, "continuation": pl.String, "n_new_tokens": pl.Int64,
+                          "sentiment": pl.Float64, "internal_score": pl.Float64}
+                state.write(index, {"generations": pl.DataFrame(records, schema=schema)})
+            bar.advance(task)
     return state.finish()
 
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 import math
 import warnings
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hubclient.arch import get_module
 from hubclient.errors import HubError
@@ -586,6 +587,19 @@ class InterventionRun:
     def fail(self, exc: BaseException) -> None:
         """Mark the manifest failed/interrupted (finished chunks are kept for ``--resume``)."""
         self.run.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+
+    @contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Around an intervention's loop: on an exception mark the manifest failed (or
+        interrupted) and re-raise; Ctrl-C becomes a :class:`HubError` saying how to resume.
+        Finished chunks stay on disk either way."""
+        try:
+            yield
+        except BaseException as exc:
+            self.fail(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise HubError(f"interrupted; finished {what} are kept: continue with --resume {self.run.path}") from None
+            raise
 
 
 def progress_bar(total: int, label: str, enabled: bool) -> Any:
