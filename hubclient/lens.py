@@ -73,8 +73,8 @@ def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor 
 
     lse = torch.logsumexp(logits, dim=-1)
     top = torch.topk(logits, top_k, dim=-1)
-    probs = torch.exp(logits - lse[:, None])
-    entropy = lse - (probs * logits).sum(-1)
+    probs = torch.sub(logits, lse[:, None]).exp_()  # the one [rows, vocab] temporary
+    entropy = lse - torch.bmm(probs.unsqueeze(1), logits.unsqueeze(2)).reshape(-1)  # row-wise dot, no product tensor
     out: dict[str, Any] = {
         "top_ids": top.indices,
         "top_logits": top.values,
