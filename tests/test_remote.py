@@ -382,17 +382,54 @@ def test_remote_status_and_env_commands(server, tiny_dir):
 # --------------------------------------------------------------------------- Gemma
 
 
+def _similarity_cli(model, out, name, files, *extra):
+    from typer.testing import CliRunner
+
+    from hubclient.cli import app
+
+    args = ["analyze", "similarity", *map(str, files), "--model", str(model), "--out", str(out), "--name", name,
+            "--no-progress", "--no-plots", "--batch-size", "2", *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out / name
+
+
+def _parallel_files(folder, pairs):
+    en, fr = folder / "en.txt", folder / "fr.txt"
+    en.write_text("\n".join(a for a, _ in pairs) + "\n", encoding="utf-8")
+    fr.write_text("\n".join(b for _, b in pairs) + "\n", encoding="utf-8")
+    return [en, fr]
+
+
+def test_similarity_remote_through_the_cli_equals_local(tiny_dir, server, tmp_path):
+    """``hub analyze similarity --remote``: same vectors and statistics as the local run."""
+    files = _parallel_files(tmp_path, [("the cat sat on the mat", "the cat sat"), ("a dog ran in the park", "the dog ran"), ("one two three", "four five six")])
+    local = _similarity_cli(tiny_dir("llama"), tmp_path, "local", files)
+    remote_run = _similarity_cli(tiny_dir("llama"), tmp_path, "remote", files, "--remote", "--ndif-host", server.url)
+    for table in ("similarity", "vectors", "prompts"):
+        assert pl.read_parquet(remote_run / f"{table}.parquet").equals(pl.read_parquet(local / f"{table}.parquet")), table
+    block = json.loads((remote_run / "manifest.json").read_text())["remote"]
+    assert len(block["requests"]) == 3 and all(r["state"] == "collected" for r in block["requests"])
+    assert_key_absent(remote_run)
+
+
 @pytest.mark.gemma
 def test_gemma_logit_lens_remote_equals_local_and_moves_little(tmp_path):
     """``hub analyze logit-lens --remote --top-k 10`` on Gemma-3-270m: the same Parquet as a
-    local run, and a few KB per prompt per layer at most (never vocab-wide tensors)."""
+    local run, and a few KB per prompt per layer at most (never vocab-wide tensors); and
+    ``hub analyze similarity --remote`` gives the same vectors and statistics as locally."""
     texts = ["The capital of France is", "Der Hund läuft im Park"]
     options = LensOptions(top_k=10)
     srv = ServerProcess(["gemma-3-270m"], key=None, timeout=300)
     try:
         run = run_analysis(LogitLens(options), texts, RunConfig(out=tmp_path, name="remote", progress=False, remote=True, ndif_host=srv.url, timeout=300))
+        files = _parallel_files(tmp_path, [("The cat sleeps on the mat.", "Le chat dort sur le tapis."), ("I like green tea.", "J'aime le thé vert.")])
+        remote_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-remote", files, "--remote", "--ndif-host", srv.url)
     finally:
         srv.stop()
+    local_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-local", files, "--device", "cpu", "--dtype", "float32")
+    for table in ("similarity", "vectors"):
+        assert pl.read_parquet(remote_sim / f"{table}.parquet").equals(pl.read_parquet(local_sim / f"{table}.parquet")), table
     local = run_analysis(LogitLens(options), texts, RunConfig(out=tmp_path, name="local", progress=False, device="cpu", dtype="float32"))
     assert run.table("logit_lens").equals(local.table("logit_lens"))
     block = run.manifest["remote"]
