@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="markdown",
 )
-analyze_app = typer.Typer(help="Run an analysis; each writes Parquet, a manifest and plots to results/<run id>/.", no_args_is_help=True, rich_markup_mode="markdown")
+analyze_app = typer.Typer(help="Run an analysis; each writes Parquet, a manifest and plots to results/RUN_ID/.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(analyze_app, name="analyze")
 intervene_app = typer.Typer(help="Edit hidden states (steering, arithmetic, activation patching); each writes Parquet, a manifest and plots to results/RUN_ID/.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(intervene_app, name="intervene")
@@ -53,7 +53,7 @@ for _name, _module in analysis_modules(INTERVENTION_GROUP).items():
 
 @app.command("plot")
 @opt.cli_command
-def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder (results/<run id>).")]) -> None:
+def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder (results/RUN_ID).")]) -> None:
     """Redraw a run's plots from its Parquet files alone (no model needed)."""
     from hubclient.runner import save_plots
     from hubclient.store import RunDir
@@ -109,7 +109,7 @@ jobs_app = typer.Typer(help="Jobs of detached remote runs (`hub analyze … --re
 app.add_typer(jobs_app, name="jobs")
 remote_app = typer.Typer(help="The NDIF service: which models it runs, how its packages compare with yours.", no_args_is_help=True)
 app.add_typer(remote_app, name="remote")
-RunDirArg = Annotated[Path, typer.Argument(help="A remote run folder (results/<run id>).")]
+RunDirArg = Annotated[Path, typer.Argument(help="A remote run folder (results/RUN_ID).")]
 
 
 @jobs_app.command("status")
