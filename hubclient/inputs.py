@@ -65,11 +65,7 @@ def _read_file(path: Path, column: str | None) -> list[str]:
     else:
         if column is not None:
             raise HubError(f"--column needs a .jsonl, .csv or .parquet file; {path.name} is read as plain text")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise HubError(f"prompt file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        values = text.splitlines()
+        values = read_lines(path)
     if not values:
         raise HubError(f"prompt file {path} is empty")
     for i, value in enumerate(values):
@@ -78,6 +74,24 @@ def _read_file(path: Path, column: str | None) -> list[str]:
         if not value.strip():
             raise HubError(f"{path}: line {i + 1} is an empty prompt; remove it or fill it in")
     return values
+
+
+def read_lines(path: Path, what: str = "prompt file", hint: str = "") -> list[str]:
+    """The lines of a UTF-8 text file (line ``i`` stays item ``i``; nothing stripped or skipped).
+
+    Args:
+        what: how errors name the file (``prompt file``, ``parallel file``…).
+        hint: appended to the "does not exist" error.
+
+    Raises:
+        HubError: a missing file, or one that is not UTF-8 (with the byte offset).
+    """
+    if not path.is_file():
+        raise HubError(f"{what} {str(path)!r} does not exist (or is not a file){hint}")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise HubError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8") from exc
 
 
 def _read_table(path: Path, suffix: str, column: str) -> list:

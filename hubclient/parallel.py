@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubclient.errors import HubError
+from hubclient.inputs import read_lines
 
 #: File suffixes tried, in order, for a FLORES code in a FLORES folder.
 FLORES_SUFFIXES = (".devtest", ".dev")
@@ -147,14 +148,8 @@ def _language_name(path: Path) -> str:
 
 
 def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        hint = "; FLORES codes need --flores-dir DIR" if looks_like_flores_code(str(path)) else ""
-        raise HubError(f"parallel file {str(path)!r} does not exist (or is not a file){hint}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise HubError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8") from exc
-    lines = text.splitlines()
+    hint = "; FLORES codes need --flores-dir DIR" if looks_like_flores_code(str(path)) else ""
+    lines = read_lines(path, "parallel file", hint)
     if not lines:
         raise HubError(f"parallel file {path} is empty")
     return lines
