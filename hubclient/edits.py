@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from hubclient.arch import get_module
 from hubclient.errors import HubError
+from hubclient.runner import right_pad
 
 if TYPE_CHECKING:
     import torch
@@ -156,20 +157,6 @@ def site_value(model: "HubModel", site: str, layer: int) -> Any:
 # --------------------------------------------------------------------------- padding
 
 
-def right_pad(tokens: list[list[int]], pad_id: int) -> dict[str, "torch.Tensor"]:
-    """Right-padded ``input_ids`` / ``attention_mask`` ``[batch, max_len]``: every token keeps
-    its own position (used by traces that compare positions across prompts)."""
-    import torch
-
-    width = max(len(t) for t in tokens)
-    ids = torch.full((len(tokens), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(tokens), width), dtype=torch.long)
-    for b, t in enumerate(tokens):
-        ids[b, : len(t)] = torch.tensor(t, dtype=torch.long)
-        mask[b, : len(t)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def left_pad(tokens: list[list[int]], pad_id: int) -> tuple[dict[str, "torch.Tensor"], list[int]]:
     """Left-padded inputs for generation and each row's offset (pads before its first token):
     prompt position ``p`` of row ``b`` is column ``offsets[b] + p``."""
@@ -216,6 +203,31 @@ def contrast_tokens(model: "HubModel", positive: str, negative: str) -> tuple[li
     return pos + [pad] * (n - len(pos)), neg + [pad] * (n - len(neg)), added
 
 
+def layer_states(model: "HubModel", tokens: list[list[int]], layers: list[int], select: Any) -> dict[int, "torch.Tensor"]:
+    """Run ``tokens`` (right-padded) in one trace and keep ``select(hidden)`` at each of
+    ``layers``; the forward pass stops after the last one.
+
+    Args:
+        select: maps the residual stream ``[batch, seq, d_model]`` of one layer to what is kept.
+
+    Returns:
+        layer -> float32 CPU tensor.
+    """
+    import nnsight
+    import torch
+
+    inputs = {k: v.to(model.device) for k, v in right_pad(tokens, model.tokenizer.pad_token_id).items()}
+    wanted = set(layers)
+    with torch.inference_mode():
+        with open_trace(model, inputs) as tracer:
+            saved = nnsight.save({})
+            for layer, hidden in model.hidden_states(last=max(layers)):
+                if layer in wanted:
+                    saved[layer] = select(hidden).float()
+            tracer.stop()
+    return {layer: saved[layer].detach().cpu() for layer in layers}
+
+
 def steering_vectors(model: "HubModel", positive: str, negative: str, layers: list[int]) -> dict[int, "torch.Tensor"]:
     """ActAdd steering vectors ``V_l = h_l(positive) - h_l(negative)`` for each layer.
 
@@ -229,43 +241,20 @@ def steering_vectors(model: "HubModel", positive: str, negative: str, layers: li
     Raises:
         HubError: an empty contrast prompt.
     """
-    import nnsight
-
-    import torch
-
     pos, neg = contrast_tokens(model, positive, negative)[:2]
-    inputs = {k: v.to(model.device) for k, v in right_pad([pos, neg], model.tokenizer.pad_token_id).items()}
-    wanted = set(layers)
-    with torch.inference_mode():
-        with open_trace(model, inputs) as tracer:
-            saved = nnsight.save({})
-            for layer, hidden in model.hidden_states(last=max(layers)):
-                if layer in wanted:
-                    saved[layer] = (hidden[0] - hidden[1]).float()
-            tracer.stop()
-    return {layer: saved[layer].detach().cpu() for layer in layers}
+    return layer_states(model, [pos, neg], layers, lambda hidden: hidden[0] - hidden[1])
 
 
 def last_token_states(model: "HubModel", texts: list[str], layers: list[int]) -> dict[int, "torch.Tensor"]:
     """Residual stream at each text's last token, ``layer -> [len(texts), d_model]`` (float32)."""
-    import nnsight
     import torch
 
     from hubclient.runner import tokenize
 
     tokens = tokenize(model, texts)
-    inputs = {k: v.to(model.device) for k, v in right_pad(tokens, model.tokenizer.pad_token_id).items()}
     last = torch.tensor([len(t) - 1 for t in tokens], device=model.device)
     rows = torch.arange(len(tokens), device=model.device)
-    wanted = set(layers)
-    with torch.inference_mode():
-        with open_trace(model, inputs) as tracer:
-            saved = nnsight.save({})
-            for layer, hidden in model.hidden_states(last=max(layers)):
-                if layer in wanted:
-                    saved[layer] = hidden[rows, last].float()
-            tracer.stop()
-    return {layer: saved[layer].detach().cpu() for layer in layers}
+    return layer_states(model, tokens, layers, lambda hidden: hidden[rows, last])
 
 
 # --------------------------------------------------------------------------- generation with edits

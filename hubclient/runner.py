@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.store import RunDir, new_run_id, write_parquet
+
+if TYPE_CHECKING:
+    import torch
 
 LAYER_CONVENTION = "layer 0 = embeddings (input of block 0); layer l = output of decoder block l (before the final norm)"
 VERSIONED = ("hub", "nnsight", "torch", "transformers", "polars", "altair", "numpy")
@@ -108,6 +111,21 @@ def tokenize(model: Any, prompts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in encoded]
 
 
+def right_pad(tokens: list[list[int]], pad_id: int) -> dict[str, "torch.Tensor"]:
+    """Right-padded ``input_ids`` / ``attention_mask`` ``[batch, max_len]`` (long): every token
+    keeps the position it has when its prompt runs alone (causal attention never sees the pads
+    that follow), so batched results equal unbatched ones."""
+    import torch
+
+    width = max(len(t) for t in tokens)
+    ids = torch.full((len(tokens), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(tokens), width), dtype=torch.long)
+    for b, t in enumerate(tokens):
+        ids[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+        mask[b, : len(t)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def make_batches(
     tokens: list[list[int]], positions: list[list[int]], batch_size: int, pad_id: int
 ) -> list[Batch]:
@@ -131,15 +149,10 @@ def make_batches(
     batches = []
     for k, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start : start + batch_size]
-        width = max(len(tokens[i]) for i in idx)
-        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        padded = right_pad([tokens[i] for i in idx], pad_id)
         row_b: list[int] = []
         row_p: list[int] = []
         for b, i in enumerate(idx):
-            ids = tokens[i]
-            input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[b, : len(ids)] = 1
             for p in positions[i]:
                 row_b.append(b)
                 row_p.append(p)
@@ -147,8 +160,8 @@ def make_batches(
             Batch(
                 index=k,
                 prompt_index=idx,
-                input_ids=input_ids,
-                attention_mask=mask,
+                input_ids=padded["input_ids"],
+                attention_mask=padded["attention_mask"],
                 lengths=[len(tokens[i]) for i in idx],
                 row_batch=torch.tensor(row_b, dtype=torch.long),
                 row_position=torch.tensor(row_p, dtype=torch.long),
