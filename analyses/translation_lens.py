@@ -54,6 +54,7 @@ from hubclient.analysis import Analysis, Batch
 from hubclient.dictionary import Dictionary, cedict
 from hubclient.errors import HubError
 from hubclient.inputs import read_prompts
+from hubclient.probes import first_token_ids
 from hubclient.runner import RunConfig, run_analysis
 
 DIRECTIONS = {"zh-en": ("zh", "en"), "en-zh": ("en", "zh")}
@@ -162,53 +163,28 @@ class TranslationLens(Analysis):
             out.append(target.position)
         return out
 
-    def _row_targets(self, batch: Batch) -> tuple[Any, Any]:
-        """``[rows, 1 + T]`` target ids (column 0 group: input ids) and their group mask
-        ``[rows, 1 + T]`` (0 = padding, 1 = input, 2 = translation)."""
-        import torch
-
+    def _row_targets(self, batch: Batch) -> list[list[list[int]]]:
+        """Per selected row of the batch, its two groups of target ids: ``[input ids,
+        translation ids]`` (for :func:`hubclient.probes.pad_groups`)."""
         per_row = []
         for prompt, position in zip(batch.row_prompt, batch.row_position.tolist()):
             for target in self.targets[prompt]:
                 if target.position == position:
-                    per_row.append(target)
+                    per_row.append([list(target.input_ids), list(target.translation_ids)])
                     break
-        width = 1
-        for target in per_row:
-            width = max(width, len(target.input_ids) + len(target.translation_ids))
-        ids = torch.zeros((len(per_row), width), dtype=torch.long)
-        group = torch.zeros((len(per_row), width), dtype=torch.long)
-        for r, target in enumerate(per_row):
-            both = target.input_ids + target.translation_ids
-            ids[r, : len(both)] = torch.tensor(both, dtype=torch.long)
-            group[r, : len(target.input_ids)] = 1
-            group[r, len(target.input_ids) : len(both)] = 2
-        return ids, group
+        return per_row
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
-        """``[layers+1, rows, 3]``: input probability, translation sum, translation max."""
+        """``[layers+1, rows, 3]``: input probability, translation sum, translation max
+        (through :func:`hubclient.probes.group_probabilities`)."""
         import torch
 
-        from hubclient.lens import decode_layers
+        from hubclient.probes import group_probabilities, pad_groups
 
-        ids, group = self._row_targets(batch)
-        if ids.shape[0] == 0:  # every prompt of this batch was skipped: nothing to read
-            return {"probs": torch.zeros((model.n_layers + 1, 0, 3))}
-        ids = ids.to(model.device)
-        is_input = (group == 1).to(model.device)
-        is_translation = (group == 2).to(model.device)
-
-        def reduce(logits: Any, rows: Any) -> Any:
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            probs = torch.exp(logits.gather(1, ids[rows]) - lse)
-            zero = torch.zeros_like(probs)
-            p_input = torch.where(is_input[rows], probs, zero).sum(-1)
-            p_sum = torch.where(is_translation[rows], probs, zero).sum(-1)
-            p_max = torch.where(is_translation[rows], probs, zero).amax(-1)
-            return torch.stack([p_input, p_sum, p_max], dim=-1)
-
-        return {"probs": decode_layers(model, batch, reduce, self.options.final_norm)}
+        ids, group = pad_groups(self._row_targets(batch), 2)
+        probs = group_probabilities(model, batch, ids, group, 2, self.options.final_norm)
+        return {"probs": torch.stack([probs["sum"][..., 0], probs["sum"][..., 1], probs["max"][..., 1]], dim=-1)}
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
@@ -314,13 +290,9 @@ def _single_token_ids(tokenizer: Any) -> Any:
 
 
 def _first_token_ids(tokenizer: Any, word: str) -> list[int]:
-    """First token of ``word`` as written and with a leading space (deduplicated)."""
-    out: list[int] = []
-    for spelling in (word, " " + word):
-        ids = tokenizer(spelling, add_special_tokens=False)["input_ids"]
-        if ids and ids[0] not in out and ids[0] != tokenizer.unk_token_id:
-            out.append(int(ids[0]))
-    return out
+    """First token of ``word`` as written and with a leading space (deduplicated; see
+    :func:`hubclient.probes.first_token_ids`)."""
+    return first_token_ids(tokenizer, word)[0]
 
 
 def _english_lemmas(word: str) -> list[str]:
