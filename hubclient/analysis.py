@@ -16,7 +16,7 @@ runner's (:mod:`hubclient.runner`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ class Batch:
         row_batch: for each selected (prompt, position) "row", its batch index, ``[rows]``.
         row_position: the row's token position within its prompt, ``[rows]``.
         tokens: each prompt's token ids (unpadded), for labelling rows.
+        extra: further model inputs of image/audio prompts (the processor's
+            ``pixel_values``, ``input_features``…, see :func:`hubclient.multimodal.collate`);
+            empty for text.
     """
 
     index: int
@@ -53,11 +56,13 @@ class Batch:
     row_batch: "torch.Tensor"
     row_position: "torch.Tensor"
     tokens: list[list[int]]
+    extra: dict[str, "torch.Tensor"] = field(default_factory=dict)
 
     @property
     def inputs(self) -> dict[str, "torch.Tensor"]:
-        """Keyword inputs of the model's forward (``input_ids``, ``attention_mask``)."""
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        """Keyword inputs of the model's forward (``input_ids``, ``attention_mask`` and any
+        media tensors in ``extra``)."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, **self.extra}
 
     @property
     def row_prompt(self) -> list[int]:
@@ -99,6 +104,14 @@ class Analysis:
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         """Token positions of one prompt that the trace reads (default: the last token)."""
         return [n_tokens - 1]
+
+    def token_positions(self, tokens: list[int], prompt_index: int) -> list[int]:
+        """Positions to read, given the prompt's token ids; the runner calls this.
+
+        Default: :meth:`positions` of the length. Analyses of image/audio prompts override it
+        to find the media positions (:func:`hubclient.multimodal.media_positions`).
+        """
+        return self.positions(len(tokens), prompt_index)
 
     def trace(self, model: "HubModel", batch: Batch) -> dict[str, Any]:
         """Body of the nnsight trace: read/edit hidden states, return small reduced tensors."""

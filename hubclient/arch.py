@@ -46,6 +46,17 @@ class ArchSpec:
             ``project_out`` when the model has one); skipped when absent from the model.
         logit_softcap_attr: config attribute holding a final logit soft-cap
             (Gemma 2: ``logits = cap * tanh(logits / cap)``), or ``None``.
+        modality: ``"image"`` or ``"audio"`` for a multimodal wrapper (a vision or audio
+            encoder feeding a language model), ``None`` for a text-only model.
+        media_token_attrs: config attributes holding the id of the token whose positions
+            carry the media (the processor expands one placeholder into many of them; the
+            encoder's features replace their embeddings); the first one set is used.
+        media_placeholder: the text that asks the processor for one image/audio clip, as a
+            ``str.format`` template over the processor's attributes (e.g.
+            ``"{image_token}"``).
+        auto_class: the transformers auto class that loads the model.
+        task: the nnsight/transformers pipeline task of the wrapper (``None``: inferred, the
+            text models' ``text-generation``); part of the model's NDIF key.
     """
 
     family: str
@@ -56,6 +67,11 @@ class ArchSpec:
     mlp_down: str
     extra_unembed: tuple[str, ...] = field(default=())
     logit_softcap_attr: str | None = None
+    modality: str | None = None
+    media_token_attrs: tuple[str, ...] = ()
+    media_placeholder: str = ""
+    auto_class: str = "AutoModelForCausalLM"
+    task: str | None = None
 
 
 def _llama_like(family: str, **kw: Any) -> ArchSpec:
@@ -66,6 +82,25 @@ def _llama_like(family: str, **kw: Any) -> ArchSpec:
         final_norm="model.norm",
         lm_head="lm_head",
         mlp_down="mlp.down_proj",
+        **kw,
+    )
+
+
+def _multimodal(family: str, modality: str, token_attrs: tuple[str, ...], placeholder: str, auto_class: str, task: str, **kw: Any) -> ArchSpec:
+    """A media encoder + language model wrapper (transformers 5 layout: the language model's
+    decoder at ``model.language_model``, the unembedding at the top-level ``lm_head``)."""
+    return ArchSpec(
+        family=family,
+        embed="model.language_model.embed_tokens",
+        layers="model.language_model.layers",
+        final_norm="model.language_model.norm",
+        lm_head="lm_head",
+        mlp_down="mlp.down_proj",
+        modality=modality,
+        media_token_attrs=token_attrs,
+        media_placeholder=placeholder,
+        auto_class=auto_class,
+        task=task,
         **kw,
     )
 
@@ -112,6 +147,17 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             lm_head="lm_head",
             mlp_down="fc2",
             extra_unembed=("model.decoder.project_out",),
+        ),
+        # Multimodal wrappers: LLaVA(-1.5) (CLIP vision tower + projector + Llama/Vicuna),
+        # Gemma 3 (SigLIP + Gemma 3 text) and Qwen2-Audio (Whisper-style encoder + Qwen2).
+        _multimodal("llava", "image", ("image_token_id", "image_token_index"), "{image_token}", "AutoModelForImageTextToText", "image-text-to-text"),
+        _multimodal(
+            "gemma3", "image", ("image_token_id", "image_token_index"), "{boi_token}", "AutoModelForImageTextToText", "image-text-to-text",
+            logit_softcap_attr="final_logit_softcapping",
+        ),
+        _multimodal(
+            "qwen2_audio", "audio", ("audio_token_id", "audio_token_index"), "{audio_bos_token}{audio_token}{audio_eos_token}",
+            "AutoModelForMultimodalLM", "any-to-any",
         ),
     )
 }
@@ -176,7 +222,32 @@ def check_modules(spec: ArchSpec, model: Any) -> None:
 
 
 def softcap(spec: ArchSpec, config: Any) -> float | None:
-    """The final logit soft-cap of the model (Gemma 2), or ``None`` when it has none."""
+    """The final logit soft-cap of the model (Gemma 2), or ``None`` when it has none.
+
+    Multimodal wrappers keep it on their ``text_config``."""
     if spec.logit_softcap_attr is None:
         return None
-    return getattr(config, spec.logit_softcap_attr, None) or None
+    value = getattr(config, spec.logit_softcap_attr, None)
+    if value is None and getattr(config, "text_config", None) is not None:
+        value = getattr(config.text_config, spec.logit_softcap_attr, None)
+    return value or None
+
+
+def media_token_id(spec: ArchSpec, config: Any) -> int | None:
+    """The id of the media (image/audio) token of a multimodal model, from its config.
+
+    Returns ``None`` for text-only families.
+
+    Raises:
+        HubError: a multimodal family whose config sets none of ``spec.media_token_attrs``.
+    """
+    if spec.modality is None:
+        return None
+    for attr in spec.media_token_attrs:
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            return value
+    raise HubError(
+        f"the {spec.family!r} config sets none of {', '.join(spec.media_token_attrs)} (the {spec.modality} token id); "
+        "fix the config or the entry in hubclient/arch.py"
+    )

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from hubclient.arch import ArchSpec, check_modules, get_module, softcap, spec_for_config
+from hubclient.arch import ArchSpec, check_modules, get_module, media_token_id, softcap, spec_for_config
 from hubclient.errors import HubError
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -80,6 +80,8 @@ class HubModel:
         device: ``"cpu"`` or ``"cuda"``.
         dtype: torch dtype name of the weights (``"float32"``…).
         notes: caveats to copy into manifests (e.g. dequantized weights).
+        processor: the multimodal processor (image processor or audio feature extractor +
+            tokenizer) of an image/audio model, ``None`` for text models.
     """
 
     lm: Any
@@ -91,6 +93,24 @@ class HubModel:
     device: str
     dtype: str
     notes: list[str] = field(default_factory=list)
+    processor: Any = None
+
+    @property
+    def modality(self) -> str | None:
+        """``"image"`` / ``"audio"`` for a multimodal model, ``None`` for a text model."""
+        return self.arch.modality
+
+    @property
+    def media_token_id(self) -> int | None:
+        """Id of the token at the media positions (image patches / audio frames), or ``None``."""
+        return media_token_id(self.arch, self.config)
+
+    def _text_config_value(self, attr: str) -> Any:
+        value = getattr(self.config, attr, None)
+        text = getattr(self.config, "text_config", None)
+        if value is None and text is not None:
+            value = getattr(text, attr, None)
+        return value
 
     @property
     def torch_model(self) -> Any:
@@ -175,7 +195,7 @@ class HubModel:
     def max_length(self) -> int | None:
         """Longest input (tokens) the model accepts, or ``None`` when it sets no limit."""
         for attr in ("max_position_embeddings", "n_positions", "seq_length"):
-            value = getattr(self.config, attr, None)
+            value = self._text_config_value(attr)
             if isinstance(value, int) and value > 0:
                 return value
         return None
@@ -188,11 +208,12 @@ class HubModel:
             "source": self.source,
             "family": self.arch.family,
             "n_layers": self.n_layers,
-            "d_model": int(getattr(self.config, "hidden_size", 0) or getattr(self.config, "n_embd", 0)),
+            "d_model": int(self._text_config_value("hidden_size") or getattr(self.config, "n_embd", 0) or 0),
             "vocab_size": self.vocab_size,
             "device": self.device,
             "dtype": self.dtype,
             "notes": list(self.notes),
+            **({"modality": self.modality} if self.modality else {}),
         }
 
 
@@ -417,14 +438,17 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
     else:
         model_id, revision, source, path = name, None, "hub", name
 
-    hf_model, tokenizer = _from_pretrained(path, name, torch_dtype)
+    hf_model, tokenizer, processor = _from_pretrained(path, name, torch_dtype)
     if revision is None:
         revision = getattr(hf_model.config, "_commit_hash", None)
     hf_model.name_or_path = model_id
-    return wrap_model(hf_model, tokenizer, model_id=model_id, revision=revision, source=source, notes=notes, device=dev)
+    return wrap_model(hf_model, tokenizer, model_id=model_id, revision=revision, source=source, notes=notes, device=dev, processor=processor)
 
 
-def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any]:
+def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, processor or ``None``); multimodal families load with their own
+    auto class (``ArchSpec.auto_class``) and their processor."""
+    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -437,10 +461,36 @@ def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any]:
             f"Hugging Face Hub (or its local cache) does not have it ({str(exc).splitlines()[0]}). "
             f"Pass a local path or the embedded {DEFAULT_MODEL!r}"
         ) from exc
-    spec_for_config(config)  # fail fast, before reading weights
+    spec = spec_for_config(config)  # fail fast, before reading weights
+    if spec.modality is not None:
+        processor = load_processor(path, name)
+        model = getattr(transformers, spec.auto_class).from_pretrained(path, dtype=torch_dtype)
+        return model, processor.tokenizer, processor
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return model, tokenizer
+    return model, tokenizer, None
+
+
+def load_processor(path: str, name: str) -> Any:
+    """The multimodal processor saved with a model (``processor_config.json`` and the files
+    it names), via ``AutoProcessor``.
+
+    Raises:
+        HubError: the folder or repo has no processor (an image/audio model needs one to turn
+            media into inputs).
+    """
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise HubError(
+            f"could not load the processor of {name!r} ({str(exc).splitlines()[0]}); an image/audio model needs "
+            "its processor files (processor_config.json, preprocessor_config.json, tokenizer) next to the weights"
+        ) from exc
+    if getattr(processor, "tokenizer", None) is None:
+        raise HubError(f"the processor of {name!r} ({type(processor).__name__}) has no tokenizer; is it a multimodal LM?")
+    return processor
 
 
 def wrap_model(
@@ -452,17 +502,20 @@ def wrap_model(
     source: str = "in-memory",
     notes: list[str] | None = None,
     device: str = "cpu",
+    processor: Any = None,
 ) -> HubModel:
     """Wrap an already-loaded transformers causal LM in nnsight as a :class:`HubModel`.
 
     Args:
-        hf_model: a ``*ForCausalLM`` ``PreTrainedModel``.
+        hf_model: a ``*ForCausalLM`` ``PreTrainedModel``, or a multimodal
+            ``*ForConditionalGeneration`` of a family in :mod:`hubclient.arch`.
         tokenizer: its tokenizer; a pad token is set to EOS when it has none.
         model_id: name for manifests (default ``hf_model.name_or_path``).
         device: where to move the model.
+        processor: the processor of a multimodal model (required for those).
 
     Raises:
-        HubError: the architecture is not supported.
+        HubError: the architecture is not supported, or a multimodal model without processor.
     """
     from nnsight.modeling.transformers import TransformersModel
 
@@ -472,7 +525,12 @@ def wrap_model(
     hf_model.to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lm = TransformersModel(hf_model, tokenizer=tokenizer)
+    if arch.modality is not None:
+        if processor is None:
+            raise HubError(f"{type(hf_model).__name__} is an {arch.modality} model: wrap it with its processor (processor=...)")
+        lm = TransformersModel(hf_model, tokenizer=tokenizer, processor=processor, task=arch.task)
+    else:
+        lm = TransformersModel(hf_model, tokenizer=tokenizer)
     dtype = str(next(hf_model.parameters()).dtype).removeprefix("torch.")
     return HubModel(
         lm=lm,
@@ -484,4 +542,5 @@ def wrap_model(
         device=device,
         dtype=dtype,
         notes=list(notes or []),
+        processor=processor,
     )

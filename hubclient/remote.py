@@ -168,15 +168,22 @@ def load_remote_model(name: str) -> RemoteHubModel:
             "them locally (from the Hugging Face Hub or its cache, or a local folder), not the weights"
         ) from exc
     arch = spec_for_config(config)
+    processor = None
+    if arch.modality is not None:  # image/audio models: media is preprocessed here, by the processor
+        processor = m.load_processor(path, name)
+        tokenizer = processor.tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     # nnsight's own meta build (config only, no weights); the key names the model by its id.
-    lm = TransformersModel(path, tokenizer=tokenizer, task="text-generation")
+    if processor is not None:
+        lm = TransformersModel(path, tokenizer=tokenizer, processor=processor, task=arch.task)
+    else:
+        lm = TransformersModel(path, tokenizer=tokenizer, task="text-generation")
     lm.repo_id = model_id
     check_modules(arch, lm._module)
     return RemoteHubModel(
         lm=lm, arch=arch, tokenizer=tokenizer, model_id=model_id, revision=revision, source=source,
-        device="cpu", dtype="set by the server", notes=notes,
+        device="cpu", dtype="set by the server", notes=notes, processor=processor,
     )
 
 

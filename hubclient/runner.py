@@ -127,7 +127,11 @@ def right_pad(tokens: list[list[int]], pad_id: int) -> dict[str, "torch.Tensor"]
 
 
 def make_batches(
-    tokens: list[list[int]], positions: list[list[int]], batch_size: int, pad_id: int
+    tokens: list[list[int]],
+    positions: list[list[int]],
+    batch_size: int,
+    pad_id: int,
+    extras: list[dict[str, Any] | None] | None = None,
 ) -> list[Batch]:
     """Cut prompts into length-sorted, right-padded batches.
 
@@ -140,15 +144,25 @@ def make_batches(
         positions: positions to read per prompt (from ``Analysis.positions``).
         batch_size: prompts per batch.
         pad_id: id used for padding (masked out).
+        extras: per prompt, the processor tensors of an image/audio prompt or ``None`` (text).
+            Media prompts and text prompts then go into separate batches (media first), each
+            group length-sorted as above, and a batch's tensors are joined by
+            :func:`hubclient.multimodal.collate`.
     """
     import torch
 
     if batch_size < 1:
         raise HubError(f"--batch-size must be at least 1, got {batch_size}")
     order = sorted(range(len(tokens)), key=lambda i: -len(tokens[i]))
+    groups = [order]
+    if extras is not None:
+        groups = [[i for i in order if extras[i] is not None], [i for i in order if extras[i] is None]]
+    chunks = []
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            chunks.append(group[start : start + batch_size])
     batches = []
-    for k, start in enumerate(range(0, len(order), batch_size)):
-        idx = order[start : start + batch_size]
+    for k, idx in enumerate(chunks):
         padded = right_pad([tokens[i] for i in idx], pad_id)
         row_b: list[int] = []
         row_p: list[int] = []
@@ -166,9 +180,18 @@ def make_batches(
                 row_batch=torch.tensor(row_b, dtype=torch.long),
                 row_position=torch.tensor(row_p, dtype=torch.long),
                 tokens=[tokens[i] for i in idx],
+                extra=_collate(extras, idx, padded["input_ids"].shape[1]),
             )
         )
     return batches
+
+
+def _collate(extras: list[dict[str, Any] | None] | None, idx: list[int], width: int) -> dict[str, Any]:
+    if extras is None or extras[idx[0]] is None:
+        return {}
+    from hubclient.multimodal import collate
+
+    return collate([extras[i] for i in idx], width)
 
 
 def trace_batch(model: Any, analysis: Analysis, batch: Batch, backend: Any = None) -> dict[str, Any] | None:
@@ -191,6 +214,10 @@ def trace_batch(model: Any, analysis: Analysis, batch: Batch, backend: Any = Non
 
     if backend is None:
         inputs = {k: v.to(model.device) for k, v in batch.inputs.items()}
+        dtype = getattr(torch, str(model.dtype), None)
+        for key in batch.extra:  # media tensors (pixel_values…) in the weights' dtype
+            if inputs[key].is_floating_point() and isinstance(dtype, torch.dtype):
+                inputs[key] = inputs[key].to(dtype)
         kwargs = {}
     else:
         inputs, kwargs = batch.inputs, {"backend": backend}
@@ -216,6 +243,8 @@ def run_analysis(
     config: RunConfig,
     model: Any = None,
     prompt_columns: dict[str, list[Any]] | None = None,
+    media: list[Any] | None = None,
+    resample: bool = True,
 ) -> RunDir:
     """Run ``analysis`` over ``prompts`` and write a complete run folder.
 
@@ -227,6 +256,10 @@ def run_analysis(
             ``None`` it is loaded from ``config.model``.
         prompt_columns: extra per-prompt columns for ``prompts.parquet`` (e.g. ``language``,
             ``sentence``), each a list as long as ``prompts``.
+        media: for image/audio models, per prompt a :class:`hubclient.media.MediaPair` whose
+            file the prompt's media placeholder stands for, or ``None`` for a text prompt;
+            encoded by :func:`hubclient.multimodal.encode` (files hashed into the input hash).
+        resample: with ``media``: resample audio at another rate (else it is an error).
 
     Returns:
         the finished :class:`~hubclient.store.RunDir`.
@@ -238,7 +271,14 @@ def run_analysis(
     from hubclient.models import load_model
 
     started = time.time()
-    input_hash = hash_inputs(prompts)
+    if media is not None:
+        from hubclient.multimodal import media_key
+
+        if config.detach:
+            raise HubError("--detach is not supported for image/audio inputs yet; run --remote without --detach")
+        input_hash = hash_inputs(prompts + [media_key(m) for m in media])
+    else:
+        input_hash = hash_inputs(prompts)
     options = analysis.describe_options()
     previous = _check_resume(config, analysis, options, input_hash) if config.resume else None
 
@@ -253,16 +293,22 @@ def run_analysis(
             model = load_model(config.model, device=config.device, dtype=config.dtype)
     if previous is not None and previous.manifest["model"]["model_id"] != model.model_id:
         raise HubError(f"cannot resume {previous.path}: it ran {previous.manifest['model']['model_id']!r}, not {model.model_id!r}")
-    tokens = tokenize(model, prompts)
+    extras = None
+    if media is not None:
+        from hubclient.multimodal import encode
+
+        tokens, extras = encode(model, prompts, media, resample=resample)
+    else:
+        tokens = tokenize(model, prompts)
     analysis.prepare(model, prompts)
-    positions = [analysis.positions(len(ids), i) for i, ids in enumerate(tokens)]
-    batches = make_batches(tokens, positions, config.batch_size, model.tokenizer.pad_token_id)
+    positions = [analysis.token_positions(ids, i) for i, ids in enumerate(tokens)]
+    batches = make_batches(tokens, positions, config.batch_size, model.tokenizer.pad_token_id, extras)
 
     if previous is not None:
         run = previous
     else:
         extra = {"remote": _remote_describe(config, model)} if config.remote else None
-        run = start_run(analysis, prompts, tokens, config, model, prompt_columns, extra)
+        run = start_run(analysis, prompts, tokens, config, model, prompt_columns, extra, input_hash=input_hash)
     done = run.done_batches(list(analysis.tables))
     todo = [b for b in batches if b.index not in done]
     loaded = time.time()
@@ -293,16 +339,18 @@ def start_run(
     model: Any,
     prompt_columns: dict[str, list[Any]] | None = None,
     extra: dict[str, Any] | None = None,
+    input_hash: str | None = None,
 ) -> RunDir:
     """Create the run folder, its manifest (status ``running``) and ``prompts.parquet``.
 
     Shared by analyses (:func:`run_analysis`) and interventions that run their own loop
-    (:mod:`hubclient.edits`). ``extra`` adds manifest fields (e.g. ``remote``).
+    (:mod:`hubclient.edits`). ``extra`` adds manifest fields (e.g. ``remote``);
+    ``input_hash`` replaces the prompts' hash (runs with media files hash those too).
 
     Raises:
         HubError: the run folder already exists.
     """
-    input_hash = hash_inputs(prompts)
+    input_hash = input_hash or hash_inputs(prompts)
     options = json.loads(json.dumps(analysis.describe_options(), default=str))
     run_id = config.name or new_run_id(analysis.name, hashlib.sha256((input_hash + json.dumps(options, sort_keys=True)).encode()).hexdigest())
     run = RunDir.create(config.out, run_id)

@@ -1,0 +1,351 @@
+"""Image and audio inputs for ``hub analyze similarity`` and ``hub analyze logit-lens``.
+
+The semantic hub paper (Wu et al. 2024, §"Vision / audio", Fig. 1) shows that an image or an
+audio clip lands near its caption in the middle layers, and that the media positions decode,
+through the logit lens, to English words for what they show. Both commands take a pairs file
+(:mod:`hubclient.media`) with ``--modality image|audio``:
+
+* **similarity**: each pair gives two inputs, the medium (in ``--media-template``) and its
+  caption; the two "languages" are the modality and ``caption``, so Eq. 1 (matching minus
+  non-matching cosine), its CI and every table and plot are the text analysis' own
+  (:class:`analyses.similarity.Similarity`). Traces: the residual stream of the asked layers.
+  Reduces: the medium to the mean over its media positions (``--media-pool mean``) or the
+  last one; the caption as ``--pool`` says.
+* **logit-lens** (:class:`MediaLens`): traces the residual stream at every media position and
+  layer (0 = embeddings); reduces it through the final norm and ``W_U`` (Eq. 2) to the top-k
+  tokens and the probability and rank of each caption word; stores ``logit_lens.parquet``
+  (as the text lens) and ``caption_words.parquet``; draws the caption words' probability by
+  layer and the top-1 tokens at the media positions of the first pair.
+
+Media are read and preprocessed on the client (:mod:`hubclient.multimodal`); with
+``--remote`` only the processor's tensors go to NDIF and only the reduced tensors come back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from analyses.logit_lens import LensOptions, LogitLens, _decoder
+from analyses.similarity import Similarity, SimilarityOptions, apply_template
+from hubclient.errors import HubError
+from hubclient.lens import decode_layers, reduce_logits
+from hubclient.media import check_modality, read_pairs
+from hubclient.multimodal import MEDIA_SLOT, check_template, media_positions, require_modality
+from hubclient.runner import RunConfig, run_analysis
+
+#: Caption words not followed by the lens (function words carry no content).
+STOPWORDS = frozenset(
+    "a an the of on in at to and or is are was were be this that it its with for by from as into over under".split()
+)
+#: Media positions shown in the lens heatmap (evenly spaced when there are more).
+HEATMAP_POSITIONS = 32
+
+
+def caption_words(caption: str) -> list[str]:
+    """Content words of a caption, lower-cased, in order, without repeats or stopwords."""
+    out: list[str] = []
+    for word in re.findall(r"[^\W\d_]+|\d+", caption.lower()):
+        if word not in STOPWORDS and word not in out:
+            out.append(word)
+    return out
+
+
+def word_token(tokenizer: Any, word: str) -> int | None:
+    """The token the lens follows for ``word``: the first token of its mid-sentence form
+    (``" " + word``, e.g. ``▁cat`` / ``Ġcat``), or of ``word`` when the former starts with a
+    bare space token; ``None`` when it tokenises to nothing or to the unknown token."""
+    for form in (" " + word, word):
+        ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+        if ids and ids[0] != tokenizer.unk_token_id and tokenizer.decode(ids[:1]).strip():
+            return int(ids[0])
+    return None
+
+
+def pair_prompts(pairs_file: Path, n: int | None, media_template: str) -> tuple[list[Any], list[str]]:
+    """The pairs of ``pairs_file`` and one media prompt per pair (``media_template``).
+
+    Raises:
+        HubError: see :func:`hubclient.media.read_pairs`; a template without ``{media}``.
+    """
+    check_template(media_template)
+    pairs = read_pairs(pairs_file, n=n)
+    prompts = []
+    for _ in pairs:
+        prompts.append(media_template)
+    return pairs, prompts
+
+
+def single_pairs_file(inputs: list[str] | None, modality: str) -> Path:
+    """The one pairs file a media run takes as INPUTS (or ``--prompts``).
+
+    Raises:
+        HubError: none or several given.
+    """
+    if not inputs or len(inputs) != 1:
+        raise HubError(f"--modality {modality} takes one pairs file (.csv or .jsonl with media and caption columns); got {len(inputs or [])}")
+    return Path(inputs[0])
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+def run_similarity(pairs_file: Path, options: SimilarityOptions, n: int | None, config: RunConfig) -> tuple[Any, Similarity]:
+    """Media-vs-caption similarity (Eq. 1) through the text analysis' own code path.
+
+    Prompts are the N media prompts (language = the modality) followed by the N captions
+    (language ``caption``, with ``options.template`` applied); sentence ``i`` is pair ``i``.
+
+    Returns:
+        ``(run, analysis)``.
+
+    Raises:
+        HubError: bad pairs, media, template or model (see :func:`pair_prompts`,
+            :func:`hubclient.multimodal.encode`).
+    """
+    modality = check_modality(options.modality)
+    pairs, media_prompts = pair_prompts(pairs_file, n, options.media_template)
+    if len(pairs) < 2:
+        raise HubError(f"{pairs_file} has {len(pairs)} pair; the similarity needs at least 2 (matching vs non-matching pairs)")
+    captions = []
+    for pair in pairs:
+        captions.append(pair.caption)
+    options.languages = [modality, "caption"]
+    options.sources = [str(pairs_file)]
+    count = len(pairs)
+    languages = [modality] * count + ["caption"] * count
+    sentences = list(range(count)) * 2
+    analysis = Similarity(options, languages, sentences)
+    prompts = media_prompts + apply_template(options.template, captions)
+    media = list(pairs) + [None] * count
+    columns = {
+        "language": languages,
+        "sentence": sentences,
+        "media": [str(p.media) for p in pairs] * 2,
+        "caption": captions * 2,
+    }
+    run = run_analysis(analysis, prompts, config, prompt_columns=columns, media=media, resample=options.resample)
+    return run, analysis
+
+
+# --------------------------------------------------------------------------- logit lens
+
+
+@dataclass
+class MediaLensOptions(LensOptions):
+    """Options of the logit lens at media positions (the text lens' plus these).
+
+    Attributes:
+        modality: ``image`` or ``audio``.
+        media_template: the text around the medium, with a ``{media}`` slot.
+        resample: resample audio at other rates (else they are an error).
+    """
+
+    modality: str = "image"
+    media_template: str = MEDIA_SLOT
+    resample: bool = True
+
+
+class MediaLens(LogitLens):
+    """The logit lens at every media position, with the caption words followed (see the
+    module docstring)."""
+
+    def __init__(self, options: MediaLensOptions, captions: list[str]):
+        """Bind options and each pair's caption.
+
+        Raises:
+            HubError: an unknown modality, ``--target`` (the captions name the words), bad
+                ``top_k``.
+        """
+        if options.targets:
+            raise HubError("--target does not apply with --modality: the lens follows each pair's caption words")
+        check_modality(options.modality)
+        super().__init__(options)
+        self.tables = {**self.tables, "caption_words": ["prompt", "position", "layer", "word"]}
+        self.captions = list(captions)
+        self.words: list[list[str]] = []
+        self.word_ids: list[list[int]] = []
+        self.media_id: int | None = None
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Check the model reads the modality; caption words -> token ids (:func:`word_token`).
+
+        Raises:
+            HubError: a text model or one of the other modality; ``top_k`` above the vocabulary.
+        """
+        require_modality(model, self.options.modality)
+        super().prepare(model, prompts)
+        self.media_id = model.media_token_id
+        self.words, self.word_ids = [], []
+        for caption in self.captions:
+            words, ids = [], []
+            for word in caption_words(caption):
+                token = word_token(model.tokenizer, word)
+                if token is not None:
+                    words.append(word)
+                    ids.append(token)
+            self.words.append(words)
+            self.word_ids.append(ids)
+
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        """See :func:`media_lens_plots`."""
+        return media_lens_plots(run)
+
+    def token_positions(self, tokens: list[int], prompt_index: int) -> list[int]:
+        """Every media position of the prompt (where the processor put the media tokens)."""
+        return media_positions(tokens, self.media_id)
+
+    def _row_words(self, batch: Any) -> Any:
+        """``[rows, W]`` token ids of each selected row's caption words (0-padded) and the
+        count per row; ``W`` = the most words of a caption in the batch (at least 1)."""
+        import torch
+
+        prompts = batch.row_prompt
+        width = 1
+        for p in prompts:
+            width = max(width, len(self.word_ids[p]))
+        ids = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            row = self.word_ids[p]
+            if row:
+                ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return ids
+
+    # ------------------------------------------------------------------ inside the trace
+    def trace(self, model: Any, batch: Any) -> dict[str, Any]:
+        """Lens of every layer at the media positions: top-k as the text lens, plus
+        ``word_logits``/``word_probs``/``word_ranks`` ``[layers+1, rows, W]`` of the caption
+        words (probability ``exp(logit - logsumexp)``, rank ``1 + #{v: logit_v > logit_w}``)."""
+        import torch
+
+        words = self._row_words(batch).to(model.device)
+        top_k = self.options.top_k
+
+        def reduce(logits: Any, rows: Any) -> dict[str, Any]:
+            out = reduce_logits(logits, top_k, None)
+            ids = words[rows]
+            chosen = logits.gather(1, ids)
+            lse = torch.logsumexp(logits, dim=-1)
+            ranks = []
+            for j in range(ids.shape[1]):
+                ranks.append((logits > chosen[:, j : j + 1]).sum(-1) + 1)
+            out["word_logits"] = chosen
+            out["word_probs"] = torch.exp(chosen - lse[:, None])
+            out["word_ranks"] = torch.stack(ranks, dim=-1)
+            return out
+
+        return decode_layers(model, batch, reduce, self.options.final_norm)
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, model: Any, batch: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        """``logit_lens`` rows as the text lens; ``caption_words`` rows (prompt, position,
+        layer, word, token_id, token, probability, logit, rank) for each real caption word."""
+        import numpy as np
+        import polars as pl
+
+        out = super().rows(model, batch, {k: v for k, v in saved.items() if not k.startswith("word_")})
+        n_layers, n_rows, width = saved["word_probs"].shape
+        row_prompt = np.asarray(batch.row_prompt, dtype=np.int64)
+        row_pos = batch.row_position.numpy()
+        decode = _decoder(model.tokenizer)
+        data: dict[str, list[Any]] = {k: [] for k in ("prompt", "position", "layer", "word", "token_id", "token", "probability", "logit", "rank")}
+        probs, logits, ranks = saved["word_probs"].numpy(), saved["word_logits"].numpy(), saved["word_ranks"].numpy()
+        for r in range(n_rows):
+            p = int(row_prompt[r])
+            words, ids = self.words[p], self.word_ids[p]
+            if not words:
+                continue
+            tokens = decode(np.asarray(ids))
+            for layer in range(n_layers):
+                for j, word in enumerate(words):
+                    data["prompt"].append(p)
+                    data["position"].append(int(row_pos[r]))
+                    data["layer"].append(layer)
+                    data["word"].append(word)
+                    data["token_id"].append(ids[j])
+                    data["token"].append(str(tokens[j]))
+                    data["probability"].append(float(probs[layer, r, j]))
+                    data["logit"].append(float(logits[layer, r, j]))
+                    data["rank"].append(int(ranks[layer, r, j]))
+        out["caption_words"] = pl.DataFrame(
+            data,
+            schema={
+                "prompt": pl.Int64, "position": pl.Int32, "layer": pl.Int32, "word": pl.String, "token_id": pl.Int64,
+                "token": pl.String, "probability": pl.Float32, "logit": pl.Float32, "rank": pl.Int64,
+            },
+        )
+        return out
+
+
+def media_lens_plots(run: Any) -> dict[str, Any]:
+    """Charts of a media lens run, from its Parquet alone: the caption words' lens
+    probability by layer (mean over media positions and words; and the best position), per
+    pair for up to 12 pairs, else averaged; and the top-1 token heatmap (layer × media
+    position) of the first pair."""
+    import polars as pl
+
+    from hubclient.plots import by_layer, lens_heatmap
+
+    manifest = run.manifest
+    model_id = manifest["model"]["model_id"]
+    norm = "final norm" if manifest["options"].get("final_norm", True) else "no final norm"
+    charts: dict[str, Any] = {}
+    if (run.path / "caption_words.parquet").is_file():
+        words = run.table("caption_words")
+        if words.height:
+            per_position = words.group_by("prompt", "layer", "position").agg(pl.col("probability").mean())
+            stats = per_position.group_by("prompt", "layer").agg(
+                pl.col("probability").mean().alias("mean over positions"), pl.col("probability").max().alias("best position")
+            )
+            long = stats.unpivot(index=["prompt", "layer"], variable_name="statistic", value_name="probability")
+            if long["prompt"].n_unique() <= 12:
+                captions = run.table("prompts").select("prompt", "caption")
+                long = long.join(captions, on="prompt").with_columns(panel=pl.format("{}: {}", pl.col("prompt"), pl.col("caption")))
+                charts["caption_probability"] = by_layer(
+                    long.sort("prompt", "statistic", "layer"), "probability", "statistic",
+                    f"Lens probability of caption words at the media positions ({norm}) · {model_id}", "lens probability", facet="panel",
+                )
+            else:
+                mean = long.group_by("statistic", "layer").agg(pl.col("probability").mean()).sort("statistic", "layer")
+                charts["caption_probability"] = by_layer(
+                    mean, "probability", "statistic",
+                    f"Lens probability of caption words, mean over {stats['prompt'].n_unique()} pairs ({norm}) · {model_id}", "lens probability",
+                )
+    top1 = run.table("logit_lens").filter((pl.col("rank") == 1) & (pl.col("prompt") == 0))
+    if top1.height:
+        positions = sorted(top1["position"].unique().to_list())
+        if len(positions) > HEATMAP_POSITIONS:
+            step = len(positions) / HEATMAP_POSITIONS
+            picked = []
+            for i in range(HEATMAP_POSITIONS):
+                picked.append(positions[int(i * step)])
+            positions = picked
+        frame = (
+            top1.filter(pl.col("position").is_in(positions))
+            .sort("position", "layer")
+            .with_columns(column=pl.format("{}", pl.col("position")))
+        )
+        caption = run.table("prompts").filter(pl.col("prompt") == 0)["caption"][0]
+        charts["lens_heatmap"] = lens_heatmap(
+            frame, "column", "media position", f"Logit lens at the media positions of pair 0 ({caption!r}; {norm}) · {model_id}"
+        )
+    return charts
+
+
+def run_lens(pairs_file: Path, options: MediaLensOptions, n: int | None, config: RunConfig) -> Any:
+    """The logit lens at the media positions of every pair (prompts.parquet gets ``media``
+    and ``caption`` columns).
+
+    Raises:
+        HubError: bad pairs, media, template or model.
+    """
+    pairs, prompts = pair_prompts(pairs_file, n, options.media_template)
+    captions = []
+    for pair in pairs:
+        captions.append(pair.caption)
+    analysis = MediaLens(options, captions)
+    columns = {"media": [str(p.media) for p in pairs], "caption": captions}
+    return run_analysis(analysis, prompts, config, prompt_columns=columns, media=list(pairs), resample=options.resample)

@@ -1,0 +1,357 @@
+"""Media inputs: (image or audio file, caption) pairs, their loading, and demo data.
+
+The semantic hub paper (Wu et al. 2024, §"Vision / audio") compares an image (LLaVA,
+Chameleon) or an audio clip (SALMONN) with its caption: their hidden states meet in the
+middle layers, and the media positions decode, through the logit lens, to words of the
+caption. This module is the file side of that: it reads the pairs, opens the media and makes
+demo data that needs no download. Turning media into model inputs is
+:mod:`hubclient.multimodal`'s.
+
+Pairs files
+-----------
+``.csv`` (header row) or ``.jsonl`` (one JSON object a line) with a media column (``media``,
+``path``, ``image`` or ``audio``) and a ``caption`` column. Relative media paths are read
+relative to the pairs file's folder. Errors name the file and line (``.csv``: line 1 is the
+header, so the first pair is on line 2).
+
+Media files
+-----------
+Images: anything Pillow opens, converted to RGB. Audio: anything ``soundfile`` (libsndfile)
+reads (WAV, FLAC, OGG…), averaged to mono, float32 in ``[-1, 1]``, and resampled to the
+model's rate with :func:`scipy.signal.resample_poly` (polyphase FIR filter) unless
+``resample=False``, in which case another rate is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hubclient.errors import HubError
+
+MODALITIES = ("image", "audio")
+MEDIA_COLUMNS = ("media", "path", "image", "audio")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+
+
+@dataclass(frozen=True)
+class MediaPair:
+    """One (media file, caption) pair.
+
+    Attributes:
+        media: absolute path of the image or audio file.
+        caption: its text (e.g. ``"a red circle"``).
+        line: line of the pairs file it came from (1-based, for error messages).
+        source: the pairs file.
+    """
+
+    media: Path
+    caption: str
+    line: int
+    source: Path
+
+    def where(self) -> str:
+        """``file:line`` of this pair, for messages."""
+        return f"{self.source}:{self.line}"
+
+
+def _need(module: str, what: str) -> Any:
+    """Import an optional dependency of the ``media`` extra, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise HubError(f"{what} needs the Python package {module!r}; install the media extra: pip install -e '.[media]'") from exc
+
+
+def check_modality(modality: str) -> str:
+    """Validate ``--modality`` for media inputs.
+
+    Raises:
+        HubError: not one of ``image``, ``audio``.
+    """
+    if modality not in MODALITIES:
+        raise HubError(f"unknown --modality {modality!r} for media pairs; choose one of {', '.join(MODALITIES)}")
+    return modality
+
+
+def read_pairs(path: Path, n: int | None = None) -> list[MediaPair]:
+    """Read a pairs file (``.csv`` or ``.jsonl``; see the module docstring).
+
+    Args:
+        path: the pairs file.
+        n: keep only the first ``n`` pairs.
+
+    Returns:
+        the pairs in file order; every media path exists.
+
+    Raises:
+        HubError: a missing or empty file, another suffix, a missing column (listing those the
+            file has), an empty caption or media cell, a media file that does not exist, a bad
+            JSON line, or ``n < 1`` (line numbers in every message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"pairs file {str(path)!r} does not exist (or is not a file)")
+    suffix = path.suffix.lower()
+    records: list[tuple[int, dict[str, Any]]] = []
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                columns = list(reader.fieldnames or [])
+                for row in reader:
+                    records.append((reader.line_num, row))
+        elif suffix == ".jsonl":
+            columns = []
+            for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise HubError(f"{path}:{i}: not a JSON object ({exc.msg}); write one object a line") from None
+                if not isinstance(row, dict):
+                    raise HubError(f"{path}:{i}: not a JSON object; write one object a line, e.g. {{\"media\": \"a.png\", \"caption\": \"a cat\"}}")
+                records.append((i, row))
+                columns.extend(k for k in row if k not in columns)
+        else:
+            raise HubError(f"pairs file {path.name} must be .csv or .jsonl (columns: media, caption)")
+    except UnicodeDecodeError as exc:
+        raise HubError(f"pairs file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not records:
+        raise HubError(f"pairs file {path} has no pairs")
+    media_col = next((c for c in MEDIA_COLUMNS if c in columns), None)
+    if media_col is None or "caption" not in columns:
+        raise HubError(
+            f"pairs file {path} needs a media column ({', '.join(MEDIA_COLUMNS)}) and a 'caption' column; "
+            f"it has: {', '.join(map(str, columns)) or 'none'}"
+        )
+    if n is not None:
+        if n < 1:
+            raise HubError(f"--n must be at least 1, got {n}")
+        records = records[:n]
+    pairs = []
+    for line, row in records:
+        media, caption = row.get(media_col), row.get("caption")
+        if not isinstance(media, str) or not media.strip():
+            raise HubError(f"{path}:{line}: empty {media_col!r}; give the image or audio file")
+        if not isinstance(caption, str) or not caption.strip():
+            raise HubError(f"{path}:{line}: empty 'caption'; give the text that describes {media}")
+        file = Path(media.strip()).expanduser()
+        if not file.is_absolute():
+            file = path.parent / file
+        if not file.is_file():
+            raise HubError(f"{path}:{line}: media file {str(file)!r} does not exist (relative paths are read from {path.parent})")
+        pairs.append(MediaPair(media=file.resolve(), caption=caption.strip(), line=line, source=path))
+    return pairs
+
+
+def load_image(path: Path, where: str = "") -> Any:
+    """Open an image as an RGB ``PIL.Image.Image`` (pixels loaded, file closed).
+
+    Raises:
+        HubError: a missing file, or one Pillow cannot read (naming ``where``, e.g. the
+            pairs file and line).
+    """
+    image_mod = _need("PIL.Image", "reading images")
+    at = f"{where}: " if where else ""
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"{at}image file {str(path)!r} does not exist")
+    try:
+        with image_mod.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (image_mod.UnidentifiedImageError, OSError, ValueError) as exc:
+        raise HubError(f"{at}{path} is not a readable image ({type(exc).__name__}: {exc}); give a PNG, JPEG or other Pillow-readable file") from None
+
+
+def load_audio(path: Path, sampling_rate: int, resample: bool = True, where: str = "") -> Any:
+    """Read an audio file as mono float32 samples at ``sampling_rate`` Hz.
+
+    Multi-channel audio is averaged to mono. A file at another rate is resampled with
+    :func:`scipy.signal.resample_poly` (up/down factors reduced by their gcd; the default
+    Kaiser-windowed polyphase low-pass filter), unless ``resample`` is off.
+
+    Args:
+        path: the audio file (WAV, FLAC, OGG…, anything libsndfile reads).
+        sampling_rate: the rate the model's feature extractor expects (Hz), e.g. 16000.
+        resample: resample other rates (default) or refuse them.
+
+    Returns:
+        ``numpy.ndarray`` ``[samples]`` float32.
+
+    Raises:
+        HubError: a missing or unreadable file, an empty one, or (``resample=False``) a file
+            whose rate is not ``sampling_rate``.
+    """
+    import math
+
+    import numpy as np
+
+    sf = _need("soundfile", "reading audio")
+    at = f"{where}: " if where else ""
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"{at}audio file {str(path)!r} does not exist")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise HubError(f"{at}{path} is not a readable audio file ({exc}); give a WAV, FLAC or OGG file") from None
+    if data.shape[0] == 0:
+        raise HubError(f"{at}audio file {path} has no samples")
+    samples = data.mean(axis=1)
+    if rate != sampling_rate:
+        if not resample:
+            raise HubError(
+                f"{at}{path} is sampled at {rate} Hz but the model's feature extractor expects {sampling_rate} Hz; "
+                "resample the file, or drop --no-resample so hub resamples it"
+            )
+        from scipy.signal import resample_poly
+
+        g = math.gcd(int(rate), int(sampling_rate))
+        samples = resample_poly(samples, sampling_rate // g, int(rate) // g)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- demo data
+
+#: Colours and shapes of the demo images (English names, as in the captions).
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 20)}
+SHAPES = ("circle", "square", "triangle")
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: Sentences the audio demo speaks (short, concrete, English).
+SPOKEN = (
+    "the cat sat on the mat",
+    "a red apple is on the table",
+    "the dog runs in the park",
+    "seven plus two is nine",
+    "the sun is hot and bright",
+    "my house has a blue door",
+)
+
+
+def demo_images(out: Path, size: int = 224) -> list[tuple[str, str]]:
+    """Write the image demo: ten rendered digits and twelve coloured shapes, with captions.
+
+    Digits are drawn black on white with Pillow's bundled font; shapes are filled on white.
+    Captions name what is shown in plain English (``"the digit seven"``, ``"a red circle"``).
+
+    Args:
+        out: folder to write ``images/*.png`` into (created).
+        size: width and height of each image in pixels.
+
+    Returns:
+        ``(relative path, caption)`` for each image, in a fixed order.
+    """
+    image_mod = _need("PIL.Image", "making demo images")
+    from PIL import ImageDraw, ImageFont
+
+    folder = out / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    font = ImageFont.load_default(size=int(size * 0.7))
+    for digit, word in enumerate(DIGIT_WORDS):
+        img = image_mod.new("RGB", (size, size), "white")
+        draw = ImageDraw.Draw(img)
+        draw.text((size / 2, size / 2), str(digit), fill="black", font=font, anchor="mm")
+        name = f"images/digit-{digit}.png"
+        img.save(out / name)
+        rows.append((name, f"the digit {word}"))
+    m = size // 6
+    for colour, rgb in COLOURS.items():
+        for shape in SHAPES:
+            img = image_mod.new("RGB", (size, size), "white")
+            draw = ImageDraw.Draw(img)
+            if shape == "circle":
+                draw.ellipse((m, m, size - m, size - m), fill=rgb)
+            elif shape == "square":
+                draw.rectangle((m, m, size - m, size - m), fill=rgb)
+            else:
+                draw.polygon([(size / 2, m), (size - m, size - m), (m, size - m)], fill=rgb)
+            name = f"images/{colour}-{shape}.png"
+            img.save(out / name)
+            rows.append((name, f"a {colour} {shape}"))
+    return rows
+
+
+def espeak_binary() -> str | None:
+    """Path of ``espeak-ng`` (or ``espeak``) on this machine, or ``None``."""
+    return shutil.which("espeak-ng") or shutil.which("espeak")
+
+
+def demo_audio(out: Path, voice: str = "en-us") -> list[tuple[str, str]]:
+    """Write the audio demo: :data:`SPOKEN` sentences synthesised by ``espeak-ng`` as WAV.
+
+    Args:
+        out: folder to write ``audio/*.wav`` into (created).
+        voice: espeak-ng voice.
+
+    Returns:
+        ``(relative path, transcript)`` per clip.
+
+    Raises:
+        HubError: ``espeak-ng`` is not installed (Debian/Ubuntu: ``apt-get install espeak-ng``),
+            or it fails.
+    """
+    binary = espeak_binary()
+    if binary is None:
+        raise HubError(
+            "the audio demo needs the speech synthesiser espeak-ng, which is not installed here; "
+            "install it (Debian/Ubuntu: sudo apt-get install espeak-ng; macOS: brew install espeak-ng) "
+            "or make the image demo only (--modality image)"
+        )
+    folder = out / "audio"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, sentence in enumerate(SPOKEN):
+        name = f"audio/sentence-{i}.wav"
+        result = subprocess.run([binary, "-v", voice, "-w", str(out / name), sentence], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise HubError(f"espeak-ng failed on {sentence!r}: {result.stderr.strip() or result.returncode}")
+        rows.append((name, sentence))
+    return rows
+
+
+def write_pairs(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """Write ``(media, caption)`` rows as a pairs ``.csv`` (header ``media,caption``)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["media", "caption"])
+        writer.writerows(rows)
+    return path
+
+
+def write_demo(out: Path, modalities: tuple[str, ...] = MODALITIES, size: int = 224) -> dict[str, Path]:
+    """Write demo pairs that need no download: ``images.csv`` and/or ``audio.csv`` in ``out``.
+
+    Args:
+        out: target folder (created; existing demo files are overwritten).
+        modalities: which demos to make.
+        size: image size in pixels.
+
+    Returns:
+        modality -> its pairs file.
+
+    Raises:
+        HubError: an unknown modality; audio asked for without ``espeak-ng``.
+    """
+    out = Path(out)
+    for modality in modalities:
+        check_modality(modality)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    if "audio" in modalities:
+        rows = demo_audio(out)  # fails first, before any image is written, when espeak-ng is absent
+        written["audio"] = write_pairs(out / "audio.csv", rows)
+    if "image" in modalities:
+        written["image"] = write_pairs(out / "images.csv", demo_images(out, size=size))
+    return written

@@ -1,0 +1,239 @@
+"""Media as model inputs: processor encoding, media positions, batch collation.
+
+An image/audio language model (LLaVA, Gemma 3, Qwen2-Audio; see :mod:`hubclient.arch`) reads
+a prompt in which one placeholder stands for the medium. Its processor turns the placeholder
+into ``k`` media tokens (``k`` = image patches after projection, or audio frames after
+pooling) and the file into encoder inputs (``pixel_values``, ``input_features``…); inside the
+model the encoder's output replaces the embeddings at exactly those ``k`` positions. So the
+**media positions** of a prompt are the positions whose input id is the media token id
+(``config.image_token_id`` / ``audio_token_index``); the language model's residual stream
+there is what the semantic hub paper compares with the caption (Wu et al. 2024, §"Vision /
+audio").
+
+Everything here runs on the client, before any trace: media is read and preprocessed
+locally, and only the processor's tensors travel with the batch (also to NDIF with
+``--remote``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hubclient.errors import HubError
+from hubclient.media import MediaPair, load_audio, load_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from hubclient.models import HubModel
+
+#: Processor outputs with one value per token (right-padded like ``input_ids``); every other
+#: processor output is per medium and is concatenated along dim 0.
+PER_TOKEN = ("token_type_ids", "mm_token_type_ids")
+#: Keys the runner builds itself.
+TEXT_KEYS = ("input_ids", "attention_mask")
+#: Where a media prompt (``--media-template``) puts the medium; replaced by the model's own
+#: placeholder (:func:`placeholder`) when the prompt is encoded.
+MEDIA_SLOT = "{media}"
+MEDIA_POOLS = ("mean", "last")
+
+
+class _Attrs(dict):
+    """``str.format_map`` over an object's attributes (the processor's token strings)."""
+
+    def __init__(self, obj: Any):
+        super().__init__()
+        self.obj = obj
+
+    def __missing__(self, key: str) -> Any:
+        value = getattr(self.obj, key, None)
+        if value is None:
+            value = getattr(getattr(self.obj, "tokenizer", None), key, None)
+        if value is None:
+            raise HubError(f"the processor {type(self.obj).__name__} has no {key!r}; fix media_placeholder in hubclient/arch.py")
+        return value
+
+
+def require_modality(model: "HubModel", modality: str) -> None:
+    """Check that ``model`` reads ``modality``.
+
+    Raises:
+        HubError: a text-only model, or a model of the other modality.
+    """
+    if model.modality is None:
+        raise HubError(
+            f"--modality {modality} needs an image or audio language model; {model.model_id!r} ({model.arch.family}) "
+            "reads text only. Use e.g. llava-hf/llava-1.5-7b-hf (image) or Qwen/Qwen2-Audio-7B (audio)"
+        )
+    if model.modality != modality:
+        raise HubError(f"--modality {modality} but {model.model_id!r} ({model.arch.family}) is an {model.modality} model")
+
+
+def placeholder(model: "HubModel") -> str:
+    """The text that asks the model's processor for one medium (e.g. ``"<image>"``)."""
+    return model.arch.media_placeholder.format_map(_Attrs(model.processor))
+
+
+def media_positions(tokens: list[int], media_token_id: int) -> list[int]:
+    """Positions (0-based, BOS counted) whose token is the media token."""
+    out = []
+    for p, t in enumerate(tokens):
+        if t == media_token_id:
+            out.append(p)
+    return out
+
+
+def load_media(model: "HubModel", pair: MediaPair, resample: bool = True) -> Any:
+    """Open ``pair.media`` for ``model``: a PIL image, or mono float32 audio at the feature
+    extractor's sampling rate (resampled unless ``resample`` is off).
+
+    Raises:
+        HubError: as :func:`hubclient.media.load_image` / :func:`~hubclient.media.load_audio`,
+            naming the pairs file and line.
+    """
+    if model.modality == "image":
+        return load_image(pair.media, where=pair.where())
+    rate = int(model.processor.feature_extractor.sampling_rate)
+    return load_audio(pair.media, rate, resample=resample, where=pair.where())
+
+
+def encode_one(model: "HubModel", text: str, pair: MediaPair, resample: bool = True) -> tuple[list[int], dict[str, "torch.Tensor"]]:
+    """Encode one prompt with one medium through the model's processor.
+
+    Args:
+        text: the prompt; it must contain :data:`MEDIA_SLOT` (``{media}``) exactly once,
+            which becomes the model's :func:`placeholder` (e.g. ``<image>``).
+        pair: the medium.
+
+    Returns:
+        ``(token ids with the placeholder expanded, other processor tensors)`` such as
+        ``pixel_values`` ``[1, 3, H, W]`` or ``input_features`` ``[1, mel, frames]`` plus
+        ``feature_attention_mask``.
+
+    Raises:
+        HubError: an unreadable medium, a prompt without the placeholder, or a processor that
+            put no media token into the ids.
+    """
+    if text.count(MEDIA_SLOT) != 1:
+        raise HubError(f"the media prompt must contain {MEDIA_SLOT} exactly once (where the {model.modality} goes), got {text!r}")
+    text = text.replace(MEDIA_SLOT, placeholder(model))
+    medium = load_media(model, pair, resample=resample)
+    try:
+        if model.modality == "image":
+            enc = model.processor(text=[text], images=[medium], return_tensors="pt")
+        else:
+            rate = int(model.processor.feature_extractor.sampling_rate)
+            enc = model.processor(text=[text], audio=[medium], sampling_rate=rate, return_tensors="pt")
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise HubError(f"{pair.where()}: the processor could not encode {pair.media} ({exc})") from None
+    ids = enc["input_ids"][0].tolist()
+    if not media_positions(ids, model.media_token_id):
+        raise HubError(f"{pair.where()}: the processor put no {model.modality} tokens (id {model.media_token_id}) into the prompt")
+    extra = {}
+    for key, value in enc.items():
+        if key not in TEXT_KEYS and hasattr(value, "shape"):
+            extra[key] = value
+    return ids, extra
+
+
+def encode(model: "HubModel", prompts: list[str], media: list[MediaPair | None], resample: bool = True) -> tuple[list[list[int]], list[dict[str, Any] | None]]:
+    """Token ids and processor tensors of every prompt; prompts without medium are tokenised
+    as text (the runner's :func:`hubclient.runner.tokenize`, identical ids).
+
+    Returns:
+        ``(tokens, extras)``: ``extras[i]`` is ``None`` for a text prompt.
+
+    Raises:
+        HubError: see :func:`encode_one`; a prompt longer than the model's context.
+    """
+    from hubclient.runner import tokenize
+
+    if len(media) != len(prompts):
+        raise ValueError("media must have one entry (or None) per prompt")
+    tokens: list[list[int]] = []
+    extras: list[dict[str, Any] | None] = []
+    text_idx = [i for i, m in enumerate(media) if m is None]
+    text_tokens = dict(zip(text_idx, tokenize(model, [prompts[i] for i in text_idx]))) if text_idx else {}
+    limit = model.max_length
+    for i, pair in enumerate(media):
+        if pair is None:
+            tokens.append(text_tokens[i])
+            extras.append(None)
+            continue
+        ids, extra = encode_one(model, prompts[i], pair, resample=resample)
+        if limit is not None and len(ids) > limit:
+            raise HubError(f"{pair.where()}: the prompt has {len(ids)} tokens with its {model.modality}, more than the model's context of {limit}")
+        tokens.append(ids)
+        extras.append(extra)
+    return tokens, extras
+
+
+def collate(extras: list[dict[str, Any]], width: int) -> dict[str, "torch.Tensor"]:
+    """Join the processor tensors of one batch's prompts (in batch order).
+
+    Per-token tensors (:data:`PER_TOKEN`, ``[1, seq]``) are right-padded with 0 to ``width``
+    like ``input_ids``; per-medium tensors (``pixel_values``, ``input_features``,
+    ``feature_attention_mask``, ``image_sizes``…) are concatenated along dim 0, which is the
+    order in which the model scatters them into the media positions.
+    """
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    for key in extras[0]:
+        parts = []
+        for extra in extras:
+            value = extra[key]
+            if key in PER_TOKEN:
+                pad = torch.zeros((value.shape[0], width - value.shape[1]), dtype=value.dtype)
+                value = torch.cat([value, pad], dim=1)
+            parts.append(value)
+        out[key] = torch.cat(parts, dim=0)
+    return out
+
+
+def media_key(pair: MediaPair | None) -> str:
+    """What identifies a medium in the run's input hash: its path and sha256."""
+    if pair is None:
+        return ""
+    from hubclient.models import sha256_file
+
+    return f"{pair.media}#{sha256_file(pair.media)}"
+
+
+def check_template(template: str) -> str:
+    """Validate ``--media-template`` (the text around the medium).
+
+    Raises:
+        HubError: no or several ``{media}`` slots.
+    """
+    if template.count(MEDIA_SLOT) != 1:
+        raise HubError(f"--media-template {template!r} must contain {MEDIA_SLOT} exactly once, e.g. 'USER: {MEDIA_SLOT}\\nASSISTANT:'")
+    return template
+
+
+def pool_weights(batch: Any, media_token_id: int, media_pool: str, text_pool: str, bos_id: int | None) -> "torch.Tensor":
+    """Pooling weights ``[batch, seq]`` (float32, each row sums to 1) for media and text rows.
+
+    A row with media tokens pools over its media positions: ``mean`` = uniform over them,
+    ``last`` = the last one. A row without (a caption) pools as the text similarity does:
+    ``last`` = its last real token, ``mean`` = its real tokens without a leading BOS. The
+    pooled vector is ``einsum("bs,bsd->bd", w, h)``. Plain loops: this runs in trace bodies.
+    """
+    import torch
+
+    ids = batch.input_ids
+    weights = torch.zeros(ids.shape, dtype=torch.float32)
+    for b in range(ids.shape[0]):
+        length = int(batch.lengths[b])
+        media = ids[b, :length] == media_token_id
+        if bool(media.any()):
+            if media_pool == "last":
+                weights[b, int(media.nonzero()[-1])] = 1.0
+            else:
+                weights[b, :length] = media.float() / media.sum()
+        elif text_pool == "last":
+            weights[b, length - 1] = 1.0
+        else:
+            start = 1 if bos_id is not None and length > 1 and int(ids[b, 0]) == bos_id else 0
+            weights[b, start:length] = 1.0 / (length - start)
+    return weights
