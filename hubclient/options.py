@@ -23,6 +23,10 @@ MODEL_HELP = (
 )
 
 Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP, rich_help_panel="Model")]
+Models = Annotated[
+    Optional[list[str]],
+    typer.Option("--model", "-m", help=MODEL_HELP + " Repeatable: each model runs as its own run, and the results are compared on one chart [default: gemma-3-270m].", rich_help_panel="Model", show_default=False),
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel="Model")]
 Dtype = Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.", rich_help_panel="Model")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Prompts per forward pass.", rich_help_panel="Run")]
@@ -104,25 +108,38 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def analysis_command(func: Callable[..., Any]) -> Callable[..., Any]:
+def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: bool = False) -> Any:
     """Make ``func(<its own options>, config: RunConfig)`` a Typer command with the shared run
     options (``RUN_OPTIONS``: model, device, batching, output, resume…) added to its signature.
 
     The analysis declares only what is its own; the run options read and document the same in
     every command, and a new shared option is added here once.
+
+    ``@analysis_command(multi_model=True)`` makes ``--model`` repeatable: ``func`` then also gets
+    ``models`` (the list, at least one) and ``config.model`` is its first entry.
     """
+    if func is None:
+        return functools.partial(analysis_command, multi_model=multi_model)
     from hubclient.runner import RunConfig
 
-    own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "config"]
+    hidden = ("config", "models") if multi_model else ("config",)
+    own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in hidden]
+    options = dict(RUN_OPTIONS)
+    if multi_model:
+        options["model"] = (Models, None)
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-        for name, (annotation, default) in RUN_OPTIONS.items()
+        for name, (annotation, default) in options.items()
     ]
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
-        config = RunConfig(**{name: kwargs.pop(name) for name in RUN_OPTIONS})
-        return func(**kwargs, config=config)
+        values = {name: kwargs.pop(name) for name in RUN_OPTIONS}
+        if multi_model:
+            models = list(values["model"] or [RUN_OPTIONS["model"][1]])
+            values["model"] = models[0]
+            return func(**kwargs, config=RunConfig(**values), models=models)
+        return func(**kwargs, config=RunConfig(**values))
 
     wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {}

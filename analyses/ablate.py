@@ -1,0 +1,550 @@
+"""``hub intervene ablate``: ablate language-specific neurons and measure perplexity per language.
+
+The ablation test of Zeng et al. (COLING 2025, "Converging to a Lingua Franca") and Tang et al.
+(ACL 2024, LAPE): switching off the neurons selected for one language should raise that
+language's perplexity far more than the other languages', and far more than switching off as
+many random neurons.
+
+Input: a ``hub analyze neurons`` run (``--from``): its neuron lists (``key_neurons.parquet`` or
+``lape_neurons.parquet``, ``--selector``), its languages and sentence files, and for
+``--mode mean`` the token-mean activation of every neuron (``neuron_stats.parquet``, over all
+its languages). Held-out sentences: the ``--n`` lines after the ones the neurons run used
+(``--offset``, default the run's ``--n``), in every ``--langs`` language.
+
+Conditions (each held-out sentence runs once under each): ``none`` (no edit); for every
+``--ablate`` language A, ``<selector>:A`` (A's selected neurons) and, with ``--random``,
+``random:A`` (as many random neurons in every layer as A has there, drawn with ``--seed`` from
+the neurons not selected for A).
+
+Traces: one forward pass per batch (rows of several conditions side by side). In every block
+with neurons to ablate the MLP activation, the input of the down projection
+(``[batch, seq, d_ff]``), is edited as an nnsight edit, so it runs the same on NDIF:
+``a[b, :, j] <- 0`` (``--mode zero``) or ``<- mean_j`` (``--mode mean``) for each row's neurons.
+Reduces (inside the trace): the next-token log-probability of every real token after the
+first, ``log softmax(logits[b, s])[x[b, s+1]]``, summed per row: ``[batch]`` numbers leave.
+Stores: ``scores.parquet`` (per prompt × condition: summed log-probability and predicted
+tokens) and ``perplexity.parquet`` (per condition and language: ``exp(-sum log p / tokens)``,
+its change against ``none``, the neurons ablated). Draws: the relative perplexity change by
+ablated language × evaluated language, selected vs random neurons.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hubclient import options as opt
+from hubclient.analysis import Analysis, Batch
+from hubclient.errors import HubError
+from hubclient.runner import RunConfig, run_analysis
+
+SELECTORS = {"key": "key_neurons", "lape": "lape_neurons"}
+MODES = ("zero", "mean")
+
+
+@dataclass
+class AblateOptions:
+    """Options of ``hub intervene ablate`` (recorded in the manifest).
+
+    Attributes:
+        source: the neurons run folder (``--from``).
+        selector: ``key`` (Zeng et al.'s key neurons) or ``lape`` (Tang et al.).
+        ablate: languages whose neurons are ablated, one condition each.
+        languages: languages evaluated (perplexity on held-out sentences).
+        sources: the sentence file of each evaluated language.
+        n: held-out sentences per language.
+        offset: first held-out line (0-based); lines before it were used to select neurons.
+        mode: ``zero`` or ``mean`` (the neuron's token-mean activation in the neurons run).
+        random: also ablate as many random neurons per layer (control).
+        seed: seed of the random neurons.
+    """
+
+    source: str = ""
+    selector: str = "key"
+    ablate: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    n: int = 20
+    offset: int = 100
+    mode: str = "zero"
+    random: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Condition:
+    """One ablation condition.
+
+    Attributes:
+        name: ``none``, ``<selector>:<language>`` or ``random:<language>``.
+        kind: ``none``, ``selected`` or ``random``.
+        ablated: the language whose neurons (or their random counterpart) are ablated ("" for none).
+        neurons: block (1..L) -> neuron indices (``d_ff`` columns of the ``mlp_down`` input).
+    """
+
+    name: str
+    kind: str
+    ablated: str
+    neurons: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Neurons ablated in all layers together."""
+        total = 0
+        for idx in self.neurons.values():
+            total += len(idx)
+        return total
+
+
+class Ablate(Analysis):
+    """Perplexity per language with neurons ablated (see the module docstring)."""
+
+    name = "ablate"
+    tables = {"scores": ["prompt"]}
+    needs_model_output = True
+
+    def __init__(self, options: AblateOptions, conditions: list[Condition], languages: list[str], sentences: list[int],
+                 means: dict[int, Any] | None = None, model_id: str | None = None):
+        """Bind the conditions and the evaluated sentences.
+
+        Prompt ``c * E + e`` is evaluated sentence ``e`` (of ``E``) under condition ``c``.
+
+        Args:
+            options: :class:`AblateOptions`.
+            conditions: the conditions, ``none`` first.
+            languages / sentences: language and sentence id of each of the E evaluated texts.
+            means: with ``--mode mean``, block -> ``[d_ff]`` replacement values.
+            model_id: the model the neurons were selected on (checked in :meth:`prepare`).
+
+        Raises:
+            HubError: an unknown mode, or mean mode without means for an ablated block.
+        """
+        super().__init__(options)
+        if options.mode not in MODES:
+            raise HubError(f"unknown --mode {options.mode!r}; choose one of {', '.join(MODES)}")
+        if len(languages) != len(sentences):
+            raise ValueError("languages and sentences must label every evaluated text")
+        self.conditions = list(conditions)
+        self.languages = list(languages)
+        self.sentences = list(sentences)
+        self.model_id = model_id
+        self.means = {}
+        import torch
+
+        for cond in self.conditions:
+            for block, idx in cond.neurons.items():
+                if options.mode == "mean" and idx and (means is None or block not in means):
+                    raise HubError(f"--mode mean needs the mean activation of block {block}; the neurons run has none")
+        if options.mode == "mean" and means is not None:
+            for block, values in means.items():
+                self.means[int(block)] = torch.as_tensor(values, dtype=torch.float32)
+        self.index = []
+        for cond in self.conditions:
+            per_block = {}
+            for block, idx in cond.neurons.items():
+                if len(idx):
+                    per_block[int(block)] = torch.as_tensor(sorted(idx), dtype=torch.long)
+            self.index.append(per_block)
+        self.n_layers = 0
+        self.d_ff = 0
+
+    def prompts(self, texts: list[str]) -> list[str]:
+        """The runner's prompt list: every evaluated text once per condition."""
+        out: list[str] = []
+        for _ in self.conditions:
+            out.extend(texts)
+        return out
+
+    def prompt_columns(self) -> dict[str, list[Any]]:
+        """Per-prompt labels for ``prompts.parquet``: condition, kind, ablated, language, sentence."""
+        columns: dict[str, list[Any]] = {"condition": [], "kind": [], "ablated": [], "language": [], "sentence": []}
+        for cond in self.conditions:
+            columns["condition"].extend([cond.name] * len(self.languages))
+            columns["kind"].extend([cond.kind] * len(self.languages))
+            columns["ablated"].extend([cond.ablated] * len(self.languages))
+            columns["language"].extend(self.languages)
+            columns["sentence"].extend(self.sentences)
+        return columns
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Check the neuron indices against the model.
+
+        Raises:
+            HubError: a model other than the neurons run's, or a neuron/block out of range.
+        """
+        if self.model_id is not None and model.model_id != self.model_id:
+            raise HubError(f"the neurons were selected on {self.model_id!r}, but --model is {model.model_id!r}; use the same model")
+        self.n_layers = model.n_layers
+        d_ff = _d_ff(model)
+        for cond in self.conditions:
+            for block, idx in cond.neurons.items():
+                if not 1 <= block <= model.n_layers:
+                    raise HubError(f"condition {cond.name}: block {block} is out of range 1..{model.n_layers}")
+                if idx and (min(idx) < 0 or max(idx) >= d_ff):
+                    raise HubError(f"condition {cond.name}: neuron {max(idx)} of block {block} is out of range 0..{d_ff - 1}")
+        self.d_ff = d_ff
+
+    # ------------------------------------------------------------------ inside the trace
+    def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
+        """Ablate each row's neurons, then ``{"logprob": [batch], "n": [batch]}``: the summed
+        next-token log-probability of the row's real tokens after the first, and their number.
+
+        A block where no row of the batch ablates anything is not touched, so a row of an empty
+        condition is computed exactly as an unedited forward pass.
+        """
+        import torch
+
+        device = model.device
+        n_eval = len(self.languages)
+        conds = []
+        for p in batch.prompt_index:
+            conds.append(p // n_eval)
+        rows = len(conds)
+        for block in range(1, self.n_layers + 1):
+            keep = None
+            for row in range(rows):
+                idx = self.index[conds[row]].get(block)
+                if idx is not None:
+                    if keep is None:
+                        keep = torch.ones(rows, self.d_ff)
+                    keep[row, idx] = 0.0
+            if keep is not None:
+                envoy = model.mlp_down(block)
+                act = envoy.input
+                scale = keep.to(device=device, dtype=act.dtype)[:, None, :]
+                if self.options.mode == "mean":
+                    fill = ((1.0 - keep) * self.means[block][None, :]).to(device=device, dtype=act.dtype)[:, None, :]
+                    envoy.input = act * scale + fill
+                else:
+                    envoy.input = act * scale
+        logits = model.lm.output.logits[:, :-1].float()
+        target = batch.input_ids[:, 1:].to(device)
+        mask = batch.attention_mask[:, 1:].to(device=device, dtype=torch.float32)
+        picked = logits.gather(-1, target[..., None])[..., 0]
+        logprob = (picked - torch.logsumexp(logits, dim=-1)) * mask
+        return {"logprob": logprob.sum(dim=1), "n": mask.sum(dim=1)}
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
+        """``scores`` rows: prompt, condition, kind, ablated, language, sentence, logprob, n_tokens."""
+        import numpy as np
+        import polars as pl
+
+        prompt = np.asarray(batch.prompt_index, dtype=np.int64)
+        n_eval = len(self.languages)
+        cond = prompt // n_eval
+        ev = prompt % n_eval
+        frame = pl.DataFrame(
+            {
+                "prompt": prompt,
+                "condition": [self.conditions[c].name for c in cond],
+                "kind": [self.conditions[c].kind for c in cond],
+                "ablated": [self.conditions[c].ablated for c in cond],
+                "language": [self.languages[e] for e in ev],
+                "sentence": np.asarray(self.sentences, dtype=np.int64)[ev],
+                "logprob": saved["logprob"].numpy().astype(np.float64),
+                "n_tokens": np.rint(saved["n"].numpy()).astype(np.int32),
+            }
+        )
+        return {"scores": frame}
+
+    # ------------------------------------------------------------------ statistics
+    def finish(self, run: Any) -> dict[str, Any]:
+        """``perplexity``: per condition and language, ``exp(-sum logprob / sum n_tokens)`` over
+        the held-out sentences, with its change against ``none`` (difference and ratio)."""
+        return {"perplexity": perplexity_table(run.table("scores"), self.conditions)}
+
+    def summary(self, run: Any) -> str:
+        """Per ablated language: the relative perplexity change of its own language and the mean
+        over the other languages, for the selected and the random neurons."""
+        import polars as pl
+
+        table = run.table("perplexity").filter(pl.col("kind") != "none")
+        lines = []
+        for (ablated,), rows in table.group_by("ablated", maintain_order=True):
+            parts = []
+            for kind in ("selected", "random"):
+                part = rows.filter(pl.col("kind") == kind)
+                if part.height == 0:
+                    continue
+                own = part.filter(pl.col("language") == ablated)["change"]
+                other = part.filter(pl.col("language") != ablated)["change"]
+                own_text = f"{own[0]:+.1%}" if own.len() else "n/a"
+                other_text = f"{other.mean():+.1%}" if other.len() else "n/a"
+                parts.append(f"{kind} ({int(part['n_ablated'][0])} neurons): own {own_text}, others {other_text}")
+            lines.append(f"  ablate {ablated}: " + "; ".join(parts))
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ plots
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        """``ablate_perplexity``: relative perplexity change (ablated language × evaluated
+        language), one panel for the selected and one for the random neurons."""
+        import altair as alt
+        import polars as pl
+
+        manifest = run.manifest
+        o = manifest["options"]
+        table = run.table("perplexity").filter(pl.col("kind") != "none")
+        langs = table["language"].unique(maintain_order=True).to_list()
+        ablated = table["ablated"].unique(maintain_order=True).to_list()
+        limit = max(float(table["change"].abs().max() or 0.0), 1e-6)
+        base = alt.Chart(table).encode(
+            x=alt.X("language:N", sort=langs, title="evaluated language"),
+            y=alt.Y("ablated:N", sort=ablated, title="neurons ablated for"),
+        )
+        rect = base.mark_rect().encode(
+            color=alt.Color("change:Q", title="perplexity change", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-limit, limit]), legend=alt.Legend(format="+.0%")),
+            tooltip=["condition", "language", "n_ablated", alt.Tooltip("perplexity:Q", format=".2f"), alt.Tooltip("baseline:Q", format=".2f"), alt.Tooltip("change:Q", format="+.1%")],
+        )
+        text = base.mark_text(fontSize=9).encode(text=alt.Text("change:Q", format="+.0%"))
+        chart = (
+            alt.layer(rect, text, data=table)
+            .properties(width=alt.Step(44), height=alt.Step(26))
+            .facet(column=alt.Column("kind:N", title=None, sort=["selected", "random"]))
+            .properties(
+                title=[
+                    f"Perplexity change when neurons are ablated · {manifest['model']['model_id']}",
+                    f"{o['selector']} neurons set to {'0' if o['mode'] == 'zero' else 'their mean'}; {o['n']} held-out sentences per language (lines {o['offset'] + 1}-{o['offset'] + o['n']}); random: as many neurons per layer",
+                ]
+            )
+        )
+        return {"ablate_perplexity": chart}
+
+
+def _d_ff(model: Any) -> int:
+    """Width of the MLP activation (``mlp_down`` input) of the model."""
+    import torch
+
+    module = model.torch_model.get_submodule(model.arch.layers)[0].get_submodule(model.arch.mlp_down)
+    if isinstance(module, torch.nn.Linear):
+        return int(module.in_features)
+    return int(module.weight.shape[0])  # GPT-2 Conv1D: weight [d_ff, d_model]
+
+
+def perplexity_table(scores: Any, conditions: list[Condition]) -> Any:
+    """Perplexity per condition and language, against the ``none`` condition.
+
+    ``perplexity = exp(-sum logprob / sum n_tokens)`` over a language's sentences (token-level,
+    as a language model's perplexity); ``baseline`` is the ``none`` condition's, ``change =
+    perplexity / baseline - 1``, ``difference = perplexity - baseline``.
+
+    Raises:
+        HubError: no ``none`` rows for a language (an incomplete run).
+    """
+    import polars as pl
+
+    sizes = {c.name: c.size for c in conditions}
+    table = (
+        scores.group_by("condition", "kind", "ablated", "language", maintain_order=True)
+        .agg(pl.col("logprob").sum(), pl.col("n_tokens").sum(), pl.len().alias("n_sentences"))
+        .with_columns((-(pl.col("logprob") / pl.col("n_tokens"))).exp().alias("perplexity"))
+    )
+    base = table.filter(pl.col("kind") == "none").select("language", pl.col("perplexity").alias("baseline"))
+    if base.height == 0:
+        raise HubError("no unablated (condition 'none') scores; the run is incomplete")
+    out = table.join(base, on="language", how="left").with_columns(
+        (pl.col("perplexity") / pl.col("baseline") - 1).alias("change"),
+        (pl.col("perplexity") - pl.col("baseline")).alias("difference"),
+        pl.col("condition").replace_strict(sizes, return_dtype=pl.Int64).alias("n_ablated"),
+        (pl.col("ablated") == pl.col("language")).alias("own_language"),
+    )
+    return out.select(
+        "condition", "kind", "ablated", "language", "own_language", "n_ablated", "n_sentences", "n_tokens",
+        "perplexity", "baseline", "change", "difference",
+    )
+
+
+# --------------------------------------------------------------------------- the neurons run
+
+
+def open_neurons_run(path: Path) -> Any:
+    """Open ``--from``: a complete single-model ``hub analyze neurons`` run.
+
+    Raises:
+        HubError: not a run folder, a run of another analysis, a multi-model parent folder
+            (naming its model runs), or an incomplete run.
+    """
+    from hubclient.store import RunDir
+
+    run = RunDir.open(path)
+    manifest = run.manifest
+    if manifest.get("analysis") != "neurons":
+        raise HubError(f"--from {path} is a {manifest.get('analysis')!r} run, not a neurons run; run `hub analyze neurons` first")
+    if "runs" in manifest:
+        subs = ", ".join(str(Path(path) / s) for s in manifest["runs"])
+        raise HubError(f"--from {path} compares several models; pass one of its model runs: {subs}")
+    if manifest.get("status") != "complete":
+        raise HubError(f"--from {path} is not complete (status {manifest.get('status')!r}); finish it with --resume {path}")
+    return run
+
+
+def selected_neurons(run: Any, selector: str, language: str) -> dict[int, list[int]]:
+    """Block -> neuron indices selected for ``language`` by ``selector`` in a neurons run."""
+    import polars as pl
+
+    table = run.table(SELECTORS[selector]).filter(pl.col("language") == language)
+    out: dict[int, list[int]] = {}
+    for (layer,), rows in table.group_by("layer", maintain_order=True):
+        out[int(layer)] = sorted(int(v) for v in rows["neuron"].to_list())
+    return out
+
+
+def random_like(neurons: dict[int, list[int]], d_ff: int, seed: int, salt: int) -> dict[int, list[int]]:
+    """As many random neurons in each block as ``neurons`` has there, drawn without
+    replacement from the block's other neurons (``numpy.random.default_rng([seed, salt])``).
+
+    Raises:
+        HubError: a block where more than half the neurons are selected (no equal-size
+            disjoint random set exists).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, salt])
+    out: dict[int, list[int]] = {}
+    for block in sorted(neurons):
+        chosen = set(neurons[block])
+        pool = np.asarray([j for j in range(d_ff) if j not in chosen], dtype=np.int64)
+        if len(chosen) > pool.size:
+            raise HubError(f"block {block} has {len(chosen)} of {d_ff} neurons selected: too many for a disjoint random set; use --no-random")
+        out[block] = sorted(int(v) for v in rng.choice(pool, size=len(chosen), replace=False))
+    return out
+
+
+def mean_activations(run: Any) -> dict[int, Any]:
+    """Block -> ``[d_ff]`` token-mean activation over all languages of a neurons run
+    (``neuron_stats.parquet``: per-language means weighted by their token counts)."""
+    import numpy as np
+
+    table = run.table("neuron_stats")
+    out = {}
+    for (layer,), rows in table.group_by("layer", maintain_order=True):
+        weights = rows["n_tokens"].to_numpy().astype(np.float64)
+        means = rows["mean_activation"].to_numpy().astype(np.float64)
+        out[int(layer)] = weights @ means / weights.sum()
+    return out
+
+
+def build_conditions(run: Any, selector: str, ablate: list[str], random: bool, seed: int) -> list[Condition]:
+    """``none``, then per ablated language its selected neurons and (``random``) a random set of
+    the same size per block. Warns about a language with no selected neuron."""
+    import polars as pl
+
+    d_ff = int(run.table("counts").filter(pl.col("selector") == selector)["d_ff"][0])
+    languages = run.manifest["options"]["languages"]
+    conditions = [Condition("none", "none", "")]
+    for language in ablate:
+        neurons = selected_neurons(run, selector, language)
+        cond = Condition(f"{selector}:{language}", "selected", language, neurons)
+        if cond.size == 0:
+            warnings.warn(f"no {selector} neurons are selected for {language}; its ablation changes nothing")
+        conditions.append(cond)
+        if random:
+            conditions.append(Condition(f"random:{language}", "random", language, random_like(neurons, d_ff, seed, languages.index(language))))
+    return conditions
+
+
+def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Path | None) -> tuple[list[str], list[str], list[int], list[str]]:
+    """The held-out texts: lines ``offset .. offset+n-1`` of every language's file (the neurons
+    run's files, or ``<flores_dir>/<code>.devtest``).
+
+    Returns:
+        ``(texts, languages, sentences, sources)``, language by language.
+
+    Raises:
+        HubError: a file that is gone (pass ``--flores-dir``), too few lines, or empty lines.
+    """
+    from hubclient.parallel import read_flores, read_parallel_files
+
+    o = run.manifest["options"]
+    if flores_dir is not None:
+        corpus = read_flores(languages, flores_dir, n=offset + n, skip_empty=o.get("skip_empty", False))
+    else:
+        paths = []
+        for language in languages:
+            path = Path(o["sources"][o["languages"].index(language)])
+            if not path.is_file():
+                raise HubError(f"the neurons run read {language} from {path}, which is gone; pass --flores-dir")
+            paths.append(path)
+        corpus = read_parallel_files(paths, n=offset + n, skip_empty=o.get("skip_empty", False))
+    texts: list[str] = []
+    langs: list[str] = []
+    sentences: list[int] = []
+    for language, lines in zip(languages, corpus.texts):
+        texts.extend(lines[offset:])
+        langs.extend([language] * n)
+        sentences.extend(corpus.sentences[offset:])
+    return texts, langs, sentences, [str(p) for p in corpus.sources]
+
+
+def _split(values: list[str] | None, default: list[str], available: list[str], option: str) -> list[str]:
+    if not values:
+        return list(default)
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if item and item not in out:
+                if item not in available:
+                    raise HubError(f"{option} {item!r} is not a language of the neurons run ({', '.join(available)})")
+                out.append(item)
+    return out
+
+
+PANEL = "Ablation"
+
+
+@opt.analysis_command
+def command(
+    source: Annotated[Path, typer.Option("--from", help="A `hub analyze neurons` run folder (one model): its neuron lists, languages and sentence files.", rich_help_panel="Input", show_default=False)],
+    langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages to evaluate (comma-separated or repeated) [default: all of the neurons run].", rich_help_panel="Input", show_default=False)] = None,
+    ablate: Annotated[Optional[list[str]], typer.Option("--ablate", help="Languages whose neurons are ablated, one condition each [default: all of the neurons run].", rich_help_panel=PANEL, show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Held-out sentences per evaluated language.", rich_help_panel="Input")] = 20,
+    offset: Annotated[Optional[int], typer.Option("--offset", min=0, help="First held-out line (0-based) [default: the neurons run's --n, i.e. the lines right after those used to select neurons].", rich_help_panel="Input", show_default=False)] = None,
+    flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Read held-out lines from this FLORES folder instead of the neurons run's files.", rich_help_panel="Input")] = None,
+    selector: Annotated[str, typer.Option(help="key: Zeng et al.'s key linguistic neurons; lape: Tang et al.'s LAPE neurons.", rich_help_panel=PANEL)] = "key",
+    mode: Annotated[str, typer.Option(help="zero: set the neurons to 0; mean: to their token-mean activation in the neurons run.", rich_help_panel=PANEL)] = "zero",
+    random: Annotated[bool, typer.Option("--random/--no-random", help="Also ablate as many random neurons per layer (control condition).", rich_help_panel=PANEL)] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random neurons.", rich_help_panel=PANEL)] = 0,
+    *,
+    config: RunConfig,
+) -> None:
+    """Ablate language-specific neurons (from `hub analyze neurons`) and measure perplexity per language.
+
+    Every held-out sentence runs unablated, with each --ablate language's neurons set to zero
+    (or their mean), and with as many random neurons; perplexity per language and its change
+    go to perplexity.parquet, with a heatmap. The edits are nnsight edits (--remote works).
+    """
+    if selector not in SELECTORS:
+        raise HubError(f"unknown --selector {selector!r}; choose one of {', '.join(SELECTORS)}")
+    if mode not in MODES:
+        raise HubError(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
+    run = open_neurons_run(source)
+    o = run.manifest["options"]
+    available = list(o["languages"])
+    eval_langs = _split(langs, available, available, "--langs")
+    ablate_langs = _split(ablate, available, available, "--ablate")
+    if offset is None:
+        if o.get("n") is None:
+            raise HubError(f"the neurons run {source} used every line; pass --offset to choose held-out lines")
+        offset = int(o["n"])
+    elif o.get("n") is not None and offset < int(o["n"]):
+        warnings.warn(f"--offset {offset} overlaps the {o['n']} sentences the neurons were selected on; the test is not held out")
+    texts, languages, sentences, sources = held_out(run, eval_langs, n, offset, flores_dir)
+    options = AblateOptions(
+        source=str(source), selector=selector, ablate=ablate_langs, languages=eval_langs, sources=sources, n=n, offset=offset,
+        mode=mode, random=random, seed=seed,
+    )
+    conditions = build_conditions(run, selector, ablate_langs, random, seed)
+    means = mean_activations(run) if mode == "mean" else None
+    analysis = Ablate(options, conditions, languages, sentences, means=means, model_id=run.manifest["model"]["model_id"])
+    result = run_analysis(analysis, analysis.prompts(texts), config, prompt_columns=analysis.prompt_columns())
+    opt.report(result)
+    typer.echo(analysis.summary(result))
+
+
+ANALYSIS = Ablate

@@ -1,0 +1,579 @@
+"""``hub analyze neurons``: language-specific neurons and the lingua franca (Zeng et al. 2025).
+
+"Converging to a Lingua Franca" (Zeng, Han, Chen, Yu; COLING 2025, arXiv 2410.11718) reads the
+MLP neurons of every layer on parallel FLORES sentences: activations cluster by language in the
+first and last layers and by meaning in the middle ones. LAPE (Tang et al., ACL 2024) is the
+standard alternative selector of language-specific neurons.
+
+Traces: in every decoder block ``l = 1..L`` the MLP's intermediate activation, the input of the
+down projection (:meth:`hubclient.models.HubModel.mlp_down`, ``[batch, seq, d_ff]``:
+``act(gate(x)) * up(x)`` for gated MLPs, the GELU output for GPT-2/BLOOM-style ones); for gated
+MLPs also ``act(gate(x))`` (the activation-function module's output), where LAPE counts a neuron
+as active, as in Tang et al.'s code. The forward pass stops after the last block's MLP (no final
+norm, no ``lm_head``).
+Reduces (inside the trace, over each sentence's real tokens without a leading BOS, padding
+never counts): the token mean of the activation, ``[L, batch, d_ff]``, and the number of tokens on
+which each neuron is active (> 0), ``[L, batch, d_ff]``. Nothing ``[tokens, d_ff]``-sized leaves
+the trace.
+Stores (streamed per batch): ``activations.parquet`` (prompt, language, sentence, layer,
+n_tokens, activation[d_ff]; ``--float16`` halves it) and ``lape_counts.parquet`` (per batch,
+language and layer: tokens and active-token counts[d_ff]). :meth:`Neurons.finish` then reads one
+layer at a time and writes ``lrds_sads.parquet`` (LRDS, SADS and SADS against a cross-language
+baseline per layer; :mod:`hubclient.neurons`), ``key_neurons.parquet`` (Zeng et al.'s key
+linguistic neurons: neuron, score, z), ``lape_neurons.parquet`` (Tang et al.'s selection: neuron,
+probability, entropy), ``counts.parquet`` (neurons per selector, layer and language) and
+``neuron_stats.parquet`` (per layer and language: token-mean activation and activation
+probability of every neuron; ``hub intervene ablate --mode mean`` reads it).
+Draws: LRDS and SADS by layer; selected neurons per layer and language (both selectors).
+
+Layer convention here: ``layer l`` is the MLP of decoder block ``l`` (1..L); there is no layer 0.
+``--model`` is repeatable: each model gets its own run inside one parent folder, whose tables
+concatenate theirs (column ``model``) and whose charts compare them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hubclient import neurons as stats
+from hubclient import options as opt
+from hubclient.analysis import Analysis, Batch
+from hubclient.arch import get_module
+from hubclient.errors import HubError
+from hubclient.runner import RunConfig, run_analysis
+
+#: The paper's ten FLORES-200 languages (Zeng et al. 2025, Sec. 3).
+DEFAULT_LANGS = ["eng_Latn", "zho_Hans", "zho_Hant", "fra_Latn", "spa_Latn", "por_Latn", "arb_Arab", "vie_Latn", "hin_Deva", "ind_Latn"]
+#: Largest magnitude float16 holds.
+FLOAT16_MAX = 65504.0
+#: Measures of ``lrds_sads.parquet``.
+MEASURES = ("LRDS", "SADS", "SADS-x")
+
+
+@dataclass
+class NeuronOptions:
+    """Options of the neurons analysis (recorded in the manifest).
+
+    Attributes:
+        languages: language names in input order (FLORES codes or file stems).
+        sources: the files they were read from.
+        n: first N sentences of every language (``None``: all).
+        skip_empty: line indices empty in any language were dropped from all.
+        float16: store the activations as float16 (statistics are computed in float64 either way).
+        z_threshold: key neuron when its z-score across languages exceeds this (paper: 2).
+        lape_top: LAPE: share of all neurons (all layers) with the lowest entropy to select.
+        lape_quantile: LAPE: the minimum probability is this quantile of all probabilities.
+    """
+
+    languages: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    n: int | None = 100
+    skip_empty: bool = False
+    float16: bool = False
+    z_threshold: float = 2.0
+    lape_top: float = 0.01
+    lape_quantile: float = 0.95
+
+
+def gate_activation(model: Any, block: int) -> Any:
+    """The envoy whose output is ``act(gate(x))`` in block ``block`` (1..L) of a gated MLP, or
+    ``None`` when the MLP is not gated (then the ``mlp_down`` input is the activation output).
+
+    A gated MLP is recognised as the module holding ``mlp_down`` that also has ``gate_proj`` and
+    ``act_fn`` (Llama, Mistral, Qwen, Gemma in transformers 5).
+    """
+    path = model.arch.mlp_down.rsplit(".", 1)
+    mlp = get_module(model.layers[block - 1], path[0]) if len(path) == 2 else None
+    if mlp is None or get_module(mlp, "gate_proj") is None or get_module(mlp, "act_fn") is None:
+        return None
+    return get_module(mlp, "act_fn")
+
+
+def token_weights(batch: Batch, bos_id: int | None) -> Any:
+    """``[batch, seq]`` float32 weights: 1 on each prompt's real tokens except a leading BOS (kept
+    when it is the only token), 0 on padding. Plain loops only: it runs inside trace bodies."""
+    import torch
+
+    weights = batch.attention_mask.to(torch.float32).clone()
+    if bos_id is not None:
+        for b in range(weights.shape[0]):
+            if int(batch.input_ids[b, 0]) == bos_id and batch.lengths[b] > 1:
+                weights[b, 0] = 0.0
+    return weights
+
+
+class Neurons(Analysis):
+    """MLP neurons by language and meaning (see the module docstring)."""
+
+    name = "neurons"
+    tables = {"activations": ["layer", "prompt"], "lape_counts": ["layer", "language", "batch"]}
+
+    def __init__(self, options: NeuronOptions, languages: list[str], sentences: list[int]):
+        """Bind options and the per-prompt labels.
+
+        Args:
+            options: :class:`NeuronOptions`.
+            languages / sentences: the language and sentence id of each prompt (K×N each, as
+                :meth:`hubclient.parallel.ParallelCorpus.flat` gives them).
+
+        Raises:
+            HubError: fewer than 2 languages, a threshold or LAPE rate out of range.
+        """
+        super().__init__(options)
+        if len(options.languages) < 2:
+            raise HubError(f"need at least 2 languages, got {len(options.languages)}")
+        if not 0 < options.lape_top <= 1:
+            raise HubError(f"--lape-top must be in (0, 1], got {options.lape_top}")
+        if not 0 < options.lape_quantile <= 1:
+            raise HubError(f"--lape-quantile must be in (0, 1], got {options.lape_quantile}")
+        if len(languages) != len(sentences):
+            raise ValueError("languages and sentences must label every prompt")
+        k = len(options.languages)
+        if (k - 1) / k**0.5 <= options.z_threshold:
+            warnings.warn(
+                f"with {k} languages no z-score can exceed {(k - 1) / k**0.5:.2f}, so no neuron passes --z-threshold "
+                f"{options.z_threshold}; use more languages or a lower threshold"
+            )
+        self.languages = list(languages)
+        self.sentences = list(sentences)
+        self.n_layers = 0
+        self.bos_id: int | None = None
+        self.gated = False
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Record the model's blocks, its BOS id and whether its MLP is gated."""
+        self.n_layers = model.n_layers
+        self.bos_id = model.tokenizer.bos_token_id
+        self.gated = gate_activation(model, 1) is not None
+
+    # ------------------------------------------------------------------ inside the trace
+    def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
+        """Per block: ``{"mean": [L, batch, d_ff], "active": [L, batch, d_ff]}`` (float32).
+
+        ``mean[l, b] = sum_s w[b, s] a_l[b, s] / sum_s w[b, s]`` with ``a_l`` the ``mlp_down``
+        input and ``w`` from :func:`token_weights`; ``active[l, b] = sum_s w[b, s] [g_l[b, s] > 0]``
+        with ``g_l = act(gate(x))`` for gated MLPs, else ``a_l``.
+        """
+        import torch
+
+        weights = token_weights(batch, self.bos_id).to(model.device)
+        norm = weights / weights.sum(dim=1, keepdim=True)
+        means = []
+        active = []
+        for block in range(1, self.n_layers + 1):
+            gate = gate_activation(model, block) if self.gated else None
+            firing = gate.output if gate is not None else None
+            act = model.mlp_down(block).input
+            if firing is None:
+                firing = act
+            means.append(torch.einsum("bs,bsf->bf", norm, act.float()))
+            active.append(torch.einsum("bs,bsf->bf", weights, (firing > 0).float()))
+        return {"mean": torch.stack(means), "active": torch.stack(active)}
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
+        """One batch's ``activations`` rows (per prompt and layer) and ``lape_counts`` rows (per
+        language and layer: the batch's tokens and active-token counts summed)."""
+        import numpy as np
+        import polars as pl
+
+        mean = saved["mean"].numpy().astype(np.float32, copy=False)  # [L, b, d]
+        active = np.rint(saved["active"].numpy()).astype(np.int32)  # [L, b, d]
+        n_layers, n, d = mean.shape
+        n_tokens = token_weights(batch, self.bos_id).sum(dim=1).numpy().astype(np.int32)
+        prompt = np.asarray(batch.prompt_index, dtype=np.int64)
+        languages = np.asarray(self.languages, dtype=object)[prompt].astype(str)
+        sentences = np.asarray(self.sentences, dtype=np.int64)[prompt]
+        row = np.tile(np.arange(n), n_layers)
+        values = mean.reshape(n_layers * n, d)
+        if self.options.float16:
+            if np.abs(values).max(initial=0.0) > FLOAT16_MAX:
+                warnings.warn(f"activations beyond ±{FLOAT16_MAX:g} are clipped to fit --float16; drop --float16 to keep them")
+                values = np.clip(values, -FLOAT16_MAX, FLOAT16_MAX)
+            values = values.astype(np.float16)
+        layers = np.repeat(np.arange(1, n_layers + 1, dtype=np.int32), n)
+        activations = pl.DataFrame(
+            {
+                "prompt": prompt[row], "language": languages[row], "sentence": sentences[row], "layer": layers,
+                "n_tokens": n_tokens[row], "activation": values,
+            }
+        )
+        count_rows: dict[str, list[Any]] = {"batch": [], "language": [], "layer": [], "n_tokens": [], "n_active": []}
+        for language in sorted(set(languages.tolist())):
+            members = languages == language
+            for layer in range(n_layers):
+                count_rows["batch"].append(batch.index)
+                count_rows["language"].append(language)
+                count_rows["layer"].append(layer + 1)
+                count_rows["n_tokens"].append(int(n_tokens[members].sum()))
+                count_rows["n_active"].append(active[layer, members].sum(axis=0))
+        counts = pl.DataFrame(
+            {
+                "batch": np.asarray(count_rows["batch"], dtype=np.int32), "language": count_rows["language"],
+                "layer": np.asarray(count_rows["layer"], dtype=np.int32), "n_tokens": np.asarray(count_rows["n_tokens"], dtype=np.int64),
+                "n_active": np.stack(count_rows["n_active"]).astype(np.int32),
+            }
+        )
+        return {"activations": activations, "lape_counts": counts}
+
+    # ------------------------------------------------------------------ statistics
+    def finish(self, run: Any) -> dict[str, Any]:
+        """LRDS/SADS, key neurons, neuron statistics (one layer of ``activations.parquet`` in
+        memory at a time) and the LAPE selection (from the small ``lape_counts`` table)."""
+        import numpy as np
+        import polars as pl
+
+        o = self.options
+        model_id = run.manifest["model"]["model_id"]
+        langs = list(o.languages)
+        measures: list[dict[str, Any]] = []
+        key_frames = []
+        count_rows: list[dict[str, Any]] = []
+        stat_rows: dict[str, list[Any]] = {"layer": [], "language": [], "n_tokens": [], "mean_activation": [], "active_prob": []}
+        probs = lape_probabilities(run.path / "lape_counts.parquet", langs, self.n_layers)  # [K, L, d]
+        for layer in range(1, self.n_layers + 1):
+            x, languages, sentences, n_tokens = layer_activations(run.path / "activations.parquet", layer)
+            lr = stats.lrds(x, languages)
+            sa = stats.sads(x, sentences)
+            cross = stats.cross_language_baseline(x, languages, sentences)
+            for measure, same, different in (("LRDS", lr.same, lr.different), ("SADS", sa.same, sa.different), ("SADS-x", sa.same, cross)):
+                measures.append({"layer": layer, "measure": measure, "value": same - different, "same": same, "different": different})
+            per_language = []
+            for language in langs:
+                members = languages == language
+                if not members.any():
+                    raise HubError(f"{run.path}: no activations of language {language!r} at layer {layer}; the run is incomplete")
+                per_language.append(x[members])
+                weight = n_tokens[members].astype(np.float64)
+                stat_rows["layer"].append(layer)
+                stat_rows["language"].append(language)
+                stat_rows["n_tokens"].append(int(weight.sum()))
+                stat_rows["mean_activation"].append((weight @ x[members] / max(weight.sum(), 1.0)).astype(np.float32))
+                stat_rows["active_prob"].append(probs[langs.index(language), layer - 1].astype(np.float32))
+            scores, z, key = stats.key_neurons(per_language, o.z_threshold)
+            for k, language in enumerate(langs):
+                idx = np.flatnonzero(key[k])
+                key_frames.append(neuron_frame(layer, language, idx, score=scores[k, idx], z=z[k, idx]))
+                count_rows.append({"selector": "key", "layer": layer, "language": language, "n_neurons": int(idx.size), "d_ff": x.shape[1]})
+        sel = stats.lape(probs.reshape(len(langs), -1), o.lape_top, o.lape_quantile)
+        d_ff = probs.shape[2]
+        entropy = sel.entropy.reshape(self.n_layers, d_ff)
+        lape_frames = []
+        for k, language in enumerate(langs):
+            specific = sel.specific[k].reshape(self.n_layers, d_ff)
+            for layer in range(1, self.n_layers + 1):
+                idx = np.flatnonzero(specific[layer - 1])
+                lape_frames.append(neuron_frame(layer, language, idx, prob=probs[k, layer - 1, idx], entropy=entropy[layer - 1, idx]))
+                count_rows.append({"selector": "lape", "layer": layer, "language": language, "n_neurons": int(idx.size), "d_ff": d_ff})
+
+        def with_model(frame: Any) -> Any:
+            return frame.with_columns(pl.lit(model_id).alias("model"), pl.lit(self.n_layers).cast(pl.Int32).alias("n_layers")).select(
+                "model", *frame.columns, "n_layers"
+            )
+
+        counts = pl.DataFrame(count_rows, schema_overrides={"layer": pl.Int32, "n_neurons": pl.Int32, "d_ff": pl.Int32})
+        stats_frame = pl.DataFrame(
+            {
+                "layer": np.asarray(stat_rows["layer"], dtype=np.int32), "language": stat_rows["language"],
+                "n_tokens": np.asarray(stat_rows["n_tokens"], dtype=np.int64),
+                "mean_activation": np.stack(stat_rows["mean_activation"]), "active_prob": np.stack(stat_rows["active_prob"]),
+            }
+        )
+        return {
+            "lrds_sads": with_model(pl.DataFrame(measures, schema_overrides={"layer": pl.Int32})),
+            "key_neurons": with_model(pl.concat(key_frames)),
+            "lape_neurons": with_model(pl.concat(lape_frames)),
+            "counts": with_model(counts.with_columns((pl.col("n_neurons") / pl.col("d_ff")).alias("share"))),
+            "neuron_stats": stats_frame,
+        }
+
+    def summary(self, run: Any) -> str:
+        """Per model: the layers where LRDS and SADS peak, and selected neurons per language."""
+        return summarize(run)
+
+    # ------------------------------------------------------------------ plots
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        """``neurons_lrds_sads`` (LRDS and SADS by layer, one line per model) and
+        ``neurons_counts`` (selected neurons per layer and language, per selector and model)."""
+        import altair as alt
+        import polars as pl
+
+        table = run.table("lrds_sads").filter(pl.col("measure").is_in(["LRDS", "SADS"]))
+        models = table["model"].unique(maintain_order=True).to_list()
+        depths = table.group_by("model").agg(pl.col("n_layers").first())["n_layers"].unique()
+        relative = depths.len() > 1
+        table = table.with_columns((pl.col("layer") / pl.col("n_layers")).alias("depth"))
+        x = alt.X("depth:Q", title="relative depth (layer / L)") if relative else alt.X("layer:Q", title="layer (MLP of block l)", scale=alt.Scale(zero=False))
+        title = "Language (LRDS) vs meaning (SADS) similarity of MLP activations by layer"
+        lines = (
+            alt.Chart(table)
+            .mark_line(point=True)
+            .encode(
+                x=x,
+                y=alt.Y("value:Q", title="same-group minus other-group mean cosine"),
+                color=alt.Color("model:N", sort=models, legend=alt.Legend(orient="bottom", labelLimit=400)),
+                tooltip=["model", "layer", "measure", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("same:Q", format=".4f"), alt.Tooltip("different:Q", format=".4f")],
+            )
+            .properties(width=320, height=220)
+            .facet(column=alt.Column("measure:N", title=None, sort=["LRDS", "SADS"]))
+            .resolve_scale(y="independent")
+            .properties(title=[title, "LRDS: same language vs different languages; SADS: same sentence (translations) vs different sentences"])
+        )
+        counts = run.table("counts")
+        langs = counts["language"].unique(maintain_order=True).to_list()
+        heat = (
+            alt.Chart(counts)
+            .mark_rect()
+            .encode(
+                x=alt.X("layer:O", title="layer (MLP of block l)"),
+                y=alt.Y("language:N", sort=langs, title=None),
+                color=alt.Color("n_neurons:Q", title="neurons", scale=alt.Scale(scheme="viridis")),
+                tooltip=["model", "selector", "layer", "language", "n_neurons", alt.Tooltip("share:Q", format=".2%")],
+            )
+            .properties(width=alt.Step(18), height=alt.Step(16))
+            .facet(column=alt.Column("selector:N", title=None, sort=["key", "lape"]), row=alt.Row("model:N", title=None, sort=models))
+            .properties(title=["Language-specific neurons per layer and language", "key: Zeng et al. 2025 (z > threshold); lape: Tang et al. 2024 (low entropy)"])
+        )
+        return {"neurons_lrds_sads": lines, "neurons_counts": heat}
+
+
+# --------------------------------------------------------------------------- reading tables
+
+
+def neuron_frame(layer: int, language: str, neurons: Any, **values: Any) -> Any:
+    """Rows ``(layer, language, neuron, **values)`` of a neuron list (typed even when empty)."""
+    import numpy as np
+    import polars as pl
+
+    n = len(neurons)
+    columns = {
+        "layer": pl.Series("layer", np.full(n, layer, dtype=np.int32)),
+        "language": pl.Series("language", [language] * n, dtype=pl.String),
+        "neuron": pl.Series("neuron", np.asarray(neurons, dtype=np.int32)),
+    }
+    for name, value in values.items():
+        columns[name] = pl.Series(name, np.asarray(value, dtype=np.float64))
+    return pl.DataFrame(columns)
+
+
+def layer_activations(path: Path, layer: int) -> tuple[Any, Any, Any, Any]:
+    """One layer's rows of ``activations.parquet``, in prompt order.
+
+    Returns:
+        ``(x [n, d_ff] float64, languages [n], sentences [n], n_tokens [n])`` (numpy).
+    """
+    import numpy as np
+    import polars as pl
+
+    frame = (
+        pl.scan_parquet(path).filter(pl.col("layer") == layer).select("prompt", "language", "sentence", "n_tokens", "activation").collect().sort("prompt")
+    )
+    x = frame["activation"].to_numpy().astype(np.float64)
+    return x, frame["language"].to_numpy().astype(str), frame["sentence"].to_numpy(), frame["n_tokens"].to_numpy()
+
+
+def lape_probabilities(path: Path, languages: list[str], n_layers: int) -> Any:
+    """Activation probabilities ``p[k, l-1, j]`` = active tokens / tokens of language k at layer l,
+    summed over the batches of ``lape_counts.parquet``; ``[K, L, d_ff]`` float64.
+
+    Raises:
+        HubError: a language or layer without counts (an incomplete run).
+    """
+    import numpy as np
+    import polars as pl
+
+    frame = pl.read_parquet(path)
+    out = None
+    for k, language in enumerate(languages):
+        for layer in range(1, n_layers + 1):
+            part = frame.filter((pl.col("language") == language) & (pl.col("layer") == layer))
+            tokens = int(part["n_tokens"].sum())
+            if part.height == 0 or tokens == 0:
+                raise HubError(f"{path}: no tokens of language {language!r} at layer {layer}; the run is incomplete")
+            active = part["n_active"].to_numpy().astype(np.float64).sum(axis=0)
+            if out is None:
+                out = np.zeros((len(languages), n_layers, active.size))
+            out[k, layer - 1] = active / tokens
+    return out
+
+
+def summarize(run: Any) -> str:
+    """A few lines per model: peak LRDS/SADS layers and neurons selected per language."""
+    import polars as pl
+
+    table = run.table("lrds_sads")
+    counts = run.table("counts")
+    lines = []
+    for (model,), rows in table.group_by("model", maintain_order=True):
+        parts = []
+        for measure in ("LRDS", "SADS"):
+            m = rows.filter(pl.col("measure") == measure).sort("layer")
+            peak = m.row(int(m["value"].arg_max()), named=True)
+            low = m.row(int(m["value"].arg_min()), named=True)
+            parts.append(f"{measure} peak {peak['value']:.4f} at layer {peak['layer']}, low {low['value']:.4f} at layer {low['layer']}")
+        lines.append(f"  {model}: " + "; ".join(parts))
+        mine = counts.filter(pl.col("model") == model)
+        for selector in ("key", "lape"):
+            per = mine.filter(pl.col("selector") == selector).group_by("language", maintain_order=True).agg(pl.col("n_neurons").sum())
+            text = ", ".join(f"{r['language']} {r['n_neurons']}" for r in per.iter_rows(named=True))
+            lines.append(f"    {selector} neurons: {text}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- several models
+
+
+def model_slug(name: str) -> str:
+    """A folder name for a model (``google/gemma-3-270m`` -> ``google_gemma-3-270m``)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.")
+    return slug[-80:] or "model"
+
+
+COMBINED = ("lrds_sads", "counts", "key_neurons", "lape_neurons")
+
+
+def run_models(
+    options: NeuronOptions, prompts: list[str], languages: list[str], sentences: list[int], config: RunConfig, models: list[str]
+) -> Any:
+    """Run the analysis once per model inside one parent run folder and combine the results.
+
+    The parent ``OUT/RUN_ID/`` holds one complete run per model (``<model slug>/``) and the
+    concatenation of their ``lrds_sads``, ``counts``, ``key_neurons`` and ``lape_neurons`` tables
+    (column ``model``), its own manifest (``runs``: the sub-run folders) and the comparison
+    charts. ``--resume PARENT`` keeps finished model runs, resumes an interrupted one and starts
+    the missing ones.
+
+    Raises:
+        HubError: a model named twice, an existing parent without ``--resume``, and every error of
+            :func:`hubclient.runner.run_analysis`.
+    """
+    import polars as pl
+
+    from hubclient.runner import hash_inputs, save_plots, versions
+    from hubclient.store import RunDir, new_run_id, write_parquet
+
+    if config.detach:
+        raise HubError("--detach runs one model at a time; give a single --model")
+    slugs = []
+    for name in models:
+        slug = model_slug(name)
+        if slug in slugs:
+            raise HubError(f"--model {name!r} is given twice (or two models share the folder name {slug!r})")
+        slugs.append(slug)
+    started = time.time()
+    if config.resume is not None:
+        parent = RunDir.open(config.resume)
+        if parent.manifest.get("models") != models:
+            raise HubError(f"cannot resume {parent.path}: it compares {parent.manifest.get('models')}, not {models}")
+    else:
+        describe = json.loads(json.dumps(options.__dict__, default=str))
+        tag = hashlib.sha256((hash_inputs(prompts) + json.dumps([describe, models], sort_keys=True)).encode()).hexdigest()
+        parent = RunDir.create(config.out, config.name or new_run_id("neurons", tag))
+        parent.write_manifest(
+            {
+                "analysis": Neurons.name, "status": "running", "models": models, "runs": slugs,
+                "model": {"model_id": " + ".join(models), "notes": []}, "options": describe,
+                "n_prompts": len(prompts), "input_sha256": hash_inputs(prompts), "versions": versions(),
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+    subruns = []
+    for name, slug in zip(models, slugs):
+        folder = parent.path / slug
+        sub = replace(config, model=name, out=parent.path, name=slug, resume=None)
+        if (folder / "manifest.json").is_file():
+            existing = RunDir.open(folder)
+            if existing.manifest.get("status") == "complete":
+                subruns.append(existing)
+                continue
+            sub = replace(sub, name=None, resume=folder)
+        analysis = Neurons(options, languages, sentences)
+        subruns.append(run_analysis(analysis, prompts, sub, prompt_columns={"language": languages, "sentence": sentences}))
+    rows = {}
+    for table in COMBINED:
+        frame = pl.concat([run.table(table) for run in subruns], how="vertical")
+        write_parquet(parent.path / f"{table}.parquet", frame)
+        rows[table] = frame.height
+    notes = []
+    for run in subruns:
+        notes.extend(run.manifest["model"].get("notes", []))
+    parent.update_manifest(model={"model_id": " + ".join(models), "notes": sorted(set(notes))})
+    drawn = save_plots(Neurons, parent) if config.plots else []
+    parent.update_manifest(
+        status="complete", rows=rows, plots=drawn, seconds=round(time.time() - started, 2),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    return parent
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def split_langs(values: list[str] | None) -> list[str]:
+    """``--langs`` values, each possibly comma-separated, in order (default: the paper's ten)."""
+    if not values:
+        return list(DEFAULT_LANGS)
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if item and item not in out:
+                out.append(item)
+    return out
+
+
+PANEL = "Neurons"
+
+
+@opt.analysis_command(multi_model=True)
+def command(
+    flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Folder of FLORES-200 files named CODE.devtest; --langs are then FLORES codes.", rich_help_panel="Input")] = None,
+    langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages: FLORES codes (comma-separated or repeated) with --flores-dir, or paths of parallel text files. Default: the paper's ten, " + ",".join(DEFAULT_LANGS) + ".", rich_help_panel="Input", show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", help="Use the first N sentences of every language.", rich_help_panel="Input")] = 100,
+    skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Drop a line index that is empty in any language from all languages instead of failing.", rich_help_panel="Input")] = False,
+    z_threshold: Annotated[float, typer.Option(help="Key linguistic neuron when its co-activation z-score across languages exceeds this (Zeng et al.: 2; needs 6+ languages to be reachable).", rich_help_panel=PANEL)] = 2.0,
+    lape_top: Annotated[float, typer.Option(help="LAPE: share of all neurons (all layers) with the lowest entropy to select (Tang et al.: 0.01).", rich_help_panel=PANEL)] = 0.01,
+    lape_quantile: Annotated[float, typer.Option(help="LAPE: minimum activation probability, as this quantile of all probabilities (Tang et al.: 0.95).", rich_help_panel=PANEL)] = 0.95,
+    float16: Annotated[bool, typer.Option("--float16/--float32", help="Store activations.parquet as float16 (half the size; statistics use float64 either way).", rich_help_panel="Output")] = False,
+    *,
+    config: RunConfig,
+    models: list[str],
+) -> None:
+    """Language-specific MLP neurons and the lingua franca (Zeng et al. 2025; LAPE, Tang et al. 2024).
+
+    Reads the MLP activation of every block for parallel sentences (mean over tokens), and
+    computes per layer LRDS (same-language vs cross-language similarity) and SADS (same meaning
+    vs different meaning), key linguistic neurons per language (z-score > threshold) and the
+    LAPE selection. Writes activations.parquet, lrds_sads.parquet, key_neurons.parquet,
+    lape_neurons.parquet, counts.parquet, neuron_stats.parquet, a manifest and plots. Repeat
+    --model to compare models on one chart.
+    """
+    from analyses.similarity import read_corpus
+
+    corpus = read_corpus(split_langs(langs), flores_dir, n, skip_empty)
+    options = NeuronOptions(
+        languages=corpus.languages, sources=[str(p) for p in corpus.sources], n=n, skip_empty=skip_empty, float16=float16,
+        z_threshold=z_threshold, lape_top=lape_top, lape_quantile=lape_quantile,
+    )
+    texts, languages, sentences = corpus.flat()
+    if len(models) > 1:
+        run = run_models(options, texts, languages, sentences, config, models)
+    else:
+        analysis = Neurons(options, languages, sentences)
+        run = run_analysis(analysis, texts, config, prompt_columns={"language": languages, "sentence": sentences})
+    opt.report(run)
+    typer.echo(summarize(run))
+
+
+ANALYSIS = Neurons
