@@ -105,6 +105,25 @@ def models() -> None:
     typer.echo("supported architectures: " + ", ".join(supported_families()))
 
 
+media_app = typer.Typer(help="Image/audio inputs: demo (media, caption) pairs for --modality image|audio (docs/modalities.md).", no_args_is_help=True)
+app.add_typer(media_app, name="media")
+
+
+@media_app.command("demo")
+@opt.cli_command
+def media_demo(
+    out: Annotated[Path, typer.Argument(help="Folder to write the demo into (created): images/*.png + images.csv, audio/*.wav + audio.csv.")],
+    modality: Annotated[list[str], typer.Option("--modality", help="image (rendered digits and coloured shapes, Pillow) and/or audio (spoken sentences, needs espeak-ng); repeatable.")] = ["image"],  # noqa: B006
+    size: Annotated[int, typer.Option(min=16, help="Width and height of the demo images in pixels.")] = 224,
+) -> None:
+    """Write demo (media, caption) pairs that need no download, for `hub analyze similarity
+    --modality image PAIRS` and `hub analyze logit-lens --modality image --prompts PAIRS`."""
+    from hubclient.media import write_demo
+
+    for name, path in write_demo(out, tuple(modality), size=size).items():
+        typer.echo(f"{name}: {path}")
+
+
 jobs_app = typer.Typer(help="Jobs of detached remote runs (`hub analyze … --remote --detach`).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 remote_app = typer.Typer(help="The NDIF service: which models it runs, how its packages compare with yours.", no_args_is_help=True)
