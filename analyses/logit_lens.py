@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from hubclient import options as opt
+from hubclient import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs import Positions, read_prompts
@@ -230,6 +231,12 @@ def command(
     top_k: Annotated[int, typer.Option(help="Top-k tokens kept per prompt, position and layer.", rich_help_panel="Lens")] = 10,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Follow this word's probability and rank (repeatable). Tokenised as written; multi-token words follow their first token (with a warning). Use ' Paris' for the mid-sentence form.", rich_help_panel="Lens")] = [],  # noqa: B006
     final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    task: tasks.Task = None,
+    data_seed: tasks.DataSeed = 0,
+    max_operand: tasks.MaxOperand = 9,
+    operators: tasks.Operators = "+-*",
+    mbpp: tasks.Mbpp = None,
+    with_tests: tasks.WithTests = True,
     *,
     config: RunConfig,
 ) -> None:
@@ -238,7 +245,21 @@ def command(
     Writes logit_lens.parquet (top-k tokens with probability, logit and entropy per prompt,
     position and layer; layer 0 = embeddings), targets.parquet (with --target), a manifest,
     and plots (lens heatmap, target probability by layer) as HTML and PNG.
+
+    With --task arithmetic|code the prompts and probe positions come from the task and the
+    probe lens runs instead (analysis task-lens; docs/tasks.md): task_lens.parquet,
+    task_lens_summary.parquet and its plot; --n counts expressions or programs.
     """
+    if task is not None:
+        from analyses import task_lens
+
+        if prompt or prompts:
+            raise HubError("--task builds its own prompts; drop --prompt/--prompts")
+        if target:
+            raise HubError("--target does not apply with --task (the task names the words it follows)")
+        options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
+        task_lens.report(task_lens.run_task_lens(options, final_norm, config))
+        return
     analysis = LogitLens(LensOptions(positions=positions, top_k=top_k, targets=list(target), final_norm=final_norm))
     texts = read_prompts(prompt, prompts, column, n)
     opt.report(run_analysis(analysis, texts, config))

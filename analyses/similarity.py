@@ -32,7 +32,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hubclient import options as opt
-from hubclient import stats
+from hubclient import stats, tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.parallel import ParallelCorpus, read_flores, read_parallel_files
@@ -479,7 +479,7 @@ PANEL = "Similarity"
 
 @opt.analysis_command
 def command(
-    inputs: Annotated[list[str], typer.Argument(help="Two or more parallel text files (line i = the same meaning in every file), or FLORES codes such as eng_Latn zho_Hans spa_Latn with --flores-dir.", show_default=False)],
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Two or more parallel text files (line i = the same meaning in every file), or FLORES codes such as eng_Latn zho_Hans spa_Latn with --flores-dir (none with --task).", show_default=False)] = None,
     flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Folder of FLORES-200 files named CODE.devtest; INPUTS are then language codes (e.g. eng_Latn).", rich_help_panel="Input")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use only the first N sentences of every language.", rich_help_panel="Input")] = None,
     skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Drop a line index that is empty in any language from all languages (keeps them aligned) instead of failing.", rich_help_panel="Input")] = False,
@@ -493,6 +493,12 @@ def command(
     save_vectors: Annotated[bool, typer.Option("--save-vectors/--no-save-vectors", help="Keep vectors.parquet (pooled vector per input and layer) for later statistics in polars.", rich_help_panel="Output")] = True,
     save_matrix: Annotated[bool, typer.Option("--save-matrix", help="Also write matrix.parquet: the N×N cosines per layer and pair (for heatmaps).", rich_help_panel="Output")] = False,
     heatmap_layer: Annotated[Optional[int], typer.Option(help="Layer of the cosine heatmap (default: the model's middle layer).", rich_help_panel="Output")] = None,
+    task: tasks.Task = None,
+    data_seed: tasks.DataSeed = 0,
+    max_operand: tasks.MaxOperand = 9,
+    operators: tasks.Operators = "+-*",
+    cogs_dir: tasks.CogsDir = None,
+    cogs_split: tasks.CogsSplit = "test",
     *,
     config: RunConfig,
 ) -> None:
@@ -503,7 +509,15 @@ def command(
     stored per-input vectors. Writes similarity.parquet, vectors.parquet, (matrix.parquet),
     prompts.parquet, a manifest and plots.
     """
-    corpus = read_corpus(inputs, flores_dir, n, skip_empty)
+    if task is not None:
+        if inputs:
+            raise HubError(f"--task {task} builds its own inputs; drop {' '.join(inputs)}")
+        task_options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split)
+        corpus = tasks.similarity_corpus(task_options)
+    else:
+        if not inputs:
+            raise HubError("give two or more parallel files or FLORES codes (or --task arithmetic|cogs)")
+        corpus = read_corpus(inputs, flores_dir, n, skip_empty)
     options = SimilarityOptions(
         languages=corpus.languages, sources=[str(p) for p in corpus.sources], n=n, skip_empty=skip_empty,
         pool=pool, template=template, center=center, layers=layers, anchor=anchor, seed=seed,
@@ -513,6 +527,8 @@ def command(
     analysis = Similarity(options, languages, sentences)
     prompts = apply_template(template, texts)
     run = run_analysis(analysis, prompts, config, prompt_columns={"language": languages, "sentence": sentences})
+    if task is not None:
+        run.update_manifest(task=task_options.describe())
     if not save_vectors:
         (run.path / "vectors.parquet").unlink(missing_ok=True)
         rows = {k: v for k, v in run.manifest.get("rows", {}).items() if k != "vectors"}

@@ -1,0 +1,376 @@
+"""``hub analyze logit-lens --task arithmetic|code``: the probe lens on non-language data (Wu et al. 2024 §4).
+
+The semantic hub paper reads the logit lens at chosen positions of arithmetic expressions and
+Python programs and asks whether intermediate layers put mass on the English word for what the
+token means: the English number word of the answer after ``3+5=``; "and" at the commas between
+list elements; the role word ("function", "argument", "variable") at an identifier. The data
+and probes come from :mod:`hubclient.tasks` (arithmetic, code); this module runs them.
+
+Positions: each probe is a character span of the prompt (:class:`hubclient.tasks.Probe`); the
+lens is read at the model token that holds the span's last character, which must end exactly
+where the span ends and must not start before it (a token merged with neighbouring text, e.g.
+``],``, is skipped and counted in a warning).
+Targets: each group's words are followed by their first token, as written and with a leading
+space (:func:`hubclient.probes.first_token_ids`); a group's probability is the SUM over its
+distinct token ids (disjoint outcomes of one softmax), its max is kept too. ``full_tokens`` is
+how many tokens the group's shortest full word takes (1 = single-token word).
+
+Traces: the residual stream at every layer (0 = embeddings) at the probe positions.
+Reduces (inside the trace): ``softmax(W_U · norm(h_l))`` (Eq. 2; final norm optional) at those
+rows to the sum and max probability per group (:func:`hubclient.probes.group_probabilities`);
+only ``[layers+1, rows, groups]`` numbers leave the trace.
+Stores: ``task_lens.parquet`` (prompt, probe, kind, span, position, token, layer, group, targets,
+full_tokens, probability, max_probability); ``task_lens_summary.parquet`` (per kind, group and
+layer: the mean over prompts of each prompt's mean over its probes of that kind, with a 95%
+percentile-bootstrap CI over prompts); the runner adds ``prompts.parquet`` with the task's
+per-prompt columns (``a, op, b, answer, form`` or ``task_id``).
+Draws: mean probability by layer with the CI band, one line per group, one panel per kind.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Optional
+
+import typer
+
+from analyses.language_probs import ci_lines, summarize
+from hubclient import options as opt
+from hubclient import tasks
+from hubclient.analysis import Analysis, Batch
+from hubclient.errors import HubError
+from hubclient.probes import first_token_ids, group_probabilities, pad_groups
+from hubclient.runner import RunConfig, run_analysis
+from hubclient.tasks import LensItem, Probe, TaskOptions
+
+#: Readable panel names of the probe kinds (others show as they are).
+KIND_LABELS = {
+    "digits_prompt": "digit form (3+5=), last token",
+    "words_prompt": "word form (three plus five equals), last token",
+    "list_comma": "commas between list elements",
+    "other_comma": "other commas (control)",
+    "other_token": "other tokens (control)",
+    "function_name": "function names",
+    "argument": "arguments",
+    "variable": "variables",
+}
+
+
+@dataclass
+class TaskLensOptions:
+    """Options of the task lens (recorded in the manifest).
+
+    Attributes:
+        task: the :class:`hubclient.tasks.TaskOptions` that made the prompts, as a dict.
+        final_norm: apply the model's final norm before ``W_U``.
+    """
+
+    task: dict[str, Any] = field(default_factory=dict)
+    final_norm: bool = True
+
+
+@dataclass
+class _Row:
+    """A probe resolved against the tokenizer: its token position and per-group target ids."""
+
+    probe_index: int
+    probe: Probe
+    position: int
+    ids: list[list[int]]  # [groups][ids], in TaskLens.groups order (empty: group not probed)
+    full_tokens: list[int]
+
+
+class TaskLens(Analysis):
+    """The probe lens over task prompts (see the module docstring).
+
+    Args:
+        options: :class:`TaskLensOptions`.
+        items: the prompts and their probes (:func:`hubclient.tasks.lens_items`); prompt ``i``
+            of the run is ``items[i].text``.
+    """
+
+    name = "task-lens"
+    tables = {"task_lens": ["prompt", "probe", "layer", "group"]}
+
+    def __init__(self, options: TaskLensOptions, items: list[LensItem]):
+        super().__init__(options)
+        self.items = list(items)
+        self.groups: list[str] = []
+        for item in self.items:
+            for probe in item.probes:
+                for group in probe.groups:
+                    if group not in self.groups:
+                        self.groups.append(group)
+        self.rows_of: dict[int, list[_Row]] = {}
+
+    # ------------------------------------------------------------------ before the trace
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Map every probe to its token position and its groups to token ids.
+
+        Raises:
+            HubError: a tokenizer without character offsets, prompts that are not the items'
+                texts, or no usable probe at all.
+        """
+        tokenizer = model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise HubError("the task lens needs a fast tokenizer (character offsets) to find the probed tokens")
+        if len(prompts) != len(self.items):
+            raise ValueError("prompts and task items differ in number")
+        encoded = tokenizer(prompts, add_special_tokens=True, return_offsets_mapping=True)
+        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # BOS, pads…; an unknown token is still text
+        cache: dict[str, tuple[list[int], int]] = {}
+        skipped = {"merged": 0, "no_token": 0}
+        first_skip: dict[str, str] = {}
+        self.rows_of = {}
+        for i, item in enumerate(self.items):
+            ids, offsets = encoded["input_ids"][i], encoded["offset_mapping"][i]
+            rows: list[_Row] = []
+            for k, probe in enumerate(item.probes):
+                position = _token_at(item.text, ids, offsets, probe, special)
+                if position is None:
+                    skipped["merged"] += 1
+                    first_skip.setdefault("merged", f"{probe.kind} {probe.text!r} of prompt {i}")
+                    continue
+                group_ids: list[list[int]] = []
+                full: list[int] = []
+                for group in self.groups:
+                    words = probe.groups.get(group, ())
+                    found: list[int] = []
+                    shortest = 0
+                    for word in words:
+                        if word not in cache:
+                            cache[word] = first_token_ids(tokenizer, word)
+                        word_ids, n_tokens = cache[word]
+                        for t in word_ids:
+                            if t not in found:
+                                found.append(t)
+                        if word_ids:
+                            shortest = n_tokens if shortest == 0 else min(shortest, n_tokens)
+                    group_ids.append(found)
+                    full.append(shortest)
+                if not any(group_ids):
+                    skipped["no_token"] += 1
+                    first_skip.setdefault("no_token", f"{probe.kind} {probe.text!r} of prompt {i}")
+                    continue
+                rows.append(_Row(k, probe, position, group_ids, full))
+            self.rows_of[i] = rows
+        total = sum(len(item.probes) for item in self.items)
+        used = sum(len(r) for r in self.rows_of.values())
+        if used == 0:
+            raise HubError(f"no usable probe among {total}: every probed span is merged with neighbouring text by the tokenizer or none of its words has a token")
+        if skipped["merged"]:
+            warnings.warn(f"{skipped['merged']} of {total} probes skipped: the token holding the span also holds other text (first: {first_skip['merged']})", stacklevel=2)
+        if skipped["no_token"]:
+            warnings.warn(f"{skipped['no_token']} of {total} probes skipped: none of their words is in the vocabulary (first: {first_skip['no_token']})", stacklevel=2)
+        missing = []
+        for g, group in enumerate(self.groups):
+            probed = absent = 0
+            for rows in self.rows_of.values():
+                for row in rows:
+                    if row.probe.groups.get(group):
+                        probed += 1
+                        absent += not row.ids[g]
+            if absent:
+                missing.append(f"{group!r} at {absent} of {probed}")
+        if missing:
+            warnings.warn(f"groups with no token in the vocabulary (left out there): {', '.join(missing)}", stacklevel=2)
+        multi = 0
+        for rows in self.rows_of.values():
+            for row in rows:
+                for g in range(len(self.groups)):
+                    if row.ids[g] and row.full_tokens[g] > 1:
+                        multi += 1
+                        break
+        if multi:
+            warnings.warn(f"{multi} of {used} probes have a group word of several tokens; its first token is followed (column full_tokens says how many)", stacklevel=2)
+
+    def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
+        """Token positions of the prompt's usable probes, in probe order (repeats allowed)."""
+        out = []
+        for row in self.rows_of[prompt_index]:
+            out.append(row.position)
+        return out
+
+    def _batch_rows(self, batch: Batch) -> list[tuple[int, _Row]]:
+        """``(prompt, row)`` for each selected row of the batch, in the runner's row order."""
+        out = []
+        for prompt in batch.prompt_index:
+            for row in self.rows_of[prompt]:
+                out.append((prompt, row))
+        if len(out) != len(batch.row_position):
+            raise RuntimeError("batch rows do not match the task probes")
+        return out
+
+    # ------------------------------------------------------------------ inside the trace
+    def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
+        """``{"sum", "max"}``: ``[layers+1, rows, groups]`` lens probabilities per group."""
+        per_row = []
+        for _, row in self._batch_rows(batch):
+            per_row.append(row.ids)
+        ids, group = pad_groups(per_row, len(self.groups))
+        return group_probabilities(model, batch, ids, group, len(self.groups), self.options.final_norm)
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
+        """``task_lens`` rows: one per probe, layer and probed group."""
+        import polars as pl
+
+        sums = saved["sum"].double().numpy()  # [layers, rows, groups]
+        maxes = saved["max"].double().numpy()
+        n_layers = sums.shape[0]
+        names = ("prompt", "probe", "kind", "span", "position", "token", "layer", "group", "targets", "full_tokens", "probability", "max_probability")
+        records: dict[str, list[Any]] = {k: [] for k in names}
+        decoded: dict[int, str] = {}
+
+        def decode(i: int) -> str:
+            if i not in decoded:
+                decoded[i] = model.tokenizer.decode([i])
+            return decoded[i]
+
+        for r, (prompt, row) in enumerate(self._batch_rows(batch)):
+            token = decode(int(batch.tokens[batch.prompt_index.index(prompt)][row.position]))
+            for g, group in enumerate(self.groups):
+                if not row.ids[g]:
+                    continue
+                targets = "|".join(decode(t) for t in row.ids[g])
+                for layer in range(n_layers):
+                    records["prompt"].append(prompt)
+                    records["probe"].append(row.probe_index)
+                    records["kind"].append(row.probe.kind)
+                    records["span"].append(row.probe.text)
+                    records["position"].append(row.position)
+                    records["token"].append(token)
+                    records["layer"].append(layer)
+                    records["group"].append(group)
+                    records["targets"].append(targets)
+                    records["full_tokens"].append(row.full_tokens[g])
+                    records["probability"].append(sums[layer, r, g])
+                    records["max_probability"].append(maxes[layer, r, g])
+        schema = {"prompt": pl.Int64, "probe": pl.Int32, "kind": pl.String, "span": pl.String, "position": pl.Int32, "token": pl.String, "layer": pl.Int32, "group": pl.String, "targets": pl.String, "full_tokens": pl.Int32, "probability": pl.Float64, "max_probability": pl.Float64}
+        return {"task_lens": pl.DataFrame(records, schema=schema)}
+
+    def finish(self, run: Any) -> dict[str, Any]:
+        """``task_lens_summary``: per kind, group and layer, the mean over prompts of each
+        prompt's mean over its probes, with a 95% bootstrap CI over prompts."""
+        import polars as pl
+
+        per_prompt = (
+            run.table("task_lens")
+            .group_by("kind", "group", "layer", "prompt")
+            .agg(pl.col("probability").mean(), pl.len().alias("n_positions"))
+        )
+        summary = summarize(per_prompt, ["kind", "group", "layer"], "probability")
+        positions = per_prompt.group_by("kind", "group", "layer").agg(pl.col("n_positions").sum())
+        return {"task_lens_summary": summary.join(positions, on=["kind", "group", "layer"]).sort("kind", "group", "layer")}
+
+    def summary(self, run: Any) -> str:
+        """Per kind and group: the peak mean probability, its layer and the last layer's value."""
+        return summary_lines(run)
+
+    # ------------------------------------------------------------------ plots
+    @classmethod
+    def plots(cls, run: Any) -> dict[str, Any]:
+        """Mean probability by layer with its CI band: one line per group, one panel per kind."""
+        import polars as pl
+
+        summary = run.table("task_lens_summary")
+        options = run.manifest["options"]
+        norm = "final norm" if options.get("final_norm", True) else "no final norm"
+        task = options.get("task", {}).get("task", "task")
+        model_id = run.manifest["model"]["model_id"]
+        frame = summary.with_columns(
+            panel=pl.format("{} · {} prompts, {} positions", pl.col("kind").replace(KIND_LABELS), pl.col("n"), pl.col("n_positions")),
+        )
+        return {
+            "task_lens": ci_lines(
+                frame, color="group", facet="panel",
+                title=f"Probe lens, --task {task} ({norm}) · {model_id}",
+                subtitle="mean over prompts of the mean over positions; band = 95% bootstrap CI over prompts",
+                y_title="lens probability",
+            )
+        }
+
+
+def _token_at(text: str, ids: list[int], offsets: list[tuple[int, int]], probe: Probe, special: set[int]) -> int | None:
+    """Position of the token holding the span's last character, or ``None`` when that token
+    ends elsewhere or starts (after its leading whitespace) before the span."""
+    last = probe.end - 1
+    for j, (s, e) in enumerate(offsets):
+        if ids[j] in special or e <= s:
+            continue
+        if s <= last < e:
+            while s < e and text[s].isspace():
+                s += 1
+            if e != probe.end or s < probe.start:
+                return None
+            return j
+    return None
+
+
+def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig) -> Any:
+    """Build the task's prompts and probes, run :class:`TaskLens`, return the finished run.
+
+    Raises:
+        HubError: see :func:`hubclient.tasks.lens_items` and :meth:`TaskLens.prepare`.
+    """
+    items = tasks.lens_items(task_options)
+    analysis = TaskLens(TaskLensOptions(task=task_options.describe(), final_norm=final_norm), items)
+    columns: dict[str, list[Any]] = {}
+    for item in items:
+        for key in item.columns:
+            columns.setdefault(key, [])
+    for key in columns:
+        for item in items:
+            columns[key].append(item.columns.get(key))
+    texts = []
+    for item in items:
+        texts.append(item.text)
+    return run_analysis(analysis, texts, config, prompt_columns=columns)
+
+
+def summary_lines(run: Any) -> str:
+    """One line per probe kind and group of a finished run: peak mean probability [95% CI] and
+    its layer, and the last layer's mean."""
+    import polars as pl
+
+    table = run.table("task_lens_summary")
+    lines = []
+    for (kind, group), rows in table.sort("layer").group_by("kind", "group", maintain_order=True):
+        peak = rows.row(int(rows["mean"].arg_max()), named=True)
+        last = rows.filter(pl.col("layer") == rows["layer"].max()).row(0, named=True)
+        lines.append(f"  {kind} / {group}: peak {peak['mean']:.4f} [{peak['ci_low']:.4f}, {peak['ci_high']:.4f}] at layer {peak['layer']}; layer {last['layer']} {last['mean']:.4f} ({peak['n']} prompts)")
+    return "\n".join(sorted(lines))
+
+
+def report(run: Any) -> None:
+    """Print the run folder, its tables and plots, and :func:`summary_lines`."""
+    opt.report(run)
+    typer.echo(summary_lines(run))
+
+
+# --------------------------------------------------------------------------- CLI
+@opt.analysis_command
+def command(
+    task: Annotated[str, typer.Option("--task", help="arithmetic (digit vs English number word at the end of 3+5= and of 'three plus five equals') or code (MBPP: 'and' at list commas vs controls; role words at identifiers).", rich_help_panel=tasks.PANEL)] = "arithmetic",
+    n: Annotated[Optional[int], typer.Option("--n", help="arithmetic: expressions (each in two forms; default: all distinct); code: first N programs (default: all).", rich_help_panel=tasks.PANEL)] = None,
+    data_seed: tasks.DataSeed = 0,
+    max_operand: tasks.MaxOperand = 9,
+    operators: tasks.Operators = "+-*",
+    mbpp: tasks.Mbpp = None,
+    with_tests: tasks.WithTests = True,
+    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    *,
+    config: RunConfig,
+) -> None:
+    """Probe lens on arithmetic and code (same as `hub analyze logit-lens --task …`).
+
+    Writes task_lens.parquet (lens probability per probe, layer and word group),
+    task_lens_summary.parquet (mean and 95% CI by layer per probe kind and group), prompts,
+    a manifest and the plot.
+    """
+    options = TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
+    report(run_task_lens(options, final_norm, config))
+
+
+ANALYSIS = TaskLens
