@@ -114,6 +114,8 @@ def encode_one(model: "HubModel", text: str, pair: MediaPair, resample: bool = T
         HubError: an unreadable medium, a prompt without the placeholder, or a processor that
             put no media token into the ids.
     """
+    if model.modality is None:
+        raise HubError(f"{model.model_id!r} ({model.arch.family}) reads text only; image/audio pairs need an image or audio language model")
     if text.count(MEDIA_SLOT) != 1:
         raise HubError(f"the media prompt must contain {MEDIA_SLOT} exactly once (where the {model.modality} goes), got {text!r}")
     text = text.replace(MEDIA_SLOT, placeholder(model))

@@ -294,13 +294,14 @@ def run_analysis(
     if previous is not None and previous.manifest["model"]["model_id"] != model.model_id:
         raise HubError(f"cannot resume {previous.path}: it ran {previous.manifest['model']['model_id']!r}, not {model.model_id!r}")
     extras = None
-    if media is not None:
+    if media is not None:  # prepare first: it checks that the model reads the analysis' modality
         from hubclient.multimodal import encode
 
+        analysis.prepare(model, prompts)
         tokens, extras = encode(model, prompts, media, resample=resample)
     else:
         tokens = tokenize(model, prompts)
-    analysis.prepare(model, prompts)
+        analysis.prepare(model, prompts)
     positions = [analysis.token_positions(ids, i) for i, ids in enumerate(tokens)]
     batches = make_batches(tokens, positions, config.batch_size, model.tokenizer.pad_token_id, extras)
 
