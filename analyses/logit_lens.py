@@ -162,6 +162,10 @@ class LogitLens(Analysis):
 
         from hubclient.plots import by_layer, lens_heatmap
 
+        if run.manifest["options"].get("modality", "text") != "text":  # image/audio pairs
+            from analyses.media_runs import media_lens_plots
+
+            return media_lens_plots(run)
         norm = "final norm" if run.manifest["options"].get("final_norm", True) else "no final norm"
         model_id = run.manifest["model"]["model_id"]
         prompts = run.table("prompts")
@@ -237,6 +241,9 @@ def command(
     operators: tasks.Operators = "+-*",
     mbpp: tasks.Mbpp = None,
     with_tests: tasks.WithTests = True,
+    modality: Annotated[str, typer.Option(help="text: the prompts; image or audio: --prompts is a pairs file (.csv/.jsonl, columns media and caption) and the lens reads every media position, following the caption's words (an image/audio model). docs/modalities.md.", rich_help_panel="Media")] = "text",
+    media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes.", rich_help_panel="Media")] = "{media}",
+    resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
     *,
     config: RunConfig,
 ) -> None:
@@ -250,6 +257,18 @@ def command(
     probe lens runs instead (analysis task-lens; docs/tasks.md): task_lens.parquet,
     task_lens_summary.parquet and its plot; --n counts expressions or programs.
     """
+    if modality != "text":  # lens at the media positions of (media, caption) pairs (analyses/media_runs.py)
+        from analyses import media_runs
+
+        if task is not None:
+            raise HubError("--task and --modality image|audio do not combine; run them separately")
+        if prompt or column:
+            raise HubError(f"--modality {modality} reads (media, caption) pairs from --prompts FILE; drop --prompt/--column")
+        options = media_runs.MediaLensOptions(
+            top_k=top_k, targets=list(target), final_norm=final_norm, modality=modality, media_template=media_template, resample=resample,
+        )
+        opt.report(media_runs.run_lens(media_runs.single_pairs_file([str(prompts)] if prompts else None, modality), options, n, config))
+        return
     if task is not None:
         from analyses import task_lens
 

@@ -64,6 +64,13 @@ class SimilarityOptions:
         bootstrap: bootstrap resamples.
         save_matrix: also store the N×N cosine matrix per layer and pair.
         heatmap_layer: layer of the heatmap (``None``: the model's middle layer).
+        modality: ``text`` (parallel sentences), or ``image`` / ``audio``: media vs caption
+            pairs (:mod:`hubclient.media`), the two "languages" being the modality and
+            ``caption``.
+        media_pool: with media, how the media positions are pooled: ``mean`` over them or the
+            ``last`` one (``pool`` then applies to the caption).
+        media_template: with media, the text around the medium, with a ``{media}`` slot.
+        resample: with audio, resample other sampling rates (else they are an error).
     """
 
     languages: list[str] = field(default_factory=list)
@@ -79,6 +86,10 @@ class SimilarityOptions:
     bootstrap: int = stats.N_BOOTSTRAP
     save_matrix: bool = False
     heatmap_layer: int | None = None
+    modality: str = "text"
+    media_pool: str = "mean"
+    media_template: str = "{media}"
+    resample: bool = True
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -176,6 +187,9 @@ class Similarity(Analysis):
         self.sentences = list(sentences)
         self.layers: list[int] = []
         self.bos_id: int | None = None
+        self.media_id: int | None = None
+        if options.media_pool not in ("mean", "last"):
+            raise HubError(f"unknown --media-pool {options.media_pool!r}; choose mean or last")
 
     def prepare(self, model: Any, prompts: list[str]) -> None:
         """Resolve ``--layers`` and ``--heatmap-layer`` against the model.
@@ -188,6 +202,11 @@ class Similarity(Analysis):
         if hl is not None and hl not in self.layers:
             raise HubError(f"--heatmap-layer {hl} is not among the analysed layers ({self.options.layers}: {_short_list(self.layers)})")
         self.bos_id = model.tokenizer.bos_token_id
+        if self.options.modality != "text":
+            from hubclient.multimodal import require_modality
+
+            require_modality(model, self.options.modality)
+            self.media_id = model.media_token_id
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
@@ -202,7 +221,11 @@ class Similarity(Analysis):
         device = model.device
         wanted = set(self.layers)
         n = batch.input_ids.shape[0]
-        if self.options.pool == "last":
+        if self.media_id is not None:  # media vs caption: weights over media positions / caption tokens
+            from hubclient.multimodal import pool_weights
+
+            weights = pool_weights(batch, self.media_id, self.options.media_pool, self.options.pool, self.bos_id).to(device)
+        elif self.options.pool == "last":
             rows = torch.arange(n, device=device)
             last = torch.tensor(batch.lengths, device=device) - 1
             weights = None
@@ -499,6 +522,10 @@ def command(
     operators: tasks.Operators = "+-*",
     cogs_dir: tasks.CogsDir = None,
     cogs_split: tasks.CogsSplit = "test",
+    modality: Annotated[str, typer.Option(help="text: INPUTS are parallel texts; image or audio: INPUTS is one pairs file (.csv/.jsonl, columns media and caption) and each medium is compared with its caption (an image/audio model, e.g. llava-hf/llava-1.5-7b-hf). docs/modalities.md.", rich_help_panel="Media")] = "text",
+    media_pool: Annotated[str, typer.Option(help="With --modality image|audio: mean over the medium's token positions, or its last one (--pool applies to the caption).", rich_help_panel="Media")] = "mean",
+    media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes, e.g. 'USER: {media}\\nASSISTANT:'.", rich_help_panel="Media")] = "{media}",
+    resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
     *,
     config: RunConfig,
 ) -> None:
@@ -509,6 +536,22 @@ def command(
     stored per-input vectors. Writes similarity.parquet, vectors.parquet, (matrix.parquet),
     prompts.parquet, a manifest and plots.
     """
+    if modality != "text":  # media vs caption pairs: the same analysis, two "languages" (analyses/media_runs.py)
+        from analyses import media_runs
+
+        if task is not None:
+            raise HubError("--task and --modality image|audio do not combine; run them separately")
+        options = SimilarityOptions(
+            n=n, pool=pool, template=template, center=center, layers=layers, seed=seed, bootstrap=bootstrap, save_matrix=save_matrix,
+            heatmap_layer=heatmap_layer, modality=modality, media_pool=media_pool, media_template=media_template, resample=resample,
+        )
+        run, analysis = media_runs.run_similarity(media_runs.single_pairs_file(inputs, modality), options, n, config)
+        if not save_vectors:
+            (run.path / "vectors.parquet").unlink(missing_ok=True)
+            run.update_manifest(rows={k: v for k, v in run.manifest.get("rows", {}).items() if k != "vectors"}, vectors="not kept (--no-save-vectors)")
+        opt.report(run)
+        typer.echo(analysis.summary(run))
+        return
     if task is not None:
         if inputs:
             raise HubError(f"--task {task} builds its own inputs; drop {' '.join(inputs)}")

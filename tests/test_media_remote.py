@@ -1,0 +1,73 @@
+"""``--modality image|audio --remote`` through the project's NDIF test server (tiny models).
+
+The media are read and preprocessed here (the processor runs on the client); the request
+carries the processor's tensors, the server runs the same trace body, and only the reduced
+tensors come back: the tables equal a local run's exactly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from hubclient import remote
+from hubclient.cli import app
+
+pytest.importorskip("soundfile", reason="the media extra (soundfile) is not installed")
+pytest.importorskip("PIL.Image", reason="the media extra (Pillow) is not installed")
+
+from media_tiny import save_media_model  # noqa: E402
+from test_media_models import write_pairs  # noqa: E402
+from test_remote import KEY, ServerProcess  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return {family: save_media_model(family, tmp_path_factory.mktemp(f"remote-{family}")) for family in ("llava", "qwen2_audio")}
+
+
+@pytest.fixture(scope="module")
+def server(folders):
+    srv = ServerProcess([str(folders["llava"]), str(folders["qwen2_audio"])])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def client(monkeypatch):
+    import nnsight
+
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", KEY)
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", nnsight.CONFIG.API.HOST)
+    monkeypatch.setattr(remote, "POLL_INTERVAL", 0.05)
+
+
+def hub(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_image_similarity_remote_equals_local(tmp_path, folders, server):
+    pairs = write_pairs(tmp_path, "image")
+    common = ["--modality", "image", pairs, "--model", folders["llava"], "--out", tmp_path, "--no-progress", "--no-plots", "--batch-size", "2"]
+    hub("analyze", "similarity", *common, "--name", "local")
+    hub("analyze", "similarity", *common, "--name", "remote", "--remote", "--ndif-host", server.url, "--timeout", "120")
+    for table in ("similarity", "vectors", "prompts"):
+        assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
+    block = json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]
+    assert all(r["state"] == "collected" for r in block["requests"])
+    # pixel values go out; only pooled [layers, batch, d_model] vectors come back
+    assert block["bytes_received"] < 4 * 6 * 4 * 32 * 4
+
+
+def test_audio_lens_remote_equals_local(tmp_path, folders, server):
+    pairs = write_pairs(tmp_path, "audio")
+    common = ["--modality", "audio", "--prompts", pairs, "--model", folders["qwen2_audio"], "--out", tmp_path, "--no-progress", "--no-plots", "--top-k", "3"]
+    hub("analyze", "logit-lens", *common, "--name", "local")
+    hub("analyze", "logit-lens", *common, "--name", "remote", "--remote", "--ndif-host", server.url, "--timeout", "120")
+    for table in ("logit_lens", "caption_words", "prompts"):
+        assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
