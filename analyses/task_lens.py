@@ -308,8 +308,11 @@ def _token_at(text: str, ids: list[int], offsets: list[tuple[int, int]], probe: 
     return None
 
 
-def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig) -> Any:
+def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig, model: Any = None) -> Any:
     """Build the task's prompts and probes, run :class:`TaskLens`, return the finished run.
+
+    ``model``: an already-loaded :class:`~hubclient.models.HubModel` (tests, notebooks);
+    ``None`` loads ``config.model``. The task's per-prompt columns go to ``prompts.parquet``.
 
     Raises:
         HubError: see :func:`hubclient.tasks.lens_items` and :meth:`TaskLens.prepare`.
@@ -326,7 +329,7 @@ def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig
     texts = []
     for item in items:
         texts.append(item.text)
-    return run_analysis(analysis, texts, config, prompt_columns=columns)
+    return run_analysis(analysis, texts, config, model=model, prompt_columns=columns)
 
 
 def summary_lines(run: Any) -> str:
