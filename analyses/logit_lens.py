@@ -264,6 +264,8 @@ def command(
             raise HubError("--task and --modality image|audio do not combine; run them separately")
         if prompt or column:
             raise HubError(f"--modality {modality} reads (media, caption) pairs from --prompts FILE; drop --prompt/--column")
+        if positions != "last":
+            raise HubError(f"--positions does not apply with --modality {modality}: the lens reads every media position")
         options = media_runs.MediaLensOptions(
             top_k=top_k, targets=list(target), final_norm=final_norm, modality=modality, media_template=media_template, resample=resample,
         )

@@ -251,25 +251,24 @@ class MediaLens(LogitLens):
         row_prompt = np.asarray(batch.row_prompt, dtype=np.int64)
         row_pos = batch.row_position.numpy()
         decode = _decoder(model.tokenizer)
-        data: dict[str, list[Any]] = {k: [] for k in ("prompt", "position", "layer", "word", "token_id", "token", "probability", "logit", "rank")}
-        probs, logits, ranks = saved["word_probs"].numpy(), saved["word_logits"].numpy(), saved["word_ranks"].numpy()
-        for r in range(n_rows):
-            p = int(row_prompt[r])
-            words, ids = self.words[p], self.word_ids[p]
-            if not words:
-                continue
-            tokens = decode(np.asarray(ids))
-            for layer in range(n_layers):
-                for j, word in enumerate(words):
-                    data["prompt"].append(p)
-                    data["position"].append(int(row_pos[r]))
-                    data["layer"].append(layer)
-                    data["word"].append(word)
-                    data["token_id"].append(ids[j])
-                    data["token"].append(str(tokens[j]))
-                    data["probability"].append(float(probs[layer, r, j]))
-                    data["logit"].append(float(logits[layer, r, j]))
-                    data["rank"].append(int(ranks[layer, r, j]))
+        # valid (row, word) cells: word j < the row's caption word count
+        counts = np.asarray([len(self.word_ids[p]) for p in row_prompt.tolist()], dtype=np.int64)
+        rr, jj = np.nonzero(np.arange(width)[None, :] < counts[:, None])  # row-major: row, then word
+        words = np.asarray([self.words[row_prompt[r]][j] for r, j in zip(rr.tolist(), jj.tolist())], dtype=object).astype(str)
+        ids = np.asarray([self.word_ids[row_prompt[r]][j] for r, j in zip(rr.tolist(), jj.tolist())], dtype=np.int64)
+        cells = rr.size
+        layer = np.repeat(np.arange(n_layers), cells)
+        data = {
+            "prompt": np.tile(row_prompt[rr], n_layers),
+            "position": np.tile(row_pos[rr], n_layers),
+            "layer": layer,
+            "word": np.tile(words, n_layers),
+            "token_id": np.tile(ids, n_layers),
+            "token": np.tile(decode(ids) if cells else np.asarray([], dtype=str), n_layers),
+            "probability": saved["word_probs"].numpy()[:, rr, jj].reshape(-1),
+            "logit": saved["word_logits"].numpy()[:, rr, jj].reshape(-1),
+            "rank": saved["word_ranks"].numpy()[:, rr, jj].reshape(-1),
+        }
         out["caption_words"] = pl.DataFrame(
             data,
             schema={
