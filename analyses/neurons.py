@@ -343,6 +343,7 @@ class Neurons(Analysis):
             )
             .properties(width=alt.Step(18), height=alt.Step(16))
             .facet(column=alt.Column("selector:N", title=None, sort=["key", "lape"]), row=alt.Row("model:N", title=None, sort=models))
+            .resolve_scale(color="independent")
             .properties(title=["Language-specific neurons per layer and language", "key: Zeng et al. 2025 (z > threshold); lape: Tang et al. 2024 (low entropy)"])
         )
         return {"neurons_lrds_sads": lines, "neurons_counts": heat}

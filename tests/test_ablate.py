@@ -1,0 +1,215 @@
+"""`hub intervene ablate` against hand-run forwards on tiny models.
+
+References: the plain transformers forward (no hooks) for unablated rows, and a forward with a
+torch pre-hook on a block's down projection that zeroes (or sets to given values) the chosen
+columns of its input, each text alone (no padding); log-probabilities are summed by hand from
+``log_softmax`` of the logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from analyses.ablate import AblateOptions, Ablate, Condition, build_conditions, open_neurons_run
+from hubclient.errors import HubError
+from hubclient.runner import RunConfig, run_analysis
+
+ROOT = Path(__file__).resolve().parents[1]
+# distinct lengths: the runner sorts by length, so with batch size = number of conditions one batch
+# holds one text under every condition
+TEXTS = ["the cat sat on the mat", "paris is the capital", "one two three", "a dog ran in the park and the cat sat"]
+LANGUAGES = ["en", "en", "xx", "xx"]
+LANGS = {
+    "en": ["the cat sat on the mat", "the capital of france is paris", "one two three four", "a dog ran in the park", "language models read text"],
+    "xx": ["mat the on sat cat the", "paris is france of capital the", "four three two one", "park the in ran dog a", "text read models language"],
+    "yy": ["the cat sat", "paris", "one two three four five six", "the dog ran in a park and sat", "models predict the next word"],
+}
+
+
+def reference_logprob(hub_model, text, block=None, columns=None, values=None):
+    """Summed next-token log-probability of ``text`` alone; optionally with columns of block
+    ``block``'s down_proj input replaced by ``values`` (zero when ``None``)."""
+    hf = hub_model.torch_model
+    handle = None
+    if block is not None:
+        down = hf.get_submodule(hub_model.arch.layers)[block - 1].get_submodule(hub_model.arch.mlp_down)
+
+        def hook(module, args):
+            x = args[0].clone()
+            x[..., columns] = 0.0 if values is None else torch.as_tensor(values, dtype=x.dtype)
+            return (x,)
+
+        handle = down.register_forward_pre_hook(hook)
+    try:
+        ids = hub_model.tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = hf(input_ids=ids).logits[0].double()
+    finally:
+        if handle is not None:
+            handle.remove()
+    logp = torch.log_softmax(logits, dim=-1)
+    total = 0.0
+    for s in range(ids.shape[1] - 1):
+        total += float(logp[s, ids[0, s + 1]])
+    return total
+
+
+def run_ablate(model, tmp_path, conditions, mode="zero", means=None, name="run", batch_size=None):
+    options = AblateOptions(source="test", ablate=["en"], languages=["en", "xx"], n=2, offset=0, mode=mode)
+    analysis = Ablate(options, conditions, LANGUAGES, [0, 1, 0, 1], means=means)
+    run = run_analysis(analysis, analysis.prompts(TEXTS), RunConfig(out=tmp_path, name=name, progress=False, batch_size=batch_size or len(conditions)),
+                       model=model, prompt_columns=analysis.prompt_columns())
+    return run.table("scores").sort("prompt")
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_conditions_equal_hand_run_forwards(tiny_hub_model, tmp_path, family):
+    """none = plain forward; an empty set = none exactly (in a batch where other rows are
+    edited); all neurons of block 2 zeroed = forward with a hook zeroing them; some neurons of
+    block 1 = the same with a hook."""
+    model = tiny_hub_model(family)
+    d_ff = 64 if family == "llama" else 128
+    conditions = [
+        Condition("none", "none", ""),
+        Condition("key:en", "selected", "en", {}),
+        Condition("all:2", "selected", "en", {2: list(range(d_ff))}),
+        Condition("some:1", "selected", "en", {1: [0, 5, 9, 33]}),
+    ]
+    scores = run_ablate(model, tmp_path, conditions)
+    n = len(TEXTS)
+    got = scores["logprob"].to_numpy().reshape(len(conditions), n)
+    for i, text in enumerate(TEXTS):
+        assert got[0, i] == pytest.approx(reference_logprob(model, text), abs=1e-4)
+        assert got[1, i] == pytest.approx(reference_logprob(model, text), abs=1e-4)
+        assert got[2, i] == pytest.approx(reference_logprob(model, text, 2, list(range(d_ff))), abs=1e-4)
+        assert got[3, i] == pytest.approx(reference_logprob(model, text, 1, [0, 5, 9, 33]), abs=1e-4)
+    assert not np.allclose(got[2], got[0])
+    # Exactly: the same batches with no edit at all (four empty conditions) give the none and
+    # empty-set rows bit for bit, although the other rows of their batches were edited.
+    # (Two identical rows of one batch may differ in the last bits on CPU kernels, so rows are
+    # compared at the same place of the same batch shape.)
+    plain = [Condition("none", "none", "")] + [Condition(f"empty{i}", "selected", "en", {}) for i in range(3)]
+    unedited = run_ablate(model, tmp_path, plain, name="unedited")["logprob"].to_numpy().reshape(len(plain), n)
+    np.testing.assert_array_equal(got[0], unedited[0])
+    np.testing.assert_array_equal(got[1], unedited[1])
+    assert scores["n_tokens"].to_list()[:n] == [len(t.split()) for t in TEXTS]
+
+
+def test_mean_ablation_equals_hook(tiny_hub_model, tmp_path):
+    model = tiny_hub_model("llama")
+    rng = np.random.default_rng(0)
+    means = {1: rng.normal(size=64), 3: rng.normal(size=64)}
+    cols = [1, 2, 40]
+    conditions = [Condition("none", "none", ""), Condition("key:en", "selected", "en", {3: cols})]
+    got = run_ablate(model, tmp_path, conditions, mode="mean", means=means)["logprob"].to_numpy().reshape(2, len(TEXTS))
+    for i, text in enumerate(TEXTS):
+        assert got[1, i] == pytest.approx(reference_logprob(model, text, 3, cols, means[3][cols]), abs=1e-4)
+        assert got[0, i] == pytest.approx(reference_logprob(model, text), abs=1e-4)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _files(folder):
+    paths = []
+    for name, lines in LANGS.items():
+        path = folder / f"{name}.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def _cli(*args):
+    from hubclient.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def neurons_run(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("neurons")
+    files = _files(out)
+    result = _cli("analyze", "neurons", "--langs", ",".join(files), "--n", 3, "--model", tiny_dir("llama"), "--out", out, "--name", "n",
+                  "--no-progress", "--no-plots", "--z-threshold", 1, "--batch-size", 4)
+    assert result.exit_code == 0, result.output
+    return out / "n"
+
+
+def test_cli_from_a_neurons_run(tiny_dir, neurons_run, tmp_path):
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "a",
+                  "--no-progress", "--batch-size", 4)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "a"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["options"]["offset"] == 3
+    prompts = pl.read_parquet(run / "prompts.parquet")
+    assert prompts.filter(pl.col("condition") == "none")["text"].to_list() == [t for lines in LANGS.values() for t in lines[3:5]]
+    table = pl.read_parquet(run / "perplexity.parquet")
+    assert table.height == 7 * 3  # none + (key, random) × 3 ablated languages, × 3 evaluated
+    assert table.filter(pl.col("kind") == "none")["change"].to_list() == [0.0, 0.0, 0.0]
+    # perplexity = exp(-sum logprob / tokens) of the scores
+    scores = pl.read_parquet(run / "scores.parquet").filter((pl.col("condition") == "key:en") & (pl.col("language") == "en"))
+    row = table.filter((pl.col("condition") == "key:en") & (pl.col("language") == "en")).row(0, named=True)
+    assert row["perplexity"] == pytest.approx(np.exp(-scores["logprob"].sum() / scores["n_tokens"].sum()))
+    assert (run / "plots" / "ablate_perplexity.png").is_file()
+    # random sets: same size per block as the selected ones, disjoint from them, seeded
+    source = open_neurons_run(neurons_run)
+    conds = {c.name: c for c in build_conditions(source, "key", ["en", "yy"], True, 0)}
+    again = {c.name: c for c in build_conditions(source, "key", ["en", "yy"], True, 0)}
+    for lang in ("en", "yy"):
+        key, rand = conds[f"key:{lang}"], conds[f"random:{lang}"]
+        assert key.size > 0 and rand.neurons == again[f"random:{lang}"].neurons
+        for block, idx in key.neurons.items():
+            assert len(rand.neurons[block]) == len(idx) and not set(rand.neurons[block]) & set(idx)
+    assert table.filter(pl.col("condition") == "random:en")["n_ablated"][0] == conds["key:en"].size
+
+
+def test_bad_from_and_languages(tiny_dir, neurons_run, tmp_path):
+    result = _cli("intervene", "ablate", "--from", tmp_path, "--model", tiny_dir("llama"), "--out", tmp_path)
+    assert result.exit_code == 2 and "not a hub run folder" in result.output
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"analysis": "similarity", "status": "complete"}))
+    result = _cli("intervene", "ablate", "--from", other, "--model", tiny_dir("llama"), "--out", tmp_path)
+    assert result.exit_code == 2 and "is a 'similarity' run, not a neurons run" in result.output
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "manifest.json").write_text(json.dumps({"analysis": "neurons", "status": "complete", "runs": ["m1", "m2"]}))
+    result = _cli("intervene", "ablate", "--from", parent, "--model", tiny_dir("llama"), "--out", tmp_path)
+    assert result.exit_code == 2 and "compares several models" in result.output and "m2" in result.output
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--ablate", "fr", "--model", tiny_dir("llama"), "--out", tmp_path)
+    assert result.exit_code == 2 and "--ablate 'fr' is not a language of the neurons run (en, xx, yy)" in result.output
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 3, "--model", tiny_dir("llama"), "--out", tmp_path)
+    assert result.exit_code == 2 and "--n 6 is larger than the data" in result.output
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 1, "--model", tiny_dir("gpt2"), "--out", tmp_path)
+    assert result.exit_code == 2 and "use the same model" in result.output
+    assert not list(tmp_path.glob("*ablate*"))
+
+
+def test_ablation_runs_remotely(tiny_dir, neurons_run, tmp_path):
+    """--remote through the project's NDIF test server: the edits are nnsight edits, and the
+    scores equal the local run's."""
+    from test_remote import ServerProcess
+
+    srv = ServerProcess([str(tiny_dir("llama"))], key=None)
+    try:
+        remote = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
+                      "--name", "remote", "--no-progress", "--no-plots", "--batch-size", 4, "--remote", "--ndif-host", srv.url, "--timeout", 60)
+    finally:
+        srv.stop()
+    assert remote.exit_code == 0, remote.output
+    local = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
+                 "--name", "local", "--no-progress", "--no-plots", "--batch-size", 4)
+    assert local.exit_code == 0, local.output
+    for table in ("scores", "perplexity"):
+        ours, theirs = pl.read_parquet(tmp_path / "remote" / f"{table}.parquet"), pl.read_parquet(tmp_path / "local" / f"{table}.parquet")
+        assert ours.equals(theirs), table
+    assert json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]["requests"]
