@@ -274,3 +274,77 @@ def test_cli_on_demo_images(tmp_path, media_model):
     result = hub("plot", out / "lens")
     assert result.exit_code == 0, result.output
     assert "caption_probability.png" in result.output
+
+
+# --------------------------------------------------------------------------- batching, resume
+
+
+def test_media_and_text_prompts_never_share_a_batch():
+    import torch
+
+    from hubclient.runner import make_batches
+
+    tokens = [[2, 5, 5, 5, 6], [2, 7], [2, 5, 5, 8], [2, 7, 7, 7, 7, 7], [2, 5, 5, 5, 5, 5, 6]]
+    extras = [{"pixel_values": torch.full((1, 3), float(i))} if i in (0, 2, 4) else None for i in range(5)]
+    batches = make_batches(tokens, [[len(t) - 1] for t in tokens], 2, 0, extras)
+    members = [b.prompt_index for b in batches]
+    assert members == [[4, 0], [2], [3, 1]]  # media first (longest first), then text
+    assert batches[0].extra["pixel_values"][:, 0].tolist() == [4.0, 0.0]  # in batch order
+    assert batches[2].extra == {} and set(batches[2].inputs) == {"input_ids", "attention_mask"}
+    plain = make_batches(tokens, [[len(t) - 1] for t in tokens], 2, 0)
+    assert [b.prompt_index for b in plain] == [[4, 3], [0, 2], [1]]  # text batching unchanged
+
+
+def test_token_type_ids_are_right_padded():
+    import torch
+
+    from hubclient.multimodal import collate
+
+    out = collate([{"token_type_ids": torch.tensor([[0, 1, 1, 0]]), "pixel_values": torch.zeros(1, 3)},
+                   {"token_type_ids": torch.tensor([[0, 1]]), "pixel_values": torch.ones(1, 3)}], width=4)
+    assert out["token_type_ids"].tolist() == [[0, 1, 1, 0], [0, 1, 0, 0]]
+    assert out["pixel_values"].shape == (2, 3)
+
+
+def test_media_run_resumes_and_refuses_detach(tmp_path, media_model, monkeypatch):
+    from analyses.media_runs import run_similarity
+    from analyses.similarity import SimilarityOptions
+    from hubclient import runner
+
+    pairs = write_pairs(tmp_path, "image")
+    folder = media_model("llava")
+
+    def run(name, **kw):
+        config = RunConfig(model=str(folder), out=tmp_path, name=name, batch_size=2, progress=False, plots=False, **kw)
+        return run_similarity(pairs, SimilarityOptions(modality="image", bootstrap=10), None, config)[0]
+
+    with pytest.raises(HubError, match="--detach is not supported"):
+        run("detached", remote=True, detach=True)
+    full = run("full")
+
+    real, calls = runner.trace_batch, []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C during the second batch
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "trace_batch", interrupted)
+    with pytest.raises(HubError, match="--resume"):
+        run("part")
+    monkeypatch.setattr(runner, "trace_batch", real)
+    resumed = run(None, resume=tmp_path / "part")
+    assert resumed.table("vectors").equals(full.table("vectors"))
+    assert resumed.table("similarity").equals(full.table("similarity"))
+
+    with pytest.raises(HubError, match="cannot resume"):  # the same paths, another image: another input hash
+        calls.clear()
+        monkeypatch.setattr(runner, "trace_batch", interrupted)
+        try:
+            run("part2")
+        except HubError:
+            pass
+        monkeypatch.setattr(runner, "trace_batch", real)
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "m0.png")
+        run(None, resume=tmp_path / "part2")
