@@ -78,7 +78,7 @@ def check_modality(modality: str) -> str:
         HubError: not one of ``image``, ``audio``.
     """
     if modality not in MODALITIES:
-        raise HubError(f"unknown --modality {modality!r} for media pairs; choose one of {', '.join(MODALITIES)}")
+        raise HubError(f"unknown --modality {modality!r}; choose text, image or audio")
     return modality
 
 
