@@ -9,10 +9,6 @@ columns of its input, each text alone (no padding); log-probabilities are summed
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,10 +17,8 @@ import torch
 from typer.testing import CliRunner
 
 from analyses.ablate import AblateOptions, Ablate, Condition, build_conditions, open_neurons_run
-from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 
-ROOT = Path(__file__).resolve().parents[1]
 # distinct lengths: the runner sorts by length, so with batch size = number of conditions one batch
 # holds one text under every condition
 TEXTS = ["the cat sat on the mat", "paris is the capital", "one two three", "a dog ran in the park and the cat sat"]
