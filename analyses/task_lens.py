@@ -7,9 +7,10 @@ list elements; the role word ("function", "argument", "variable") at an identifi
 and probes come from :mod:`hubclient.tasks` (arithmetic, code); this module runs them.
 
 Positions: each probe is a character span of the prompt (:class:`hubclient.tasks.Probe`); the
-lens is read at the model token that holds the span's last character, which must end exactly
-where the span ends and must not start before it (a token merged with neighbouring text, e.g.
-``],``, is skipped and counted in a warning).
+lens is read at the model token that holds the span's last character. That token must end
+exactly where the span ends (a token that runs past it, e.g. ``):`` for ``)``, would read what
+follows, so the probe is skipped and counted in a warning); it may start earlier (Gemma's
+``',`` or ``],`` for a comma): ``exact_token`` says whether the token is the span alone.
 Targets: each group's words are followed by their first token, as written and with a leading
 space (:func:`hubclient.probes.first_token_ids`); a group's probability is the SUM over its
 distinct token ids (disjoint outcomes of one softmax), its max is kept too. ``full_tokens`` is
@@ -19,7 +20,7 @@ Traces: the residual stream at every layer (0 = embeddings) at the probe positio
 Reduces (inside the trace): ``softmax(W_U · norm(h_l))`` (Eq. 2; final norm optional) at those
 rows to the sum and max probability per group (:func:`hubclient.probes.group_probabilities`);
 only ``[layers+1, rows, groups]`` numbers leave the trace.
-Stores: ``task_lens.parquet`` (prompt, probe, kind, span, position, token, layer, group, targets,
+Stores: ``task_lens.parquet`` (prompt, probe, kind, span, position, token, exact_token, layer, group, targets,
 full_tokens, probability, max_probability); ``task_lens_summary.parquet`` (per kind, group and
 layer: the mean over prompts of each prompt's mean over its probes of that kind, with a 95%
 percentile-bootstrap CI over prompts); the runner adds ``prompts.parquet`` with the task's
@@ -121,6 +122,7 @@ class TaskLens(Analysis):
         special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # BOS, pads…; an unknown token is still text
         cache: dict[str, tuple[list[int], int]] = {}
         skipped = {"merged": 0, "no_token": 0}
+        by_kind: dict[str, int] = {}
         first_skip: dict[str, str] = {}
         self.rows_of = {}
         for i, item in enumerate(self.items):
@@ -131,6 +133,7 @@ class TaskLens(Analysis):
                 if position is None:
                     skipped["merged"] += 1
                     first_skip.setdefault("merged", f"{probe.kind} {probe.text!r} of prompt {i}")
+                    by_kind[probe.kind] = by_kind.get(probe.kind, 0) + 1
                     continue
                 group_ids: list[list[int]] = []
                 full: list[int] = []
@@ -158,9 +161,10 @@ class TaskLens(Analysis):
         total = sum(len(item.probes) for item in self.items)
         used = sum(len(r) for r in self.rows_of.values())
         if used == 0:
-            raise HubError(f"no usable probe among {total}: every probed span is merged with neighbouring text by the tokenizer or none of its words has a token")
+            raise HubError(f"no usable probe among {total}: for every probed span the tokenizer runs a token past its end, or none of its words has a token")
         if skipped["merged"]:
-            warnings.warn(f"{skipped['merged']} of {total} probes skipped: the token holding the span also holds other text (first: {first_skip['merged']})", stacklevel=2)
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
+            warnings.warn(f"{skipped['merged']} of {total} probes skipped: the token holding the span's end runs past it ({kinds}; first: {first_skip['merged']})", stacklevel=2)
         if skipped["no_token"]:
             warnings.warn(f"{skipped['no_token']} of {total} probes skipped: none of their words is in the vocabulary (first: {first_skip['no_token']})", stacklevel=2)
         missing = []
@@ -219,7 +223,7 @@ class TaskLens(Analysis):
         sums = saved["sum"].double().numpy()  # [layers, rows, groups]
         maxes = saved["max"].double().numpy()
         n_layers = sums.shape[0]
-        names = ("prompt", "probe", "kind", "span", "position", "token", "layer", "group", "targets", "full_tokens", "probability", "max_probability")
+        names = ("prompt", "probe", "kind", "span", "position", "token", "exact_token", "layer", "group", "targets", "full_tokens", "probability", "max_probability")
         records: dict[str, list[Any]] = {k: [] for k in names}
         decoded: dict[int, str] = {}
 
@@ -241,13 +245,14 @@ class TaskLens(Analysis):
                     records["span"].append(row.probe.text)
                     records["position"].append(row.position)
                     records["token"].append(token)
+                    records["exact_token"].append(token.strip() == row.probe.text.strip())
                     records["layer"].append(layer)
                     records["group"].append(group)
                     records["targets"].append(targets)
                     records["full_tokens"].append(row.full_tokens[g])
                     records["probability"].append(sums[layer, r, g])
                     records["max_probability"].append(maxes[layer, r, g])
-        schema = {"prompt": pl.Int64, "probe": pl.Int32, "kind": pl.String, "span": pl.String, "position": pl.Int32, "token": pl.String, "layer": pl.Int32, "group": pl.String, "targets": pl.String, "full_tokens": pl.Int32, "probability": pl.Float64, "max_probability": pl.Float64}
+        schema = {"prompt": pl.Int64, "probe": pl.Int32, "kind": pl.String, "span": pl.String, "position": pl.Int32, "token": pl.String, "exact_token": pl.Boolean, "layer": pl.Int32, "group": pl.String, "targets": pl.String, "full_tokens": pl.Int32, "probability": pl.Float64, "max_probability": pl.Float64}
         return {"task_lens": pl.DataFrame(records, schema=schema)}
 
     def finish(self, run: Any) -> dict[str, Any]:
@@ -294,17 +299,13 @@ class TaskLens(Analysis):
 
 def _token_at(text: str, ids: list[int], offsets: list[tuple[int, int]], probe: Probe, special: set[int]) -> int | None:
     """Position of the token holding the span's last character, or ``None`` when that token
-    ends elsewhere or starts (after its leading whitespace) before the span."""
+    ends elsewhere (it may start before the span)."""
     last = probe.end - 1
     for j, (s, e) in enumerate(offsets):
         if ids[j] in special or e <= s:
             continue
         if s <= last < e:
-            while s < e and text[s].isspace():
-                s += 1
-            if e != probe.end or s < probe.start:
-                return None
-            return j
+            return j if e == probe.end else None
     return None
 
 

@@ -217,12 +217,13 @@ def test_control_positions_seeded():
     assert kinds.count("other_token") == kinds.count("list_comma") == 2 and kinds.count("other_comma") == 3
 
 
-def test_token_at_skips_merged_tokens():
-    text = "f(a],b)"
-    probe = Probe("list_comma", 3, 4, "]", {})
-    assert _token_at(text, [5, 6, 7], [(0, 2), (2, 3), (3, 5)], Probe("x", 4, 5, ",", {}), set()) is None  # '],' holds the comma
-    assert _token_at(text, [5, 6, 7], [(0, 2), (2, 3), (3, 4)], probe, set()) == 2
-    assert _token_at(" ab", [1, 2], [(0, 0), (0, 3)], Probe("x", 1, 3, "ab", {}), {1}) == 1  # leading space is not text
+def test_token_at_needs_the_token_to_end_with_the_span():
+    text = "f(a],b):"
+    comma = Probe("list_comma", 4, 5, ",", {})
+    assert _token_at(text, [5, 6, 7], [(0, 2), (2, 3), (3, 5)], comma, set()) == 2  # '],' ends with the comma: read there
+    assert _token_at(text, [5, 6, 7], [(0, 2), (2, 3), (3, 6)], comma, set()) is None  # '],b' runs past it
+    assert _token_at(text, [5, 6], [(0, 6), (6, 8)], Probe("other_token", 6, 7, ")", {}), set()) is None  # '):'
+    assert _token_at(" ab", [1, 2], [(0, 0), (0, 3)], Probe("x", 1, 3, "ab", {}), {1}) == 1  # BOS skipped
 
 
 # --------------------------------------------------------------------------- probe lens numbers
@@ -341,6 +342,7 @@ def test_code_lens_equals_independent_computation(tmp_path, task_model):
     comma_groups = table.filter(pl.col("kind").is_in(["list_comma", "other_comma", "other_token"]))["group"].unique().to_list()
     role_groups = sorted(table.filter(pl.col("kind") == "argument")["group"].unique().to_list())
     assert comma_groups == ["and"] and role_groups == ["argument", "function", "variable"]
+    assert table["exact_token"].all()  # the test tokenizer isolates every punctuation character
     assert (run.path / "plots" / "task_lens.png").is_file()
 
 
