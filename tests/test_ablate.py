@@ -188,17 +188,24 @@ def test_bad_from_and_languages(tiny_dir, neurons_run, tmp_path):
     assert not list(tmp_path.glob("*ablate*"))
 
 
-def test_ablation_runs_remotely(tiny_dir, neurons_run, tmp_path):
-    """--remote through the project's NDIF test server: the edits are nnsight edits, and the
-    scores equal the local run's."""
+def test_neurons_and_ablation_run_remotely(tiny_dir, neurons_run, tmp_path):
+    """--remote through the project's NDIF test server: the neurons run (activation and gate
+    reads) and the ablation (nnsight edits) give the local runs' tables."""
     from test_remote import ServerProcess
 
     srv = ServerProcess([str(tiny_dir("llama"))], key=None)
     try:
+        files = json.loads((neurons_run / "manifest.json").read_text())["options"]["sources"]
+        neurons = _cli("analyze", "neurons", "--langs", ",".join(files), "--n", 3, "--model", tiny_dir("llama"), "--out", tmp_path,
+                       "--name", "neurons-remote", "--no-progress", "--no-plots", "--z-threshold", 1, "--batch-size", 4,
+                       "--remote", "--ndif-host", srv.url, "--timeout", 60)
         remote = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
                       "--name", "remote", "--no-progress", "--no-plots", "--batch-size", 4, "--remote", "--ndif-host", srv.url, "--timeout", 60)
     finally:
         srv.stop()
+    assert neurons.exit_code == 0, neurons.output
+    for table in ("activations", "lape_counts", "lrds_sads", "key_neurons", "lape_neurons"):
+        assert pl.read_parquet(tmp_path / "neurons-remote" / f"{table}.parquet").equals(pl.read_parquet(neurons_run / f"{table}.parquet")), table
     assert remote.exit_code == 0, remote.output
     local = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
                  "--name", "local", "--no-progress", "--no-plots", "--batch-size", 4)
