@@ -276,7 +276,9 @@ class TaskLens(Analysis):
     # ------------------------------------------------------------------ plots
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
-        """Mean probability by layer with its CI band: one line per group, one panel per kind."""
+        """Mean probability by layer with its CI band: one line per group, one panel per kind;
+        ``task_lens`` on a linear axis, ``task_lens_log`` on a log axis (lens probabilities of
+        these words often stay between 1e-9 and 1e-3, flat on a linear axis)."""
         import polars as pl
 
         summary = run.table("task_lens_summary")
@@ -287,14 +289,30 @@ class TaskLens(Analysis):
         frame = summary.with_columns(
             panel=pl.format("{} · {} prompts, {} positions", pl.col("kind").replace(KIND_LABELS), pl.col("n"), pl.col("n_positions")),
         )
+        title = f"Probe lens, --task {task} ({norm}) · {model_id}"
+        subtitle = "mean over prompts of the mean over positions; band = 95% bootstrap CI over prompts"
         return {
-            "task_lens": ci_lines(
-                frame, color="group", facet="panel",
-                title=f"Probe lens, --task {task} ({norm}) · {model_id}",
-                subtitle="mean over prompts of the mean over positions; band = 95% bootstrap CI over prompts",
-                y_title="lens probability",
-            )
+            "task_lens": ci_lines(frame, color="group", facet="panel", title=title, subtitle=subtitle, y_title="lens probability"),
+            "task_lens_log": _log_lines(frame, title, subtitle + "; log axis, values below 1e-12 drawn at 1e-12"),
         }
+
+
+def _log_lines(frame: Any, title: str, subtitle: str) -> Any:
+    """:func:`analyses.language_probs.ci_lines` on a log10 y axis (values floored at 1e-12)."""
+    import altair as alt
+    import polars as pl
+
+    floor = 1e-12
+    frame = frame.with_columns(pl.col("mean", "ci_low", "ci_high").clip(lower_bound=floor))
+    y_scale = alt.Scale(type="log", domainMin=floor)
+    base = alt.Chart(frame).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"), color=alt.Color("group:N", title="group"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title="lens probability (log)", scale=y_scale), y2="ci_high:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", scale=y_scale),
+        tooltip=["layer", "group", alt.Tooltip("mean:Q", format=".3g"), alt.Tooltip("ci_low:Q", format=".3g"), alt.Tooltip("ci_high:Q", format=".3g"), "n"],
+    )
+    chart = (band + line).properties(width=260, height=180)
+    return chart.facet(facet=alt.Facet("panel:N", title=None), columns=3).properties(title=alt.TitleParams(title, subtitle=subtitle))
 
 
 def _token_at(text: str, ids: list[int], offsets: list[tuple[int, int]], probe: Probe, special: set[int]) -> int | None:
@@ -343,7 +361,7 @@ def summary_lines(run: Any) -> str:
     for (kind, group), rows in table.sort("layer").group_by("kind", "group", maintain_order=True):
         peak = rows.row(int(rows["mean"].arg_max()), named=True)
         last = rows.filter(pl.col("layer") == rows["layer"].max()).row(0, named=True)
-        lines.append(f"  {kind} / {group}: peak {peak['mean']:.4f} [{peak['ci_low']:.4f}, {peak['ci_high']:.4f}] at layer {peak['layer']}; layer {last['layer']} {last['mean']:.4f} ({peak['n']} prompts)")
+        lines.append(f"  {kind} / {group}: peak {peak['mean']:.3g} [{peak['ci_low']:.3g}, {peak['ci_high']:.3g}] at layer {peak['layer']}; layer {last['layer']} {last['mean']:.3g} ({peak['n']} prompts)")
     return "\n".join(sorted(lines))
 
 
