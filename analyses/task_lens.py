@@ -10,7 +10,8 @@ Positions: each probe is a character span of the prompt (:class:`hubclient.tasks
 lens is read at the model token that holds the span's last character. That token must end
 exactly where the span ends (a token that runs past it, e.g. ``):`` for ``)``, would read what
 follows, so the probe is skipped and counted in a warning); it may start earlier (Gemma's
-``',`` or ``],`` for a comma): ``exact_token`` says whether the token is the span alone.
+``',`` or ``],`` for a comma): ``exact_token`` says whether the token holds nothing but
+(the end of) the span.
 Targets: each group's words are followed by their first token, as written and with a leading
 space (:func:`hubclient.probes.first_token_ids`); a group's probability is the SUM over its
 distinct token ids (disjoint outcomes of one softmax), its max is kept too. ``full_tokens`` is
@@ -245,7 +246,7 @@ class TaskLens(Analysis):
                     records["span"].append(row.probe.text)
                     records["position"].append(row.position)
                     records["token"].append(token)
-                    records["exact_token"].append(token.strip() == row.probe.text.strip())
+                    records["exact_token"].append(bool(token.strip()) and row.probe.text.endswith(token.strip()))
                     records["layer"].append(layer)
                     records["group"].append(group)
                     records["targets"].append(targets)
