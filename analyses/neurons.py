@@ -8,9 +8,9 @@ standard alternative selector of language-specific neurons.
 Traces: in every decoder block ``l = 1..L`` the MLP's intermediate activation, the input of the
 down projection (:meth:`hubclient.models.HubModel.mlp_down`, ``[batch, seq, d_ff]``:
 ``act(gate(x)) * up(x)`` for gated MLPs, the GELU output for GPT-2/BLOOM-style ones); for gated
-MLPs also ``act(gate(x))`` (the activation-function module's output), where LAPE counts a neuron
-as active, as in Tang et al.'s code. The forward pass stops after the last block's MLP (no final
-norm, no ``lm_head``).
+MLPs also ``act(gate(x))`` (the output of the activation-function module,
+``ArchSpec.mlp_gate_act``), where LAPE counts a neuron as active, as in Tang et al.'s code.
+The forward pass stops after the last block's MLP (no final norm, no ``lm_head``).
 Reduces (inside the trace, over each sentence's real tokens without a leading BOS, padding
 never counts): the token mean of the activation, ``[L, batch, d_ff]``, and the number of tokens on
 which each neuron is active (> 0), ``[L, batch, d_ff]``. Nothing ``[tokens, d_ff]``-sized leaves
@@ -86,17 +86,12 @@ class NeuronOptions:
 
 
 def gate_activation(model: Any, block: int) -> Any:
-    """The envoy whose output is ``act(gate(x))`` in block ``block`` (1..L) of a gated MLP, or
-    ``None`` when the MLP is not gated (then the ``mlp_down`` input is the activation output).
-
-    A gated MLP is recognised as the module holding ``mlp_down`` that also has ``gate_proj`` and
-    ``act_fn`` (Llama, Mistral, Qwen, Gemma in transformers 5).
-    """
-    path = model.arch.mlp_down.rsplit(".", 1)
-    mlp = get_module(model.layers[block - 1], path[0]) if len(path) == 2 else None
-    if mlp is None or get_module(mlp, "gate_proj") is None or get_module(mlp, "act_fn") is None:
+    """The envoy whose output is ``act(gate(x))`` in block ``block`` (1..L) of a gated MLP
+    (``ArchSpec.mlp_gate_act``), or ``None`` when the MLP is not gated (then the ``mlp_down``
+    input is the activation function's output)."""
+    if model.arch.mlp_gate_act is None:
         return None
-    return get_module(mlp, "act_fn")
+    return get_module(model.layers[block - 1], model.arch.mlp_gate_act)
 
 
 def token_weights(batch: Batch, bos_id: int | None) -> Any:
@@ -168,12 +163,13 @@ class Neurons(Analysis):
 
         weights = token_weights(batch, self.bos_id).to(model.device)
         norm = weights / weights.sum(dim=1, keepdim=True)
+        shape = (weights.shape[0], weights.shape[1], -1)  # OPT flattens [batch * seq, d_ff]
         means = []
         active = []
         for block in range(1, self.n_layers + 1):
             gate = gate_activation(model, block) if self.gated else None
-            firing = gate.output if gate is not None else None
-            act = model.mlp_down(block).input
+            firing = gate.output.reshape(shape) if gate is not None else None
+            act = model.mlp_down(block).input.reshape(shape)
             if firing is None:
                 firing = act
             means.append(torch.einsum("bs,bsf->bf", norm, act.float()))

@@ -57,6 +57,10 @@ class ArchSpec:
         auto_class: the transformers auto class that loads the model.
         task: the nnsight/transformers pipeline task of the wrapper (``None``: inferred, the
             text models' ``text-generation``); part of the model's NDIF key.
+        mlp_gate_act: gated MLPs only: the activation-function module inside one block, whose
+            output is ``act(gate(x))``, ``[batch, seq, d_ff]`` (where LAPE, Tang et al. 2024,
+            counts a neuron as active); ``None`` where the ``mlp_down`` input is itself the
+            activation function's output (GPT-2/BLOOM-style MLPs).
     """
 
     family: str
@@ -72,6 +76,7 @@ class ArchSpec:
     media_placeholder: str = ""
     auto_class: str = "AutoModelForCausalLM"
     task: str | None = None
+    mlp_gate_act: str | None = None
 
 
 def _llama_like(family: str, **kw: Any) -> ArchSpec:
@@ -82,6 +87,7 @@ def _llama_like(family: str, **kw: Any) -> ArchSpec:
         final_norm="model.norm",
         lm_head="lm_head",
         mlp_down="mlp.down_proj",
+        mlp_gate_act="mlp.act_fn",
         **kw,
     )
 
@@ -96,6 +102,7 @@ def _multimodal(family: str, modality: str, token_attrs: tuple[str, ...], placeh
         final_norm="model.language_model.norm",
         lm_head="lm_head",
         mlp_down="mlp.down_proj",
+        mlp_gate_act="mlp.act_fn",
         modality=modality,
         media_token_attrs=token_attrs,
         media_placeholder=placeholder,
@@ -219,6 +226,8 @@ def check_modules(spec: ArchSpec, model: Any) -> None:
     first_block = get_module(model, spec.layers)[0]
     if get_module(first_block, spec.mlp_down) is None:
         raise HubError(f"decoder blocks of {type(model).__name__} have no {spec.mlp_down!r} (mlp_down); fix hubclient/arch.py")
+    if spec.mlp_gate_act is not None and get_module(first_block, spec.mlp_gate_act) is None:
+        raise HubError(f"decoder blocks of {type(model).__name__} have no {spec.mlp_gate_act!r} (mlp_gate_act); fix hubclient/arch.py")
 
 
 def softcap(spec: ArchSpec, config: Any) -> float | None:

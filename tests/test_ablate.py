@@ -66,13 +66,13 @@ def run_ablate(model, tmp_path, conditions, mode="zero", means=None, name="run",
     return run.table("scores").sort("prompt")
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "opt"])
 def test_conditions_equal_hand_run_forwards(tiny_hub_model, tmp_path, family):
     """none = plain forward; an empty set = none exactly (in a batch where other rows are
     edited); all neurons of block 2 zeroed = forward with a hook zeroing them; some neurons of
     block 1 = the same with a hook."""
     model = tiny_hub_model(family)
-    d_ff = 64 if family == "llama" else 128
+    d_ff = {"llama": 64, "gpt2": 128, "opt": 64}[family]
     conditions = [
         Condition("none", "none", ""),
         Condition("key:en", "selected", "en", {}),

@@ -22,6 +22,8 @@ from hubclient import neurons as hn
 from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 
+from conftest import FAMILIES
+
 # three "languages" of five parallel sentences (the tiny tokenizer is word-level over these words)
 LANGS = {
     "en": ["the cat sat on the mat", "the capital of france is paris", "one two three four", "a dog ran in the park", "language models read text"],
@@ -69,7 +71,7 @@ def reference_activations(hub_model, texts):
                 hf(**ids)
             m_row, c_row = [], []
             for i, block in enumerate(blocks):
-                act = seen[i][0, 1:]  # drop BOS
+                act = seen[i].reshape(-1, seen[i].shape[-1])[1:]  # one text: [seq, d_ff] (OPT is 2-D already); drop BOS
                 if i in mlp_in:
                     with torch.no_grad():
                         firing = block.mlp.act_fn(block.mlp.gate_proj(mlp_in[i][0, 1:]))
@@ -132,7 +134,7 @@ def tang_identify(probs, top_rate, filter_rate):
 
 
 # ---------------------------------------------------------------------------- trace
-@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2", "bloom"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_activations_and_counts_equal_forward_hooks(tiny_hub_model, tmp_path, family):
     """activations.parquet = token mean of the down_proj input (BOS excluded), and the LAPE
     counts = tokens with act_fn(gate) > 0 (gated) or activation > 0 (GELU MLPs), batched with
