@@ -284,8 +284,9 @@ class Ablate(Analysis):
     # ------------------------------------------------------------------ plots
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
-        """``ablate_perplexity``: relative perplexity change (ablated language × evaluated
-        language), one panel for the selected and one for the random neurons."""
+        """``ablate_perplexity``: perplexity change (ablated language × evaluated language; colour
+        the change of log perplexity, label the relative change), one panel for the selected and
+        one for the random neurons."""
         import altair as alt
         import polars as pl
 
@@ -294,14 +295,15 @@ class Ablate(Analysis):
         table = run.table("perplexity").filter(pl.col("kind") != "none")
         langs = table["language"].unique(maintain_order=True).to_list()
         ablated = table["ablated"].unique(maintain_order=True).to_list()
-        limit = max(float(table["change"].abs().max() or 0.0), 1e-6)
+        limit = max(float(table["delta_nll"].abs().max() or 0.0), 1e-6)
         base = alt.Chart(table).encode(
             x=alt.X("language:N", sort=langs, title="evaluated language"),
             y=alt.Y("ablated:N", sort=ablated, title="neurons ablated for"),
         )
         rect = base.mark_rect().encode(
-            color=alt.Color("change:Q", title="perplexity change", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-limit, limit]), legend=alt.Legend(format="+.0%")),
-            tooltip=["condition", "language", "n_ablated", alt.Tooltip("perplexity:Q", format=".2f"), alt.Tooltip("baseline:Q", format=".2f"), alt.Tooltip("change:Q", format="+.1%")],
+            color=alt.Color("delta_nll:Q", title=["Δ log perplexity", "(nats/token)"], scale=alt.Scale(scheme="redblue", reverse=True, domain=[-limit, limit])),
+            tooltip=["condition", "language", "n_ablated", alt.Tooltip("perplexity:Q", format=".2f"), alt.Tooltip("baseline:Q", format=".2f"),
+                     alt.Tooltip("change:Q", format="+.1%"), alt.Tooltip("delta_nll:Q", format="+.3f")],
         )
         text = base.mark_text(fontSize=9).encode(text=alt.Text("change:Q", format="+.0%"))
         chart = (
@@ -310,7 +312,7 @@ class Ablate(Analysis):
             .facet(column=alt.Column("kind:N", title=None, sort=["selected", "random"]))
             .properties(
                 title=[
-                    f"Perplexity change when neurons are ablated · {manifest['model']['model_id']}",
+                    f"Perplexity change when neurons are ablated (labels: perplexity / unablated − 1) · {manifest['model']['model_id']}",
                     f"{o['selector']} neurons set to {'0' if o['mode'] == 'zero' else 'their mean'}; {o['n']} held-out sentences per language (lines {o['offset'] + 1}-{o['offset'] + o['n']}); random: as many neurons per layer",
                 ]
             )
@@ -333,7 +335,9 @@ def perplexity_table(scores: Any, conditions: list[Condition]) -> Any:
 
     ``perplexity = exp(-sum logprob / sum n_tokens)`` over a language's sentences (token-level,
     as a language model's perplexity); ``baseline`` is the ``none`` condition's, ``change =
-    perplexity / baseline - 1``, ``difference = perplexity - baseline``.
+    perplexity / baseline - 1``, ``difference = perplexity - baseline`` and ``delta_nll =
+    log perplexity - log baseline``, the change of the mean negative log-likelihood (nats per
+    token).
 
     Raises:
         HubError: no ``none`` rows for a language (an incomplete run).
@@ -352,12 +356,13 @@ def perplexity_table(scores: Any, conditions: list[Condition]) -> Any:
     out = table.join(base, on="language", how="left").with_columns(
         (pl.col("perplexity") / pl.col("baseline") - 1).alias("change"),
         (pl.col("perplexity") - pl.col("baseline")).alias("difference"),
+        (pl.col("perplexity").log() - pl.col("baseline").log()).alias("delta_nll"),
         pl.col("condition").replace_strict(sizes, return_dtype=pl.Int64).alias("n_ablated"),
         (pl.col("ablated") == pl.col("language")).alias("own_language"),
     )
     return out.select(
         "condition", "kind", "ablated", "language", "own_language", "n_ablated", "n_sentences", "n_tokens",
-        "perplexity", "baseline", "change", "difference",
+        "perplexity", "baseline", "change", "difference", "delta_nll",
     )
 
 
