@@ -153,6 +153,8 @@ def test_cli_from_a_neurons_run(tiny_dir, neurons_run, tmp_path):
     scores = pl.read_parquet(run / "scores.parquet").filter((pl.col("condition") == "key:en") & (pl.col("language") == "en"))
     row = table.filter((pl.col("condition") == "key:en") & (pl.col("language") == "en")).row(0, named=True)
     assert row["perplexity"] == pytest.approx(np.exp(-scores["logprob"].sum() / scores["n_tokens"].sum()))
+    assert row["delta_nll"] == pytest.approx(np.log(row["perplexity"]) - np.log(row["baseline"]))
+    assert row["change"] == pytest.approx(row["perplexity"] / row["baseline"] - 1)
     assert (run / "plots" / "ablate_perplexity.png").is_file()
     # random sets: same size per block as the selected ones, disjoint from them, seeded
     source = open_neurons_run(neurons_run)
