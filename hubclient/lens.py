@@ -55,8 +55,11 @@ def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True) 
 def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor | None" = None) -> dict[str, Any]:
     """Reduce lens logits to what is stored: top-k, entropy, target probabilities and ranks.
 
-    Probabilities come from the logits and their log-sum-exp (no full softmax is kept):
-    ``p = exp(logit - logsumexp(logits))``. Entropy in nats: ``H = lse - sum_v p_v * logit_v``.
+    One softmax pass gives ``p`` (the only ``[rows, vocab]`` temporary); the log-sum-exp comes
+    from the top-1 token, ``lse = logit_max - log p_max`` (``p_max >= 1/vocab``, so nothing
+    underflows), which saves the separate ``logsumexp`` pass over the vocabulary. Top-k and
+    target probabilities are ``exp(logit - lse)``. Entropy in nats: ``H = lse - sum_v p_v *
+    logit_v``.
     Rank is 1-based: ``1 + #{v : logit_v > logit_target}``.
 
     Args:
@@ -71,9 +74,9 @@ def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor 
     """
     import torch
 
-    lse = torch.logsumexp(logits, dim=-1)
-    top = torch.topk(logits, top_k, dim=-1)
-    probs = torch.sub(logits, lse[:, None]).exp_()  # the one [rows, vocab] temporary
+    top = torch.topk(logits, top_k, dim=-1)  # sorted: column 0 is the arg-max
+    probs = torch.softmax(logits, dim=-1)  # the one [rows, vocab] temporary
+    lse = top.values[:, 0] - torch.log(probs.gather(1, top.indices[:, :1]).squeeze(1))
     entropy = lse - torch.bmm(probs.unsqueeze(1), logits.unsqueeze(2)).reshape(-1)  # row-wise dot, no product tensor
     out: dict[str, Any] = {
         "top_ids": top.indices,

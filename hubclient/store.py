@@ -67,6 +67,78 @@ def new_run_id(analysis: str, tag: str) -> str:
     return f"{stamp}-{analysis}-{tag[:6]}"
 
 
+#: Uncompressed bytes of rows a merge holds at once (:func:`merge_parts`).
+MERGE_BUDGET = 64 << 20
+
+
+def merge_parts(parts: list[Path], keys: list[str], out: Path, budget: int = MERGE_BUDGET) -> int:
+    """Merge Parquet parts into one file sorted by ``keys``, holding about ``budget`` bytes.
+
+    The result equals ``concat(parts).sort(keys, maintain_order=True)`` (parts in the given
+    order), written atomically. Tables larger than ``budget`` (uncompressed, from the parts'
+    metadata) are written in windows of consecutive values of the first key: each window is
+    read from all parts with a filter, sorted and appended as row groups, so memory stays
+    bounded by the window (e.g. ``vectors`` sorted by layer is merged a few layers at a time)
+    instead of growing with the number of sentences.
+
+    Args:
+        parts: the part files (same schema), in batch order.
+        keys: columns to sort by (may be empty: parts are concatenated in order).
+        out: the merged file.
+        budget: bytes of uncompressed rows per window.
+
+    Returns:
+        rows written.
+    """
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    if not parts:
+        write_parquet(out, pl.DataFrame())
+        return 0
+    rows = size = 0
+    for part in parts:
+        meta = pq.ParquetFile(part).metadata
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            size += meta.row_group(g).total_byte_size
+    if size <= budget or not keys or rows == 0:
+        frame = pl.concat([pl.read_parquet(p) for p in parts], how="vertical")
+        if keys and frame.height:
+            frame = frame.sort(keys, maintain_order=True)
+        write_parquet(out, frame)
+        return frame.height
+    first = keys[0]
+    per_value = pl.scan_parquet(parts).group_by(first).len().sort(first).collect()
+    per_window = max(1, budget * rows // size)
+    windows: list[list[Any]] = []  # [low, high] of the first key, inclusive
+    held = 0
+    for value, count in per_value.iter_rows():
+        if windows and held + count <= per_window:
+            windows[-1][1] = value
+            held += count
+        else:
+            windows.append([value, value])
+            held = count
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for low, high in windows:
+                frame = pl.scan_parquet(parts).filter(pl.col(first).is_between(pl.lit(low), pl.lit(high))).collect()
+                table = frame.sort(keys, maintain_order=True).to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+                del frame, table
+        finally:
+            if writer is not None:
+                writer.close()
+
+    atomic_write(out, write)
+    return rows
+
+
 class RunDir:
     """One run folder (see the module docstring for its layout)."""
 
@@ -145,17 +217,11 @@ class RunDir:
         Returns:
             rows written per table.
         """
-        import polars as pl
-
         counts = {}
         for table, keys in tables.items():
             folder = self.path / PARTS / table
             parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-            frame = pl.concat([pl.read_parquet(p) for p in parts], how="vertical") if parts else pl.DataFrame()
-            if keys and frame.height:
-                frame = frame.sort(keys, maintain_order=True)
-            write_parquet(self.path / f"{table}.parquet", frame)
-            counts[table] = frame.height
+            counts[table] = merge_parts(parts, keys, self.path / f"{table}.parquet")
         for table in tables:
             folder = self.path / PARTS / table
             for p in folder.glob("*"):
