@@ -52,7 +52,7 @@ from hubclient.arch import get_module
 from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 
-#: The paper's ten FLORES-200 languages (Zeng et al. 2025, Sec. 3).
+#: The paper's ten FLORES-200 languages (Zeng et al. 2025).
 DEFAULT_LANGS = ["eng_Latn", "zho_Hans", "zho_Hant", "fra_Latn", "spa_Latn", "por_Latn", "arb_Arab", "vie_Latn", "hin_Deva", "ind_Latn"]
 #: Largest magnitude float16 holds.
 FLOAT16_MAX = 65504.0

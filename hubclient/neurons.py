@@ -4,13 +4,13 @@ Model-free and run-free numpy on MLP activations (the input of the MLP down proj
 ``[sentences, d_ff]`` per layer, see :meth:`hubclient.models.HubModel.mlp_down`):
 
 * :func:`group_contrast`, :func:`lrds`, :func:`sads` — mean cosine of pairs inside a group minus
-  mean cosine of pairs across groups (Zeng et al. 2025, Sec. 3: LRDS groups by language, SADS by
+  mean cosine of pairs across groups (Zeng et al. 2025: LRDS groups by language, SADS by
   meaning); self-pairs are never counted;
 * :func:`coactivation_scores`, :func:`zscores`, :func:`key_neurons` — the "key linguistic
-  neurons" of Zeng et al. 2025 (Sec. 4): per language, the mean co-activation of a neuron over
+  neurons" of Zeng et al. 2025: per language, the mean co-activation of a neuron over
   the language's sentence pairs, z-scored across languages, key when ``z > 2``;
 * :func:`lape` — language activation probability entropy (Tang et al., ACL 2024, "Language-
-  Specific Neurons", Sec. 2, Eq. 1-2 and their released ``identify.py``): low entropy of the
+  Specific Neurons", and their released ``identify.py``): low entropy of the
   activation probabilities over languages marks a language-specific neuron.
 
 Everything is computed in float64 and never builds an ``[N, N]`` cosine matrix: a sum of cosines
@@ -170,7 +170,7 @@ def cross_language_baseline(vectors: np.ndarray, languages: Sequence[str], sente
 
 
 def coactivation_scores(vectors: np.ndarray) -> np.ndarray:
-    """Per-neuron mean co-activation over a language's sentence pairs (Zeng et al. 2025, Sec. 4).
+    """Per-neuron mean co-activation over a language's sentence pairs (Zeng et al. 2025).
 
     Each sentence's vector is L2-normalised (``u_i = x_i / |x_i|``); neuron ``k``'s score is
     ``mean_{i != j} u_i[k] u_j[k]`` over the language's sentence pairs (self-pairs excluded).
@@ -216,7 +216,7 @@ def zscores(scores: np.ndarray) -> np.ndarray:
 
 
 def key_neurons(per_language: Sequence[np.ndarray], threshold: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Key linguistic neurons of one layer (Zeng et al. 2025, Sec. 4).
+    """Key linguistic neurons of one layer (Zeng et al. 2025).
 
     Args:
         per_language: K arrays ``[n_k, d_ff]``, the activations of each language's sentences.
@@ -261,9 +261,9 @@ class Lape:
 def lape(probs: np.ndarray, top_rate: float = 0.01, quantile: float = 0.95) -> Lape:
     """Language activation probability entropy and the selection of language-specific neurons.
 
-    Tang et al. (ACL 2024, Sec. 2): ``p[k, j]`` is the share of language k's tokens on which
+    Tang et al. (ACL 2024): ``p[k, j]`` is the share of language k's tokens on which
     neuron j is active (activation > 0). Normalised over languages, ``q[k, j] = p[k, j] /
-    sum_k p[k, j]``, ``LAPE_j = -sum_k q[k, j] log q[k, j]`` (Eq. 2; ``0 log 0 = 0``). As in
+    sum_k p[k, j]``, ``LAPE_j = -sum_k q[k, j] log q[k, j]`` (``0 log 0 = 0``). As in
     their ``identify.py`` (defaults top_rate 0.01, filter_rate = activation_bar_ratio = 0.95):
     ``min_prob`` is the ``quantile`` order statistic of all ``K·N`` probabilities (the
     ``round(K·N·quantile)``-th smallest); neurons with no probability above it are dropped; the
