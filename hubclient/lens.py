@@ -25,13 +25,17 @@ if TYPE_CHECKING:
 ROW_BUDGET = 1 << 26
 
 
-def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True) -> "torch.Tensor":
+def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True, dtype: Any = None) -> "torch.Tensor":
     """Logits of hidden states through the model's unembedding ``W_U``.
 
     Args:
         model: the traced model.
         hidden: residual-stream states, ``[..., d_model]``.
         final_norm: apply the model's final norm before ``W_U`` (the field's logit lens).
+        dtype: compute ``W_U · h`` in this torch dtype (e.g. ``torch.bfloat16``; the final norm
+            still runs in the model's dtype) instead of through the model's own ``lm_head``.
+            ``None``: the model's ``lm_head`` as it is. Needs an ``lm_head`` without bias (see
+            :func:`check_lens_dtype`).
 
     Returns:
         float32 logits ``[..., vocab]``, soft-capped like the model's own output where the
@@ -45,11 +49,38 @@ def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True) 
         h = model.final_norm(h)
     for module in model.extra_unembed:
         h = module(h)
-    logits = model.lm_head(h).float()
+    if dtype is None:
+        logits = model.lm_head(h).float()
+    else:
+        logits = torch.nn.functional.linear(h.to(dtype), model.unembedding_weight(dtype)).float()
     cap = model.logit_softcap
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+#: ``--lens-dtype`` choices: ``model`` (the lm_head as the model runs it) or a torch dtype name.
+LENS_DTYPES = ("model", "float32", "bfloat16", "float16")
+
+
+def check_lens_dtype(model: "HubModel", name: str) -> Any:
+    """The torch dtype for ``--lens-dtype name`` (``None`` for ``model``).
+
+    Raises:
+        HubError: an unknown name, or a lower-precision lens for an ``lm_head`` with a bias.
+    """
+    import torch
+
+    from hubclient.errors import HubError
+
+    if name not in LENS_DTYPES:
+        raise HubError(f"--lens-dtype {name!r} is not one of {', '.join(LENS_DTYPES)}")
+    if name == "model":
+        return None
+    head = model.torch_model.get_submodule(model.arch.lm_head)
+    if getattr(head, "bias", None) is not None:
+        raise HubError(f"--lens-dtype {name} needs an unembedding without bias; this model's lm_head has one: use --lens-dtype model")
+    return getattr(torch, name)
 
 
 def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor | None" = None) -> dict[str, Any]:
@@ -100,6 +131,7 @@ def decode_layers(
     batch: Any,
     reduce: Callable[["torch.Tensor", "torch.Tensor"], Any],
     final_norm: bool = True,
+    dtype: Any = None,
 ) -> Any:
     """The logit lens at a batch's selected rows, at every layer, reduced chunk by chunk.
 
@@ -115,6 +147,7 @@ def decode_layers(
             ``[chunk]`` (long) giving each logit row's index among the batch's selected rows
             (so per-row data such as target ids can be indexed); returns a tensor ``[chunk, …]``
             or a dict of them.
+        final_norm, dtype: as :func:`unembed`.
 
     Returns:
         what ``reduce`` returns, with the chunks joined and reshaped to ``[layers+1, rows, …]``.
@@ -133,7 +166,7 @@ def decode_layers(
     step = max(1, ROW_BUDGET // max(model.vocab_size, 1))
     parts = []
     for start in range(0, flat.shape[0], step):
-        logits = unembed(model, flat[start : start + step], final_norm=final_norm)
+        logits = unembed(model, flat[start : start + step], final_norm=final_norm, dtype=dtype)
         parts.append(reduce(logits, row_of[start : start + step]))
     if isinstance(parts[0], dict):
         out = {}

@@ -94,6 +94,7 @@ class HubModel:
     dtype: str
     notes: list[str] = field(default_factory=list)
     processor: Any = None
+    _unembedding_cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def modality(self) -> str | None:
@@ -170,6 +171,24 @@ class HubModel:
     def lm_head(self) -> Any:
         """The unembedding ``W_U`` envoy: ``[.., d_model] -> [.., vocab]``."""
         return get_module(self.lm, self.arch.lm_head)
+
+    def unembedding_weight(self, dtype: Any) -> Any:
+        """``W_U`` (the ``lm_head`` weight, ``[vocab, d_model]``) in ``dtype``, for a logit lens
+        computed in lower precision than the model (e.g. bfloat16 on a CPU with avx512_bf16).
+
+        The copy is made once and kept (``vocab × d_model × 2`` bytes for bfloat16: 335 MB for
+        Gemma-3's 262k vocabulary), so every chunk of every batch reuses it. Use inside a trace
+        or outside; a remote model converts on the server instead (see
+        :class:`hubclient.remote.RemoteHubModel`).
+        """
+        key = str(dtype)
+        if key not in self._unembedding_cache:
+            import torch
+
+            weight = self.torch_model.get_submodule(self.arch.lm_head).weight
+            with torch.no_grad():
+                self._unembedding_cache[key] = weight.detach().to(dtype).contiguous()
+        return self._unembedding_cache[key]
 
     @property
     def extra_unembed(self) -> list[Any]:

@@ -117,6 +117,11 @@ class RemoteHubModel(HubModel):
 
     device = property(_get_device, _set_device)  # type: ignore[assignment]
 
+    def unembedding_weight(self, dtype: Any) -> Any:
+        """``W_U`` in ``dtype``, converted inside the trace on the server (no copy is kept or
+        sent: the client has no weights)."""
+        return self.lm_head.weight.to(dtype)
+
 
 def load_remote_model(name: str) -> RemoteHubModel:
     """Build ``--model`` without weights for remote execution.

@@ -120,3 +120,40 @@ def test_batched_equals_unbatched(tmp_path, tiny_hub_model, family):
         assert a.select(exact).equals(b.select(exact))
         for column in set(a.columns) - set(exact):
             np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_lens_equals_direct_bfloat16_unembedding(tmp_path, tiny_hub_model):
+    """--lens-dtype bfloat16: W_U · norm(h) in bf16 (fp32 accumulation), as computed by hand."""
+    model = tiny_hub_model("llama")
+    hf_model = model.torch_model
+    run = run_analysis(LogitLens(LensOptions(top_k=3, lens_dtype="bfloat16")), PROMPTS[:1], RunConfig(out=tmp_path, progress=False), model=model)
+    full = run_analysis(LogitLens(LensOptions(top_k=3)), PROMPTS[:1], RunConfig(out=tmp_path / "fp32", progress=False), model=model)
+    assert run.manifest["options"]["lens_dtype"] == "bfloat16"
+    _, out = _hf_forward(model, PROMPTS[0])
+    for layer in range(model.n_layers):
+        with torch.no_grad():
+            h = hf_model.model.norm(out.hidden_states[layer][0, -1])
+            logits = torch.nn.functional.linear(h.bfloat16(), hf_model.lm_head.weight.bfloat16()).float()
+        rows = run.table("logit_lens").filter(pl.col("layer") == layer).sort("rank")
+        np.testing.assert_allclose(rows["logit"].to_numpy(), torch.topk(logits, 3).values.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(rows["probability"].to_numpy(), torch.softmax(logits, -1).topk(3).values.numpy(), rtol=1e-4, atol=1e-6)
+    # and it is close to the float32 lens (bf16 precision), not equal to it
+    a = run.table("logit_lens").sort("layer", "rank")["logit"].to_numpy()
+    b = full.table("logit_lens").sort("layer", "rank")["logit"].to_numpy()
+    np.testing.assert_allclose(a, b, rtol=0.05, atol=0.05)
+    assert not np.array_equal(a, b)
+
+
+def test_lens_dtype_errors(tmp_path):
+    from conftest import build_tiny
+    from hubclient.errors import HubError
+    from hubclient.models import wrap_model
+
+    hf_model, tokenizer = build_tiny("llama")
+    model = wrap_model(hf_model, tokenizer, model_id="tiny-bias")
+    with pytest.raises(HubError, match="not one of"):
+        run_analysis(LogitLens(LensOptions(lens_dtype="int8")), PROMPTS[:1], RunConfig(out=tmp_path, progress=False), model=model)
+    hf_model.lm_head.bias = torch.nn.Parameter(torch.zeros(hf_model.lm_head.out_features))
+    with pytest.raises(HubError, match="without bias"):
+        run_analysis(LogitLens(LensOptions(lens_dtype="bfloat16")), PROMPTS[:1], RunConfig(out=tmp_path, progress=False), model=model)
+    assert not any(tmp_path.iterdir())  # refused before any run folder is written

@@ -436,3 +436,16 @@ def test_gemma_logit_lens_remote_equals_local_and_moves_little(tmp_path):
     per_prompt_layer = len(texts) * (run.manifest["model"]["n_layers"] + 1)
     assert block["bytes_received"] / per_prompt_layer < 2048
     assert block["bytes_sent"] / per_prompt_layer < 4096
+
+
+def test_bfloat16_lens_remote_equals_local_and_ships_no_weights(tiny_dir, server, tmp_path):
+    """--lens-dtype bfloat16 remotely: W_U is converted on the server (the client's cached bf16
+    copy is local-only and never sent), with the same numbers as the local run."""
+    def analysis():
+        return LogitLens(LensOptions(positions="all", top_k=3, lens_dtype="bfloat16"))
+
+    local = run_analysis(analysis(), PROMPTS, RunConfig(model=str(tiny_dir("llama")), out=tmp_path / "local", name="local", batch_size=2, progress=False))
+    run = run_analysis(analysis(), PROMPTS, remote_config(tiny_dir, server, tmp_path / "remote"))
+    assert run.table("logit_lens").equals(local.table("logit_lens"))
+    for request in run.manifest["remote"]["requests"]:
+        assert request["bytes_sent"] < 200_000
