@@ -68,7 +68,7 @@ def new_run_id(analysis: str, tag: str) -> str:
 
 
 #: Uncompressed bytes of rows a merge holds at once (:func:`merge_parts`).
-MERGE_BUDGET = 64 << 20
+MERGE_BUDGET = 8 << 20
 
 
 def merge_parts(parts: list[Path], keys: list[str], out: Path, budget: int = MERGE_BUDGET) -> int:
@@ -109,7 +109,11 @@ def merge_parts(parts: list[Path], keys: list[str], out: Path, budget: int = MER
         write_parquet(out, frame)
         return frame.height
     first = keys[0]
-    per_value = pl.scan_parquet(parts).group_by(first).len().sort(first).collect()
+    values = []
+    for part in parts:  # one small column at a time
+        values.append(pl.from_arrow(pq.read_table(part, columns=[first])))
+    per_value = pl.concat(values).group_by(first).len().sort(first)
+    del values
     per_window = max(1, budget * rows // size)
     windows: list[list[Any]] = []  # [low, high] of the first key, inclusive
     held = 0
@@ -125,7 +129,13 @@ def merge_parts(parts: list[Path], keys: list[str], out: Path, budget: int = MER
         writer = None
         try:
             for low, high in windows:
-                frame = pl.scan_parquet(parts).filter(pl.col(first).is_between(pl.lit(low), pl.lit(high))).collect()
+                pieces = []
+                for part in parts:  # one part decoded at a time; only the window's rows kept
+                    piece = pq.read_table(part, filters=[(first, ">=", low), (first, "<=", high)])
+                    if piece.num_rows:
+                        pieces.append(pl.from_arrow(piece))
+                frame = pl.concat(pieces, how="vertical")
+                del pieces
                 table = frame.sort(keys, maintain_order=True).to_arrow()
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
