@@ -14,20 +14,16 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from analyses.ablate import AblateOptions, Ablate, Condition, build_conditions, open_neurons_run
 from hubclient.runner import RunConfig, run_analysis
+
+from test_neurons import LANGS, _cli, _files  # the same three tiny languages and CLI helpers
 
 # distinct lengths: the runner sorts by length, so with batch size = number of conditions one batch
 # holds one text under every condition
 TEXTS = ["the cat sat on the mat", "paris is the capital", "one two three", "a dog ran in the park and the cat sat"]
 LANGUAGES = ["en", "en", "xx", "xx"]
-LANGS = {
-    "en": ["the cat sat on the mat", "the capital of france is paris", "one two three four", "a dog ran in the park", "language models read text"],
-    "xx": ["mat the on sat cat the", "paris is france of capital the", "four three two one", "park the in ran dog a", "text read models language"],
-    "yy": ["the cat sat", "paris", "one two three four five six", "the dog ran in a park and sat", "models predict the next word"],
-}
 
 
 def reference_logprob(hub_model, text, block=None, columns=None, values=None):
@@ -112,19 +108,6 @@ def test_mean_ablation_equals_hook(tiny_hub_model, tmp_path):
 
 
 # ---------------------------------------------------------------------------- CLI
-def _files(folder):
-    paths = []
-    for name, lines in LANGS.items():
-        path = folder / f"{name}.txt"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        paths.append(str(path))
-    return paths
-
-
-def _cli(*args):
-    from hubclient.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

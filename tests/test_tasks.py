@@ -384,6 +384,23 @@ def test_cli_similarity_task_arithmetic(tmp_path, task_model_dir):
     assert (run / "plots" / "similarity_by_layer.png").is_file()
 
 
+def test_cli_logit_lens_task_arithmetic_remote_equals_local(tmp_path, task_model_dir):
+    """The probe lens through --remote (the project's NDIF test server) gives the local tables."""
+    from test_remote import ServerProcess
+
+    args = ("logit-lens", "--task", "arithmetic", "--n", "6", "--max-operand", "4", "--operators", "+-", "--model", task_model_dir, "--out", tmp_path, "--no-plots")
+    srv = ServerProcess([str(task_model_dir)], key=None)
+    try:
+        remote = _hub(*args, "--name", "remote", "--remote", "--ndif-host", srv.url, "--timeout", "60")
+    finally:
+        srv.stop()
+    local = _hub(*args, "--name", "local")
+    assert remote.exit_code == 0 and local.exit_code == 0, remote.output + local.output
+    for table in ("task_lens", "task_lens_summary", "prompts"):
+        assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
+    assert json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]["requests"]
+
+
 def test_cli_similarity_task_cogs(tmp_path, task_model_dir):
     folder = _cogs(tmp_path, "plus\tminus equals\nfour\tthree times\nand\tfunction\n")
     result = _hub("similarity", "--task", "cogs", "--cogs-dir", folder, "--model", task_model_dir, "--out", tmp_path / "out", "--name", "c")
