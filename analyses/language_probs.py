@@ -237,7 +237,9 @@ def summarize(frame: Any, keys: list[str], value: str) -> Any:
 
     out: dict[str, list[Any]] = {k: [] for k in keys}
     out.update(mean=[], ci_low=[], ci_high=[], n=[])
-    for group_key, group in frame.group_by(keys, maintain_order=True):
+    # Rows in a canonical order first: the bootstrap resamples by index, so a group's values
+    # must come in the same order whatever order an upstream group_by produced them in.
+    for group_key, group in frame.sort(frame.columns).group_by(keys, maintain_order=True):
         values = group.get_column(value).to_numpy().astype(np.float64)
         low, high = bootstrap_ci(values)
         for k, v in zip(keys, group_key):

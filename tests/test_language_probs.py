@@ -248,3 +248,18 @@ def test_gemma_flores_equals_independent_computation(tmp_path, gemma, flores_dir
         expected = _reference_language_probs(gemma, text, m.astype(np.float64))
         got = table.filter(pl.col("prompt") == i).pivot(on="language", index="layer", values="probability").sort("layer").select("en", "zh", "unknown").to_numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_summarize_does_not_depend_on_row_order():
+    """The bootstrap CI resamples by index: shuffled input rows give the same summary."""
+    import numpy as np
+    import polars as pl
+
+    from analyses.language_probs import summarize
+
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"layer": np.repeat(np.arange(3), 20), "prompt": np.tile(np.arange(20), 3), "p": rng.random(60)})
+    a = summarize(frame, ["layer"], "p")
+    b = summarize(frame.sample(fraction=1.0, shuffle=True, seed=1), ["layer"], "p")
+    assert a.equals(b)
+    assert a["ci_low"].to_list() != a["ci_high"].to_list()
