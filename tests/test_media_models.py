@@ -178,7 +178,7 @@ def test_similarity_last_media_position_and_mean_caption(tmp_path, media_model):
         np.testing.assert_allclose(got, caption_states[i][2, 1:].mean(0).numpy(), rtol=1e-4, atol=1e-4)  # without BOS
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_audio"])
+@pytest.mark.parametrize("family", ["llava", "gemma3", "qwen2_audio"])
 def test_media_lens_equals_independent(tmp_path, media_model, family):
     from analyses.media_runs import MediaLensOptions, run_lens
 
@@ -197,6 +197,9 @@ def test_media_lens_equals_independent(tmp_path, media_model, family):
         assert sorted(lens.filter(pl.col("prompt") == i)["position"].unique().to_list()) == positions
         with torch.no_grad():
             logits = model.lm_head(model.model.language_model.norm(media_states[i][:, positions]))  # [layers+1, k, vocab]
+            cap = getattr(model.config.text_config, "final_logit_softcapping", None)
+            if cap:  # Gemma 3 soft-caps its logits
+                logits = torch.tanh(logits / cap) * cap
         probs = torch.softmax(logits.double(), dim=-1).numpy()
         assert probs.shape[-1] == vocab
         top1 = lens.filter((pl.col("prompt") == i) & (pl.col("rank") == 1)).sort("layer", "position")
