@@ -199,8 +199,9 @@ class MediaLens(LogitLens):
         return media_positions(tokens, self.media_id)
 
     def _row_words(self, batch: Any) -> Any:
-        """``[rows, W]`` token ids of each selected row's caption words (0-padded) and the
-        count per row; ``W`` = the most words of a caption in the batch (at least 1)."""
+        """``[rows, W]`` token ids of each selected row's caption words (0-padded; the padding
+        cells are dropped in :meth:`rows`); ``W`` = the most words of a caption in the batch
+        (at least 1)."""
         import torch
 
         prompts = batch.row_prompt
@@ -218,23 +219,15 @@ class MediaLens(LogitLens):
     def trace(self, model: Any, batch: Any) -> dict[str, Any]:
         """Lens of every layer at the media positions: top-k as the text lens, plus
         ``word_logits``/``word_probs``/``word_ranks`` ``[layers+1, rows, W]`` of the caption
-        words (probability ``exp(logit - logsumexp)``, rank ``1 + #{v: logit_v > logit_w}``)."""
-        import torch
-
+        words: :func:`hubclient.lens.reduce_logits` with per-row target ids (probability
+        ``exp(logit - logsumexp)``, rank ``1 + #{v: logit_v > logit_w}``)."""
         words = self._row_words(batch).to(model.device)
         top_k = self.options.top_k
 
         def reduce(logits: Any, rows: Any) -> dict[str, Any]:
-            out = reduce_logits(logits, top_k, None)
-            ids = words[rows]
-            chosen = logits.gather(1, ids)
-            lse = torch.logsumexp(logits, dim=-1)
-            ranks = []
-            for j in range(ids.shape[1]):
-                ranks.append((logits > chosen[:, j : j + 1]).sum(-1) + 1)
-            out["word_logits"] = chosen
-            out["word_probs"] = torch.exp(chosen - lse[:, None])
-            out["word_ranks"] = torch.stack(ranks, dim=-1)
+            out = reduce_logits(logits, top_k, words[rows])
+            for stat in ("logits", "probs", "ranks"):
+                out[f"word_{stat}"] = out.pop(f"target_{stat}")
             return out
 
         return decode_layers(model, batch, reduce, self.options.final_norm)

@@ -96,7 +96,8 @@ def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor 
     Args:
         logits: ``[rows, vocab]`` float32.
         top_k: number of winners to keep (``1 <= top_k <= vocab``).
-        target_ids: ``[targets]`` token ids to follow, or ``None``.
+        target_ids: ``[targets]`` token ids to follow (the same for every row), or
+            ``[rows, targets]`` (each row its own, e.g. its caption's words), or ``None``.
 
     Returns:
         dict with ``top_ids`` ``[rows, k]`` (long), ``top_logits``/``top_probs`` ``[rows, k]``,
@@ -116,7 +117,7 @@ def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor 
         "entropy": entropy,
     }
     if target_ids is not None and target_ids.numel():
-        t_logits = logits[:, target_ids]
+        t_logits = logits.gather(1, target_ids) if target_ids.dim() == 2 else logits[:, target_ids]
         ranks = []
         for j in range(t_logits.shape[1]):
             ranks.append((logits > t_logits[:, j : j + 1]).sum(-1) + 1)
