@@ -66,6 +66,16 @@ def _pair_sum(units: np.ndarray) -> float:
     return float(total @ total - np.einsum("nd,nd->", units, units))
 
 
+def _within_groups(units: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    """``(sum of cosines, number)`` of the ordered pairs ``i != j`` whose labels are equal."""
+    total, count = 0.0, 0
+    for group in np.unique(labels):
+        members = units[labels == group]
+        total += _pair_sum(members)
+        count += members.shape[0] * (members.shape[0] - 1)
+    return total, count
+
+
 def _labels(labels: Sequence, n: int, what: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n,):
@@ -94,11 +104,7 @@ def group_contrast(vectors: np.ndarray, labels: Sequence) -> GroupContrast:
     if n < 2:
         raise HubError(f"need at least 2 vectors to compare pairs, got {n}")
     all_pairs = _pair_sum(units)
-    same_sum, n_same = 0.0, 0
-    for group in np.unique(labels):
-        members = units[labels == group]
-        same_sum += _pair_sum(members)
-        n_same += members.shape[0] * (members.shape[0] - 1)
+    same_sum, n_same = _within_groups(units, labels)
     n_diff = n * (n - 1) - n_same
     if n_same == 0 or n_diff == 0:
         raise HubError("need pairs both inside and across groups (at least two groups, one with 2 or more members)")
@@ -118,6 +124,9 @@ def lrds(vectors: np.ndarray, languages: Sequence[str]) -> GroupContrast:
     Args:
         vectors: ``[N, d]``, one row per (language, sentence).
         languages: ``[N]`` language of each row.
+
+    Raises:
+        HubError: as :func:`group_contrast`.
     """
     return group_contrast(vectors, languages)
 
@@ -134,6 +143,9 @@ def sads(vectors: np.ndarray, sentences: Sequence[int]) -> GroupContrast:
     Args:
         vectors: ``[N, d]``, one row per (language, sentence).
         sentences: ``[N]`` sentence id of each row (line number in the parallel corpus).
+
+    Raises:
+        HubError: as :func:`group_contrast`.
     """
     return group_contrast(vectors, sentences)
 
@@ -153,16 +165,8 @@ def cross_language_baseline(vectors: np.ndarray, languages: Sequence[str], sente
     languages = _labels(languages, n, "language")
     sentences = _labels(sentences, n, "sentence")
     total = _pair_sum(units)
-    same_lang, n_lang = 0.0, 0
-    for group in np.unique(languages):
-        members = units[languages == group]
-        same_lang += _pair_sum(members)
-        n_lang += members.shape[0] * (members.shape[0] - 1)
-    same_sent, n_sent = 0.0, 0
-    for group in np.unique(sentences):
-        members = units[sentences == group]
-        same_sent += _pair_sum(members)
-        n_sent += members.shape[0] * (members.shape[0] - 1)
+    same_lang, n_lang = _within_groups(units, languages)
+    same_sent, n_sent = _within_groups(units, sentences)
     count = n * (n - 1) - n_lang - n_sent
     if count <= 0:
         raise HubError("no pair has both a different language and a different sentence")
@@ -206,6 +210,9 @@ def zscores(scores: np.ndarray) -> np.ndarray:
 
     Returns:
         ``[K, d_ff]`` float64.
+
+    Raises:
+        HubError: ``scores`` is not 2-D.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
