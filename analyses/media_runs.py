@@ -64,18 +64,16 @@ def word_token(tokenizer: Any, word: str) -> int | None:
     return None
 
 
-def pair_prompts(pairs_file: Path, n: int | None, media_template: str) -> tuple[list[Any], list[str]]:
-    """The pairs of ``pairs_file`` and one media prompt per pair (``media_template``).
+def pair_prompts(pairs_file: Path, n: int | None, media_template: str) -> tuple[list[Any], list[str], list[str]]:
+    """The pairs of ``pairs_file``, one media prompt per pair (``media_template``) and the
+    pairs' captions.
 
     Raises:
         HubError: see :func:`hubclient.media.read_pairs`; a template without ``{media}``.
     """
     check_template(media_template)
     pairs = read_pairs(pairs_file, n=n)
-    prompts = []
-    for _ in pairs:
-        prompts.append(media_template)
-    return pairs, prompts
+    return pairs, [media_template] * len(pairs), [pair.caption for pair in pairs]
 
 
 def single_pairs_file(inputs: list[str] | None, modality: str) -> Path:
@@ -106,12 +104,9 @@ def run_similarity(pairs_file: Path, options: SimilarityOptions, n: int | None, 
             :func:`hubclient.multimodal.encode`).
     """
     modality = check_modality(options.modality)
-    pairs, media_prompts = pair_prompts(pairs_file, n, options.media_template)
+    pairs, media_prompts, captions = pair_prompts(pairs_file, n, options.media_template)
     if len(pairs) < 2:
         raise HubError(f"{pairs_file} has {len(pairs)} pair; the similarity needs at least 2 (matching vs non-matching pairs)")
-    captions = []
-    for pair in pairs:
-        captions.append(pair.caption)
     options.languages = [modality, "caption"]
     options.sources = [str(pairs_file)]
     count = len(pairs)
@@ -311,10 +306,7 @@ def media_lens_plots(run: Any) -> dict[str, Any]:
         positions = sorted(top1["position"].unique().to_list())
         if len(positions) > HEATMAP_POSITIONS:
             step = len(positions) / HEATMAP_POSITIONS
-            picked = []
-            for i in range(HEATMAP_POSITIONS):
-                picked.append(positions[int(i * step)])
-            positions = picked
+            positions = [positions[int(i * step)] for i in range(HEATMAP_POSITIONS)]
         frame = (
             top1.filter(pl.col("position").is_in(positions))
             .sort("position", "layer")
@@ -334,10 +326,7 @@ def run_lens(pairs_file: Path, options: MediaLensOptions, n: int | None, config:
     Raises:
         HubError: bad pairs, media, template or model.
     """
-    pairs, prompts = pair_prompts(pairs_file, n, options.media_template)
-    captions = []
-    for pair in pairs:
-        captions.append(pair.caption)
+    pairs, prompts, captions = pair_prompts(pairs_file, n, options.media_template)
     analysis = MediaLens(options, captions)
     columns = {"media": [str(p.media) for p in pairs], "caption": captions}
     return run_analysis(analysis, prompts, config, prompt_columns=columns, media=list(pairs), resample=options.resample)
