@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubclient.errors import HubError
+from hubclient.inputs import read_lines
 from hubclient.tasks import LensItem, Probe
 
 #: Role -> English words whose lens probability is read at identifiers of that role (summed).
@@ -81,14 +82,9 @@ def read_mbpp(path: Path, n: int | None = None, with_tests: bool = True) -> list
             not valid Python (each with its line number), ``n < 1`` or more than the records.
     """
     path = Path(path)
-    if not path.is_file():
-        raise HubError(f"MBPP file {str(path)!r} does not exist (or is not a file); pass --mbpp PATH/mbpp.jsonl")
+    lines = read_lines(path, "MBPP file", "; pass --mbpp PATH/mbpp.jsonl")
     if n is not None and n < 1:
         raise HubError(f"--n must be at least 1, got {n}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise HubError(f"MBPP file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     programs: list[Program] = []
     for number, line in enumerate(lines, start=1):
         if n is not None and len(programs) == n:
