@@ -125,6 +125,9 @@ class TaskLens(Analysis):
         skipped = {"merged": 0, "no_token": 0}
         by_kind: dict[str, int] = {}
         first_skip: dict[str, str] = {}
+        probed = [0] * len(self.groups)  # usable probes that name words for group g…
+        absent = [0] * len(self.groups)  # …none of which has a token
+        multi = 0  # usable probes with a followed group word of several tokens
         self.rows_of = {}
         for i, item in enumerate(self.items):
             ids, offsets = encoded["input_ids"][i], encoded["offset_mapping"][i]
@@ -158,6 +161,11 @@ class TaskLens(Analysis):
                     first_skip.setdefault("no_token", f"{probe.kind} {probe.text!r} of prompt {i}")
                     continue
                 rows.append(_Row(k, probe, position, group_ids, full))
+                for g, group in enumerate(self.groups):
+                    if probe.groups.get(group):
+                        probed[g] += 1
+                        absent[g] += not group_ids[g]
+                multi += any(group_ids[g] and full[g] > 1 for g in range(len(self.groups)))
             self.rows_of[i] = rows
         total = sum(len(item.probes) for item in self.items)
         used = sum(len(r) for r in self.rows_of.values())
@@ -170,23 +178,10 @@ class TaskLens(Analysis):
             warnings.warn(f"{skipped['no_token']} of {total} probes skipped: none of their words is in the vocabulary (first: {first_skip['no_token']})", stacklevel=2)
         missing = []
         for g, group in enumerate(self.groups):
-            probed = absent = 0
-            for rows in self.rows_of.values():
-                for row in rows:
-                    if row.probe.groups.get(group):
-                        probed += 1
-                        absent += not row.ids[g]
-            if absent:
-                missing.append(f"{group!r} at {absent} of {probed}")
+            if absent[g]:
+                missing.append(f"{group!r} at {absent[g]} of {probed[g]}")
         if missing:
             warnings.warn(f"groups with no token in the vocabulary (left out there): {', '.join(missing)}", stacklevel=2)
-        multi = 0
-        for rows in self.rows_of.values():
-            for row in rows:
-                for g in range(len(self.groups)):
-                    if row.ids[g] and row.full_tokens[g] > 1:
-                        multi += 1
-                        break
         if multi:
             warnings.warn(f"{multi} of {used} probes have a group word of several tokens; its first token is followed (column full_tokens says how many)", stacklevel=2)
 
@@ -219,13 +214,16 @@ class TaskLens(Analysis):
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
         """``task_lens`` rows: one per probe, layer and probed group."""
+        import numpy as np
         import polars as pl
 
         sums = saved["sum"].double().numpy()  # [layers, rows, groups]
         maxes = saved["max"].double().numpy()
         n_layers = sums.shape[0]
-        names = ("prompt", "probe", "kind", "span", "position", "token", "exact_token", "layer", "group", "targets", "full_tokens", "probability", "max_probability")
-        records: dict[str, list[Any]] = {k: [] for k in names}
+        names = ("prompt", "probe", "kind", "span", "position", "token", "exact_token", "group", "targets", "full_tokens")
+        entries: list[tuple[Any, ...]] = []  # one per (row, probed group), in ``names`` order
+        at_row: list[int] = []
+        at_group: list[int] = []
         decoded: dict[int, str] = {}
 
         def decode(i: int) -> str:
@@ -233,28 +231,26 @@ class TaskLens(Analysis):
                 decoded[i] = model.tokenizer.decode([i])
             return decoded[i]
 
+        row_batch = batch.row_batch.tolist()
         for r, (prompt, row) in enumerate(self._batch_rows(batch)):
-            token = decode(int(batch.tokens[batch.prompt_index.index(prompt)][row.position]))
+            token = decode(int(batch.tokens[row_batch[r]][row.position]))
+            exact = bool(token.strip()) and row.probe.text.endswith(token.strip())
             for g, group in enumerate(self.groups):
                 if not row.ids[g]:
                     continue
                 targets = "|".join(decode(t) for t in row.ids[g])
-                for layer in range(n_layers):
-                    records["prompt"].append(prompt)
-                    records["probe"].append(row.probe_index)
-                    records["kind"].append(row.probe.kind)
-                    records["span"].append(row.probe.text)
-                    records["position"].append(row.position)
-                    records["token"].append(token)
-                    records["exact_token"].append(bool(token.strip()) and row.probe.text.endswith(token.strip()))
-                    records["layer"].append(layer)
-                    records["group"].append(group)
-                    records["targets"].append(targets)
-                    records["full_tokens"].append(row.full_tokens[g])
-                    records["probability"].append(sums[layer, r, g])
-                    records["max_probability"].append(maxes[layer, r, g])
+                entries.append((prompt, row.probe_index, row.probe.kind, row.probe.text, row.position, token, exact, group, targets, row.full_tokens[g]))
+                at_row.append(r)
+                at_group.append(g)
         schema = {"prompt": pl.Int64, "probe": pl.Int32, "kind": pl.String, "span": pl.String, "position": pl.Int32, "token": pl.String, "exact_token": pl.Boolean, "layer": pl.Int32, "group": pl.String, "targets": pl.String, "full_tokens": pl.Int32, "probability": pl.Float64, "max_probability": pl.Float64}
-        return {"task_lens": pl.DataFrame(records, schema=schema)}
+        # every (row, group) entry repeats over the layers: entry-major, layer-minor
+        frame = pl.DataFrame(entries, schema={k: schema[k] for k in names}, orient="row").select(pl.all().gather(np.repeat(np.arange(len(at_row)), n_layers)))
+        frame = frame.with_columns(
+            layer=pl.Series(np.tile(np.arange(n_layers), len(at_row)), dtype=pl.Int32),
+            probability=pl.Series(sums[:, at_row, at_group].T.reshape(-1), dtype=pl.Float64),
+            max_probability=pl.Series(maxes[:, at_row, at_group].T.reshape(-1), dtype=pl.Float64),
+        )
+        return {"task_lens": frame.select(list(schema))}
 
     def finish(self, run: Any) -> dict[str, Any]:
         """``task_lens_summary``: per kind, group and layer, the mean over prompts of each
@@ -339,17 +335,9 @@ def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig
     """
     items = tasks.lens_items(task_options)
     analysis = TaskLens(TaskLensOptions(task=task_options.describe(), final_norm=final_norm), items)
-    columns: dict[str, list[Any]] = {}
-    for item in items:
-        for key in item.columns:
-            columns.setdefault(key, [])
-    for key in columns:
-        for item in items:
-            columns[key].append(item.columns.get(key))
-    texts = []
-    for item in items:
-        texts.append(item.text)
-    return run_analysis(analysis, texts, config, model=model, prompt_columns=columns)
+    keys = dict.fromkeys(key for item in items for key in item.columns)  # first-seen order
+    columns = {key: [item.columns.get(key) for item in items] for key in keys}
+    return run_analysis(analysis, [item.text for item in items], config, model=model, prompt_columns=columns)
 
 
 def summary_lines(run: Any) -> str:
