@@ -140,7 +140,7 @@ class TranslationLens(Analysis):
             encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
             for i, ids in enumerate(encoded):
                 word, english = self.options.cloze_words[i]
-                local, eng = _first_token_ids(tokenizer, word), _first_token_ids(tokenizer, english)
+                local, eng = first_token_ids(tokenizer, word)[0], first_token_ids(tokenizer, english)[0]
                 eng = [t for t in eng if t not in local]
                 self.targets[i] = [Target(len(ids) - 1, word, local, eng, [english])] if eng else []
         else:
@@ -287,12 +287,6 @@ def _single_token_ids(tokenizer: Any) -> Any:
         return cache[word]
 
     return ids_of
-
-
-def _first_token_ids(tokenizer: Any, word: str) -> list[int]:
-    """First token of ``word`` as written and with a leading space (deduplicated; see
-    :func:`hubclient.probes.first_token_ids`)."""
-    return first_token_ids(tokenizer, word)[0]
 
 
 def _english_lemmas(word: str) -> list[str]:
