@@ -37,6 +37,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from analyses.neurons import split_langs
 from hubclient import options as opt
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
@@ -414,11 +415,11 @@ def random_like(neurons: dict[int, list[int]], d_ff: int, seed: int, salt: int) 
     rng = np.random.default_rng([seed, salt])
     out: dict[int, list[int]] = {}
     for block in sorted(neurons):
-        chosen = set(neurons[block])
-        pool = np.asarray([j for j in range(d_ff) if j not in chosen], dtype=np.int64)
-        if len(chosen) > pool.size:
-            raise HubError(f"block {block} has {len(chosen)} of {d_ff} neurons selected: too many for a disjoint random set; use --no-random")
-        out[block] = sorted(int(v) for v in rng.choice(pool, size=len(chosen), replace=False))
+        chosen = np.unique(np.asarray(neurons[block], dtype=np.int64))
+        pool = np.setdiff1d(np.arange(d_ff, dtype=np.int64), chosen)
+        if chosen.size > pool.size:
+            raise HubError(f"block {block} has {chosen.size} of {d_ff} neurons selected: too many for a disjoint random set; use --no-random")
+        out[block] = sorted(int(v) for v in rng.choice(pool, size=chosen.size, replace=False))
     return out
 
 
@@ -488,17 +489,19 @@ def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Pa
     return texts, langs, sentences, [str(p) for p in corpus.sources]
 
 
-def _split(values: list[str] | None, default: list[str], available: list[str], option: str) -> list[str]:
+def _split(values: list[str] | None, available: list[str], option: str) -> list[str]:
+    """``--langs``/``--ablate`` values (comma-separated or repeated, as
+    :func:`analyses.neurons.split_langs`), default all ``available``.
+
+    Raises:
+        HubError: a language the neurons run does not have.
+    """
     if not values:
-        return list(default)
-    out: list[str] = []
-    for value in values:
-        for item in value.split(","):
-            item = item.strip()
-            if item and item not in out:
-                if item not in available:
-                    raise HubError(f"{option} {item!r} is not a language of the neurons run ({', '.join(available)})")
-                out.append(item)
+        return list(available)
+    out = split_langs(values)
+    for item in out:
+        if item not in available:
+            raise HubError(f"{option} {item!r} is not a language of the neurons run ({', '.join(available)})")
     return out
 
 
@@ -533,8 +536,8 @@ def command(
     run = open_neurons_run(source)
     o = run.manifest["options"]
     available = list(o["languages"])
-    eval_langs = _split(langs, available, available, "--langs")
-    ablate_langs = _split(ablate, available, available, "--ablate")
+    eval_langs = _split(langs, available, "--langs")
+    ablate_langs = _split(ablate, available, "--ablate")
     if offset is None:
         if o.get("n") is None:
             raise HubError(f"the neurons run {source} used every line; pass --offset to choose held-out lines")
