@@ -143,13 +143,11 @@ class Neurons(Analysis):
         self.sentences = list(sentences)
         self.n_layers = 0
         self.bos_id: int | None = None
-        self.gated = False
 
     def prepare(self, model: Any, prompts: list[str]) -> None:
-        """Record the model's blocks, its BOS id and whether its MLP is gated."""
+        """Record the model's blocks and its BOS id."""
         self.n_layers = model.n_layers
         self.bos_id = model.tokenizer.bos_token_id
-        self.gated = gate_activation(model, 1) is not None
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
@@ -167,8 +165,8 @@ class Neurons(Analysis):
         means = []
         active = []
         for block in range(1, self.n_layers + 1):
-            gate = gate_activation(model, block) if self.gated else None
-            firing = gate.output.reshape(shape) if gate is not None else None
+            gate = gate_activation(model, block)
+            firing = gate.output.reshape(shape) if gate is not None else None  # act(gate(x)) runs before the down projection
             act = model.mlp_down(block).input.reshape(shape)
             if firing is None:
                 firing = act
@@ -390,19 +388,19 @@ def lape_probabilities(path: Path, languages: list[str], n_layers: int) -> Any:
     import numpy as np
     import polars as pl
 
-    frame = pl.read_parquet(path)
-    out = None
-    for k, language in enumerate(languages):
-        for layer in range(1, n_layers + 1):
-            part = frame.filter((pl.col("language") == language) & (pl.col("layer") == layer))
-            tokens = int(part["n_tokens"].sum())
-            if part.height == 0 or tokens == 0:
-                raise HubError(f"{path}: no tokens of language {language!r} at layer {layer}; the run is incomplete")
-            active = part["n_active"].to_numpy().astype(np.float64).sum(axis=0)
-            if out is None:
-                out = np.zeros((len(languages), n_layers, active.size))
-            out[k, layer - 1] = active / tokens
-    return out
+    frame = pl.read_parquet(path).filter(pl.col("language").is_in(languages) & pl.col("layer").is_between(1, n_layers))
+    k = frame["language"].replace_strict(languages, list(range(len(languages))), return_dtype=pl.Int64).to_numpy()
+    layer = frame["layer"].to_numpy().astype(np.int64) - 1
+    active = frame["n_active"].to_numpy().astype(np.float64)  # [rows, d_ff]
+    tokens = np.zeros((len(languages), n_layers))
+    np.add.at(tokens, (k, layer), frame["n_tokens"].to_numpy().astype(np.float64))
+    missing = np.argwhere(tokens == 0)
+    if missing.size:
+        language, layer_index = missing[0]
+        raise HubError(f"{path}: no tokens of language {languages[language]!r} at layer {layer_index + 1}; the run is incomplete")
+    out = np.zeros((len(languages), n_layers, active.shape[1]))
+    np.add.at(out, (k, layer), active)
+    return out / tokens[:, :, None]
 
 
 def summarize(run: Any) -> str:
