@@ -544,12 +544,9 @@ def wrap_model(
     hf_model.to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if arch.modality is not None:
-        if processor is None:
-            raise HubError(f"{type(hf_model).__name__} is an {arch.modality} model: wrap it with its processor (processor=...)")
-        lm = TransformersModel(hf_model, tokenizer=tokenizer, processor=processor, task=arch.task)
-    else:
-        lm = TransformersModel(hf_model, tokenizer=tokenizer)
+    if arch.modality is not None and processor is None:
+        raise HubError(f"{type(hf_model).__name__} is an {arch.modality} model: wrap it with its processor (processor=...)")
+    lm = TransformersModel(hf_model, tokenizer=tokenizer, processor=processor, task=arch.task)  # text: both None
     dtype = str(next(hf_model.parameters()).dtype).removeprefix("torch.")
     return HubModel(
         lm=lm,

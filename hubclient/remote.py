@@ -180,10 +180,7 @@ def load_remote_model(name: str) -> RemoteHubModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     # nnsight's own meta build (config only, no weights); the key names the model by its id.
-    if processor is not None:
-        lm = TransformersModel(path, tokenizer=tokenizer, processor=processor, task=arch.task)
-    else:
-        lm = TransformersModel(path, tokenizer=tokenizer, task="text-generation")
+    lm = TransformersModel(path, tokenizer=tokenizer, processor=processor, task=arch.task or "text-generation")
     lm.repo_id = model_id
     check_modules(arch, lm._module)
     return RemoteHubModel(
