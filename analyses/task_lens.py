@@ -290,26 +290,11 @@ class TaskLens(Analysis):
         subtitle = "mean over prompts of the mean over positions; band = 95% bootstrap CI over prompts"
         return {
             "task_lens": ci_lines(frame, color="group", facet="panel", title=title, subtitle=subtitle, y_title="lens probability"),
-            "task_lens_log": _log_lines(frame, title, subtitle + "; log axis, values below 1e-12 drawn at 1e-12"),
+            "task_lens_log": ci_lines(
+                frame, color="group", facet="panel", title=title, subtitle=subtitle + "; log axis, values below 1e-12 drawn at 1e-12",
+                y_title="lens probability (log)", log_floor=1e-12,
+            ),
         }
-
-
-def _log_lines(frame: Any, title: str, subtitle: str) -> Any:
-    """:func:`analyses.language_probs.ci_lines` on a log10 y axis (values floored at 1e-12)."""
-    import altair as alt
-    import polars as pl
-
-    floor = 1e-12
-    frame = frame.with_columns(pl.col("mean", "ci_low", "ci_high").clip(lower_bound=floor))
-    y_scale = alt.Scale(type="log", domainMin=floor)
-    base = alt.Chart(frame).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"), color=alt.Color("group:N", title="group"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title="lens probability (log)", scale=y_scale), y2="ci_high:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", scale=y_scale),
-        tooltip=["layer", "group", alt.Tooltip("mean:Q", format=".3g"), alt.Tooltip("ci_low:Q", format=".3g"), alt.Tooltip("ci_high:Q", format=".3g"), "n"],
-    )
-    chart = (band + line).properties(width=260, height=180)
-    return chart.facet(facet=alt.Facet("panel:N", title=None), columns=3).properties(title=alt.TitleParams(title, subtitle=subtitle))
 
 
 def _token_at(text: str, ids: list[int], offsets: list[tuple[int, int]], probe: Probe, special: set[int]) -> int | None:
