@@ -78,7 +78,7 @@ def check_modality(modality: str) -> str:
         HubError: not one of ``image``, ``audio``.
     """
     if modality not in MODALITIES:
-        raise HubError(f"unknown --modality {modality!r}; choose text, image or audio")
+        raise HubError(f"--modality {modality!r} is not a media modality; choose image or audio")
     return modality
 
 

@@ -150,3 +150,11 @@ def test_demo_audio_with_espeak(tmp_path):
     pairs = media.read_pairs(media.write_demo(tmp_path, ("audio",))["audio"])
     assert [p.caption for p in pairs] == list(media.SPOKEN)
     assert media.load_audio(pairs[0].media, 16000).size > 1600
+
+
+@pytest.mark.parametrize("modality", ["text", "video"])
+def test_check_modality_names_the_media_choices(modality):
+    assert media.check_modality("audio") == "audio"
+    with pytest.raises(HubError, match=r"choose image or audio$") as err:
+        media.check_modality(modality)
+    assert repr(modality) in str(err.value) and "choose text" not in str(err.value)
