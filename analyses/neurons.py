@@ -202,22 +202,19 @@ class Neurons(Analysis):
                 "n_tokens": n_tokens[row], "activation": values,
             }
         )
-        count_rows: dict[str, list[Any]] = {"batch": [], "language": [], "layer": [], "n_tokens": [], "n_active": []}
+        count_frames = []
         for language in sorted(set(languages.tolist())):
             members = languages == language
-            for layer in range(n_layers):
-                count_rows["batch"].append(batch.index)
-                count_rows["language"].append(language)
-                count_rows["layer"].append(layer + 1)
-                count_rows["n_tokens"].append(int(n_tokens[members].sum()))
-                count_rows["n_active"].append(active[layer, members].sum(axis=0))
-        counts = pl.DataFrame(
-            {
-                "batch": np.asarray(count_rows["batch"], dtype=np.int32), "language": count_rows["language"],
-                "layer": np.asarray(count_rows["layer"], dtype=np.int32), "n_tokens": np.asarray(count_rows["n_tokens"], dtype=np.int64),
-                "n_active": np.stack(count_rows["n_active"]).astype(np.int32),
-            }
-        )
+            count_frames.append(
+                pl.DataFrame(
+                    {
+                        "batch": np.full(n_layers, batch.index, dtype=np.int32), "language": [language] * n_layers,
+                        "layer": np.arange(1, n_layers + 1, dtype=np.int32), "n_tokens": np.full(n_layers, n_tokens[members].sum(), dtype=np.int64),
+                        "n_active": active[:, members].sum(axis=1).astype(np.int32),  # [L, d_ff]
+                    }
+                )
+            )
+        counts = pl.concat(count_frames)
         return {"activations": activations, "lape_counts": counts}
 
     # ------------------------------------------------------------------ statistics
