@@ -136,10 +136,6 @@ class Ablate(Analysis):
         self.means = {}
         import torch
 
-        for cond in self.conditions:
-            for block, idx in cond.neurons.items():
-                if options.mode == "mean" and idx and (means is None or block not in means):
-                    raise HubError(f"--mode mean needs the mean activation of block {block}; the neurons run has none")
         if options.mode == "mean" and means is not None:
             for block, values in means.items():
                 self.means[int(block)] = torch.as_tensor(values, dtype=torch.float32)
@@ -148,6 +144,8 @@ class Ablate(Analysis):
             per_block = {}
             for block, idx in cond.neurons.items():
                 if len(idx):
+                    if options.mode == "mean" and int(block) not in self.means:
+                        raise HubError(f"--mode mean needs the mean activation of block {block}; the neurons run has none")
                     per_block[int(block)] = torch.as_tensor(sorted(idx), dtype=torch.long)
             self.index.append(per_block)
         self.n_layers = 0

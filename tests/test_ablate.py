@@ -199,3 +199,15 @@ def test_neurons_and_ablation_run_remotely(tiny_dir, neurons_run, tmp_path):
         ours, theirs = pl.read_parquet(tmp_path / "remote" / f"{table}.parquet"), pl.read_parquet(tmp_path / "local" / f"{table}.parquet")
         assert ours.equals(theirs), table
     assert json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]["requests"]
+
+
+def test_mean_mode_needs_the_means_of_every_ablated_block():
+    from hubclient.errors import HubError
+
+    options = AblateOptions(source="test", ablate=["en"], languages=["en"], n=1, offset=0, mode="mean")
+    conditions = [Condition("none", "none", ""), Condition("key:en", "selected", "en", {2: [1], 3: []})]
+    with pytest.raises(HubError, match="needs the mean activation of block 2"):
+        Ablate(options, conditions, ["en"], [0], means={3: np.zeros(4)})
+    with pytest.raises(HubError, match="needs the mean activation of block 2"):
+        Ablate(options, conditions, ["en"], [0], means=None)
+    Ablate(options, conditions, ["en"], [0], means={2: np.zeros(4)})  # block 3 ablates nothing: no mean needed
