@@ -28,6 +28,7 @@ The lens is read at the span's last token (for ``count_ways``: the token ending 
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import json
 import random
@@ -138,8 +139,15 @@ class _Offsets:
         return self.starts[row - 1] + len(line.encode("utf-8")[:col_bytes].decode("utf-8", errors="ignore"))
 
 
-def _tokens(text: str) -> list[tokenize.TokenInfo]:
-    return list(tokenize.generate_tokens(io.StringIO(text).readline))
+# comma_spans, role_spans and control_spans each read the same program: parse and tokenise it once.
+@functools.lru_cache(maxsize=4)
+def _tree(text: str) -> ast.Module:
+    return ast.parse(text)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokens(text: str) -> tuple[tokenize.TokenInfo, ...]:
+    return tuple(tokenize.generate_tokens(io.StringIO(text).readline))
 
 
 def comma_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -149,7 +157,7 @@ def comma_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]
     of element ``i + 1`` of an ``ast.List`` (commas nested inside an element lie inside the
     element's own span, so they are never taken).
     """
-    tree = ast.parse(text)
+    tree = _tree(text)
     offsets = _Offsets(text)
     commas = []
     for tok in _tokens(text):
@@ -178,7 +186,7 @@ def role_spans(text: str) -> list[tuple[int, int, str]]:
     ``argument`` (parameters and their uses), ``variable`` (stored names and their uses);
     names in two roles are dropped.
     """
-    tree = ast.parse(text)
+    tree = _tree(text)
     offsets = _Offsets(text)
     functions: set[str] = set()
     arguments: set[str] = set()
