@@ -230,16 +230,21 @@ def check_modules(spec: ArchSpec, model: Any) -> None:
         raise HubError(f"decoder blocks of {type(model).__name__} have no {spec.mlp_gate_act!r} (mlp_gate_act); fix hubclient/arch.py")
 
 
-def softcap(spec: ArchSpec, config: Any) -> float | None:
-    """The final logit soft-cap of the model (Gemma 2), or ``None`` when it has none.
+def text_config_value(config: Any, attr: str) -> Any:
+    """``config.<attr>``, else the language model's ``config.text_config.<attr>`` (where
+    multimodal wrappers keep it), else ``None``."""
+    value = getattr(config, attr, None)
+    if value is None and getattr(config, "text_config", None) is not None:
+        value = getattr(config.text_config, attr, None)
+    return value
 
-    Multimodal wrappers keep it on their ``text_config``."""
+
+def softcap(spec: ArchSpec, config: Any) -> float | None:
+    """The final logit soft-cap of the model (Gemma 2), or ``None`` when it has none
+    (read through :func:`text_config_value`)."""
     if spec.logit_softcap_attr is None:
         return None
-    value = getattr(config, spec.logit_softcap_attr, None)
-    if value is None and getattr(config, "text_config", None) is not None:
-        value = getattr(config.text_config, spec.logit_softcap_attr, None)
-    return value or None
+    return text_config_value(config, spec.logit_softcap_attr) or None
 
 
 def media_token_id(spec: ArchSpec, config: Any) -> int | None:

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from hubclient.arch import ArchSpec, check_modules, get_module, media_token_id, softcap, spec_for_config
+from hubclient.arch import ArchSpec, check_modules, get_module, media_token_id, softcap, spec_for_config, text_config_value
 from hubclient.errors import HubError
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -105,13 +105,6 @@ class HubModel:
     def media_token_id(self) -> int | None:
         """Id of the token at the media positions (image patches / audio frames), or ``None``."""
         return media_token_id(self.arch, self.config)
-
-    def _text_config_value(self, attr: str) -> Any:
-        value = getattr(self.config, attr, None)
-        text = getattr(self.config, "text_config", None)
-        if value is None and text is not None:
-            value = getattr(text, attr, None)
-        return value
 
     @property
     def torch_model(self) -> Any:
@@ -214,7 +207,7 @@ class HubModel:
     def max_length(self) -> int | None:
         """Longest input (tokens) the model accepts, or ``None`` when it sets no limit."""
         for attr in ("max_position_embeddings", "n_positions", "seq_length"):
-            value = self._text_config_value(attr)
+            value = text_config_value(self.config, attr)
             if isinstance(value, int) and value > 0:
                 return value
         return None
@@ -227,7 +220,7 @@ class HubModel:
             "source": self.source,
             "family": self.arch.family,
             "n_layers": self.n_layers,
-            "d_model": int(self._text_config_value("hidden_size") or getattr(self.config, "n_embd", 0) or 0),
+            "d_model": int(text_config_value(self.config, "hidden_size") or getattr(self.config, "n_embd", 0) or 0),
             "vocab_size": self.vocab_size,
             "device": self.device,
             "dtype": self.dtype,
