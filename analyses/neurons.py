@@ -240,7 +240,7 @@ class Neurons(Analysis):
             for measure, same, different in (("LRDS", lr.same, lr.different), ("SADS", sa.same, sa.different), ("SADS-x", sa.same, cross)):
                 measures.append({"layer": layer, "measure": measure, "value": same - different, "same": same, "different": different})
             per_language = []
-            for language in langs:
+            for k, language in enumerate(langs):
                 members = languages == language
                 if not members.any():
                     raise HubError(f"{run.path}: no activations of language {language!r} at layer {layer}; the run is incomplete")
@@ -250,7 +250,7 @@ class Neurons(Analysis):
                 stat_rows["language"].append(language)
                 stat_rows["n_tokens"].append(int(weight.sum()))
                 stat_rows["mean_activation"].append((weight @ x[members] / max(weight.sum(), 1.0)).astype(np.float32))
-                stat_rows["active_prob"].append(probs[langs.index(language), layer - 1].astype(np.float32))
+                stat_rows["active_prob"].append(probs[k, layer - 1].astype(np.float32))
             scores, z, key = stats.key_neurons(per_language, o.z_threshold)
             for k, language in enumerate(langs):
                 idx = np.flatnonzero(key[k])
