@@ -284,8 +284,10 @@ def command(
     if task is not None:
         from analyses import task_lens
 
-        if prompt or prompts:
-            raise HubError("--task builds its own prompts; drop --prompt/--prompts")
+        if prompt or prompts or column:
+            raise HubError("--task builds its own prompts; drop --prompt/--prompts/--column")
+        if positions != "last":
+            raise HubError("--positions does not apply with --task: the lens reads each probe's own position")
         if target:
             raise HubError("--target does not apply with --task (the task names the words it follows)")
         options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
