@@ -160,9 +160,11 @@ class MediaLens(LogitLens):
         super().__init__(options)
         self.tables = {**self.tables, "caption_words": ["prompt", "position", "layer", "word"]}
         self.captions = list(captions)
-        self.words: list[list[str]] = []
-        self.word_ids: list[list[int]] = []
         self.media_id: int | None = None
+        # per prompt, its caption words and their token ids ([prompts, W_max], ""/0-padded), and counts
+        self.word_table: Any = None
+        self.id_table: Any = None
+        self.word_counts: Any = None
 
     def prepare(self, model: Any, prompts: list[str]) -> None:
         """Check the model reads the modality; caption words -> token ids (:func:`word_token`).
@@ -170,19 +172,27 @@ class MediaLens(LogitLens):
         Raises:
             HubError: a text model or one of the other modality; ``top_k`` above the vocabulary.
         """
+        import numpy as np
+
         require_modality(model, self.options.modality)
         super().prepare(model, prompts)
         self.media_id = model.media_token_id
-        self.words, self.word_ids = [], []
+        per_caption = []
         for caption in self.captions:
-            words, ids = [], []
+            followed = []
             for word in caption_words(caption):
                 token = word_token(model.tokenizer, word)
                 if token is not None:
-                    words.append(word)
-                    ids.append(token)
-            self.words.append(words)
-            self.word_ids.append(ids)
+                    followed.append((word, token))
+            per_caption.append(followed)
+        width = max([1] + [len(f) for f in per_caption])  # at least 1: the trace gathers [rows, W]
+        self.word_table = np.full((len(per_caption), width), "", dtype=object)
+        self.id_table = np.zeros((len(per_caption), width), dtype=np.int64)
+        self.word_counts = np.zeros(len(per_caption), dtype=np.int64)
+        for p, followed in enumerate(per_caption):
+            self.word_counts[p] = len(followed)
+            for j, (word, token) in enumerate(followed):
+                self.word_table[p, j], self.id_table[p, j] = word, token
 
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
@@ -197,18 +207,12 @@ class MediaLens(LogitLens):
         """``[rows, W]`` token ids of each selected row's caption words (0-padded; the padding
         cells are dropped in :meth:`rows`); ``W`` = the most words of a caption in the batch
         (at least 1)."""
+        import numpy as np
         import torch
 
-        prompts = batch.row_prompt
-        width = 1
-        for p in prompts:
-            width = max(width, len(self.word_ids[p]))
-        ids = torch.zeros((len(prompts), width), dtype=torch.long)
-        for r, p in enumerate(prompts):
-            row = self.word_ids[p]
-            if row:
-                ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return ids
+        prompts = np.asarray(batch.row_prompt, dtype=np.int64)
+        width = int(self.word_counts[prompts].max(initial=1))
+        return torch.from_numpy(self.id_table[prompts, :width].copy())
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Any) -> dict[str, Any]:
@@ -240,10 +244,10 @@ class MediaLens(LogitLens):
         row_pos = batch.row_position.numpy()
         decode = _decoder(model.tokenizer)
         # valid (row, word) cells: word j < the row's caption word count
-        counts = np.asarray([len(self.word_ids[p]) for p in row_prompt.tolist()], dtype=np.int64)
+        counts = self.word_counts[row_prompt]
         rr, jj = np.nonzero(np.arange(width)[None, :] < counts[:, None])  # row-major: row, then word
-        words = np.asarray([self.words[row_prompt[r]][j] for r, j in zip(rr.tolist(), jj.tolist())], dtype=object).astype(str)
-        ids = np.asarray([self.word_ids[row_prompt[r]][j] for r, j in zip(rr.tolist(), jj.tolist())], dtype=np.int64)
+        words = self.word_table[row_prompt[rr], jj].astype(str)
+        ids = self.id_table[row_prompt[rr], jj]
         cells = rr.size
         layer = np.repeat(np.arange(n_layers), cells)
         data = {

@@ -212,6 +212,8 @@ def test_media_lens_equals_independent(tmp_path, media_model, family):
             assert rows["token_id"].unique().to_list() == [tokenizer_vocab[word]]
             want = probs[:, :, tokenizer_vocab[word]]
             np.testing.assert_allclose(rows["probability"].to_numpy().reshape(want.shape), want, rtol=1e-4, atol=1e-7)
+            want_rank = 1 + (probs > want[..., None]).sum(-1)  # 1 + #{v: p_v > p_word}
+            np.testing.assert_array_equal(rows["rank"].to_numpy().reshape(want.shape), want_rank)
     for plot in ("caption_probability", "lens_heatmap"):
         assert (run.path / "plots" / f"{plot}.png").is_file()
 
