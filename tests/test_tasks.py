@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import numpy as np
 import polars as pl
@@ -36,6 +37,63 @@ PROGRAM = (
 
 
 # --------------------------------------------------------------------------- arithmetic data
+# The word form is parsed back with num2words' own tables, independently of how it was written.
+def _word_values() -> dict[str, int]:
+    """Word -> value for ``zero``..``ninety``, ``hundred`` and ``thousand``, from num2words' own
+    English tables (``low_numwords``: 20..0; ``mid_numwords``: (value, word) pairs)."""
+    from num2words.lang_EN import Num2Word_EN
+
+    tables = Num2Word_EN()
+    values = {}
+    low = list(tables.low_numwords)
+    for i, word in enumerate(low):
+        values[word] = len(low) - 1 - i
+    for value, word in tables.mid_numwords:
+        values[word] = value
+    return values
+
+
+def _parse_number_words(text: str) -> int:
+    """Inverse of :func:`hubclient.tasks.arithmetic.number_words` for 0..999,999 (``one hundred and twenty-one`` -> 121).
+
+    Raises:
+        HubError: a word that is not an English number word.
+    """
+    values = _word_values()
+    total = current = 0
+    seen = False
+    for word in re.split(r"[\s\-,]+", text.strip()):
+        if word in ("", "and"):
+            continue
+        if word not in values:
+            raise HubError(f"{word!r} in {text!r} is not an English number word")
+        seen = True
+        value = values[word]
+        if value == 1000:
+            total += max(current, 1) * 1000
+            current = 0
+        elif value == 100:
+            current = max(current, 1) * 100
+        else:
+            current += value
+    if not seen:
+        raise HubError(f"{text!r} holds no number word")
+    return total + current
+
+
+def _parse_words(text: str) -> tuple[int, str, int]:
+    """``three plus five equals`` -> ``(3, "+", 5)`` (inverse of :attr:`hubclient.tasks.arithmetic.Expression.words`).
+
+    Raises:
+        HubError: text that is not ``<number> <plus|minus|times> <number> equals``.
+    """
+    match = re.fullmatch(r"(.+) (plus|minus|times) (.+) " + arithmetic.EQUALS, text.strip())
+    if not match:
+        raise HubError(f"{text!r} is not '<number> plus|minus|times <number> {arithmetic.EQUALS}'")
+    symbol = next(s for s, (word, _) in arithmetic.OPERATORS.items() if word == match.group(2))
+    return _parse_number_words(match.group(1)), symbol, _parse_number_words(match.group(3))
+
+
 def test_arithmetic_is_seeded_distinct_and_prefix_stable():
     a = arithmetic.generate(30, max_operand=9, operators="+-*", seed=1)
     assert a == arithmetic.generate(30, max_operand=9, operators="+-*", seed=1)
@@ -52,17 +110,17 @@ def test_arithmetic_round_trip(max_operand):
     for e in arithmetic.generate(None, max_operand=max_operand, operators="+-*", seed=3)[:400]:
         assert e.digits.endswith("=")
         assert eval(e.digits[:-1]) == e.answer >= 0  # noqa: S307 - our own generated digits
-        assert arithmetic.parse_words(e.words) == (e.a, e.op, e.b)
+        assert _parse_words(e.words) == (e.a, e.op, e.b)
         assert e.words.split()[-1] == "equals"
         assert 0 <= e.a <= max_operand and 0 <= e.b <= max_operand
 
 
 def test_number_words_parse_back_with_num2words_tables():
     for value in list(range(0, 2100)) + [98_001, 123_456, 999_999]:
-        assert arithmetic.parse_number_words(arithmetic.number_words(value)) == value
+        assert _parse_number_words(arithmetic.number_words(value)) == value
     assert arithmetic.number_words(21) == "twenty-one"
     with pytest.raises(HubError, match="not an English number word"):
-        arithmetic.parse_number_words("three apples")
+        _parse_number_words("three apples")
 
 
 def test_arithmetic_bad_options():
