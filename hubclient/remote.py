@@ -755,7 +755,7 @@ def collect(run_dir: Path, host: str | None = None, progress: bool = True) -> tu
     tokens = tokenize(model, texts)
     if [len(t) for t in tokens] != prompts_table["n_tokens"].to_list():
         raise HubError(f"the prompts of {run.path} no longer tokenise as when they were sent; was the tokenizer changed?")
-    positions = [analysis.positions(len(ids), i) for i, ids in enumerate(tokens)]
+    positions = [analysis.token_positions(ids, i) for i, ids in enumerate(tokens)]
     batches = make_batches(tokens, positions, manifest["batch_size"], model.tokenizer.pad_token_id)
     done = run.done_batches(list(analysis.tables))
     pending = []
