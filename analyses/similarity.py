@@ -188,8 +188,10 @@ class Similarity(Analysis):
         self.layers: list[int] = []
         self.bos_id: int | None = None
         self.media_id: int | None = None
-        if options.media_pool not in ("mean", "last"):
-            raise HubError(f"unknown --media-pool {options.media_pool!r}; choose mean or last")
+        from hubclient.multimodal import MEDIA_POOLS
+
+        if options.media_pool not in MEDIA_POOLS:
+            raise HubError(f"unknown --media-pool {options.media_pool!r}; choose {' or '.join(MEDIA_POOLS)}")
 
     def prepare(self, model: Any, prompts: list[str]) -> None:
         """Resolve ``--layers`` and ``--heatmap-layer`` against the model.
@@ -546,11 +548,7 @@ def command(
             heatmap_layer=heatmap_layer, modality=modality, media_pool=media_pool, media_template=media_template, resample=resample,
         )
         run, analysis = media_runs.run_similarity(media_runs.single_pairs_file(inputs, modality), options, n, config)
-        if not save_vectors:
-            (run.path / "vectors.parquet").unlink(missing_ok=True)
-            run.update_manifest(rows={k: v for k, v in run.manifest.get("rows", {}).items() if k != "vectors"}, vectors="not kept (--no-save-vectors)")
-        opt.report(run)
-        typer.echo(analysis.summary(run))
+        _finish_command(run, analysis, save_vectors)
         return
     if task is not None:
         if inputs:
@@ -572,6 +570,12 @@ def command(
     run = run_analysis(analysis, prompts, config, prompt_columns={"language": languages, "sentence": sentences})
     if task is not None:
         run.update_manifest(task=task_options.describe())
+    _finish_command(run, analysis, save_vectors)
+
+
+def _finish_command(run: Any, analysis: "Similarity", save_vectors: bool) -> None:
+    """The command's tail: drop vectors.parquet with --no-save-vectors (and say so in the
+    manifest), then print where the run is and its summary."""
     if not save_vectors:
         (run.path / "vectors.parquet").unlink(missing_ok=True)
         rows = {k: v for k, v in run.manifest.get("rows", {}).items() if k != "vectors"}
