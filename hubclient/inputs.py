@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from hubclient.errors import HubError
 
@@ -94,21 +95,40 @@ def read_lines(path: Path, what: str = "prompt file", hint: str = "") -> list[st
         raise HubError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8") from exc
 
 
+def iter_jsonl(path: Path, lines: list[str] | None = None) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file (1-based numbers).
+
+    Args:
+        path: the file (named in errors; read as UTF-8 unless ``lines`` is given).
+        lines: the file's lines, when the caller has read them already (e.g. with
+            :func:`read_lines`).
+
+    Raises:
+        HubError: a line that is not valid JSON, or JSON that is not an object; the message
+            names the file and the line.
+    """
+    if lines is None:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HubError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); write one JSON object a line") from None
+        if not isinstance(record, dict):
+            raise HubError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}; write one JSON object a line")
+        yield number, record
+
+
 def _read_table(path: Path, suffix: str, column: str) -> list:
     import polars as pl
 
     if suffix == ".jsonl":
         rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HubError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict) or column not in record:
-                keys = sorted(record) if isinstance(record, dict) else []
-                raise HubError(f"{path}: line {lineno} has no column {column!r} (it has {keys}); choose one with --column")
+        for lineno, record in iter_jsonl(path):
+            if column not in record:
+                raise HubError(f"{path}: line {lineno} has no column {column!r} (it has {sorted(record)}); choose one with --column")
             rows.append(record[column])
         return rows
     try:

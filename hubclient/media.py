@@ -25,7 +25,6 @@ model's rate with :func:`scipy.signal.resample_poly` (polyphase FIR filter) unle
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubclient.errors import HubError
+from hubclient.inputs import iter_jsonl
 
 MODALITIES = ("image", "audio")
 MEDIA_COLUMNS = ("media", "path", "image", "audio")
@@ -111,15 +111,7 @@ def read_pairs(path: Path, n: int | None = None) -> list[MediaPair]:
                     records.append((reader.line_num, row))
         elif suffix == ".jsonl":
             columns = []
-            for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise HubError(f"{path}:{i}: not a JSON object ({exc.msg}); write one object a line") from None
-                if not isinstance(row, dict):
-                    raise HubError(f"{path}:{i}: not a JSON object; write one object a line, e.g. {{\"media\": \"a.png\", \"caption\": \"a cat\"}}")
+            for i, row in iter_jsonl(path):
                 records.append((i, row))
                 columns.extend(k for k in row if k not in columns)
         else:

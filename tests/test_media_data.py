@@ -66,7 +66,10 @@ def test_read_pairs_errors_name_file_and_line(tmp_path, content, message):
 
 def test_read_pairs_bad_json_line_and_missing_file(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"media": "a.png", "caption": "x"}\n{not json\n', encoding="utf-8")
-    with pytest.raises(HubError, match=r"p\.jsonl:2: not a JSON object"):
+    with pytest.raises(HubError, match=r"p\.jsonl line 2: not valid JSON"):
+        media.read_pairs(tmp_path / "p.jsonl")
+    (tmp_path / "p.jsonl").write_text('{"media": "a.png", "caption": "x"}\n["a.png", "x"]\n', encoding="utf-8")
+    with pytest.raises(HubError, match=r"p\.jsonl line 2: expected a JSON object, got list"):
         media.read_pairs(tmp_path / "p.jsonl")
     with pytest.raises(HubError, match="does not exist"):
         media.read_pairs(tmp_path / "nope.csv")

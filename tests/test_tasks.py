@@ -216,6 +216,14 @@ def test_mbpp_bad_input_names_the_line(tmp_path, records, with_tests, message):
         code.read_mbpp(_mbpp(tmp_path, records), None, with_tests)
 
 
+def test_mbpp_n_stops_before_later_lines(tmp_path):
+    """--n N reads N programs; a malformed line after them is never reached."""
+    programs = code.read_mbpp(_mbpp(tmp_path, [GOOD, {**GOOD, "task_id": 8}, "{not json"]), 2)
+    assert [p.task_id for p in programs] == [7, 8]
+    with pytest.raises(HubError, match="line 3: not valid JSON"):
+        code.read_mbpp(tmp_path / "mbpp.jsonl", None)
+
+
 def test_mbpp_n_larger_than_file(tmp_path):
     with pytest.raises(HubError, match="--n 5 is more than the 1 programs"):
         code.read_mbpp(_mbpp(tmp_path, [GOOD]), 5)

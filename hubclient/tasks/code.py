@@ -30,14 +30,13 @@ from __future__ import annotations
 import ast
 import functools
 import io
-import json
 import random
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
 from hubclient.errors import HubError
-from hubclient.inputs import read_lines
+from hubclient.inputs import iter_jsonl, read_lines
 from hubclient.tasks import LensItem, Probe
 
 #: Role -> English words whose lens probability is read at identifiers of that role (summed).
@@ -87,17 +86,7 @@ def read_mbpp(path: Path, n: int | None = None, with_tests: bool = True) -> list
     if n is not None and n < 1:
         raise HubError(f"--n must be at least 1, got {n}")
     programs: list[Program] = []
-    for number, line in enumerate(lines, start=1):
-        if n is not None and len(programs) == n:
-            break
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HubError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise HubError(f"{path} line {number}: expected a JSON object with a 'code' field, got {type(record).__name__}")
+    for number, record in iter_jsonl(path, lines):
         if not isinstance(record.get("code"), str):
             raise HubError(f"{path} line {number}: no 'code' string field (fields: {', '.join(sorted(record)) or 'none'})")
         text = record["code"].replace("\r\n", "\n").replace("\r", "\n").rstrip()
@@ -113,6 +102,8 @@ def read_mbpp(path: Path, n: int | None = None, with_tests: bool = True) -> list
             raise HubError(f"{path} line {number}: the program is not valid Python ({exc.msg}, program line {exc.lineno})") from None
         task_id = record.get("task_id", number)
         programs.append(Program(int(task_id) if isinstance(task_id, int) else number, number, text))
+        if n is not None and len(programs) == n:  # lines after the n-th program are not read
+            break
     if n is not None and len(programs) < n:
         raise HubError(f"--n {n} is more than the {len(programs)} programs in {path}; use --n {len(programs)} or fewer")
     if not programs:
