@@ -94,19 +94,6 @@ def gate_activation(model: Any, block: int) -> Any:
     return get_module(model.layers[block - 1], model.arch.mlp_gate_act)
 
 
-def token_weights(batch: Batch, bos_id: int | None) -> Any:
-    """``[batch, seq]`` float32 weights: 1 on each prompt's real tokens except a leading BOS (kept
-    when it is the only token), 0 on padding. Plain loops only: it runs inside trace bodies."""
-    import torch
-
-    weights = batch.attention_mask.to(torch.float32).clone()
-    if bos_id is not None:
-        for b in range(weights.shape[0]):
-            if int(batch.input_ids[b, 0]) == bos_id and batch.lengths[b] > 1:
-                weights[b, 0] = 0.0
-    return weights
-
-
 class Neurons(Analysis):
     """MLP neurons by language and meaning (see the module docstring)."""
 
@@ -154,12 +141,12 @@ class Neurons(Analysis):
         """Per block: ``{"mean": [L, batch, d_ff], "active": [L, batch, d_ff]}`` (float32).
 
         ``mean[l, b] = sum_s w[b, s] a_l[b, s] / sum_s w[b, s]`` with ``a_l`` the ``mlp_down``
-        input and ``w`` from :func:`token_weights`; ``active[l, b] = sum_s w[b, s] [g_l[b, s] > 0]``
+        input and ``w`` from :meth:`hubclient.analysis.Batch.token_weights`; ``active[l, b] = sum_s w[b, s] [g_l[b, s] > 0]``
         with ``g_l = act(gate(x))`` for gated MLPs, else ``a_l``.
         """
         import torch
 
-        weights = token_weights(batch, self.bos_id).to(model.device)
+        weights = batch.token_weights(self.bos_id).to(model.device)
         norm = weights / weights.sum(dim=1, keepdim=True)
         shape = (weights.shape[0], weights.shape[1], -1)  # OPT flattens [batch * seq, d_ff]
         means = []
@@ -184,7 +171,7 @@ class Neurons(Analysis):
         mean = saved["mean"].numpy().astype(np.float32, copy=False)  # [L, b, d]
         active = np.rint(saved["active"].numpy()).astype(np.int32)  # [L, b, d]
         n_layers, n, d = mean.shape
-        n_tokens = token_weights(batch, self.bos_id).sum(dim=1).numpy().astype(np.int32)
+        n_tokens = batch.token_weights(self.bos_id).sum(dim=1).numpy().astype(np.int32)
         prompt = np.asarray(batch.prompt_index, dtype=np.int64)
         languages = np.asarray(self.languages, dtype=object)[prompt].astype(str)
         sentences = np.asarray(self.sentences, dtype=np.int64)[prompt]

@@ -232,11 +232,8 @@ class Similarity(Analysis):
             last = torch.tensor(batch.lengths, device=device) - 1
             weights = None
         else:
-            weights = batch.attention_mask.to(device=device, dtype=torch.float32).clone()
-            if self.bos_id is not None:
-                drop = (batch.input_ids[:, 0] == self.bos_id) & (torch.tensor(batch.lengths) > 1)
-                weights[drop.to(device), 0] = 0.0
-            weights = weights / weights.sum(dim=1, keepdim=True)
+            weights = batch.token_weights(self.bos_id)
+            weights = (weights / weights.sum(dim=1, keepdim=True)).to(device)
         pooled = []
         for layer, hidden in model.hidden_states(last=max(self.layers)):
             if layer in wanted:

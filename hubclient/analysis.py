@@ -64,6 +64,19 @@ class Batch:
         media tensors in ``extra``)."""
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, **self.extra}
 
+    def token_weights(self, bos_id: int | None) -> "torch.Tensor":
+        """``[batch, seq]`` float32: 1 on each prompt's real tokens except a leading BOS (kept
+        when it is the prompt's only token), 0 on padding: the tokens a mean over "the input"
+        pools (similarity ``--pool mean``, neuron activations, captions). Rows are not
+        normalised. Plain tensor code: usable inside trace bodies."""
+        import torch
+
+        weights = self.attention_mask.to(torch.float32).clone()
+        if bos_id is not None:
+            drop = (self.input_ids[:, 0] == bos_id) & (torch.tensor(self.lengths) > 1)
+            weights[drop, 0] = 0.0
+        return weights
+
     @property
     def row_prompt(self) -> list[int]:
         """Global prompt index of each selected row, ``[rows]``."""

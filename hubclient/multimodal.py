@@ -225,6 +225,7 @@ def pool_weights(batch: Any, media_token_id: int, media_pool: str, text_pool: st
 
     ids = batch.input_ids
     weights = torch.zeros(ids.shape, dtype=torch.float32)
+    text = batch.token_weights(bos_id)
     for b in range(ids.shape[0]):
         length = int(batch.lengths[b])
         media = ids[b, :length] == media_token_id
@@ -236,6 +237,5 @@ def pool_weights(batch: Any, media_token_id: int, media_pool: str, text_pool: st
         elif text_pool == "last":
             weights[b, length - 1] = 1.0
         else:
-            start = 1 if bos_id is not None and length > 1 and int(ids[b, 0]) == bos_id else 0
-            weights[b, start:length] = 1.0 / (length - start)
+            weights[b] = text[b] / text[b].sum()
     return weights
