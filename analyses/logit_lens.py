@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -28,6 +28,8 @@ from hubclient.inputs import Positions, read_prompts
 from hubclient.lens import LENS_DTYPES, check_lens_dtype, decode_layers, reduce_logits
 from hubclient.runner import RunConfig, run_analysis
 
+#: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.
+DEFAULT_TOP_K = 10
 #: Prompts drawn in the heatmap when each prompt has several positions (one panel each).
 MAX_PANELS = 6
 
@@ -51,7 +53,7 @@ class LensOptions:
     """
 
     positions: str = "last"
-    top_k: int = 10
+    top_k: int = DEFAULT_TOP_K
     targets: list[str] = field(default_factory=list)
     final_norm: bool = True
     lens_dtype: str = "model"
@@ -239,7 +241,7 @@ def command(
     column: opt.Column = None,
     n: opt.N = None,
     positions: Annotated[str, typer.Option(help="Token positions: last, all, or a list such as 0,3,-1 (0 = first token, BOS included).", rich_help_panel="Lens")] = "last",
-    top_k: Annotated[int, typer.Option(help="Top-k tokens kept per prompt, position and layer.", rich_help_panel="Lens")] = 10,
+    top_k: Annotated[Optional[int], typer.Option(help="Top-k tokens kept per prompt, position and layer [default: 10].", rich_help_panel="Lens")] = None,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Follow this word's probability and rank (repeatable). Tokenised as written; multi-token words follow their first token (with a warning). Use ' Paris' for the mid-sentence form.", rich_help_panel="Lens")] = [],  # noqa: B006
     final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
     lens_dtype: Annotated[str, typer.Option(help=f"Precision of W_U · h: model (the model's own lm_head) or one of {', '.join(LENS_DTYPES[1:])}. bfloat16 is ~3× faster on CPUs with bf16 instructions, at bf16 precision of the logits.", rich_help_panel="Lens")] = "model",
@@ -277,7 +279,7 @@ def command(
         if positions != "last":
             raise HubError(f"--positions does not apply with --modality {modality}: the lens reads every media position")
         options = media_runs.MediaLensOptions(
-            top_k=top_k, targets=list(target), final_norm=final_norm, modality=modality, media_template=media_template, resample=resample,
+            top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, modality=modality, media_template=media_template, resample=resample,
         )
         opt.report(media_runs.run_lens(media_runs.single_pairs_file([str(prompts)] if prompts else None, modality), options, n, config))
         return
@@ -288,12 +290,12 @@ def command(
             raise HubError("--task builds its own prompts; drop --prompt/--prompts/--column")
         if positions != "last":
             raise HubError("--positions does not apply with --task: the lens reads each probe's own position")
-        if target:
-            raise HubError("--target does not apply with --task (the task names the words it follows)")
+        if target or top_k is not None:
+            raise HubError("--target and --top-k do not apply with --task (the task names the words it follows)")
         options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
         task_lens.report(task_lens.run_task_lens(options, final_norm, config))
         return
-    analysis = LogitLens(LensOptions(positions=positions, top_k=top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype))
+    analysis = LogitLens(LensOptions(positions=positions, top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype))
     texts = read_prompts(prompt, prompts, column, n)
     opt.report(run_analysis(analysis, texts, config))
 

@@ -502,6 +502,8 @@ def test_cli_logit_lens_task_code(tmp_path, task_model_dir):
         (["logit-lens", "--task", "arithmetic", "-p", "1+1="], "--task builds its own prompts"),
         (["logit-lens", "--task", "arithmetic", "--column", "text"], "--task builds its own prompts; drop --prompt/--prompts/--column"),
         (["logit-lens", "--task", "arithmetic", "--positions", "all"], "--positions does not apply with --task"),
+        (["logit-lens", "--task", "arithmetic", "--top-k", "10"], "--target and --top-k do not apply with --task"),
+        (["logit-lens", "--task", "arithmetic", "--target", " five"], "--target and --top-k do not apply with --task"),
         (["similarity", "--task", "arithmetic", "--operators", "/"], "unknown operator '/'"),
         (["similarity"], "give two or more parallel files or FLORES codes (or --task arithmetic|cogs)"),
     ],
