@@ -87,6 +87,17 @@ def tiny_config(family: str, vocab: int):
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox", "bloom", "opt"]
 
 
+def spread_weights(model) -> None:
+    """Redraw every matrix of ``model`` from N(0, 0.3²) in place: the default random init is tiny
+    (std 0.02), which leaves the logit lens with no real ranking."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.3)
+
+
 def build_tiny(family: str, seed: int = 0):
     """(hf_model, tokenizer) for a tiny random model of ``family``, in eval mode, float32."""
     import torch
@@ -96,11 +107,7 @@ def build_tiny(family: str, seed: int = 0):
     torch.manual_seed(seed)
     config = tiny_config(family, len(tokenizer))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    # Random init is tiny (std 0.02): scale the unembedding so the lens has a real ranking.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
+    spread_weights(model)
     return model.eval(), tokenizer
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import D_FF, D_MODEL, N_HEADS, N_LAYERS, build_tokenizer
+from conftest import D_FF, D_MODEL, N_HEADS, N_LAYERS, build_tokenizer, spread_weights
 
 MEDIA_FAMILIES = ["llava", "gemma3", "qwen2_audio"]
 IMAGE_FAMILIES = ["llava", "gemma3"]
@@ -79,11 +79,7 @@ def build_media(family: str, seed: int = 0):
         processor = tf.Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tok)
     else:
         raise KeyError(family)
-    # As conftest.build_tiny: random init is tiny (std 0.02); scale it so the lens ranks.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
+    spread_weights(model)
     return model.float().eval(), processor
 
 

@@ -24,7 +24,7 @@ from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 from hubclient.tasks import Probe, TaskOptions, arithmetic, code, cogs, lens_items, similarity_corpus
 
-from conftest import SHARED_DATA, tiny_config
+from conftest import SHARED_DATA, spread_weights, tiny_config
 
 runner = CliRunner()
 
@@ -321,10 +321,7 @@ def task_model_parts():
     tokenizer = _task_tokenizer(texts)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer)), dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
+    spread_weights(model)
     return model.eval(), tokenizer
 
 
