@@ -38,7 +38,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from analyses.neurons import split_langs
-from hubclient import options as opt
+from hubclient.cli import options as opt
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
@@ -375,7 +375,7 @@ def open_neurons_run(path: Path) -> Any:
         HubError: not a run folder, a run of another analysis, a multi-model parent folder
             (naming its model runs), or an incomplete run.
     """
-    from hubclient.store import RunDir
+    from hubclient.run.folder import RunDir
 
     run = RunDir.open(path)
     manifest = run.manifest
@@ -464,7 +464,7 @@ def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Pa
     Raises:
         HubError: a file that is gone (pass ``--flores-dir``), too few lines, or empty lines.
     """
-    from hubclient.parallel import read_flores, read_parallel_files
+    from hubclient.inputs.parallel import read_flores, read_parallel_files
 
     o = run.manifest["options"]
     if flores_dir is not None:

@@ -29,9 +29,9 @@ from typing import Annotated, Any, ClassVar
 
 import typer
 
-from hubclient import options as opt
+from hubclient.cli import options as opt
 from hubclient.analysis import Analysis
-from hubclient.edits import AddEdit, InterventionRun, generate_with_edits, last_token_states, load_for, parse_layers, parse_numbers, progress_bar
+from hubclient.exec.edits import AddEdit, InterventionRun, generate_with_edits, last_token_states, load_for, parse_layers, parse_numbers, progress_bar
 from hubclient.errors import HubError
 from hubclient.runner import RunConfig, tokenize
 

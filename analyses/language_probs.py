@@ -22,10 +22,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hubclient import options as opt
+from hubclient.cli import options as opt
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.inputs import Positions, read_prompts
+from hubclient.inputs.prompts import Positions, read_prompts
 from hubclient.runner import RunConfig, run_analysis
 
 
@@ -122,7 +122,7 @@ class LanguageProbs(Analysis):
         """
         import torch
 
-        from hubclient.token_languages import language_matrix
+        from hubclient.science.token_languages import language_matrix
 
         if len(self.options.input_languages) != len(prompts):
             raise HubError(f"{len(self.options.input_languages)} input-language labels for {len(prompts)} prompts")
@@ -162,7 +162,7 @@ class LanguageProbs(Analysis):
         """``[layers+1, rows, n_lang+1]`` language probabilities of the selected rows."""
         import torch
 
-        from hubclient.lens import decode_layers
+        from hubclient.science.lens import decode_layers
 
         matrix = self.matrix.to(model.device)
 
@@ -233,7 +233,7 @@ def summarize(frame: Any, keys: list[str], value: str) -> Any:
     import numpy as np
     import polars as pl
 
-    from hubclient.stats import bootstrap_ci
+    from hubclient.science.stats import bootstrap_ci
 
     out: dict[str, list[Any]] = {k: [] for k in keys}
     out.update(mean=[], ci_low=[], ci_high=[], n=[])
@@ -308,7 +308,7 @@ def command(
     Writes language_probs.parquet (per text, layer, language), language_probs_summary.parquet
     (mean and 95% CI per input language, layer, language) and the plot (Wu et al. 2024, Fig. 4).
     """
-    from hubclient.token_languages import resolve_language
+    from hubclient.science.token_languages import resolve_language
 
     texts, labels = collect_inputs(flores, flores_dir, lang, column, n)
     if languages:

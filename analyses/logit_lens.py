@@ -20,12 +20,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hubclient import options as opt
-from hubclient import tasks
+from hubclient.cli import options as opt
+from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.inputs import Positions, read_prompts
-from hubclient.lens import LENS_DTYPES, check_lens_dtype, decode_layers, reduce_logits
+from hubclient.inputs.prompts import Positions, read_prompts
+from hubclient.science.lens import LENS_DTYPES, check_lens_dtype, decode_layers, reduce_logits
 from hubclient.runner import RunConfig, run_analysis
 
 #: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.

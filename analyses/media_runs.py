@@ -31,9 +31,9 @@ from typing import Any
 from analyses.logit_lens import LensOptions, LogitLens, _decoder
 from analyses.similarity import Similarity, SimilarityOptions, apply_template
 from hubclient.errors import HubError
-from hubclient.lens import decode_layers, reduce_logits
-from hubclient.media import check_modality, read_pairs
-from hubclient.multimodal import MEDIA_SLOT, check_template, media_positions, require_modality
+from hubclient.science.lens import decode_layers, reduce_logits
+from hubclient.inputs.media import check_modality, read_pairs
+from hubclient.exec.multimodal import MEDIA_SLOT, check_template, media_positions, require_modality
 from hubclient.runner import RunConfig, run_analysis
 
 #: Caption words not followed by the lens (function words carry no content).

@@ -45,10 +45,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hubclient import neurons as stats
-from hubclient import options as opt
+from hubclient.science import neurons as stats
+from hubclient.cli import options as opt
 from hubclient.analysis import Analysis, Batch
-from hubclient.arch import get_module
+from hubclient.models.arch import get_module
 from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 
@@ -440,7 +440,7 @@ def run_models(
     import polars as pl
 
     from hubclient.runner import hash_inputs, save_plots, versions
-    from hubclient.store import RunDir, new_run_id, write_parquet
+    from hubclient.run.folder import RunDir, new_run_id, write_parquet
 
     if config.detach:
         raise HubError("--detach runs one model at a time; give a single --model")

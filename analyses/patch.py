@@ -35,11 +35,11 @@ from typing import Annotated, Any, ClassVar
 
 import typer
 
-from hubclient import options as opt
+from hubclient.cli import options as opt
 from hubclient.analysis import Analysis
-from hubclient.edits import InterventionRun, check_site, load_for, parse_layers, patch_batch, progress_bar
+from hubclient.exec.edits import InterventionRun, check_site, load_for, parse_layers, patch_batch, progress_bar
 from hubclient.errors import HubError
-from hubclient.inputs import Positions
+from hubclient.inputs.prompts import Positions
 from hubclient.runner import RunConfig, tokenize
 
 METRICS = ("auto", "prob", "logit-diff", "kl")

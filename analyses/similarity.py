@@ -31,11 +31,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hubclient import options as opt
-from hubclient import stats, tasks
+from hubclient.cli import options as opt
+from hubclient.science import stats
+from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.parallel import ParallelCorpus, read_flores, read_parallel_files
+from hubclient.inputs.parallel import ParallelCorpus, read_flores, read_parallel_files
 from hubclient.runner import RunConfig, run_analysis
 
 POOLS = ("last", "mean")
@@ -188,7 +189,7 @@ class Similarity(Analysis):
         self.layers: list[int] = []
         self.bos_id: int | None = None
         self.media_id: int | None = None
-        from hubclient.multimodal import MEDIA_POOLS
+        from hubclient.exec.multimodal import MEDIA_POOLS
 
         if options.media_pool not in MEDIA_POOLS:
             raise HubError(f"unknown --media-pool {options.media_pool!r}; choose {' or '.join(MEDIA_POOLS)}")
@@ -205,7 +206,7 @@ class Similarity(Analysis):
             raise HubError(f"--heatmap-layer {hl} is not among the analysed layers ({self.options.layers}: {_short_list(self.layers)})")
         self.bos_id = model.tokenizer.bos_token_id
         if self.options.modality != "text":
-            from hubclient.multimodal import require_modality
+            from hubclient.exec.multimodal import require_modality
 
             require_modality(model, self.options.modality)
             self.media_id = model.media_token_id
@@ -224,7 +225,7 @@ class Similarity(Analysis):
         wanted = set(self.layers)
         n = batch.input_ids.shape[0]
         if self.media_id is not None:  # media vs caption: weights over media positions / caption tokens
-            from hubclient.multimodal import pool_weights
+            from hubclient.exec.multimodal import pool_weights
 
             weights = pool_weights(batch, self.media_id, self.options.media_pool, self.options.pool, self.bos_id).to(device)
         elif self.options.pool == "last":
@@ -486,7 +487,7 @@ def read_corpus(inputs: list[str], flores_dir: Path | None, n: int | None, skip_
         HubError: see :func:`hubclient.parallel.read_flores` / :func:`read_parallel_files`;
             FLORES-looking codes without ``--flores-dir`` name the missing option.
     """
-    from hubclient.parallel import looks_like_flores_code
+    from hubclient.inputs.parallel import looks_like_flores_code
 
     if flores_dir is not None:
         return read_flores(list(inputs), flores_dir, n=n, skip_empty=skip_empty)

@@ -36,11 +36,11 @@ from typing import Annotated, Any, ClassVar, Optional
 
 import typer
 
-from hubclient import options as opt
+from hubclient.cli import options as opt
 from hubclient.analysis import Analysis
-from hubclient.edits import AddEdit, InterventionRun, contrast_tokens, generate_with_edits, load_for, parse_layers, parse_numbers, progress_bar, steering_vectors
+from hubclient.exec.edits import AddEdit, InterventionRun, contrast_tokens, generate_with_edits, load_for, parse_layers, parse_numbers, progress_bar, steering_vectors
 from hubclient.errors import HubError
-from hubclient.inputs import read_prompts
+from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig, tokenize
 
 #: Sentiment words whose next-token probability mass gives the model-internal score (each is
@@ -104,7 +104,7 @@ def sentiment_prompts(data: Path, languages: list[str], label: str, n: int, pref
     """
     import polars as pl
 
-    from hubclient.sentiment import LANGUAGES, read_split
+    from hubclient.inputs.sentiment import LANGUAGES, read_split
 
     prompts, langs = [], []
     for language in languages:
@@ -264,7 +264,7 @@ def run_steer(options: SteerOptions, prompts: list[str], config: RunConfig, lang
     """
     import polars as pl
 
-    from hubclient.sentiment import load_classifier
+    from hubclient.inputs.sentiment import load_classifier
 
     analysis = Steer(options)
     model = load_for(config, model)

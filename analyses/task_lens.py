@@ -38,13 +38,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from analyses.language_probs import ci_lines, summarize
-from hubclient import options as opt
-from hubclient import tasks
+from hubclient.cli import options as opt
+from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.probes import first_token_ids, group_probabilities, pad_groups
+from hubclient.science.probes import first_token_ids, group_probabilities, pad_groups
 from hubclient.runner import RunConfig, run_analysis
-from hubclient.tasks import LensItem, Probe, TaskOptions
+from hubclient.inputs.tasks import LensItem, Probe, TaskOptions
 
 #: Readable panel names of the probe kinds (others show as they are).
 KIND_LABELS = {

@@ -49,12 +49,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from analyses.language_probs import ci_lines, read_flores, summarize, take
-from hubclient import options as opt
+from hubclient.cli import options as opt
 from hubclient.analysis import Analysis, Batch
-from hubclient.dictionary import Dictionary, cedict
+from hubclient.inputs.dictionary import Dictionary, cedict
 from hubclient.errors import HubError
-from hubclient.inputs import read_prompts
-from hubclient.probes import first_token_ids
+from hubclient.inputs.prompts import read_prompts
+from hubclient.science.probes import first_token_ids
 from hubclient.runner import RunConfig, run_analysis
 
 DIRECTIONS = {"zh-en": ("zh", "en"), "en-zh": ("en", "zh")}
@@ -180,7 +180,7 @@ class TranslationLens(Analysis):
         (through :func:`hubclient.probes.group_probabilities`)."""
         import torch
 
-        from hubclient.probes import group_probabilities, pad_groups
+        from hubclient.science.probes import group_probabilities, pad_groups
 
         ids, group = pad_groups(self._row_targets(batch), 2)
         probs = group_probabilities(model, batch, ids, group, 2, self.options.final_norm)

@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def corpus(args: argparse.Namespace, n: int):
-    from hubclient.parallel import read_flores
+    from hubclient.inputs.parallel import read_flores
 
     data = read_flores(LANGS, args.flores_dir, n=n)
     return data.flat()
@@ -88,7 +88,7 @@ def lens_profile(model, batches, repeat: int = 3) -> dict[str, float]:
     reductions of :func:`hubclient.lens.reduce_logits` (fastest of ``repeat``)."""
     import torch
 
-    from hubclient.lens import reduce_logits
+    from hubclient.science.lens import reduce_logits
 
     hf = model.torch_model
     body = hf.get_submodule(model.arch.layers.rsplit(".", 1)[0])
@@ -170,7 +170,7 @@ def rss_child(args: argparse.Namespace) -> None:
     resident memory after loading the model and the peak during the run (MB)."""
     import gc
 
-    from hubclient.models import load_model
+    from hubclient.models.loading import load_model
 
     model = load_model(args.model, device=args.device)
     texts, languages, sentences = corpus(args, args.rss_child)
@@ -217,7 +217,7 @@ def main() -> None:
 
     import torch
 
-    from hubclient.models import load_model
+    from hubclient.models.loading import load_model
     from hubclient.runner import make_batches, tokenize, versions
 
     model = load_model(args.model, device=args.device)

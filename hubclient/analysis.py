@@ -7,11 +7,15 @@ An analysis module in ``analyses/`` subclasses :class:`Analysis` and says three 
   accessors, reduces them in the trace and returns a dict of small tensors. Only that dict
   leaves the trace. Inside it use plain ``for`` loops: with nnsight 0.8 a list comprehension in
   a trace body silently ends the body.
+* Analyses that generate (``generates = True``: steering, the arithmetic intervention) write
+  :meth:`Analysis.trace_generate` instead, the body of ``model.lm.generate(...)``.
 * :meth:`Analysis.rows` turns one batch's saved tensors into long-format polars tables.
 * :meth:`Analysis.plots` draws altair charts from the finished run's Parquet alone.
 
-Everything else (tokenising, batching, progress, device, storage, manifest, resume) is the
-runner's (:mod:`hubclient.runner`).
+Everything else (tokenising, batching, progress, device, storage, manifest, resume, local or
+remote execution) is the runner's (:mod:`hubclient.runner`) and the executor's
+(:mod:`hubclient.exec`). Interventions are analyses too: their edits live in the same trace
+bodies, so ``--remote`` and ``--detach`` work for them unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
-    from hubclient.models import HubModel
-    from hubclient.store import RunDir
+    from hubclient.models.loading import HubModel
+    from hubclient.run.folder import RunDir
 
 
 @dataclass
@@ -44,8 +48,13 @@ class Batch:
         row_position: the row's token position within its prompt, ``[rows]``.
         tokens: each prompt's token ids (unpadded), for labelling rows.
         extra: further model inputs of image/audio prompts (the processor's
-            ``pixel_values``, ``input_features``…, see :func:`hubclient.multimodal.collate`);
+            ``pixel_values``, ``input_features``…, see :func:`hubclient.exec.multimodal.collate`);
             empty for text.
+        meta: what an intervention's trace body needs besides the inputs (patching cells,
+            steering deltas, …; plain data and tensors, shipped with a remote request).
+        offsets: per row, the pads before its first token (left-padded generation batches;
+            all 0 for right padding): prompt position ``p`` of row ``b`` is column
+            ``offsets[b] + p``.
     """
 
     index: int
@@ -57,6 +66,8 @@ class Batch:
     row_position: "torch.Tensor"
     tokens: list[list[int]]
     extra: dict[str, "torch.Tensor"] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    offsets: list[int] | None = None
 
     @property
     def inputs(self) -> dict[str, "torch.Tensor"]:
@@ -94,11 +105,14 @@ class Analysis:
         tables: table name -> sort keys of its rows; each becomes ``<table>.parquet``.
         needs_model_output: ``False`` lets the runner stop the forward pass right after the
             trace body finishes reading (skipping later layers and the ``lm_head``).
+        generates: ``True`` when the body is :meth:`trace_generate` inside
+            ``model.lm.generate`` (with :meth:`generate_kwargs`) instead of :meth:`trace`.
     """
 
     name: ClassVar[str] = ""
     tables: ClassVar[dict[str, list[str]]] = {}
     needs_model_output: ClassVar[bool] = False
+    generates: ClassVar[bool] = False
 
     def __init__(self, options: Any):
         self.options = options
@@ -113,6 +127,37 @@ class Analysis:
         Raises:
             HubError: options that do not fit this model.
         """
+
+    def setup(self, model: "HubModel", executor: Any) -> None:
+        """Run the short traces the batches depend on (e.g. steering vectors), through
+        ``executor.call`` so they run where the batches run (here or on NDIF). Called once
+        after :meth:`prepare`; default: nothing.
+
+        Raises:
+            HubError: a failed request or options that do not fit the results.
+        """
+
+    def make_batches(self, model: "HubModel", tokens: list[list[int]], batch_size: int) -> list[Batch] | None:
+        """Cut the work into batches; ``None`` (the default) means the prompts themselves,
+        length-sorted and right-padded, reading :meth:`token_positions`
+        (:func:`hubclient.exec.batching.batches_for`). Interventions override it to batch their
+        own units (patching cells, steering conditions). Must depend only on the inputs, the
+        options and ``batch_size``: ``--resume`` and ``hub jobs collect`` rebuild the same
+        batches.
+        """
+        return None
+
+    def generate_kwargs(self, model: "HubModel", batch: Batch) -> dict[str, Any]:
+        """Keyword arguments of ``model.lm.generate`` for a generating analysis
+        (``max_new_tokens``, sampling settings)."""
+        return {}
+
+    def trace_generate(self, model: "HubModel", batch: Batch, tracer: Any, out: dict[str, Any]) -> None:
+        """Body of ``model.lm.generate`` for one batch (``generates = True``): apply edits, and
+        put what leaves the trace in ``out`` (already saved; a ``tracer.iter[:]`` loop ends the
+        body, so nothing after it would run). The generated ids are added as
+        ``out["generated"]`` ``[batch, seq + new]`` by the executor."""
+        raise NotImplementedError
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         """Token positions of one prompt that the trace reads (default: the last token)."""

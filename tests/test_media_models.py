@@ -327,7 +327,9 @@ def test_media_run_resumes_and_refuses_detach(tmp_path, media_model, monkeypatch
         run("detached", remote=True, detach=True)
     full = run("full")
 
-    real, calls = runner.trace_batch, []
+    from hubclient.exec import local
+
+    real, calls = local.trace_batch, []
 
     def interrupted(*args, **kwargs):  # Ctrl-C during the second batch
         calls.append(1)
@@ -335,21 +337,21 @@ def test_media_run_resumes_and_refuses_detach(tmp_path, media_model, monkeypatch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "trace_batch", interrupted)
+    monkeypatch.setattr(local, "trace_batch", interrupted)
     with pytest.raises(HubError, match="--resume"):
         run("part")
-    monkeypatch.setattr(runner, "trace_batch", real)
+    monkeypatch.setattr(local, "trace_batch", real)
     resumed = run(None, resume=tmp_path / "part")
     assert resumed.table("vectors").equals(full.table("vectors"))
     assert resumed.table("similarity").equals(full.table("similarity"))
 
     with pytest.raises(HubError, match="cannot resume"):  # the same paths, another image: another input hash
         calls.clear()
-        monkeypatch.setattr(runner, "trace_batch", interrupted)
+        monkeypatch.setattr(local, "trace_batch", interrupted)
         try:
             run("part2")
         except HubError:
             pass
-        monkeypatch.setattr(runner, "trace_batch", real)
+        monkeypatch.setattr(local, "trace_batch", real)
         Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "m0.png")
         run(None, resume=tmp_path / "part2")

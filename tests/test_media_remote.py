@@ -42,7 +42,7 @@ def client(monkeypatch):
 
     monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", KEY)
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", nnsight.CONFIG.API.HOST)
-    monkeypatch.setattr(remote, "POLL_INTERVAL", 0.05)
+    monkeypatch.setattr(remote.config, "POLL_INTERVAL", 0.05)
 
 
 def hub(*args):

@@ -93,8 +93,8 @@ def client(monkeypatch, server):
 
     monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", KEY)
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", nnsight.CONFIG.API.HOST)
-    monkeypatch.setattr(remote, "BACKOFF", 0.05)
-    monkeypatch.setattr(remote, "POLL_INTERVAL", 0.05)
+    monkeypatch.setattr(remote.config, "BACKOFF", 0.05)
+    monkeypatch.setattr(remote.config, "POLL_INTERVAL", 0.05)
     server.set_faults()
     yield
     server.set_faults()
@@ -329,7 +329,9 @@ def test_version_mismatch_is_explained(tiny_dir, server, tmp_path):
 
 def test_interrupt_keeps_finished_chunks(tiny_dir, server, tmp_path, local_run, monkeypatch):
     calls = {"n": 0}
-    real = remote.remote_trace
+    from hubclient.exec.remote import executor
+
+    real = executor.trace_batch
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -337,10 +339,10 @@ def test_interrupt_keeps_finished_chunks(tiny_dir, server, tmp_path, local_run, 
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(remote, "remote_trace", interrupted)
+    monkeypatch.setattr(executor, "trace_batch", interrupted)
     with pytest.raises(HubError, match="interrupted"):
         run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="ctrlc"))
-    monkeypatch.setattr(remote, "remote_trace", real)
+    monkeypatch.setattr(executor, "trace_batch", real)
     run_dir = tmp_path / "ctrlc"
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
     run = run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name=None, resume=run_dir))

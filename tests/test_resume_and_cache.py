@@ -77,7 +77,7 @@ def test_gguf_conversion_runs_once_under_concurrency_and_is_verified(tmp_path, m
 
     monkeypatch.setenv("HUB_CACHE_DIR", str(tmp_path / "cache"))
     calls: list = []
-    monkeypatch.setattr(models, "_dequantize_gguf", _fake_dequantize(calls))
+    monkeypatch.setattr(models.loading, "_dequantize_gguf", _fake_dequantize(calls))
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF fake bytes")
     sha = hashlib.sha256(gguf.read_bytes()).hexdigest()

@@ -137,7 +137,7 @@ def served_model_key(lm: Any) -> str:
 
 def load_served(name: str, device: str = "cpu", dtype: str = "float32") -> Served:
     """Load ``name`` (anything ``--model`` accepts) the way the server runs it."""
-    from hubclient.models import load_model
+    from hubclient.models.loading import load_model
 
     hub = load_model(name, device=device, dtype=dtype)
     hub.torch_model.requires_grad_(False)

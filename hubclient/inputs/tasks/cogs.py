@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubclient.errors import HubError
-from hubclient.inputs import read_lines
-from hubclient.parallel import ParallelCorpus
+from hubclient.inputs.prompts import read_lines
+from hubclient.inputs.parallel import ParallelCorpus
 
 LANGUAGES = ["sentence", "logical_form"]
 

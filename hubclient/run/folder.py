@@ -16,49 +16,17 @@ reader never sees half a file. A run that stops half-way keeps its finished batc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hubclient.errors import HubError
+from hubclient.fs import atomic_write, write_json, write_parquet
+
+__all__ = ["MANIFEST", "PARTS", "RunDir", "atomic_write", "list_runs", "merge_parts", "new_run_id", "write_json", "write_parquet"]
 
 MANIFEST = "manifest.json"
 PARTS = ".parts"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The file gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_parquet(path: Path, frame: Any) -> None:
-    """Write a polars DataFrame to ``path`` atomically (zstd-compressed Parquet)."""
-    atomic_write(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (UTF-8, indented, keys in insertion order)."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"))
 
 
 def new_run_id(analysis: str, tag: str) -> str:

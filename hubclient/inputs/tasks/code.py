@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubclient.errors import HubError
-from hubclient.inputs import iter_jsonl, read_lines
-from hubclient.tasks import LensItem, Probe
+from hubclient.inputs.prompts import iter_jsonl, read_lines
+from hubclient.inputs.tasks import LensItem, Probe
 
 #: Role -> English words whose lens probability is read at identifiers of that role (summed).
 ROLE_WORDS: dict[str, tuple[str, ...]] = {

@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hubclient.errors import HubError
-from hubclient.media import MediaPair, load_audio, load_image
+from hubclient.inputs.media import MediaPair, load_audio, load_image
 
 if TYPE_CHECKING:
     import torch
 
-    from hubclient.models import HubModel
+    from hubclient.models.loading import HubModel
 
 #: Processor outputs with one value per token (right-padded like ``input_ids``); every other
 #: processor output is per medium and is concatenated along dim 0.
@@ -140,7 +140,7 @@ def encode_one(model: "HubModel", text: str, pair: MediaPair, resample: bool = T
 
 def encode(model: "HubModel", prompts: list[str], media: list[MediaPair | None], resample: bool = True) -> tuple[list[list[int]], list[dict[str, Any] | None]]:
     """Token ids and processor tensors of every prompt; prompts without medium are tokenised
-    as text (the runner's :func:`hubclient.runner.tokenize`, identical ids).
+    as text (the runner's :func:`hubclient.exec.batching.tokenize`, identical ids).
 
     Returns:
         ``(tokens, extras)``: ``extras[i]`` is ``None`` for a text prompt.
@@ -148,7 +148,7 @@ def encode(model: "HubModel", prompts: list[str], media: list[MediaPair | None],
     Raises:
         HubError: see :func:`encode_one`; a prompt longer than the model's context.
     """
-    from hubclient.runner import tokenize
+    from hubclient.exec.batching import tokenize
 
     if len(media) != len(prompts):
         raise ValueError("media must have one entry (or None) per prompt")
@@ -197,7 +197,7 @@ def media_key(pair: MediaPair | None) -> str:
     """What identifies a medium in the run's input hash: its path and sha256."""
     if pair is None:
         return ""
-    from hubclient.models import sha256_file
+    from hubclient.models.loading import sha256_file
 
     return f"{pair.media}#{sha256_file(pair.media)}"
 

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from hubclient.arch import ArchSpec, check_modules, get_module, media_token_id, softcap, spec_for_config, text_config_value
+from hubclient.models.arch import ArchSpec, check_modules, get_module, media_token_id, softcap, spec_for_config, text_config_value
 from hubclient.errors import HubError
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -172,7 +172,7 @@ class HubModel:
         The copy is made once and kept (``vocab × d_model × 2`` bytes for bfloat16: 335 MB for
         Gemma-3's 262k vocabulary), so every chunk of every batch reuses it. Use inside a trace
         or outside; a remote model converts on the server instead (see
-        :class:`hubclient.remote.RemoteHubModel`).
+        :class:`hubclient.models.remote.RemoteHubModel`).
         """
         key = str(dtype)
         if key not in self._unembedding_cache:

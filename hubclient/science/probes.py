@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from hubclient.models import HubModel
+    from hubclient.models.loading import HubModel
 
 
 def first_token_ids(tokenizer: Any, word: str) -> tuple[list[int], int]:
@@ -119,7 +119,7 @@ def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", grou
     """
     import torch
 
-    from hubclient.lens import decode_layers
+    from hubclient.science.lens import decode_layers
 
     if ids.shape[0] == 0:
         empty = torch.zeros((model.n_layers + 1, 0, n_groups))

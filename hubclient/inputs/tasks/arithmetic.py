@@ -29,8 +29,8 @@ from typing import Callable
 from num2words import num2words
 
 from hubclient.errors import HubError
-from hubclient.parallel import ParallelCorpus
-from hubclient.tasks import LensItem, Probe
+from hubclient.inputs.parallel import ParallelCorpus
+from hubclient.inputs.tasks import LensItem, Probe
 
 #: symbol -> (English word, operation). The digit form uses the ASCII symbol.
 OPERATORS: dict[str, tuple[str, Callable[[int, int], int]]] = {

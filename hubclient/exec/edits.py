@@ -32,17 +32,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-from hubclient.arch import get_module
+from hubclient.models.arch import get_module
 from hubclient.errors import HubError
-from hubclient.runner import right_pad
+from hubclient.exec.batching import right_pad
 
 if TYPE_CHECKING:
     import torch
 
     from hubclient.analysis import Analysis
-    from hubclient.models import HubModel
-    from hubclient.runner import RunConfig
-    from hubclient.store import RunDir
+    from hubclient.models.loading import HubModel
+    from hubclient.run.lifecycle import RunConfig
+    from hubclient.run.folder import RunDir
 
 SITES = ("resid", "attn", "mlp")
 #: attention module name inside a decoder block, by ``ArchSpec.family`` (default ``self_attn``)
@@ -190,7 +190,7 @@ def contrast_tokens(model: "HubModel", positive: str, negative: str) -> tuple[li
     Raises:
         HubError: an empty contrast prompt.
     """
-    from hubclient.runner import tokenize
+    from hubclient.exec.batching import tokenize
 
     for label, text in (("--positive", positive), ("--negative", negative)):
         if not text or not text.strip():
@@ -249,7 +249,7 @@ def last_token_states(model: "HubModel", texts: list[str], layers: list[int]) ->
     """Residual stream at each text's last token, ``layer -> [len(texts), d_model]`` (float32)."""
     import torch
 
-    from hubclient.runner import tokenize
+    from hubclient.exec.batching import tokenize
 
     tokens = tokenize(model, texts)
     last = torch.tensor([len(t) - 1 for t in tokens], device=model.device)
@@ -515,7 +515,7 @@ def load_for(config: "RunConfig", model: Any = None) -> "HubModel":
     Raises:
         HubError: ``--remote`` (interventions run locally for now).
     """
-    from hubclient.models import load_model
+    from hubclient.models.loading import load_model
 
     if getattr(config, "remote", False):
         raise HubError("hub intervene runs locally for now (its edits are remote-ready nnsight edits); drop --remote")

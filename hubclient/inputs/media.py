@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubclient.errors import HubError
-from hubclient.inputs import iter_jsonl
+from hubclient.inputs.prompts import iter_jsonl
 
 MODALITIES = ("image", "audio")
 MEDIA_COLUMNS = ("media", "path", "image", "audio")

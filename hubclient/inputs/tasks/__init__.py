@@ -32,7 +32,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hubclient.errors import HubError
-from hubclient.parallel import ParallelCorpus
+from hubclient.inputs.parallel import ParallelCorpus
 
 #: task -> the analyses it feeds.
 TASKS: dict[str, tuple[str, ...]] = {"arithmetic": ("similarity", "lens"), "cogs": ("similarity",), "code": ("lens",)}
@@ -122,10 +122,10 @@ def similarity_corpus(options: TaskOptions) -> ParallelCorpus:
     """
     check_task(options.task, "similarity")
     if options.task == "arithmetic":
-        from hubclient.tasks import arithmetic
+        from hubclient.inputs.tasks import arithmetic
 
         return arithmetic.corpus(arithmetic.generate(options.n, options.max_operand, options.operators, options.data_seed))
-    from hubclient.tasks import cogs
+    from hubclient.inputs.tasks import cogs
 
     return cogs.read_cogs(_need(options.cogs_dir, "--cogs-dir", "the COGS folder holding test.tsv"), options.cogs_split, options.n)
 
@@ -139,10 +139,10 @@ def lens_items(options: TaskOptions) -> list[LensItem]:
     """
     check_task(options.task, "lens")
     if options.task == "arithmetic":
-        from hubclient.tasks import arithmetic
+        from hubclient.inputs.tasks import arithmetic
 
         return arithmetic.lens_items(arithmetic.generate(options.n, options.max_operand, options.operators, options.data_seed))
-    from hubclient.tasks import code
+    from hubclient.inputs.tasks import code
 
     programs = code.read_mbpp(_need(options.mbpp, "--mbpp", "the MBPP mbpp.jsonl file"), options.n, options.with_tests)
     return code.lens_items(programs, options.data_seed)

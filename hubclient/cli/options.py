@@ -120,7 +120,7 @@ def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: boo
     """
     if func is None:
         return functools.partial(analysis_command, multi_model=multi_model)
-    from hubclient.runner import RunConfig
+    from hubclient.run.lifecycle import RunConfig
 
     hidden = ("config", "models") if multi_model else ("config",)
     own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in hidden]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     import torch
 
-    from hubclient.models import HubModel
+    from hubclient.models.loading import HubModel
 
 #: Rows of ``[rows, vocab]`` logits decoded at once: bounds the float32 temporaries to about
 #: ``ROW_BUDGET * 4`` bytes (256 MiB) whatever the vocabulary size.

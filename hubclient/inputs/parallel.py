@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubclient.errors import HubError
-from hubclient.inputs import read_lines
+from hubclient.inputs.prompts import read_lines
 
 #: File suffixes tried, in order, for a FLORES code in a FLORES folder.
 FLORES_SUFFIXES = (".devtest", ".dev")
