@@ -5,10 +5,12 @@ Wu et al. 2024 (semantic hub, Sec. 6): adding ``h_l(word_a) - h_l(word_b)`` (e.g
 can change the model's answer to the one the English word implies (``3*5``).
 
 Traces: the two words in one forward pass; the vector is the difference of their residual
-streams at their last tokens (:func:`hubclient.edits.last_token_states`), ``[d_model]`` per
-layer. Then greedy generation of ``--max-new-tokens`` tokens for every expression, unsteered
-and with ``c · v_l`` added at the expression's last token in the prompt's forward pass
-(:func:`hubclient.edits.generate_with_edits`).
+streams at their last tokens (:func:`hubclient.exec.edits.last_token_states`, in
+:meth:`ArithmeticIntervention.setup`), ``[d_model]`` per layer. Then greedy generation of
+``--max-new-tokens`` tokens for every expression, unsteered and with ``c · v_l`` added at the
+expression's last token in the prompt's forward pass
+(:class:`hubclient.exec.edits.GenerateWithEdits`). Both run locally or on NDIF (``--remote``,
+``--detach``) like every analysis.
 
 Reduces: the answer = the first integer in the continuation (null when there is none).
 
@@ -30,10 +32,9 @@ from typing import Annotated, Any, ClassVar
 import typer
 
 from hubclient.cli import options as opt
-from hubclient.analysis import Analysis
-from hubclient.exec.edits import AddEdit, InterventionRun, generate_with_edits, last_token_states, load_for, parse_layers, parse_numbers, progress_bar
 from hubclient.errors import HubError
-from hubclient.runner import RunConfig, tokenize
+from hubclient.exec.edits import AddEdit, GenerateWithEdits, decode_generation, edit_batch, last_token_states, parse_layers, parse_numbers
+from hubclient.runner import RunConfig, run_analysis
 
 #: English operation words and the operation each implies.
 OPERATIONS = {"plus": ("+", operator.add), "minus": ("-", operator.sub), "times": ("*", operator.mul)}
@@ -83,11 +84,74 @@ def first_integer(text: str) -> int | None:
     return int(match.group()) if match else None
 
 
-class ArithmeticIntervention(Analysis):
-    """Steer digit arithmetic with ``h_l(word_a) - h_l(word_b)`` at the last position."""
+class ArithmeticIntervention(GenerateWithEdits):
+    """Steer digit arithmetic with ``h_l(word_a) - h_l(word_b)`` at the last position.
+
+    Raises:
+        HubError: ``max_new_tokens`` < 1.
+    """
 
     name: ClassVar[str] = "arithmetic"
     tables: ClassVar[dict[str, list[str]]] = {"answers": ["expression", "steered", "layer", "coeff"]}
+
+    def __init__(self, options: ArithmeticOptions):
+        super().__init__(options, options.max_new_tokens)
+        self.exprs = expressions(options)
+        self.layers: list[int] = []
+        self.coeffs: list[float] = []
+        self.vectors: dict[int, Any] = {}
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Resolve layers and coefficients against the model.
+
+        Raises:
+            HubError: a layer out of range, a coefficient that is not a number.
+        """
+        self.layers = parse_layers(self.options.layers, model)
+        self.coeffs = parse_numbers(self.options.coeffs, "coeff", integer=False)
+
+    def setup(self, model: Any, executor: Any) -> None:
+        """``v_l = h_l(word_a) - h_l(word_b)`` at the words' last tokens, through ``executor``."""
+        states = last_token_states(model, [self.options.word_a, self.options.word_b], self.layers, executor)
+        self.vectors = {}
+        for layer in self.layers:
+            self.vectors[layer] = states[layer][0] - states[layer][1]
+
+    def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Any]:
+        """Every expression unsteered and at each layer × coefficient, ``batch_size`` rows a
+        (greedy) generation; the vector is added at the expression's last token."""
+        units = []
+        for i in range(len(self.exprs)):
+            units.append((i, None, None))
+            for layer in self.layers:
+                for coeff in self.coeffs:
+                    units.append((i, layer, coeff))
+        batches = []
+        for start in range(0, len(units), batch_size):
+            chunk = units[start : start + batch_size]
+            edits, rows, prompt_index = [], [], []
+            for i, layer, coeff in chunk:
+                rows.append(tokens[i])
+                prompt_index.append(i)
+                edits.append([] if layer is None else [AddEdit(layer, len(tokens[i]) - 1, self.vectors[layer][None, :], coeff)])
+            batches.append(edit_batch(model, len(batches), rows, edits, prompt_index, None, None, chunk))
+        return batches
+
+    def rows(self, model: Any, batch: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        """One row per generation: continuation, the answer and the answers to compare with."""
+        import polars as pl
+
+        out = decode_generation(model, batch, saved)
+        fn_a = OPERATIONS[self.options.word_a][1]
+        fn = OPERATIONS[SYMBOLS[self.options.op]][1]
+        records = []
+        for r, (i, layer, coeff) in enumerate(batch.meta["rows"]):
+            a, b, text = self.exprs[i]
+            records.append({"expression": i, "text": text, "a": a, "b": b, "steered": layer is not None, "layer": layer, "coeff": coeff,
+                            "continuation": out.texts[r], "answer": first_integer(out.texts[r]), "expected": fn(a, b), "word_answer": fn_a(a, b)})
+        schema = {"expression": pl.Int64, "text": pl.String, "a": pl.Int64, "b": pl.Int64, "steered": pl.Boolean, "layer": pl.Int64,
+                  "coeff": pl.Float64, "continuation": pl.String, "answer": pl.Int64, "expected": pl.Int64, "word_answer": pl.Int64}
+        return {"answers": pl.DataFrame(records, schema=schema)}
 
     def finish(self, run: Any) -> dict[str, Any]:
         """Join each steered answer with the unsteered one; accuracy per layer × coefficient."""
@@ -131,53 +195,20 @@ class ArithmeticIntervention(Analysis):
 
 
 def run_arithmetic(options: ArithmeticOptions, config: RunConfig, model: Any = None) -> Any:
-    """Run the arithmetic intervention and write a complete run folder; returns its ``RunDir``.
+    """Run the arithmetic intervention and write a complete run folder; returns its ``RunDir``
+    (here or on NDIF with ``config.remote``).
 
     Raises:
         HubError: see :func:`expressions`, a layer out of range, a coefficient that is not a
-            number; nothing is written when the input is bad.
+            number, ``--max-new-tokens`` < 1; nothing is written when the input is bad.
     """
-    import polars as pl
-
     analysis = ArithmeticIntervention(options)
-    exprs = expressions(options)
-    model = load_for(config, model)
-    layers = parse_layers(options.layers, model)
-    coeffs = parse_numbers(options.coeffs, "coeff", integer=False)
-    if options.max_new_tokens < 1:
-        raise HubError(f"--max-new-tokens must be at least 1, got {options.max_new_tokens}")
-    texts = [e[2] for e in exprs]
-    tokens = tokenize(model, texts)
-    states = last_token_states(model, [options.word_a, options.word_b], layers)
-    vectors = {layer: states[layer][0] - states[layer][1] for layer in layers}
-    fn_a = OPERATIONS[options.word_a][1]
-    fn = OPERATIONS[SYMBOLS[options.op]][1]
-    state = InterventionRun.start(analysis, config, model, texts, {"a": [e[0] for e in exprs], "b": [e[1] for e in exprs]})
-    rows = []
-    for i in range(len(exprs)):
-        rows.append((i, None, None))
-        for layer in layers:
-            for coeff in coeffs:
-                rows.append((i, layer, coeff))
-    chunks = [rows[s : s + config.batch_size] for s in range(0, len(rows), config.batch_size)]
-    schema = {"expression": pl.Int64, "text": pl.String, "a": pl.Int64, "b": pl.Int64, "steered": pl.Boolean, "layer": pl.Int64,
-              "coeff": pl.Float64, "continuation": pl.String, "answer": pl.Int64, "expected": pl.Int64, "word_answer": pl.Int64}
-    with state.guard("generations"), progress_bar(len(chunks), "arithmetic generations", config.progress) as (bar, task):
-        for index, chunk in enumerate(chunks):
-            if index not in state.done:
-                edits, batch = [], []
-                for i, layer, coeff in chunk:
-                    batch.append(tokens[i])
-                    edits.append([] if layer is None else [AddEdit(layer, len(tokens[i]) - 1, vectors[layer][None, :], coeff)])
-                out = generate_with_edits(model, batch, edits, max_new_tokens=options.max_new_tokens)
-                records = []
-                for r, (i, layer, coeff) in enumerate(chunk):
-                    a, b, text = exprs[i]
-                    records.append({"expression": i, "text": text, "a": a, "b": b, "steered": layer is not None, "layer": layer, "coeff": coeff,
-                                    "continuation": out.texts[r], "answer": first_integer(out.texts[r]), "expected": fn(a, b), "word_answer": fn_a(a, b)})
-                state.write(index, {"answers": pl.DataFrame(records, schema=schema)})
-            bar.advance(task)
-    return state.finish()
+    texts, a, b = [], [], []
+    for e in analysis.exprs:
+        a.append(e[0])
+        b.append(e[1])
+        texts.append(e[2])
+    return run_analysis(analysis, texts, config, model=model, prompt_columns={"a": a, "b": b})
 
 
 @opt.analysis_command

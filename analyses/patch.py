@@ -2,8 +2,9 @@
 
 Traces: a source prompt and a target prompt in the same batch; for each cell (layer × target
 position) a copy of the target whose hidden state at ``--site`` is replaced by the source's at
-the aligned source position (:func:`hubclient.edits.patch_batch`; ``--batch-size`` patched
-copies per forward pass, plus the clean source and target rows).
+the aligned source position (:class:`hubclient.exec.edits.PatchCells`; ``--batch-size`` patched
+copies per forward pass, plus the clean source and target rows). Runs locally or on NDIF
+(``--remote``, ``--detach``) like every analysis.
 
 Reduces: the next-token distribution at the target's last token to a metric per cell:
 ``prob`` (probability of the first ``--token``), ``logit-diff`` (logit of the first
@@ -36,11 +37,11 @@ from typing import Annotated, Any, ClassVar
 import typer
 
 from hubclient.cli import options as opt
-from hubclient.analysis import Analysis
-from hubclient.exec.edits import InterventionRun, check_site, load_for, parse_layers, patch_batch, progress_bar
 from hubclient.errors import HubError
+from hubclient.exec.batching import tokenize
+from hubclient.exec.edits import PatchCells, check_site, parse_layers, patch_cells_batch, patch_result
 from hubclient.inputs.prompts import Positions
-from hubclient.runner import RunConfig, tokenize
+from hubclient.runner import RunConfig, run_analysis
 
 METRICS = ("auto", "prob", "logit-diff", "kl")
 ALIGNS = ("end", "start")
@@ -91,7 +92,27 @@ def token_id(tokenizer: Any, word: str) -> int:
     return int(ids[0])
 
 
-class Patch(Analysis):
+@dataclass
+class PatchPlan:
+    """What one source/target pair patches.
+
+    Attributes:
+        source / target: token ids (with BOS).
+        cells: ``(layer, target_position, source_position)`` per patched copy.
+        metric: the resolved ``--metric``.
+        token_ids: ids of the followed ``--token`` values.
+        site: ``resid``, ``attn`` or ``mlp``.
+    """
+
+    source: list[int]
+    target: list[int]
+    cells: list[tuple[int, int, int]]
+    metric: str
+    token_ids: list[int]
+    site: str
+
+
+class Patch(PatchCells):
     """Activation patching of ``--site`` states from source into target, layers × positions."""
 
     name: ClassVar[str] = "patch"
@@ -101,12 +122,39 @@ class Patch(Analysis):
         "patch_baselines": ["pair", "run"],
     }
 
-    def plan(self, model: Any) -> list[dict[str, Any]]:
-        """Validate the options against the model and list, per pair, its tokens and cells.
+    def __init__(self, options: PatchOptions):
+        super().__init__(options, options.site)
+        self.plans: list[PatchPlan] = []
 
-        Returns:
-            per pair: ``source``/``target`` ids, ``cells`` [(layer, t, s)], ``metric``,
-            ``token_ids``.
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Resolve the plans (:meth:`plan`) before anything runs."""
+        self.plans = self.plan(model)
+
+    def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Any]:
+        """One batch per ``batch_size`` cells of a pair (each batch also runs the clean source
+        and target); the first batch of a pair stores its baselines."""
+        batches = []
+        for pair, plan in enumerate(self.plans):
+            for start in range(0, len(plan.cells), batch_size):
+                cells = plan.cells[start : start + batch_size]
+                one_cell = []
+                for cell in cells:
+                    one_cell.append([cell])
+                rows = {"pair": pair, "cells": cells, "first": start == 0}
+                batches.append(patch_cells_batch(model, len(batches), plan.source, plan.target, one_cell, plan.token_ids, (2 * pair, 2 * pair + 1), rows))
+        return batches
+
+    def rows(self, model: Any, batch: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        """The batch's cells (and its pair's baselines in the pair's first batch)."""
+        info = batch.meta["rows"]
+        plan = self.plans[info["pair"]]
+        frames = self.frames(model, info["pair"], plan, info["cells"], patch_result(batch, saved), baselines=info["first"])
+        if not info["first"]:
+            frames["patch_baselines"] = _empty_baselines()
+        return frames
+
+    def plan(self, model: Any) -> list[PatchPlan]:
+        """Validate the options against the model and list, per pair, its tokens and cells.
 
         Raises:
             HubError: unequal numbers of sources and targets, an unknown site/metric/alignment,
@@ -142,43 +190,43 @@ class Patch(Analysis):
                     )
                 for layer in layers:
                     cells.append((layer, t, s))
-            plans.append({"source": src, "target": tgt, "cells": cells, "metric": metric, "token_ids": ids, "site": site})
+            plans.append(PatchPlan(source=src, target=tgt, cells=cells, metric=metric, token_ids=ids, site=site))
         return plans
 
-    def frames(self, model: Any, pair: int, plan: dict[str, Any], cells: list[tuple[int, int, int]], result: Any, baselines: bool) -> dict[str, Any]:
+    def frames(self, model: Any, pair: int, plan: PatchPlan, cells: list[tuple[int, int, int]], result: Any, baselines: bool) -> dict[str, Any]:
         """Long tables for one traced chunk of cells (and the pair's baselines when asked)."""
         import polars as pl
 
         tok = model.tokenizer
         names = list(self.options.tokens)
         lp = result.token_logprobs.numpy()
-        metric_all = _metric(plan["metric"], lp, result.kl.numpy())
+        metric_all = _metric(plan.metric, lp, result.kl.numpy())
         src_m, clean_m = float(metric_all[0]), float(metric_all[1])
-        denom = (float(result.kl[0]) if plan["metric"] == "kl" else src_m - clean_m)
+        denom = (float(result.kl[0]) if plan.metric == "kl" else src_m - clean_m)
         cell_rows, token_rows, base_rows = [], [], []
         for i, (layer, t, s) in enumerate(cells):
             r = 2 + i
             m = float(metric_all[r])
-            norm = None if abs(denom) < 1e-12 else (m / denom if plan["metric"] == "kl" else (m - clean_m) / denom)
+            norm = None if abs(denom) < 1e-12 else (m / denom if plan.metric == "kl" else (m - clean_m) / denom)
             cell_rows.append({
-                "pair": pair, "site": plan["site"], "layer": layer, "position": t, "source_position": s,
-                "target_token": tok.decode([plan["target"][t]]), "source_token": tok.decode([plan["source"][s]]),
-                "metric_name": plan["metric"], "metric": m, "normalized": norm, "kl": float(result.kl[r]),
+                "pair": pair, "site": plan.site, "layer": layer, "position": t, "source_position": s,
+                "target_token": tok.decode([plan.target[t]]), "source_token": tok.decode([plan.source[s]]),
+                "metric_name": plan.metric, "metric": m, "normalized": norm, "kl": float(result.kl[r]),
                 "top_token_id": int(result.top_ids[r]), "top_token": tok.decode([int(result.top_ids[r])]),
                 "top_probability": float(result.top_probs[r]),
             })
             for j, name in enumerate(names):
-                token_rows.append({"pair": pair, "run": "patched", "layer": layer, "position": t, "token": name, "token_id": plan["token_ids"][j], "logprob": float(lp[r, j])})
+                token_rows.append({"pair": pair, "run": "patched", "layer": layer, "position": t, "token": name, "token_id": plan.token_ids[j], "logprob": float(lp[r, j])})
         if baselines:
             for r, run in ((1, "clean"), (0, "source")):
                 base_rows.append({
                     "pair": pair, "run": run, "text": self.options.targets[pair] if run == "clean" else self.options.sources[pair],
-                    "metric_name": plan["metric"], "metric": float(metric_all[r]), "kl": float(result.kl[r]),
+                    "metric_name": plan.metric, "metric": float(metric_all[r]), "kl": float(result.kl[r]),
                     "top_token_id": int(result.top_ids[r]), "top_token": tok.decode([int(result.top_ids[r])]),
                     "top_probability": float(result.top_probs[r]),
                 })
                 for j, name in enumerate(names):
-                    token_rows.append({"pair": pair, "run": run, "layer": None, "position": None, "token": name, "token_id": plan["token_ids"][j], "logprob": float(lp[r, j])})
+                    token_rows.append({"pair": pair, "run": run, "layer": None, "position": None, "token": name, "token_id": plan.token_ids[j], "logprob": float(lp[r, j])})
         token_schema = {"pair": pl.Int64, "run": pl.String, "layer": pl.Int64, "position": pl.Int64, "token": pl.String, "token_id": pl.Int64, "logprob": pl.Float64}
         out = {
             "patch": pl.DataFrame(cell_rows, schema_overrides={"normalized": pl.Float64}),
@@ -243,37 +291,22 @@ def run_patch(options: PatchOptions, config: RunConfig, model: Any = None) -> An
     """Run a patching sweep and write a complete run folder; returns its ``RunDir``.
 
     Cells are traced ``config.batch_size`` at a time (each trace also runs the clean source
-    and target), so a sweep of ``C`` cells costs ``ceil(C / batch_size)`` forward passes.
+    and target), so a sweep of ``C`` cells costs ``ceil(C / batch_size)`` forward passes, here
+    or on NDIF (``config.remote``; ``config.detach`` leaves them there for ``hub jobs collect``).
 
     Raises:
         HubError: see :meth:`Patch.plan`; nothing is written when the input is bad.
     """
     analysis = Patch(options)
-    model = load_for(config, model)
-    plans = analysis.plan(model)
+    metric = resolve_metric(options.metric, len(options.tokens))
+    if not options.sources or len(options.sources) != len(options.targets):
+        raise HubError(f"give one --source per --target (got {len(options.sources)} sources, {len(options.targets)} targets)")
     prompts, pairs, roles = [], [], []
     for pair in range(len(options.sources)):
         prompts += [options.sources[pair], options.targets[pair]]
         pairs += [pair, pair]
         roles += ["source", "target"]
-    state = InterventionRun.start(analysis, config, model, prompts, {"pair": pairs, "role": roles}, extra={"metric": plans[0]["metric"]})
-    chunks = []
-    for pair, plan in enumerate(plans):
-        for start in range(0, len(plan["cells"]), config.batch_size):
-            chunks.append((pair, plan, plan["cells"][start : start + config.batch_size], start == 0))
-    with state.guard("traces"), progress_bar(len(chunks), "patch traces", config.progress) as (bar, task):
-        for index, (pair, plan, cells, first) in enumerate(chunks):
-            if index not in state.done:
-                one_cell = []
-                for cell in cells:
-                    one_cell.append([cell])
-                result = patch_batch(model, plan["source"], plan["target"], one_cell, plan["site"], plan["token_ids"])
-                frames = analysis.frames(model, pair, plan, cells, result, baselines=first)
-                if not first:
-                    frames["patch_baselines"] = _empty_baselines()
-                state.write(index, frames)
-            bar.advance(task)
-    return state.finish()
+    return run_analysis(analysis, prompts, config, model=model, prompt_columns={"pair": pairs, "role": roles}, extra={"metric": metric})
 
 
 def _empty_baselines() -> Any:

@@ -2,9 +2,11 @@
 
 Traces: the contrast prompts (``--positive`` / ``--negative``, e.g. English "Good" / "Bad") in
 one forward pass, giving the ActAdd steering vector ``V_l = h_l(positive) - h_l(negative)``
-(Turner et al. 2023, Eq. 1) at every ``--layer`` (:func:`hubclient.edits.steering_vectors`);
-then generates continuations of every prompt, unsteered and steered with each vector × layer
-× coefficient, several rows per ``generate`` call (:func:`hubclient.edits.generate_with_edits`).
+(Turner et al. 2023, Eq. 1) at every ``--layer`` (:func:`hubclient.exec.edits.steering_vectors`,
+in :meth:`Steer.setup`); then generates continuations of every prompt, unsteered and steered with
+each vector × layer × coefficient, ``--batch-size`` rows per ``generate`` call
+(:class:`hubclient.exec.edits.GenerateWithEdits`). Both run locally or on NDIF (``--remote``,
+``--detach``) like every analysis.
 
 Pooling rule (ActAdd): ``V_l`` keeps one row per token position: the two contrast prompts are
 aligned from the start (BOS included) and the shorter is padded at its end with the space
@@ -37,11 +39,11 @@ from typing import Annotated, Any, ClassVar, Optional
 import typer
 
 from hubclient.cli import options as opt
-from hubclient.analysis import Analysis
-from hubclient.exec.edits import AddEdit, InterventionRun, contrast_tokens, generate_with_edits, load_for, parse_layers, parse_numbers, progress_bar, steering_vectors
 from hubclient.errors import HubError
+from hubclient.exec.batching import tokenize
+from hubclient.exec.edits import AddEdit, GenerateWithEdits, contrast_tokens, decode_generation, edit_batch, parse_layers, parse_numbers, steering_vectors
 from hubclient.inputs.prompts import read_prompts
-from hubclient.runner import RunConfig, tokenize
+from hubclient.runner import RunConfig, run_analysis
 
 #: Sentiment words whose next-token probability mass gives the model-internal score (each is
 #: used only where it is one token of the model's vocabulary).
@@ -134,19 +136,162 @@ def sentiment_prompts(data: Path, languages: list[str], label: str, n: int, pref
     return prompts, langs
 
 
-class Steer(Analysis):
-    """ActAdd steering of generations, swept over layers × coefficients (module docstring)."""
+@dataclass
+class SteerPlan:
+    """The validated sweep of one steering run.
+
+    Attributes:
+        tokens: token ids of each prompt.
+        layers / coeffs: the swept layers (0 = embeddings) and coefficients.
+        start: first prompt position edited (``--positions``; 0 for ``first``/``all``).
+        pos_ids / neg_ids: single-token ids of the positive / negative words (internal score).
+        pos_tokens / neg_tokens: their texts (for the manifest).
+        vectors: ``(name, layer -> [k, d_model] float32)`` per contrast pair, filled by
+            :meth:`Steer.setup`.
+    """
+
+    tokens: list[list[int]]
+    layers: list[int]
+    coeffs: list[float]
+    start: int
+    pos_ids: list[int]
+    neg_ids: list[int]
+    pos_tokens: list[str]
+    neg_tokens: list[str]
+    vectors: list[tuple[str, dict[int, Any]]] = field(default_factory=list)
+
+
+class Steer(GenerateWithEdits):
+    """ActAdd steering of generations, swept over layers × coefficients (module docstring).
+
+    Args:
+        options: the sweep.
+        data: the sentiment data folder (trains the default classifier), or ``None``.
+        languages: language of each prompt (``"unknown"`` when absent).
+    """
 
     name: ClassVar[str] = "steer"
     tables: ClassVar[dict[str, list[str]]] = {"generations": ["prompt", "steered", "vector", "layer", "coeff"]}
 
-    def plan(self, model: Any, prompts: list[str]) -> dict[str, Any]:
-        """Validate options against the model and prompts, and compute the steering vectors.
+    def __init__(self, options: SteerOptions, data: Path | None = None, languages: list[str] | None = None):
+        super().__init__(options, options.max_new_tokens, options.sample, options.temperature)
+        self.data = data
+        self.languages = languages
+        self.prompts: list[str] = []
+        self.steer_plan: SteerPlan | None = None
+        self._classifier: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the classifier (scikit-learn) never travels with a remote request; it is rebuilt
+        # from the options where rows are made
+        state = dict(self.__dict__)
+        state["_classifier"] = None
+        return state
+
+    def classifier(self) -> Any:
+        """The sentiment classifier (loaded once from ``--classifier`` and the data folder), or
+        ``None`` for ``--classifier none``."""
+        from hubclient.inputs.sentiment import load_classifier
+
+        if self._classifier is None and self.options.classifier != "none":
+            self._classifier = load_classifier(self.options.classifier, self.data)
+        return self._classifier
+
+    def prepare(self, model: Any, prompts: list[str]) -> None:
+        """Validate the sweep against the model (:meth:`plan`)."""
+        self.prompts = list(prompts)
+        if self.languages is None:
+            self.languages = ["unknown"] * len(prompts)
+        self.steer_plan = self.plan(model, prompts)
+
+    def setup(self, model: Any, executor: Any) -> None:
+        """Compute the steering vectors through ``executor`` (here or on NDIF).
+
+        Raises:
+            HubError: rows to add beyond a prompt's end.
+        """
+        o, plan = self.options, self.steer_plan
+        plan.vectors = []
+        for i in range(len(o.positive)):
+            name = f"{o.positive[i]} - {o.negative[i]}"
+            by_layer = steering_vectors(model, o.positive[i], o.negative[i], plan.layers, executor)
+            k = next(iter(by_layer.values())).shape[0]
+            if o.positions != "all":
+                for p, ids in enumerate(plan.tokens):
+                    if plan.start + k > len(ids):
+                        raise HubError(
+                            f"--positions {o.positions}: the vector {name!r} has {k} positions ({plan.start}..{plan.start + k - 1}), beyond prompt {p}'s "
+                            f"{len(ids)} tokens; use --positions all, a shorter contrast pair, or longer prompts"
+                        )
+            plan.vectors.append((name, by_layer))
+
+    def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Any]:
+        """Every prompt unsteered and under each vector × layer × coefficient, longest prompts
+        first, ``batch_size`` rows a generation; sampling seeds ``--seed + batch``."""
+        o, plan = self.options, self.steer_plan
+        units = []  # (prompt, vector name, layer, coeff); vector None = unsteered
+        order = sorted(range(len(plan.tokens)), key=lambda i: -len(plan.tokens[i]))
+        for p in order:
+            units.append((p, None, None, None))
+            for name, _ in plan.vectors:
+                for layer in plan.layers:
+                    for coeff in plan.coeffs:
+                        units.append((p, name, layer, coeff))
+        vectors = dict(plan.vectors)
+        batches = []
+        for start in range(0, len(units), batch_size):
+            chunk = units[start : start + batch_size]
+            edits, rows, prompt_index = [], [], []
+            for p, name, layer, coeff in chunk:
+                rows.append(plan.tokens[p])
+                prompt_index.append(p)
+                if name is None:
+                    edits.append([])
+                elif o.positions == "all":
+                    edits.append([AddEdit(layer, 0, vectors[name][layer][-1], coeff, every_step=True)])
+                else:
+                    edits.append([AddEdit(layer, plan.start, vectors[name][layer], coeff)])
+            index = len(batches)
+            seed = o.seed + index if o.sample else None
+            batches.append(edit_batch(model, index, rows, edits, prompt_index, seed, [plan.pos_ids, plan.neg_ids], chunk))
+        return batches
+
+    def describe_run(self) -> dict[str, Any]:
+        """Manifest fields: the internal score's word tokens and each vector's rows ``k``."""
+        plan = self.steer_plan
+        rows = {}
+        for name, by_layer in plan.vectors:
+            rows[name] = int(next(iter(by_layer.values())).shape[0])
+        return {"internal_score_tokens": {"positive": plan.pos_tokens, "negative": plan.neg_tokens}, "vector_rows": rows}
+
+    def rows(self, model: Any, batch: Any, saved: dict[str, Any]) -> dict[str, Any]:
+        """One row per generation: continuation, classifier sentiment, internal score."""
+        import polars as pl
+
+        out = decode_generation(model, batch, saved)
+        classifier = self.classifier()
+        chunk = batch.meta["rows"]
+        scores = classifier.positive_probability(out.texts) if classifier is not None else [None] * len(chunk)
+        records = []
+        for r, (p, name, layer, coeff) in enumerate(chunk):
+            records.append({
+                "prompt": p, "language": self.languages[p], "prompt_text": self.prompts[p], "steered": name is not None,
+                "vector": name, "layer": layer, "coeff": coeff, "continuation": out.texts[r],
+                "n_new_tokens": len(out.new_tokens[r]),
+                "sentiment": None if scores[r] is None else float(scores[r]),
+                "internal_score": float(out.first_logprobs[r, 0] - out.first_logprobs[r, 1]),
+            })
+        schema = {"prompt": pl.Int64, "language": pl.String, "prompt_text": pl.String, "steered": pl.Boolean, "vector": pl.String,
+                  "layer": pl.Int64, "coeff": pl.Float64, "continuation": pl.String, "n_new_tokens": pl.Int64,
+                  "sentiment": pl.Float64, "internal_score": pl.Float64}
+        return {"generations": pl.DataFrame(records, schema=schema)}
+
+    def plan(self, model: Any, prompts: list[str]) -> SteerPlan:
+        """Validate options against the model and prompts (the vectors come in :meth:`setup`).
 
         Raises:
             HubError: unequal --positive/--negative counts, an empty contrast prompt, a layer out
-                of range, a coefficient that is not a number, a bad --positions, rows to add
-                beyond a prompt's end, empty word sets.
+                of range, a coefficient that is not a number, a bad --positions, empty word sets.
         """
         o = self.options
         if len(o.positive) != len(o.negative) or not o.positive:
@@ -165,19 +310,6 @@ class Steer(Analysis):
             if start < 0:
                 raise HubError(f"--positions {start} is negative; give a start position >= 0 (0 = BOS)")
         tokens = tokenize(model, prompts)
-        vectors = []
-        for i in range(len(o.positive)):
-            name = f"{o.positive[i]} - {o.negative[i]}"
-            by_layer = steering_vectors(model, o.positive[i], o.negative[i], layers)
-            k = next(iter(by_layer.values())).shape[0]
-            if o.positions != "all":
-                for p, ids in enumerate(tokens):
-                    if start + k > len(ids):
-                        raise HubError(
-                            f"--positions {o.positions}: the vector {name!r} has {k} positions ({start}..{start + k - 1}), beyond prompt {p}'s "
-                            f"{len(ids)} tokens; use --positions all, a shorter contrast pair, or longer prompts"
-                        )
-            vectors.append((name, by_layer))
         pos_ids, pos_tokens = word_set(model.tokenizer, o.positive_words)
         neg_ids, neg_tokens = word_set(model.tokenizer, o.negative_words)
         both = set(pos_ids) & set(neg_ids)
@@ -185,8 +317,7 @@ class Steer(Analysis):
         neg_ids = [i for i in neg_ids if i not in both]
         if not pos_ids or not neg_ids:
             raise HubError("no positive or no negative word is a single token of this model; give --positive-words/--negative-words")
-        return {"tokens": tokens, "layers": layers, "coeffs": coeffs, "start": start, "vectors": vectors,
-                "pos_ids": pos_ids, "neg_ids": neg_ids, "pos_tokens": pos_tokens, "neg_tokens": neg_tokens}
+        return SteerPlan(tokens=tokens, layers=layers, coeffs=coeffs, start=start, pos_ids=pos_ids, neg_ids=neg_ids, pos_tokens=pos_tokens, neg_tokens=neg_tokens)
 
     def finish(self, run: Any) -> dict[str, Any]:
         """``side_by_side`` (steered vs the same prompt unsteered) and ``effects`` (means)."""
@@ -259,68 +390,14 @@ def run_steer(options: SteerOptions, prompts: list[str], config: RunConfig, lang
         data: the sentiment data folder (trains the default classifier).
 
     Raises:
-        HubError: see :meth:`Steer.plan` and :func:`hubclient.sentiment.load_classifier`;
+        HubError: see :meth:`Steer.plan` and :func:`hubclient.inputs.sentiment.load_classifier`;
             nothing is written when the input is bad.
     """
-    import polars as pl
-
-    from hubclient.inputs.sentiment import load_classifier
-
-    analysis = Steer(options)
-    model = load_for(config, model)
-    plan = analysis.plan(model, prompts)
-    classifier = load_classifier(options.classifier, data)
     languages = languages or ["unknown"] * len(prompts)
-    extra = {
-        "classifier": classifier.describe() if classifier is not None else None,
-        "internal_score_tokens": {"positive": plan["pos_tokens"], "negative": plan["neg_tokens"]},
-        "vector_rows": {name: int(next(iter(v.values())).shape[0]) for name, v in plan["vectors"]},
-    }
-    state = InterventionRun.start(analysis, config, model, prompts, {"language": languages}, extra=extra)
-    rows = []  # (prompt, vector name, layer, coeff) ; vector None = unsteered
-    order = sorted(range(len(prompts)), key=lambda i: -len(plan["tokens"][i]))
-    for p in order:
-        rows.append((p, None, None, None))
-        for name, by_layer in plan["vectors"]:
-            for layer in plan["layers"]:
-                for coeff in plan["coeffs"]:
-                    rows.append((p, name, layer, coeff))
-    vectors = dict(plan["vectors"])
-    chunks = []
-    for start in range(0, len(rows), config.batch_size):
-        chunks.append(rows[start : start + config.batch_size])
-    with state.guard("generations"), progress_bar(len(chunks), "steer generations", config.progress) as (bar, task):
-        for index, chunk in enumerate(chunks):
-            if index not in state.done:
-                edits, tokens = [], []
-                for p, name, layer, coeff in chunk:
-                    tokens.append(plan["tokens"][p])
-                    if name is None:
-                        edits.append([])
-                    elif options.positions == "all":
-                        edits.append([AddEdit(layer, 0, vectors[name][layer][-1], coeff, every_step=True)])
-                    else:
-                        edits.append([AddEdit(layer, plan["start"], vectors[name][layer], coeff)])
-                out = generate_with_edits(
-                    model, tokens, edits, max_new_tokens=options.max_new_tokens, sample=options.sample,
-                    temperature=options.temperature, seed=options.seed + index, token_sets=[plan["pos_ids"], plan["neg_ids"]],
-                )
-                scores = classifier.positive_probability(out.texts) if classifier is not None else [None] * len(chunk)
-                records = []
-                for r, (p, name, layer, coeff) in enumerate(chunk):
-                    records.append({
-                        "prompt": p, "language": languages[p], "prompt_text": prompts[p], "steered": name is not None,
-                        "vector": name, "layer": layer, "coeff": coeff, "continuation": out.texts[r],
-                        "n_new_tokens": len(out.new_tokens[r]),
-                        "sentiment": None if scores[r] is None else float(scores[r]),
-                        "internal_score": float(out.first_logprobs[r, 0] - out.first_logprobs[r, 1]),
-                    })
-                schema = {"prompt": pl.Int64, "language": pl.String, "prompt_text": pl.String, "steered": pl.Boolean, "vector": pl.String,
-                          "layer": pl.Int64, "coeff": pl.Float64, "continuation": pl.String, "n_new_tokens": pl.Int64,
-                          "sentiment": pl.Float64, "internal_score": pl.Float64}
-                state.write(index, {"generations": pl.DataFrame(records, schema=schema)})
-            bar.advance(task)
-    return state.finish()
+    analysis = Steer(options, data, languages)
+    classifier = analysis.classifier()
+    extra = {"classifier": classifier.describe() if classifier is not None else None}
+    return run_analysis(analysis, prompts, config, model=model, prompt_columns={"language": languages}, extra=extra)
 
 
 @opt.analysis_command

@@ -147,6 +147,11 @@ class Analysis:
         """
         return None
 
+    def describe_run(self) -> dict[str, Any]:
+        """Further manifest fields known once :meth:`prepare` and :meth:`setup` ran (e.g. the
+        tokens a score follows); default none."""
+        return {}
+
     def generate_kwargs(self, model: "HubModel", batch: Batch) -> dict[str, Any]:
         """Keyword arguments of ``model.lm.generate`` for a generating analysis
         (``max_new_tokens``, sampling settings)."""

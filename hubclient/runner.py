@@ -118,6 +118,7 @@ def run_analysis(
         run = previous
     else:
         more = dict(extra or {})
+        more.update(analysis.describe_run())
         described = executor.describe(model)
         if described is not None:
             more["remote"] = described

@@ -1,12 +1,13 @@
 """Intervention mechanics shared by ``hub intervene …``: sites, steering vectors, adding a
-vector inside ``generate``, activation patching inside ``trace``, and the run folder of an
-intervention.
+vector inside ``generate``, activation patching inside ``trace``.
 
-Every edit here is an nnsight edit written inside ``model.lm.trace(...)`` or
-``model.lm.generate(...)``; both are opened in exactly one place each (:func:`open_trace`,
-:func:`generate_with_edits`) so that ``remote=...`` can be passed there later and the same edits run
-on NDIF. Inside the bodies only plain ``for`` loops are used (a list comprehension ends an
-nnsight 0.8 trace body silently).
+Every edit here is an nnsight edit written in an analysis' trace body, so it runs wherever the
+executor runs the body (here or on NDIF, :mod:`hubclient.exec`): the trace and the generation are
+opened in one place, :func:`hubclient.exec.trace.trace_batch`. Interventions are analyses
+(:class:`hubclient.analysis.Analysis`): :class:`HiddenStates` reads steering vectors,
+:class:`PatchCells` patches, :class:`GenerateWithEdits` generates with additive edits. Inside the
+bodies only plain ``for`` loops are used (a list comprehension ends an nnsight 0.8 trace body
+silently), and tensors are moved to each layer's own device.
 
 Sites (where a hidden state is read or edited), with the project's layer convention:
 
@@ -26,23 +27,18 @@ cross-lingual steering, Wu et al. 2024 (semantic hub, Sec. 6).
 from __future__ import annotations
 
 import math
-import warnings
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubclient.models.arch import get_module
+from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.exec.batching import right_pad
+from hubclient.exec.batching import left_pad, right_pad, tokenize
+from hubclient.models.arch import get_module
 
 if TYPE_CHECKING:
     import torch
 
-    from hubclient.analysis import Analysis
     from hubclient.models.loading import HubModel
-    from hubclient.run.lifecycle import RunConfig
-    from hubclient.run.folder import RunDir
 
 SITES = ("resid", "attn", "mlp")
 #: attention module name inside a decoder block, by ``ArchSpec.family`` (default ``self_attn``)
@@ -122,20 +118,7 @@ def check_site(site: str) -> str:
     return site
 
 
-# --------------------------------------------------------------------------- trace / generate
-
-
-def open_trace(model: "HubModel", inputs: dict[str, Any]) -> Any:
-    """The one place an intervention opens ``model.lm.trace``; use as ``with open_trace(...) as
-    tracer:`` inside ``torch.inference_mode()`` (nnsight compiles the ``with`` body from the
-    caller's frame, so this returns the tracer context rather than wrapping it). Generation is
-    opened in one place too, :func:`generate_with_edits` (``model.lm.generate`` captures its
-    body when called, so it cannot be wrapped in a helper).
-
-    Args:
-        inputs: ``input_ids`` / ``attention_mask``, ``[batch, seq]``, already on the device.
-    """
-    return model.lm.trace(inputs)
+# --------------------------------------------------------------------------- sites
 
 
 def site_value(model: "HubModel", site: str, layer: int) -> Any:
@@ -154,27 +137,76 @@ def site_value(model: "HubModel", site: str, layer: int) -> Any:
     return value[0] if isinstance(value, tuple) else value
 
 
-# --------------------------------------------------------------------------- padding
+def _device_tensor(value: Any, like: Any) -> Any:
+    """``value`` on ``like``'s device (and dtype when floating): per-layer placement, so edits
+    work on models split across devices (``device_map``)."""
+    if value.is_floating_point():
+        return value.to(device=like.device, dtype=like.dtype)
+    return value.to(like.device)
 
 
-def left_pad(tokens: list[list[int]], pad_id: int) -> tuple[dict[str, "torch.Tensor"], list[int]]:
-    """Left-padded inputs for generation and each row's offset (pads before its first token):
-    prompt position ``p`` of row ``b`` is column ``offsets[b] + p``."""
+# --------------------------------------------------------------------------- reading hidden states
+
+
+class HiddenStates(Analysis):
+    """Read the residual stream at some layers: the trace behind steering vectors.
+
+    ``select="last"``: each row's hidden state at its last real token, ``[rows, d_model]``;
+    ``select="diff"``: row 0 minus row 1 at every position, ``[seq, d_model]`` (ActAdd,
+    Turner et al. 2023, Eq. 1). Values are float32. The forward pass stops after the last layer.
+
+    Args:
+        layers: residual layers (0 = embeddings).
+        select: ``last`` or ``diff``.
+    """
+
+    name: ClassVar[str] = "hidden-states"
+
+    def __init__(self, layers: list[int], select: str):
+        super().__init__({"layers": list(layers), "select": select})
+        self.layers = sorted(set(layers))
+        self.select = select
+
+    def trace(self, model: "HubModel", batch: Batch) -> dict[str, Any]:
+        """Body: ``{"layer_<l>": selected float32 tensor}`` for each wanted layer."""
+        out = {}
+        wanted = set(self.layers)
+        for layer, hidden in model.hidden_states(last=max(self.layers)):
+            if layer in wanted:
+                if self.select == "diff":
+                    out[f"layer_{layer}"] = (hidden[0] - hidden[1]).float()
+                else:
+                    rows = batch.row_batch.to(hidden.device)
+                    last = batch.row_position.to(hidden.device)
+                    out[f"layer_{layer}"] = hidden[rows, last].float()
+        return out
+
+
+def _read_states(model: "HubModel", tokens: list[list[int]], layers: list[int], select: str, executor: Any = None) -> dict[int, "torch.Tensor"]:
+    """Run :class:`HiddenStates` on ``tokens`` (one right-padded batch) through ``executor``
+    (``None``: here) and return ``layer -> float32 CPU tensor``."""
     import torch
 
-    width = max(len(t) for t in tokens)
-    ids = torch.full((len(tokens), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(tokens), width), dtype=torch.long)
-    offsets = []
-    for b, t in enumerate(tokens):
-        off = width - len(t)
-        ids[b, off:] = torch.tensor(t, dtype=torch.long)
-        mask[b, off:] = 1
-        offsets.append(off)
-    return {"input_ids": ids, "attention_mask": mask}, offsets
+    from hubclient.exec.batching import make_batches
+    from hubclient.exec.trace import trace_batch
 
-
-# --------------------------------------------------------------------------- steering vectors
+    positions = []
+    for ids in tokens:
+        positions.append([len(ids) - 1])
+    batch = make_batches(tokens, positions, len(tokens), model.tokenizer.pad_token_id)[0]
+    order = batch.prompt_index
+    analysis = HiddenStates(layers, select)
+    saved = executor.call(model, analysis, batch) if executor is not None else trace_batch(model, analysis, batch)
+    out = {}
+    for layer in layers:
+        value = saved[f"layer_{layer}"]
+        if select == "last":  # back to input order (batches are length-sorted)
+            restored = torch.empty_like(value)
+            for row, prompt in enumerate(order):
+                restored[prompt] = value[row]
+            value = restored
+        out[layer] = value
+    return out
 
 
 def contrast_tokens(model: "HubModel", positive: str, negative: str) -> tuple[list[int], list[int], int]:
@@ -190,8 +222,6 @@ def contrast_tokens(model: "HubModel", positive: str, negative: str) -> tuple[li
     Raises:
         HubError: an empty contrast prompt.
     """
-    from hubclient.exec.batching import tokenize
-
     for label, text in (("--positive", positive), ("--negative", negative)):
         if not text or not text.strip():
             raise HubError(f"{label} is empty; give a contrast prompt such as 'Good' / 'Bad'")
@@ -203,37 +233,15 @@ def contrast_tokens(model: "HubModel", positive: str, negative: str) -> tuple[li
     return pos + [pad] * (n - len(pos)), neg + [pad] * (n - len(neg)), added
 
 
-def layer_states(model: "HubModel", tokens: list[list[int]], layers: list[int], select: Any) -> dict[int, "torch.Tensor"]:
-    """Run ``tokens`` (right-padded) in one trace and keep ``select(hidden)`` at each of
-    ``layers``; the forward pass stops after the last one.
-
-    Args:
-        select: maps the residual stream ``[batch, seq, d_model]`` of one layer to what is kept.
-
-    Returns:
-        layer -> float32 CPU tensor.
-    """
-    import nnsight
-    import torch
-
-    inputs = {k: v.to(model.device) for k, v in right_pad(tokens, model.tokenizer.pad_token_id).items()}
-    wanted = set(layers)
-    with torch.inference_mode():
-        with open_trace(model, inputs) as tracer:
-            saved = nnsight.save({})
-            for layer, hidden in model.hidden_states(last=max(layers)):
-                if layer in wanted:
-                    saved[layer] = select(hidden).float()
-            tracer.stop()
-    return {layer: saved[layer].detach().cpu() for layer in layers}
-
-
-def steering_vectors(model: "HubModel", positive: str, negative: str, layers: list[int]) -> dict[int, "torch.Tensor"]:
+def steering_vectors(model: "HubModel", positive: str, negative: str, layers: list[int], executor: Any = None) -> dict[int, "torch.Tensor"]:
     """ActAdd steering vectors ``V_l = h_l(positive) - h_l(negative)`` for each layer.
 
     Both contrast prompts run in one trace (aligned and padded by :func:`contrast_tokens`);
-    the difference is taken position by position (Turner et al. 2023, Eq. 1), so
-    ``V_l`` is ``[k, d_model]`` (``k`` = padded token count; row 0 is BOS, usually zero).
+    the difference is taken position by position (Turner et al. 2023, Eq. 1), so ``V_l`` is
+    ``[k, d_model]`` (``k`` = padded token count; row 0 is BOS, usually zero).
+
+    Args:
+        executor: where the trace runs (:class:`hubclient.exec.Executor`; ``None``: here).
 
     Returns:
         layer -> float32 CPU tensor ``[k, d_model]``.
@@ -242,19 +250,17 @@ def steering_vectors(model: "HubModel", positive: str, negative: str, layers: li
         HubError: an empty contrast prompt.
     """
     pos, neg = contrast_tokens(model, positive, negative)[:2]
-    return layer_states(model, [pos, neg], layers, lambda hidden: hidden[0] - hidden[1])
+    return _read_states(model, [pos, neg], layers, "diff", executor)
 
 
-def last_token_states(model: "HubModel", texts: list[str], layers: list[int]) -> dict[int, "torch.Tensor"]:
-    """Residual stream at each text's last token, ``layer -> [len(texts), d_model]`` (float32)."""
-    import torch
+def last_token_states(model: "HubModel", texts: list[str], layers: list[int], executor: Any = None) -> dict[int, "torch.Tensor"]:
+    """Residual stream at each text's last token, ``layer -> [len(texts), d_model]`` (float32,
+    CPU), in the order of ``texts``.
 
-    from hubclient.exec.batching import tokenize
-
-    tokens = tokenize(model, texts)
-    last = torch.tensor([len(t) - 1 for t in tokens], device=model.device)
-    rows = torch.arange(len(tokens), device=model.device)
-    return layer_states(model, tokens, layers, lambda hidden: hidden[rows, last])
+    Args:
+        executor: where the trace runs (:class:`hubclient.exec.Executor`; ``None``: here).
+    """
+    return _read_states(model, tokenize(model, texts), layers, "last", executor)
 
 
 # --------------------------------------------------------------------------- generation with edits
@@ -283,7 +289,7 @@ class AddEdit:
 
 @dataclass
 class Generation:
-    """Output of :func:`generate_with_edits` for one batch.
+    """Decoded output of one generation batch.
 
     Attributes:
         new_tokens: generated ids per row (up to and excluding the first EOS).
@@ -297,6 +303,150 @@ class Generation:
     first_logprobs: Any = None
 
 
+def edit_batch(
+    model: "HubModel",
+    index: int,
+    tokens: list[list[int]],
+    edits: list[list[AddEdit]],
+    prompt_index: list[int] | None = None,
+    seed: int | None = None,
+    token_sets: list[list[int]] | None = None,
+    rows: list[Any] | None = None,
+) -> Batch:
+    """One left-padded generation batch whose ``meta`` carries each row's edits as deltas
+    ``coeff * vector`` (float32) at padded columns, ready for :meth:`GenerateWithEdits.trace_generate`.
+
+    Args:
+        index: the batch number (resume and job records use it).
+        tokens: prompt ids per row (with BOS).
+        edits: per row, the edits to apply (empty list = unsteered row).
+        prompt_index: the global prompt of each row (default ``0..batch-1``).
+        seed: sampling seed set inside the trace (so it holds on a server too), or ``None``.
+        token_sets: token-id sets whose probability mass at the first generated position is
+            returned (e.g. positive / negative sentiment words).
+        rows: per row, what the analysis needs to label it (kept in ``meta["rows"]``).
+
+    Raises:
+        HubError: an edit position past the end of its prompt.
+        ValueError: a batch that mixes ``every_step`` edits with prompt-position edits.
+    """
+    import torch
+
+    for row, row_edits in enumerate(edits):
+        for e in row_edits:
+            if not e.every_step and e.start + e.vector.shape[0] > len(tokens[row]):
+                raise HubError(
+                    f"the steering vector covers positions {e.start}..{e.start + e.vector.shape[0] - 1}, beyond the "
+                    f"prompt's {len(tokens[row])} tokens; use a later --positions, 'all', or longer prompts"
+                )
+    flags = set()
+    for row_edits in edits:
+        for e in row_edits:
+            flags.add(e.every_step)
+    if len(flags) > 1:
+        raise ValueError("one generate batch cannot mix every_step edits with prompt-position edits")
+    inputs, offsets = left_pad(tokens, model.tokenizer.pad_token_id)
+    by_layer: dict[int, list[tuple[int, int, Any]]] = {}
+    for row, row_edits in enumerate(edits):
+        for e in row_edits:
+            delta = (e.coeff * e.vector.float()).contiguous()
+            by_layer.setdefault(e.layer, []).append((row, offsets[row] + e.start, delta))
+    sets = []
+    for ids in token_sets or []:
+        sets.append(torch.tensor(ids, dtype=torch.long))
+    empty = torch.zeros(0, dtype=torch.long)
+    return Batch(
+        index=index,
+        prompt_index=list(prompt_index) if prompt_index is not None else list(range(len(tokens))),
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        lengths=[len(t) for t in tokens],
+        row_batch=empty,
+        row_position=empty,
+        tokens=[list(t) for t in tokens],
+        offsets=offsets,
+        meta={"edits": by_layer, "order": sorted(by_layer), "every": flags == {True}, "seed": seed, "sets": sets, "rows": rows},
+    )
+
+
+class GenerateWithEdits(Analysis):
+    """Generation whose rows each get their own additive edits (ActAdd-style steering).
+
+    Edits without ``every_step`` act in the prompt's forward pass only (the model then reads the
+    edited positions through its KV cache at every step, as in ActAdd); ``every_step`` edits run
+    in every step through ``tracer.iter[:]``. Subclasses batch their units in
+    :meth:`~hubclient.analysis.Analysis.make_batches` with :func:`edit_batch` and read the
+    output in ``rows`` with :func:`decode_generation`.
+
+    Args:
+        options: the subclass' options.
+        max_new_tokens: tokens to generate (>= 1).
+        sample: sample (seeded per batch) instead of greedy decoding.
+        temperature: sampling temperature (> 0).
+
+    Raises:
+        HubError: ``max_new_tokens`` < 1, a non-positive temperature.
+    """
+
+    name: ClassVar[str] = "generate"
+    generates: ClassVar[bool] = True
+
+    def __init__(self, options: Any, max_new_tokens: int, sample: bool = False, temperature: float = 1.0):
+        super().__init__(options)
+        if max_new_tokens < 1:
+            raise HubError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+        if sample and not temperature > 0:
+            raise HubError(f"--temperature must be positive, got {temperature}")
+        self.max_new_tokens = max_new_tokens
+        self.sample = sample
+        self.temperature = temperature
+
+    def generate_kwargs(self, model: "HubModel", batch: Batch) -> dict[str, Any]:
+        """``max_new_tokens``, greedy or sampling (temperature; no top-k/top-p truncation)."""
+        kwargs: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, do_sample=self.sample, pad_token_id=model.tokenizer.pad_token_id)
+        if self.sample:
+            kwargs.update(temperature=self.temperature, top_k=0, top_p=1.0)
+        else:
+            kwargs.update(temperature=None, top_k=None, top_p=None)
+        return kwargs
+
+    def trace_generate(self, model: "HubModel", batch: Batch, tracer: Any, out: dict[str, Any]) -> None:
+        """Body: seed, add each row's deltas at its layer (forward order), keep the token-set
+        log-probabilities of the first generated position as ``out["scores"]``."""
+        import torch
+
+        meta = batch.meta
+        if meta["seed"] is not None:
+            torch.manual_seed(meta["seed"])
+        out["scores"] = []
+        if meta["every"]:
+            for _step in tracer.iter[:]:
+                _apply_edits(model, meta["order"], meta["edits"], every_step=True)
+                out["scores"].append(_set_logprobs(model, meta["sets"]))
+        else:
+            _apply_edits(model, meta["order"], meta["edits"], every_step=False)
+            out["scores"].append(_set_logprobs(model, meta["sets"]))
+
+
+def decode_generation(model: "HubModel", batch: Batch, saved: dict[str, Any]) -> Generation:
+    """The continuations of a generation batch: new ids up to the first EOS, decoded texts and
+    the first position's token-set log-probabilities."""
+    result = saved["generated"]
+    width = batch.input_ids.shape[1]
+    eos = model.tokenizer.eos_token_id
+    new_tokens, texts = [], []
+    for row in range(len(batch.tokens)):
+        ids = []
+        for t in result[row, width:].tolist():
+            if t == eos:  # generate pads a finished row after its EOS
+                break
+            ids.append(t)
+        new_tokens.append(ids)
+        texts.append(model.tokenizer.decode(ids, skip_special_tokens=True))
+    first = saved["scores"][0].detach().cpu() if batch.meta["sets"] else None
+    return Generation(new_tokens=new_tokens, texts=texts, first_logprobs=first)
+
+
 def generate_with_edits(
     model: "HubModel",
     tokens: list[list[int]],
@@ -307,107 +457,33 @@ def generate_with_edits(
     temperature: float = 1.0,
     seed: int = 0,
     token_sets: list[list[int]] | None = None,
+    executor: Any = None,
 ) -> Generation:
-    """Generate continuations of a batch of prompts, each row with its own additive edits.
-
-    The prompts are left-padded (generation needs the last column to be every row's last
-    token); edits address unpadded prompt positions and are shifted by each row's padding.
-    Edits without ``every_step`` act in the prompt's forward pass only (the model then reads
-    the edited positions through its KV cache at every step, as in ActAdd); ``every_step``
-    edits run in every step through ``tracer.iter[:]``.
+    """Generate continuations of one batch of prompts, each row with its own additive edits
+    (a one-batch :class:`GenerateWithEdits`; see there and :func:`edit_batch`).
 
     Args:
-        tokens: prompt ids per row (with BOS).
-        edits: per row, the edits to apply (empty list = unsteered row).
-        max_new_tokens: tokens to generate (>= 1).
-        sample: sample (``torch.manual_seed(seed)`` first) instead of greedy decoding; with
-            ``sample`` off, generation is deterministic.
-        temperature: sampling temperature (> 0).
-        token_sets: token-id sets whose probability mass at the first generated position is
-            returned (e.g. positive / negative sentiment words).
+        executor: where it runs (:class:`hubclient.exec.Executor`; ``None``: here).
 
     Raises:
         HubError: ``max_new_tokens`` < 1, a non-positive temperature, or an edit position past
             the end of its prompt.
     """
-    import nnsight
-    import torch
+    from hubclient.exec.trace import trace_batch
 
-    if max_new_tokens < 1:
-        raise HubError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if sample and not temperature > 0:
-        raise HubError(f"--temperature must be positive, got {temperature}")
-    for row, row_edits in enumerate(edits):
-        for e in row_edits:
-            if not e.every_step and e.start + e.vector.shape[0] > len(tokens[row]):
-                raise HubError(
-                    f"the steering vector covers positions {e.start}..{e.start + e.vector.shape[0] - 1}, beyond the "
-                    f"prompt's {len(tokens[row])} tokens; use a later --positions, 'all', or longer prompts"
-                )
-    pad = model.tokenizer.pad_token_id
-    inputs, offsets = left_pad(tokens, pad)
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    width = inputs["input_ids"].shape[1]
-    flags = {e.every_step for row_edits in edits for e in row_edits}
-    if len(flags) > 1:
-        raise ValueError("one generate batch cannot mix every_step edits with prompt-position edits")
-    every = flags == {True}
-    by_layer: dict[int, list[tuple[int, AddEdit]]] = {}
-    for row, row_edits in enumerate(edits):
-        for e in row_edits:
-            by_layer.setdefault(e.layer, []).append((row, e))
-    order = sorted(by_layer)
-    dtype = next(model.torch_model.parameters()).dtype
-    prepared: dict[int, list[tuple[int, int, Any]]] = {}
-    for layer in order:
-        prepared[layer] = []
-        for row, e in by_layer[layer]:
-            delta = (e.coeff * e.vector.float()).to(device=model.device, dtype=dtype)
-            prepared[layer].append((row, offsets[row] + e.start, delta))
-    sets = [torch.tensor(s, dtype=torch.long, device=model.device) for s in (token_sets or [])]
-    kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=pad)
-    if sample:
-        kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
-        torch.manual_seed(seed)
-    else:
-        kwargs.update(temperature=None, top_k=None, top_p=None)
-
-    with torch.inference_mode(), warnings.catch_warnings():
-        # an open tracer.iter[:] loop ends at the last step by design; nnsight warns about it
-        warnings.filterwarnings("ignore", message=".*was never reached.*")
-        with model.lm.generate(**kwargs) as tracer:  # the one generate call of hub intervene
-            with tracer.invoke(inputs):
-                scores = nnsight.save([])
-                if every:
-                    for _step in tracer.iter[:]:
-                        _apply_edits(model, order, prepared, every_step=True)
-                        scores.append(_set_logprobs(model, sets))
-                else:
-                    _apply_edits(model, order, prepared, every_step=False)
-                    scores.append(_set_logprobs(model, sets))
-            with tracer.invoke():
-                result = nnsight.save(tracer.result)
-
-    result = result.detach().cpu()
-    eos = model.tokenizer.eos_token_id
-    new_tokens, texts = [], []
-    for row in range(len(tokens)):
-        ids = []
-        for t in result[row, width:].tolist():
-            if t == eos:  # generate pads a finished row after its EOS
-                break
-            ids.append(t)
-        new_tokens.append(ids)
-        texts.append(model.tokenizer.decode(ids, skip_special_tokens=True))
-    first = scores[0].detach().cpu() if sets else None
-    return Generation(new_tokens=new_tokens, texts=texts, first_logprobs=first)
+    analysis = GenerateWithEdits({}, max_new_tokens, sample, temperature)
+    batch = edit_batch(model, 0, tokens, edits, seed=seed if sample else None, token_sets=token_sets)
+    saved = executor.call(model, analysis, batch) if executor is not None else trace_batch(model, analysis, batch)
+    return decode_generation(model, batch, saved)
 
 
 def _apply_edits(model: "HubModel", order: list[int], prepared: dict[int, list[tuple[int, int, Any]]], every_step: bool) -> None:
-    """Inside a generate body: add each row's deltas at its layer (forward order)."""
+    """Inside a generate body: add each row's deltas at its layer (forward order), on the
+    layer's own device and dtype."""
     for layer in order:
         hidden = site_value(model, "resid", layer)
         for row, column, delta in prepared[layer]:
+            delta = _device_tensor(delta, hidden)
             if every_step:
                 hidden[row, :, :] += delta
             else:
@@ -424,7 +500,7 @@ def _set_logprobs(model: "HubModel", sets: list[Any]) -> Any:
     logprobs = model.lm.output.logits[:, -1, :].float().log_softmax(-1)
     columns = []
     for ids in sets:
-        columns.append(torch.logsumexp(logprobs[:, ids], dim=-1))
+        columns.append(torch.logsumexp(logprobs[:, ids.to(logprobs.device)], dim=-1))
     return torch.stack(columns, dim=-1)
 
 
@@ -447,6 +523,103 @@ class PatchResult:
     top_probs: "torch.Tensor"
 
 
+def patch_cells_batch(
+    model: "HubModel",
+    index: int,
+    source: list[int],
+    target: list[int],
+    cells: list[list[tuple[int, int, int]]],
+    token_ids: list[int],
+    prompt_index: list[int] | None = None,
+    rows: Any = None,
+) -> Batch:
+    """One patching batch ``[source, target (clean), target patched by cells[0], …]``,
+    right-padded so every token keeps its own position; ``meta`` holds the edits by layer
+    ``(row, target_position, source_position)``, the followed token ids and ``rows`` (what the
+    analysis needs to label the result).
+
+    Args:
+        source / target: token ids (with BOS).
+        cells: per patched row, its list of ``(layer, target_position, source_position)``; one
+            cell may edit several layers/positions at once.
+        token_ids: tokens whose log-probabilities are returned.
+        prompt_index: the global prompt index of the source and of the target.
+    """
+    import torch
+
+    tokens = [source, target]
+    for _ in cells:
+        tokens.append(target)
+    padded = right_pad(tokens, model.tokenizer.pad_token_id)
+    by_layer: dict[int, list[tuple[int, int, int]]] = {}
+    for i, cell in enumerate(cells):
+        for layer, t, s in cell:
+            by_layer.setdefault(layer, []).append((2 + i, t, s))
+    src, tgt = prompt_index if prompt_index is not None else (0, 1)
+    index_of = [src, tgt]
+    for _ in cells:
+        index_of.append(tgt)
+    return Batch(
+        index=index,
+        prompt_index=index_of,
+        input_ids=padded["input_ids"],
+        attention_mask=padded["attention_mask"],
+        lengths=[len(t) for t in tokens],
+        row_batch=torch.arange(len(tokens)),
+        row_position=torch.tensor([len(t) - 1 for t in tokens]),
+        tokens=tokens,
+        meta={"edits": by_layer, "order": sorted(by_layer), "token_ids": torch.tensor(list(token_ids) or [0], dtype=torch.long),
+              "n_tokens": len(token_ids), "rows": rows},
+    )
+
+
+class PatchCells(Analysis):
+    """Activation patching of ``site`` states from the source row into target copies.
+
+    At each edited ``(layer, target_position, source_position)`` of a row the row's hidden
+    state at ``site`` is replaced by the source row's, ``h[row, t] <- h[source, s]``, in the same
+    forward pass (rows never see each other, so row 0 is the clean source run). Outputs are read
+    at each row's last token: log-probabilities of the followed tokens, ``KL(p_clean || p_row)``
+    (nats; row 1 is the clean target), the top token and its probability. Methods: Meng et al.
+    2022 (causal tracing); Heimersheim & Nanda 2024 (arXiv 2404.15255).
+
+    Args:
+        options: the subclass' options.
+        site: ``resid``, ``attn`` or ``mlp`` (see the module docstring).
+    """
+
+    name: ClassVar[str] = "patch-cells"
+    needs_model_output: ClassVar[bool] = True
+
+    def __init__(self, options: Any, site: str):
+        super().__init__(options)
+        self.site = check_site(site)
+
+    def trace(self, model: "HubModel", batch: Batch) -> dict[str, Any]:
+        """Body: patch, then reduce the final-position distributions (see the class docstring)."""
+        meta = batch.meta
+        for layer in meta["order"]:
+            hidden = site_value(model, self.site, layer)
+            for row, t, s in meta["edits"][layer]:
+                hidden[row, t, :] = hidden[0, s, :].clone()
+        logits = model.lm.output.logits
+        rows = batch.row_batch.to(logits.device)
+        last = batch.row_position.to(logits.device)
+        logprobs = logits[rows, last].float().log_softmax(-1)
+        clean = logprobs[1]
+        kl = (clean.exp() * (clean - logprobs)).sum(-1)
+        top = logprobs.max(-1)
+        return {"tok": logprobs[:, meta["token_ids"].to(logprobs.device)], "kl": kl, "top_ids": top.indices, "top_probs": top.values.exp()}
+
+
+def patch_result(batch: Batch, saved: dict[str, Any]) -> PatchResult:
+    """The saved tensors of a :class:`PatchCells` batch as a :class:`PatchResult`."""
+    tok = saved["tok"]
+    if not batch.meta["n_tokens"]:
+        tok = tok[:, :0]
+    return PatchResult(token_logprobs=tok, kl=saved["kl"], top_ids=saved["top_ids"], top_probs=saved["top_probs"])
+
+
 def patch_batch(
     model: "HubModel",
     source: list[int],
@@ -454,145 +627,21 @@ def patch_batch(
     cells: list[list[tuple[int, int, int]]],
     site: str,
     token_ids: list[int],
+    executor: Any = None,
 ) -> PatchResult:
-    """Patch source activations into copies of the target prompt, one copy per cell, in one trace.
-
-    The batch is ``[source, target (clean), target patched by cells[0], …]``, right-padded so
-    every token keeps its own position. At each edited ``(layer, target_position,
-    source_position)`` of a cell, the row's hidden state at ``site`` is replaced by the source
-    row's: ``h[row, t] <- h[source, s]`` (in the same forward pass: rows never see each other, so
-    the source row is the clean source run). The outputs are read at each row's last token.
+    """Patch source activations into copies of the target prompt, one copy per cell, in one
+    trace (:func:`patch_cells_batch` + :class:`PatchCells`).
 
     Args:
-        source / target: token ids (with BOS).
-        cells: per patched row, its list of ``(layer, target_position, source_position)``; one
-            cell may edit several layers/positions at once.
-        site: ``resid``, ``attn`` or ``mlp`` (see the module docstring).
-        token_ids: tokens whose log-probabilities are returned.
+        site: ``resid``, ``attn`` or ``mlp``.
+        executor: where it runs (:class:`hubclient.exec.Executor`; ``None``: here).
 
     Returns:
         :class:`PatchResult` with ``2 + len(cells)`` rows.
     """
-    import nnsight
-    import torch
+    from hubclient.exec.trace import trace_batch
 
-    tokens = [source, target]
-    for _ in cells:
-        tokens.append(target)
-    inputs = {k: v.to(model.device) for k, v in right_pad(tokens, model.tokenizer.pad_token_id).items()}
-    by_layer: dict[int, list[tuple[int, int, int]]] = {}
-    for i, cell in enumerate(cells):
-        for layer, t, s in cell:
-            by_layer.setdefault(layer, []).append((2 + i, t, s))
-    order = sorted(by_layer)
-    last = torch.tensor([len(t) - 1 for t in tokens], device=model.device)
-    rows = torch.arange(len(tokens), device=model.device)
-    ids = torch.tensor(token_ids or [0], dtype=torch.long, device=model.device)
-
-    with torch.inference_mode():
-        with open_trace(model, inputs):
-            for layer in order:
-                hidden = site_value(model, site, layer)
-                for row, t, s in by_layer[layer]:
-                    hidden[row, t, :] = hidden[0, s, :].clone()
-            logprobs = model.lm.output.logits[rows, last].float().log_softmax(-1)
-            clean = logprobs[1]
-            kl = (clean.exp() * (clean - logprobs)).sum(-1)
-            top = logprobs.max(-1)
-            saved = nnsight.save({"tok": logprobs[:, ids], "kl": kl, "top_ids": top.indices, "top_probs": top.values.exp()})
-    out = {k: v.detach().cpu() for k, v in saved.items()}
-    if not token_ids:
-        out["tok"] = out["tok"][:, :0]
-    return PatchResult(token_logprobs=out["tok"], kl=out["kl"], top_ids=out["top_ids"], top_probs=out["top_probs"])
-
-
-# --------------------------------------------------------------------------- run folders
-
-
-def load_for(config: "RunConfig", model: Any = None) -> "HubModel":
-    """The model for an intervention run (``model`` when given, else ``config.model`` loaded).
-
-    Raises:
-        HubError: ``--remote`` (interventions run locally for now).
-    """
-    from hubclient.models.loading import load_model
-
-    if getattr(config, "remote", False):
-        raise HubError("hub intervene runs locally for now (its edits are remote-ready nnsight edits); drop --remote")
-    return model if model is not None else load_model(config.model, device=config.device, dtype=config.dtype)
-
-
-@dataclass
-class InterventionRun:
-    """A run folder for an intervention's own loop: manifest, prompts, per-chunk parts, finish.
-
-    Uses the runner's pieces (``RunDir`` parts, ``write_prompts``, ``finish_run``) so the
-    folder looks like every analysis run, ``--resume`` skips finished chunks and ``hub plot``
-    redraws its charts.
-    """
-
-    analysis: "Analysis"
-    run: "RunDir"
-    started: float
-    done: set[int] = field(default_factory=set)
-    plots: bool = True
-
-    @classmethod
-    def start(
-        cls,
-        analysis: "Analysis",
-        config: "RunConfig",
-        model: "HubModel",
-        prompts: list[str],
-        prompt_columns: dict[str, list[Any]] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> "InterventionRun":
-        """Create (or, with ``config.resume``, reopen) the run folder and write its manifest.
-
-        Raises:
-            HubError: an existing folder, or a resume whose inputs/options differ.
-        """
-        from hubclient.runner import _check_resume, hash_inputs, start_run, tokenize
-
-        started = time.time()
-        if config.resume:
-            options = analysis.describe_options()
-            run = _check_resume(config, analysis, options, hash_inputs(prompts))
-            return cls(analysis, run, started, run.done_batches(list(analysis.tables)), getattr(config, "plots", True))
-        run = start_run(analysis, prompts, tokenize(model, prompts), config, model, prompt_columns, extra)
-        return cls(analysis, run, started, plots=getattr(config, "plots", True))
-
-    def write(self, chunk: int, frames: dict[str, Any]) -> None:
-        """Store one chunk's rows (one Parquet part per table)."""
-        self.run.write_parts(chunk, frames)
-
-    def finish(self) -> "RunDir":
-        """Merge parts, add ``finish`` tables, draw plots (unless ``--no-plots``), mark the
-        manifest complete."""
-        from hubclient.runner import finish_run
-
-        return finish_run(self.analysis, self.run, self.started, plots=self.plots)
-
-    def fail(self, exc: BaseException) -> None:
-        """Mark the manifest failed/interrupted (finished chunks are kept for ``--resume``)."""
-        self.run.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-
-    @contextmanager
-    def guard(self, what: str) -> Iterator[None]:
-        """Around an intervention's loop: on an exception mark the manifest failed (or
-        interrupted) and re-raise; Ctrl-C becomes a :class:`HubError` saying how to resume.
-        Finished chunks stay on disk either way."""
-        try:
-            yield
-        except BaseException as exc:
-            self.fail(exc)
-            if isinstance(exc, KeyboardInterrupt):
-                raise HubError(f"interrupted; finished {what} are kept: continue with --resume {self.run.path}") from None
-            raise
-
-
-def progress_bar(total: int, label: str, enabled: bool) -> Any:
-    """The runner's progress display (:func:`hubclient.runner.progress_bar`), yielding ``(bar, task)``."""
-    from hubclient.runner import progress_bar as runner_bar
-
-    return runner_bar(label, total, enabled)
+    analysis = PatchCells({}, site)
+    batch = patch_cells_batch(model, 0, source, target, cells, token_ids)
+    saved = executor.call(model, analysis, batch) if executor is not None else trace_batch(model, analysis, batch)
+    return patch_result(batch, saved)
