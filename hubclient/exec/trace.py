@@ -50,11 +50,10 @@ def trace_batch(model: Any, analysis: Analysis, batch: Batch, backend: Any = Non
                 with tracer.invoke(inputs):
                     saved = nnsight.save({})
                     analysis.trace_generate(model, batch, tracer, saved)
-                with tracer.invoke():
-                    generated = nnsight.save(tracer.result)
+                with tracer.invoke():  # one saved dict: a detached job's result holds only "saved"
+                    saved["generated"] = tracer.result
         if backend is not None and not backend.blocking:
             return None
-        saved["generated"] = generated
         return {k: _to_cpu(v) for k, v in saved.items()}
     with torch.inference_mode():
         with model.lm.trace(inputs, **kwargs) as tracer:
