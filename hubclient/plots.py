@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hubclient.run.folder import atomic_write
+from hubclient.fs import atomic_write
 
 
 def save_chart(chart: Any, stem: Path) -> list[str]:

@@ -205,7 +205,7 @@ def language_matrix(
             pass  # a damaged cache file is rebuilt below
     matrix = build_matrix(texts, frequencies if frequencies is not None else wordfreq_tables(languages))
     if cache:
-        from hubclient.run.folder import atomic_write
+        from hubclient.fs import atomic_write
 
         def write(tmp: Path) -> None:
             with tmp.open("wb") as fh:

@@ -25,7 +25,7 @@ Nothing here imports torch or needs a model; every bad input raises
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -33,41 +33,10 @@ import typer
 
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import ParallelCorpus
+from hubclient.inputs.tasks.items import LensItem, Probe  # noqa: F401  (public re-export)
 
 #: task -> the analyses it feeds.
 TASKS: dict[str, tuple[str, ...]] = {"arithmetic": ("similarity", "lens"), "cogs": ("similarity",), "code": ("lens",)}
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One probed span of a prompt and the words whose lens probability is read there.
-
-    Attributes:
-        kind: what the span is (``digits_prompt``, ``list_comma``, ``variable``, …); results
-            are summarised per kind.
-        start / end: character span in the prompt text; the lens is read at the model token
-            that holds the span's LAST character (it must end exactly at ``end``).
-        text: the span's text (``prompt[start:end]``).
-        groups: group name -> the words of that group (each word is followed by its first
-            token, as written and with a leading space; see
-            :func:`hubclient.probes.first_token_ids`).
-    """
-
-    kind: str
-    start: int
-    end: int
-    text: str
-    groups: dict[str, tuple[str, ...]]
-
-
-@dataclass
-class LensItem:
-    """One prompt of a lens task: its text, probes and extra per-prompt columns
-    (written to ``prompts.parquet``, e.g. ``task_id`` or ``a, op, b, answer``)."""
-
-    text: str
-    probes: list[Probe]
-    columns: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from num2words import num2words
 
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import ParallelCorpus
-from hubclient.inputs.tasks import LensItem, Probe
+from hubclient.inputs.tasks.items import LensItem, Probe
 
 #: symbol -> (English word, operation). The digit form uses the ASCII symbol.
 OPERATORS: dict[str, tuple[str, Callable[[int, int], int]]] = {

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from hubclient.errors import HubError
 from hubclient.inputs.prompts import iter_jsonl, read_lines
-from hubclient.inputs.tasks import LensItem, Probe
+from hubclient.inputs.tasks.items import LensItem, Probe
 
 #: Role -> English words whose lens probability is read at identifiers of that role (summed).
 ROLE_WORDS: dict[str, tuple[str, ...]] = {
