@@ -63,22 +63,10 @@ LAYERS: dict[str, int] = {
 LAYER_NAMES = {0: "errors/fs", 1: "models/inputs/science", 2: "run/plots/analysis", 3: "exec", 4: "runner", 5: "testing", 6: "cli", 7: "analyses"}
 
 #: (importing module, imported module) -> why it is tolerated for now and how to fix it.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("hubclient.exec.edits", "hubclient.runner"): (
-        "InterventionRun.start/finish and progress_bar import check_resume/hash_inputs/start_run/"
-        "tokenize/finish_run/progress_bar through hubclient.runner; import them from their homes "
-        "(hubclient.run.lifecycle, hubclient.exec.batching, hubclient.run.progress) instead"
-    ),
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 #: sets of modules forming an import cycle -> why it is tolerated for now and how to fix it.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"hubclient.exec.batching", "hubclient.exec.multimodal"}): (
-        "batching._collate imports multimodal.collate and multimodal.encode imports "
-        "batching.tokenize (both inside functions); move tokenize (text tokenising, no batching) "
-        "to its own module, e.g. hubclient/exec/tokens.py, re-exported from batching"
-    ),
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 def layer_of(module: str) -> int:
@@ -150,14 +138,6 @@ def test_no_import_cycles_in_analyses() -> None:
     edges = graph(type_checking=True)
     found = [c for c in cycles(edges) if any(m.startswith("analyses") for m in c)]
     assert not found, "import cycles involving analyses:\n" + _cycles_report(found, edges)
-
-
-@pytest.mark.xfail(strict=False, reason="KNOWN_VIOLATIONS / KNOWN_CYCLES: code under change elsewhere (exec); XPASS means delete the entries")
-def test_known_exceptions_are_gone() -> None:
-    edges = graph(type_checking=True)
-    left = [imp for imp in violations() if (imp.source, imp.target) in KNOWN_VIOLATIONS]
-    left_cycles = [c for c in cycles(edges) if frozenset(c) in KNOWN_CYCLES]
-    assert not left and not left_cycles, _fmt(left) + "\n" + _cycles_report(left_cycles, edges)
 
 
 # ----------------------------------------------------------------------- the scanner itself

@@ -18,8 +18,10 @@ def main() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("app", "analysis_modules", "ENTRY_POINT_GROUP", "INTERVENTION_GROUP"):
+    if not name.startswith("_"):  # every public name of the command module (app, plot, runs…)
         import importlib
 
-        return getattr(importlib.import_module("hubclient.cli.commands"), name)
+        commands = importlib.import_module("hubclient.cli.commands")
+        if hasattr(commands, name):
+            return getattr(commands, name)
     raise AttributeError(f"module 'hubclient.cli' has no attribute {name!r}")

@@ -11,27 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from hubclient.analysis import Batch
 from hubclient.errors import HubError
+from hubclient.exec.tokens import tokenize
+
+__all__ = ["batches_for", "left_pad", "make_batches", "right_pad", "tokenize"]
 
 if TYPE_CHECKING:
     import torch
-
-
-def tokenize(model: Any, prompts: list[str]) -> list[list[int]]:
-    """Token ids of each prompt, with the tokenizer's special tokens (e.g. BOS).
-
-    Raises:
-        HubError: a prompt that tokenises to nothing, or one longer than the model's context.
-    """
-    encoded = model.tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    limit = model.max_length
-    for i, ids in enumerate(encoded):
-        if not ids:
-            raise HubError(f"prompt {i} tokenises to no tokens; give some text")
-        if limit is not None and len(ids) > limit:
-            raise HubError(
-                f"prompt {i} has {len(ids)} tokens, more than the model's context of {limit}; shorten it"
-            )
-    return [list(ids) for ids in encoded]
 
 
 def right_pad(tokens: list[list[int]], pad_id: int) -> dict[str, "torch.Tensor"]:

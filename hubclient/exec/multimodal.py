@@ -140,7 +140,7 @@ def encode_one(model: "HubModel", text: str, pair: MediaPair, resample: bool = T
 
 def encode(model: "HubModel", prompts: list[str], media: list[MediaPair | None], resample: bool = True) -> tuple[list[list[int]], list[dict[str, Any] | None]]:
     """Token ids and processor tensors of every prompt; prompts without medium are tokenised
-    as text (the runner's :func:`hubclient.exec.batching.tokenize`, identical ids).
+    as text (the runner's :func:`hubclient.exec.tokens.tokenize`, identical ids).
 
     Returns:
         ``(tokens, extras)``: ``extras[i]`` is ``None`` for a text prompt.
@@ -148,7 +148,7 @@ def encode(model: "HubModel", prompts: list[str], media: list[MediaPair | None],
     Raises:
         HubError: see :func:`encode_one`; a prompt longer than the model's context.
     """
-    from hubclient.exec.batching import tokenize
+    from hubclient.exec.tokens import tokenize
 
     if len(media) != len(prompts):
         raise ValueError("media must have one entry (or None) per prompt")

@@ -33,6 +33,8 @@ What happens on ``hub analyze <name> --remote``:
    all are in, writes the same tables, plots and manifest as a local run.
 """
 
+from typing import Any
+
 from hubclient.exec.remote.backend import HubBackend, JobTimeout, ResultVanished, explain, make_backend
 from hubclient.exec.remote.collect import collect
 from hubclient.exec.remote.config import (
@@ -55,9 +57,32 @@ from hubclient.exec.remote.jobs import JobBook, jobs_status, poll_state, summari
 from hubclient.exec.remote.preflight import preflight
 from hubclient.models.remote import RemoteHubModel, load_remote_model
 
+
+
+def run_batches(model: Any, analysis: Any, run: Any, todo: list[Any], total: int, done: int, config: Any) -> bool:
+    """Send ``todo`` batches to NDIF (the earlier name of :meth:`RemoteExecutor.run`).
+
+    Returns:
+        ``True`` when every batch's rows are on disk, ``False`` when jobs were left on the
+        server (``config.detach``).
+
+    Raises:
+        HubError: a chunk failed (finished chunks stay on disk).
+    """
+    return RemoteExecutor(config).run(model, analysis, run, todo, total, done)
+
+
+def remote_trace(model: Any, analysis: Any, batch: Any, backend: Any) -> dict[str, Any] | None:
+    """The runner's trace body sent with ``backend`` (:func:`hubclient.exec.trace.trace_batch`);
+    ``None`` for a non-blocking backend (the job was submitted)."""
+    from hubclient.exec.trace import trace_batch
+
+    return trace_batch(model, analysis, batch, backend=backend)
+
+
 __all__ = [
     "ANALYSIS_PICKLE", "BACKOFF", "DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "JOBS", "KEY_HELP", "POLL_INTERVAL",
     "HubBackend", "JobBook", "JobTimeout", "RemoteExecutor", "RemoteHubModel", "ResultVanished", "api_key",
     "collect", "configure", "describe", "explain", "jobs_status", "load_remote_model", "make_backend",
-    "model_key", "poll_state", "preflight", "redact", "register_code", "summarize",
+    "model_key", "poll_state", "preflight", "redact", "register_code", "remote_trace", "run_batches", "summarize",
 ]

@@ -1,0 +1,25 @@
+"""Tokenising prompts: the one place text becomes token ids (with the tokenizer's special tokens)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubclient.errors import HubError
+
+
+def tokenize(model: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the tokenizer's special tokens (e.g. BOS).
+
+    Raises:
+        HubError: a prompt that tokenises to nothing, or one longer than the model's context.
+    """
+    encoded = model.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    limit = model.max_length
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise HubError(f"prompt {i} tokenises to no tokens; give some text")
+        if limit is not None and len(ids) > limit:
+            raise HubError(
+                f"prompt {i} has {len(ids)} tokens, more than the model's context of {limit}; shorten it"
+            )
+    return [list(ids) for ids in encoded]
