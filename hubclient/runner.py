@@ -23,12 +23,13 @@ from hubclient.errors import HubError
 from hubclient.exec import Executor, executor_for
 from hubclient.exec.batching import batches_for, make_batches, right_pad, tokenize
 from hubclient.exec.trace import trace_batch
-from hubclient.run.folder import RunDir
+from hubclient.run.folder import RunDir, check_output
 from hubclient.run.lifecycle import (
     LAYER_CONVENTION,
     VERSIONED,
     RunConfig,
     check_resume,
+    check_resumed_model,
     finish_run,
     guard,
     hash_inputs,
@@ -98,10 +99,12 @@ def run_analysis(
         input_hash = hash_inputs(prompts)
     options = analysis.describe_options()
     previous = check_resume(config, analysis, options, input_hash) if config.resume else None
+    if previous is None:
+        check_output(config.out, config.name)
     if model is None:
         model = executor.load_model(config)
-    if previous is not None and previous.manifest["model"]["model_id"] != model.model_id:
-        raise HubError(f"cannot resume {previous.path}: it ran {previous.manifest['model']['model_id']!r}, not {model.model_id!r}")
+    if previous is not None:
+        check_resumed_model(previous, model)
     extras = None
     if media is not None:  # prepare first: it checks that the model reads the analysis' modality
         from hubclient.exec.multimodal import encode
@@ -113,6 +116,7 @@ def run_analysis(
         analysis.prepare(model, prompts)
     analysis.setup(model, executor)
     batches = batches_for(analysis, model, tokens, config.batch_size, extras)
+    executor.check(model, analysis)
 
     if previous is not None:
         run = previous

@@ -70,11 +70,13 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder (results/RUN
 @app.command("runs")
 @opt.cli_command
 def runs(out: opt.Out = Path("results")) -> None:
-    """List the runs in a results folder, oldest first."""
+    """List the runs in a results folder, oldest first, with their state: complete, submitted
+    (detached jobs on NDIF: `hub jobs collect`), running, interrupted (Ctrl-C, or its process is
+    gone: continue with --resume RUN_DIR) or failed."""
     from rich.console import Console
     from rich.table import Table
 
-    from hubclient.run.folder import list_runs
+    from hubclient.run.folder import list_runs, run_state
 
     found = list_runs(out)
     if not found:
@@ -86,7 +88,7 @@ def runs(out: opt.Out = Path("results")) -> None:
             Path(manifest["_path"]).name,
             str(manifest.get("analysis")),
             str(manifest.get("model", {}).get("model_id")),
-            str(manifest.get("status")),
+            run_state(manifest),
             str(manifest.get("n_prompts")),
             str(manifest.get("started")),
         )

@@ -47,6 +47,15 @@ class Executor(Protocol):
         """The manifest block of this execution (``remote``: host, model key, mode), or ``None``."""
         ...
 
+    def check(self, model: "HubModel", analysis: "Analysis") -> None:
+        """Raise before the run folder is made when the batches cannot run (remote: the host is
+        not reachable, is not an NDIF server, or does not serve the model).
+
+        Raises:
+            HubError: what is wrong and how to fix it.
+        """
+        ...
+
     def call(self, model: "HubModel", analysis: "Analysis", batch: "Batch") -> dict[str, Any]:
         """Run one batch now and return what the body saved (CPU tensors). Used for the short
         traces an analysis needs before its batches (e.g. steering vectors in ``setup``).

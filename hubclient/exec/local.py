@@ -36,6 +36,9 @@ class LocalExecutor:
         """Local runs add nothing to the manifest (the model block says where it ran)."""
         return None
 
+    def check(self, model: "HubModel", analysis: "Analysis") -> None:
+        """Nothing to check: the model is loaded."""
+
     def call(self, model: "HubModel", analysis: "Analysis", batch: "Batch") -> dict[str, Any]:
         """One trace of ``batch`` here; returns the saved dict."""
         saved = trace_batch(model, analysis, batch)

@@ -16,6 +16,8 @@ reader never sees half a file. A run that stops half-way keeps its finished batc
 from __future__ import annotations
 
 import json
+import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 from hubclient.errors import HubError
 from hubclient.fs import atomic_write, write_json, write_parquet
 
-__all__ = ["MANIFEST", "PARTS", "RunDir", "atomic_write", "list_runs", "merge_parts", "new_run_id", "write_json", "write_parquet"]
+__all__ = ["MANIFEST", "PARTS", "RunDir", "check_output", "part_ok", "process_alive", "run_state", "atomic_write", "list_runs", "merge_parts", "new_run_id", "write_json", "write_parquet"]
 
 MANIFEST = "manifest.json"
 PARTS = ".parts"
@@ -117,6 +119,74 @@ def merge_parts(parts: list[Path], keys: list[str], out: Path, budget: int = MER
     return rows
 
 
+def check_output(root: Path, run_id: str | None) -> None:
+    """Check, before anything is loaded or written, that a new run ``root/run_id`` can be made.
+
+    Args:
+        root: ``--out``.
+        run_id: ``--name``, or ``None`` for a generated id.
+
+    Raises:
+        HubError: a name that is not one plain folder name (``/``, ``..``, empty), an ``--out``
+            that is a file, lies inside an existing run folder, or cannot be written, or a run
+            folder that already exists.
+    """
+    root = Path(root)
+    if run_id is not None:
+        if not run_id.strip() or run_id in (".", "..") or "/" in run_id or "\\" in run_id or "\0" in run_id:
+            raise HubError(f"--name {run_id!r} is not a plain folder name; give a name without '/' or '..', e.g. --name capitals-1")
+    for folder in (root, *root.resolve().parents):
+        if (folder / MANIFEST).is_file():
+            raise HubError(f"--out {root} is inside the run folder {folder}; give a results folder such as {folder.parent}")
+    existing = root
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise HubError(f"--out {root}: {existing} is a file, not a folder; give a folder for the results")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise HubError(f"--out {root}: {existing} is not writable; give a folder you can write to (e.g. --out ./results)")
+    if run_id is not None and (root / run_id).exists():
+        raise HubError(f"run folder {root / run_id} already exists; choose another --name, or continue it with --resume {root / run_id}")
+
+
+def part_ok(path: Path) -> bool:
+    """True when ``path`` is a whole Parquet file (its footer reads); a zero-byte or truncated
+    part left by a crash is not."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception:  # pyarrow raises ArrowInvalid/OSError for damaged files
+        return False
+    return True
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(manifest: dict[str, Any]) -> str:
+    """The state ``hub runs`` shows: ``complete``, ``submitted`` (detached jobs on NDIF),
+    ``running``, ``interrupted`` (stopped by Ctrl-C, or its process is gone: killed, crashed,
+    machine restarted) or ``failed``."""
+    status = str(manifest.get("status"))
+    if status != "running":
+        return status
+    owner = manifest.get("process") or {}
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) and not process_alive(owner["pid"]):
+        return "interrupted"
+    return "running"
+
+
 class RunDir:
     """One run folder (see the module docstring for its layout)."""
 
@@ -131,10 +201,14 @@ class RunDir:
         Raises:
             HubError: the folder already exists (runs are never overwritten).
         """
+        check_output(root, run_id)
         path = Path(root) / run_id
-        if path.exists():
-            raise HubError(f"run folder {path} already exists; choose another --name, or continue it with --resume {path}")
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            raise HubError(f"run folder {path} already exists; choose another --name, or continue it with --resume {path}") from None
+        except OSError as exc:
+            raise HubError(f"cannot create the run folder {path} ({exc.strerror}); give another --out") from None
         return cls(path)
 
     @classmethod
@@ -172,11 +246,21 @@ class RunDir:
         return self.path / PARTS / table / f"part-{batch:06d}.parquet"
 
     def done_batches(self, tables: list[str]) -> set[int]:
-        """Batches whose parts exist for every one of ``tables`` (finished before a resume)."""
+        """Batches whose parts exist, whole, for every one of ``tables`` (finished before a
+        resume). A damaged part (zero bytes or truncated by a crash or a full disk) is removed
+        with a warning, so its batch runs again."""
+        import warnings
+
         done: set[int] | None = None
         for table in tables:
             folder = self.path / PARTS / table
-            have = {int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")} if folder.is_dir() else set()
+            have = set()
+            for part in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []:
+                if part_ok(part):
+                    have.add(int(part.stem.split("-")[1]))
+                else:
+                    warnings.warn(f"{part} is damaged (zero bytes or truncated); its batch runs again", stacklevel=2)
+                    part.unlink()
             done = have if done is None else done & have
         return done or set()
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -123,6 +125,7 @@ def start_run(
             "layer_convention": LAYER_CONVENTION,
             **(extra or {}),
             "command": sys.argv,
+            "process": {"pid": os.getpid(), "host": socket.gethostname()},
             "versions": versions(),
             "machine": {"platform": platform.platform(), "processor": platform.machine()},
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -130,6 +133,23 @@ def start_run(
     )
     write_prompts(run, prompts, tokens, prompt_columns)
     return run
+
+
+def check_resumed_model(run: RunDir, model: Any) -> None:
+    """After the model is loaded for ``--resume``: the same model, revision, dtype and device as
+    the run's first part (anything else would mix numbers of two set-ups in one table).
+
+    Raises:
+        HubError: naming what differs and the value the run was started with.
+    """
+    before = run.manifest.get("model", {})
+    now = model.describe()
+    for key, option in (("model_id", "--model"), ("revision", "--model"), ("dtype", "--dtype"), ("device", "--device")):
+        if key in before and before.get(key) != now.get(key):
+            raise HubError(
+                f"cannot resume {run.path}: it ran with {key} {before.get(key)!r}, this call gives {now.get(key)!r}; "
+                f"rerun with the same {option}"
+            )
 
 
 def finish_run(

@@ -56,6 +56,14 @@ class RemoteExecutor:
             self._checked = key
         return host, key
 
+    def check(self, model: "HubModel", analysis: "Analysis") -> None:
+        """Preflight (:func:`hubclient.exec.remote.preflight.preflight`) before any file is written.
+
+        Raises:
+            HubError: host unreachable, not an NDIF server, or the model is not served.
+        """
+        self._prepare(model, analysis)
+
     def call(self, model: "HubModel", analysis: "Analysis", batch: "Batch") -> dict[str, Any]:
         """One blocking request for ``batch`` (retries, timeout and errors as for every batch).
 

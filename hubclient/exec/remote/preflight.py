@@ -15,29 +15,49 @@ def preflight(key: str, host: str) -> None:
     Uses ``GET /status`` (the deployments) and ``GET /env`` (nnsight version: a mismatch is
     warned about; the server refuses the request if it must).
 
+    A deployment serves the model when it is ``HOT`` with ``application_state`` ``RUNNING``
+    (NDIF lists WARM and COLD entries too, which would accept the request and then fail it) and
+    its ``model_key`` is the request's (entries without a ``model_key`` are matched on
+    ``repo_id``).
+
     Raises:
-        HubError: host unreachable, or the model is not among the running deployments (the
-            message lists those that are).
+        HubError: host unreachable, a host that does not answer like NDIF (HTML, 404), or the
+            model is not among the running deployments (the message lists those that are, and
+            names the model's state there when it is WARM/COLD).
     """
     import httpx
 
     try:
         response = httpx.get(f"{host}/status", timeout=httpx.Timeout(10.0, read=30.0))
-        response.raise_for_status()
-        deployments = response.json().get("deployments", {})
     except httpx.HTTPError as exc:
         raise HubError(redact(f"cannot reach NDIF at {host} ({type(exc).__name__}: {exc}); check --ndif-host / NDIF_HOST")) from None
+    try:
+        body = response.json() if response.status_code == 200 else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("deployments"), dict):
+        kind = response.headers.get("content-type", "?").split(";")[0]
+        raise HubError(f"{host} is not an NDIF server (HTTP {response.status_code} {kind} from /status); check --ndif-host / NDIF_HOST")
+    deployments = body["deployments"]
     wanted = json.loads(key.split(":", 1)[1])
-    running = []
+    running, states = [], []
     for name, value in deployments.items():
-        if value.get("application_state", "RUNNING") != "RUNNING":
-            continue
-        running.append(value.get("repo_id", name))
-        if value.get("repo_id", name) == wanted["repo_id"]:
+        repo = value.get("repo_id", name)
+        same = value.get("model_key") == key if value.get("model_key") else repo == wanted["repo_id"]
+        hot = value.get("deployment_level", "HOT") == "HOT" and value.get("application_state") == "RUNNING"
+        if hot:
+            running.append(repo)
+        if same and hot:
             break
+        if same:
+            states.append(f"{value.get('deployment_level', '?')}/{value.get('application_state', 'not running')}")
     else:
         served = ", ".join(sorted(running)) or "none"
-        raise HubError(f"{wanted['repo_id']} is not served by NDIF at {host} now; models running there: {served}. Pick one with --model, or run locally")
+        state = f" (it is {', '.join(states)} there: not loaded on GPUs)" if states else ""
+        raise HubError(
+            f"{wanted['repo_id']} is not served by NDIF at {host} now{state}; models running there: {served}. "
+            "Pick one with --model, or run locally"
+        )
     try:
         env = httpx.get(f"{host}/env", timeout=httpx.Timeout(10.0, read=30.0)).json()
         server_nnsight = env.get("packages", {}).get("nnsight")
