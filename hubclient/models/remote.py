@@ -73,6 +73,7 @@ def load_remote_model(name: str) -> RemoteHubModel:
         if local.is_file():
             if local.suffix != ".gguf":
                 raise HubError(f"model file {name!r} is not a .gguf file; pass a model folder or a .gguf file")
+            m.check_gguf(local)
             sha = m.sha256_file(local)
             path, revision = str(m.convert_gguf(local, sha)), f"gguf-sha256:{sha}"
         elif not (local / "config.json").is_file():
