@@ -86,8 +86,7 @@ def server(tiny_dir):
     srv.stop()
 
 
-@pytest.fixture(autouse=True)
-def client(monkeypatch, server):
+def client_setup(monkeypatch) -> None:
     """The nnsight client configured as a user would be (key from NDIF_API_KEY), fast backoff."""
     import nnsight
 
@@ -95,6 +94,12 @@ def client(monkeypatch, server):
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", nnsight.CONFIG.API.HOST)
     monkeypatch.setattr(remote.config, "BACKOFF", 0.05)
     monkeypatch.setattr(remote.config, "POLL_INTERVAL", 0.05)
+
+
+@pytest.fixture(autouse=True)
+def client(monkeypatch, server):
+    """The nnsight client configured as a user would be (key from NDIF_API_KEY), fast backoff."""
+    client_setup(monkeypatch)
     server.set_faults()
     yield
     server.set_faults()
@@ -109,7 +114,7 @@ def local_run(tiny_dir, tmp_path_factory):
 
 def remote_config(tiny_dir, server, tmp_path, **kwargs) -> RunConfig:
     base = dict(model=str(tiny_dir("llama")), out=tmp_path, name="remote", batch_size=2, progress=False,
-                remote=True, ndif_host=server.url, timeout=60, retries=3)
+                remote=True, ndif_host=server.url if server is not None else None, timeout=60, retries=3)
     base.update(kwargs)
     return RunConfig(**base)
 
@@ -451,3 +456,96 @@ def test_bfloat16_lens_remote_equals_local_and_ships_no_weights(tiny_dir, server
     assert run.table("logit_lens").equals(local.table("logit_lens"))
     for request in run.manifest["remote"]["requests"]:
         assert request["bytes_sent"] < 200_000
+
+
+# --------------------------------------------------------------------------- issue "Nothing silently wrong"
+
+
+def _interrupt_when_running(monkeypatch, batch_index: int):
+    """Ctrl-C while batch ``batch_index``'s job is RUNNING on the server (after submission)."""
+    from hubclient.exec.remote import executor
+
+    real = executor.make_backend
+    seen = {"n": 0}
+
+    def make(key, **kwargs):
+        on_status = kwargs.get("on_status")
+        if kwargs.get("blocking", True) and on_status is not None:
+            seen["n"] += 1
+            if seen["n"] == batch_index + 1:
+                def interrupting(state, description):
+                    if state == "RUNNING":
+                        raise KeyboardInterrupt
+                    on_status(state, description)
+                kwargs["on_status"] = interrupting
+        return real(key, **kwargs)
+
+    monkeypatch.setattr(executor, "make_backend", make)
+
+
+def test_ctrl_c_keeps_the_running_jobs_id_and_resume_follows_it(tiny_dir, server, tmp_path, local_run, monkeypatch):
+    """The job already on the server is followed on --resume, not sent a second time."""
+    server.set_faults(delay=0.5)
+    _interrupt_when_running(monkeypatch, 1)
+    with pytest.raises(HubError, match="interrupted"):
+        run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="cc"))
+    record = json.loads((tmp_path / "cc" / "jobs" / "batch-000001.json").read_text())
+    assert record["state"] == "submitted" and record["job_id"] and record["blocking"] is True
+    monkeypatch.undo()
+    client_setup(monkeypatch)
+    n_jobs = len(server.jobs())
+    run = run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name=None, resume=tmp_path / "cc"))
+    assert_same_tables(run, local_run)
+    assert len(server.jobs()) == n_jobs  # followed, not resent
+
+
+def test_lost_blocking_job_is_sent_again_with_ndif_persistence(tiny_dir, server, tmp_path, local_run, monkeypatch):
+    """On NDIF a blocking job cannot be followed (/response answers 500): after Ctrl-C the
+    resumed run sends that batch once more instead of polling a dead id forever."""
+    server.set_faults(delay=0.5, ndif_jobs=True)
+    _interrupt_when_running(monkeypatch, 0)
+    with pytest.raises(HubError, match="interrupted"):
+        run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="lost", retries=1))
+    monkeypatch.undo()
+    client_setup(monkeypatch)
+    server.set_faults(ndif_jobs=True)
+    n_jobs = len(server.jobs())
+    run = run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name=None, resume=tmp_path / "lost", retries=1))
+    assert_same_tables(run, local_run)
+    assert len(server.jobs()) == n_jobs + 2  # batch 0 again, then batch 1
+
+
+def test_timeout_holds_from_the_first_byte(tiny_dir, tmp_path):
+    """A host that accepts connections and never answers: --timeout 3 ends the run in seconds
+    (not after a fixed 30 s read timeout), and no run folder is left."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    host = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    start = time.time()
+    try:
+        with pytest.raises(HubError):
+            run_analysis(lens(), PROMPTS, remote_config(tiny_dir, None, tmp_path, ndif_host=host, timeout=3, retries=1))
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert time.time() - start < 15
+    assert not (tmp_path / "remote").exists()

@@ -71,6 +71,9 @@ class Faults:
             from a client with another version are refused (409).
         after: jobs that pass untouched before ``error``, ``drop`` and ``vanish`` start firing
             (to fail a chunk in the middle of a run).
+        ndif_jobs: NDIF's job persistence: ``/response/{id}`` of a blocking job (one with a
+            websocket session) or of an unknown id answers 500, as the real service does (it
+            keeps statuses and results of non-blocking jobs only).
     """
 
     http_500: int = 0
@@ -81,6 +84,7 @@ class Faults:
     result_url: bool = False
     nnsight_version: str | None = None
     after: int = 0
+    ndif_jobs: bool = False
 
     def take(self, name: str) -> bool:
         """Use one count of fault ``name``; True when it fires."""
@@ -320,6 +324,8 @@ class NdifTestServer:
         async def response(job_id: str, request: Request) -> Any:
             self._check_key(request.headers)
             job = self.jobs.get(job_id)
+            if self.faults.ndif_jobs and (job is None or job.session_id):
+                raise HTTPException(500, "Internal Server Error")
             if job is None or job.latest is None:
                 raise HTTPException(404, f"no job {job_id}")
             return json.loads(job.latest.model_dump_json())

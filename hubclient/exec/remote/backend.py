@@ -5,7 +5,8 @@ one-line explanations of every failure (:func:`explain`)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from hubclient.errors import HubError
 from hubclient.exec.remote import config
@@ -106,6 +107,27 @@ class _StatusFeed:
             raise JobTimeout(f"{self.timeout:g} s")
 
 
+@contextmanager
+def _deadline_timeouts(deadline: float) -> Iterator[None]:
+    """Within ``--timeout`` from the first byte: nnsight's HTTP connect/read timeouts (module
+    constants, 10 s / 600 s) and websocket-client's default socket timeout (none) are capped
+    at the time left, so a server that accepts the connection and never answers cannot hold a
+    request past its deadline."""
+    import nnsight.intervention.backends.remote as nn_remote
+    import websocket
+
+    left = max(0.5, deadline - time.monotonic())
+    saved = (nn_remote._CONNECT_TIMEOUT, nn_remote._READ_TIMEOUT, websocket.getdefaulttimeout())
+    nn_remote._CONNECT_TIMEOUT = min(saved[0], left)
+    nn_remote._READ_TIMEOUT = min(saved[1], left)
+    websocket.setdefaulttimeout(left if saved[2] is None else min(saved[2], left))
+    try:
+        yield
+    finally:
+        nn_remote._CONNECT_TIMEOUT, nn_remote._READ_TIMEOUT = saved[0], saved[1]
+        websocket.setdefaulttimeout(saved[2])
+
+
 class HubBackend:
     """Placeholder replaced below once nnsight is importable (keeps module import light)."""
 
@@ -169,13 +191,16 @@ def _backend_class() -> type:
                 if self.blocking:
                     self.job_id = None
                 try:
-                    return super().__call__(tracer)
+                    with _deadline_timeouts(self.display.deadline):
+                        return super().__call__(tracer)
                 except (JobTimeout, ResultVanished):
                     raise
                 except RemoteError as exc:
+                    self._check_deadline()
                     if self.job_id is not None or not _transient(exc) or attempt == self.retries:
                         raise
                 except (websocket.WebSocketException, OSError, pydantic.ValidationError) as exc:
+                    self._check_deadline()
                     if _status_code(exc) in (401, 403):
                         raise
                     if self.blocking and self.job_id is not None:
@@ -185,9 +210,13 @@ def _backend_class() -> type:
                         return result
                     if attempt == self.retries or not (_transient(exc) or isinstance(exc, (pydantic.ValidationError, OSError))):
                         raise
-                time.sleep(delay)
+                time.sleep(min(delay, max(0.0, self.display.deadline - time.monotonic())))
                 delay *= 2
             raise AssertionError("unreachable")
+
+        def _check_deadline(self) -> None:
+            if time.monotonic() > self.display.deadline:
+                raise JobTimeout(f"{self.display.timeout:g} s")
 
         def follow(self) -> Any:
             """Poll ``/response/{job_id}`` until the job's result arrives (or the deadline)."""

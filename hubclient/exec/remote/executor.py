@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from hubclient.errors import HubError
 from hubclient.exec.remote import config as settings
-from hubclient.exec.remote.backend import JobTimeout, ResultVanished, explain, make_backend
+from hubclient.exec.remote.backend import JobTimeout, ResultVanished, _status_code, explain, make_backend
 from hubclient.exec.remote.config import configure, describe, model_key, redact, register_code
-from hubclient.exec.remote.jobs import JobBook, _fail, _record, _where, summarize
+from hubclient.exec.remote.jobs import JobBook, _fail, _now, _record, _where, summarize
 from hubclient.exec.remote.preflight import preflight
 from hubclient.exec.trace import trace_batch
 from hubclient.run.progress import progress_bar
@@ -52,7 +52,7 @@ class RemoteExecutor:
         key = model_key(model)
         register_code(analysis)
         if self._checked != key:
-            preflight(key, host)
+            preflight(key, host, timeout=min(30.0, self.config.timeout))
             self._checked = key
         return host, key
 
@@ -110,23 +110,31 @@ class RemoteExecutor:
                     continue
                 common = dict(env=env, on_status=on_status, timeout=config.timeout, retries=config.retries)
                 started = time.time()
+                saved = None
                 if record and record.get("state") in ("submitted", "timeout") and record.get("job_id"):
                     backend = make_backend(key, blocking=False, job_id=record["job_id"], **common)
                     try:
-                        result = backend.follow()
+                        saved = backend.follow()["saved"]
                     except Exception as exc:
-                        _fail(book, record, batch, exc)
-                        raise explain(exc, _where(batch), host, record["job_id"], run) from None
-                    saved = result["saved"]
-                else:
+                        if not (record.get("blocking") and _status_code(exc) in (404, 500)):
+                            _fail(book, record, batch, exc)
+                            raise explain(exc, _where(batch), host, record["job_id"], run) from None
+                        # NDIF keeps no record of blocking jobs (/response answers 500): the job
+                        # is lost with its stream, so the batch is sent again below.
+                        book.put({**record, "state": "lost", "error": "blocking job not kept by the server; sent again", "updated": _now()})
+                if saved is None:
                     backend = make_backend(key, blocking=not config.detach, **common)
                     try:
                         saved = trace_batch(model, analysis, batch, backend=backend)
                     except HubError:
                         raise
+                    except KeyboardInterrupt:
+                        if backend.job_id:  # keep the job id: --resume follows it instead of sending it again
+                            book.put(_record(batch, backend, host, "submitted", started, blocking=not config.detach))
+                        raise
                     except Exception as exc:
                         state = "timeout" if isinstance(exc, JobTimeout) else "lost" if isinstance(exc, ResultVanished) else "error"
-                        record = _record(batch, backend, host, state, started)
+                        record = _record(batch, backend, host, state, started, blocking=not config.detach)
                         record["error"] = redact(str(exc))[:500]
                         if backend.job_id:
                             book.put(record)

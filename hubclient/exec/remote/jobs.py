@@ -123,8 +123,14 @@ def jobs_status(run_dir: Path, host: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def _record(batch: Any, backend: Any, host: str, state: str, started: float) -> dict[str, Any]:
+def _record(batch: Any, backend: Any, host: str, state: str, started: float, blocking: bool | None = None) -> dict[str, Any]:
+    """A job record: the chunk, its job id and state, bytes, timing; ``blocking`` tells a
+    resumed run whether the server may have kept the job (NDIF keeps non-blocking jobs only);
+    ``completed_at`` is set once the rows are on disk (NDIF deletes unfetched results after
+    about a day)."""
     return {
+        "blocking": blocking if blocking is not None else bool(getattr(backend, "blocking", True)),
+        "completed_at": _now() if state == "collected" else None,
         "batch": batch.index,
         "prompts": list(batch.prompt_index),
         "n_prompts": len(batch.prompt_index),

@@ -9,7 +9,7 @@ from hubclient.errors import HubError
 from hubclient.exec.remote.config import redact
 
 
-def preflight(key: str, host: str) -> None:
+def preflight(key: str, host: str, timeout: float = 30.0) -> None:
     """Check before sending anything that ``host`` is reachable and serves the model.
 
     Uses ``GET /status`` (the deployments) and ``GET /env`` (nnsight version: a mismatch is
@@ -20,6 +20,9 @@ def preflight(key: str, host: str) -> None:
     its ``model_key`` is the request's (entries without a ``model_key`` are matched on
     ``repo_id``).
 
+    Args:
+        timeout: seconds for each of the two requests (``--timeout`` caps it).
+
     Raises:
         HubError: host unreachable, a host that does not answer like NDIF (HTML, 404), or the
             model is not among the running deployments (the message lists those that are, and
@@ -28,7 +31,7 @@ def preflight(key: str, host: str) -> None:
     import httpx
 
     try:
-        response = httpx.get(f"{host}/status", timeout=httpx.Timeout(10.0, read=30.0))
+        response = httpx.get(f"{host}/status", timeout=httpx.Timeout(min(10.0, timeout), read=timeout))
     except httpx.HTTPError as exc:
         raise HubError(redact(f"cannot reach NDIF at {host} ({type(exc).__name__}: {exc}); check --ndif-host / NDIF_HOST")) from None
     try:
@@ -59,7 +62,7 @@ def preflight(key: str, host: str) -> None:
             "Pick one with --model, or run locally"
         )
     try:
-        env = httpx.get(f"{host}/env", timeout=httpx.Timeout(10.0, read=30.0)).json()
+        env = httpx.get(f"{host}/env", timeout=httpx.Timeout(min(10.0, timeout), read=timeout)).json()
         server_nnsight = env.get("packages", {}).get("nnsight")
     except (httpx.HTTPError, ValueError):
         return
