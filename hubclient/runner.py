@@ -131,7 +131,7 @@ def run_analysis(
     done = run.done_batches(list(analysis.tables))
     todo = [b for b in batches if b.index not in done]
     loaded = time.time()
-    with guard(run, "batches"):
+    with guard(run, "batches", fresh=previous is None):
         complete = executor.run(model, analysis, run, todo, len(batches), len(done))
     if not complete:
         run.update_manifest(status="submitted")

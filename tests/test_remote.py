@@ -254,9 +254,11 @@ def test_wrong_or_missing_key(tiny_dir, server, tmp_path, monkeypatch):
     with pytest.raises(HubError, match="refused the API key") as err:
         run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="wrong"))
     assert "not-the-key-123" not in str(err.value) and "NDIF_API_KEY" in str(err.value)
+    # nothing ran: no run folder is kept and the message does not point at one
+    assert not (tmp_path / "wrong").exists() and "--resume" not in str(err.value)
     monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
     with pytest.raises(HubError, match="refused the API key"):
-        run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="missing"))
+        run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="wrong"))  # the same --name again
 
 
 def test_model_not_served_names_the_served_ones(tiny_dir, server, tmp_path):

@@ -239,21 +239,44 @@ def save_plots(analysis: type[Analysis] | Analysis, run: RunDir) -> list[str]:
     return written
 
 
+def _nothing_done(run: RunDir) -> bool:
+    """True when a run holds no finished part and no remote job record: nothing ran."""
+    for folder in ((run.path / ".parts"), (run.path / "jobs")):
+        if folder.is_dir() and any(p.suffix in (".parquet", ".json") for p in folder.rglob("*")):
+            return False
+    return True
+
+
 @contextmanager
-def guard(run: RunDir, what: str = "batches") -> Iterator[None]:
+def guard(run: RunDir, what: str = "batches", fresh: bool = False) -> Iterator[None]:
     """Around the loop that fills a run: on Ctrl-C mark the manifest ``interrupted`` and raise a
     :class:`HubError` that says how to continue; on any other exception mark it ``failed`` and
     re-raise. Finished parts stay on disk either way (``--resume`` skips them).
+
+    Args:
+        fresh: the folder was made by this call; when it fails before anything finished (e.g.
+            the server refused the key on the first request) the folder is removed, so the same
+            ``--name`` works next time and no message points at an empty run.
 
     Raises:
         HubError: on ``KeyboardInterrupt`` (``interrupted; finished … are kept: continue with
             --resume RUN_DIR``).
     """
+    import shutil
+
     try:
         yield
-    except KeyboardInterrupt:
-        run.update_manifest(status="interrupted")
-        raise HubError(f"interrupted; finished {what} are kept: continue with --resume {run.path}") from None
-    except BaseException:
+    except BaseException as exc:
+        if fresh and _nothing_done(run):
+            shutil.rmtree(run.path, ignore_errors=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise HubError("interrupted before any batch finished; nothing was kept") from None
+            if isinstance(exc, HubError):
+                message = str(exc).split("; finished chunks are kept: continue with --resume")[0]
+                raise HubError(message + " (nothing ran; no run folder was kept)") from None
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            run.update_manifest(status="interrupted")
+            raise HubError(f"interrupted; finished {what} are kept: continue with --resume {run.path}") from None
         run.update_manifest(status="failed")
         raise
