@@ -551,3 +551,51 @@ def test_timeout_holds_from_the_first_byte(tiny_dir, tmp_path):
         listener.close()
     assert time.time() - start < 15
     assert not (tmp_path / "remote").exists()
+
+
+def test_python_version_mismatch_is_named_before_sending(tiny_dir, server, tmp_path):
+    """NDIF refuses requests from another Python (HTTP 400): preflight says which Python to use,
+    and the request path explains a 400 the same way."""
+    server.set_faults(python_version="3.1")
+    with pytest.raises(HubError, match=r"runs Python 3\.1 and refuses requests from Python 3\.\d+; run hub --remote from a Python 3\.1 environment"):
+        run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="py"))
+    assert not (tmp_path / "py").exists()
+    from hubclient.exec.remote.backend import explain
+    from nnsight.intervention.backends.remote import RemoteError
+
+    err = RemoteError("Client python version 3.11 does not match server version: 3.12")
+    err.status_code = 400
+    assert "matching environment" in str(explain(err, "batch 0", "http://x"))
+
+
+def test_expired_result_url_is_lost_not_a_key_problem(tiny_dir, server, tmp_path, local_run):
+    """A presigned result URL past its lifetime answers 403: collect calls the chunk lost (not
+    "refused the API key"), prints the exact command that sends it again, and that command
+    finishes the run with the local tables."""
+    import time
+
+    model = str(tiny_dir("llama"))
+    server.set_faults(result_ttl=0.2)
+    args = ["analyze", "logit-lens", "--model", model, "--positions", "all", "--top-k", "3", "--target", "paris",
+            "--batch-size", "2", "--out", str(tmp_path), "--name", "exp", "--no-progress", "--remote", "--detach", "--ndif-host", server.url]
+    for p in PROMPTS:
+        args += ["-p", p]
+    assert _hub(*args).returncode == 0
+    deadline = time.time() + 60
+    while not all(j["history"][-1] == "COMPLETED" for j in server.jobs().values() if not j["blocking"]):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(0.5)
+    collect = _hub("jobs", "collect", str(tmp_path / "exp"), "--no-progress")
+    assert collect.returncode == 1
+    assert "expired (403)" in collect.stderr and "refused the API key" not in collect.stderr
+    resend = collect.stderr.split("sent again by:\n")[1].strip().splitlines()[0]
+    assert resend.startswith("hub analyze logit-lens") and resend.endswith(f"--resume {tmp_path / 'exp'}") and "--name" not in resend
+    server.set_faults()
+    again = subprocess.run(resend.replace("hub ", HUB + " ", 1), shell=True, capture_output=True, text=True, timeout=180,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1", "NDIF_API_KEY": KEY}, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    final = _hub("jobs", "collect", str(tmp_path / "exp"), "--no-progress")
+    assert final.returncode == 0, final.stderr
+    for table in ("logit_lens", "targets"):
+        assert pl.read_parquet(tmp_path / "exp" / f"{table}.parquet").equals(local_run.table(table)), table

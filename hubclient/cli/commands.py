@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import import_module, metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -169,8 +169,32 @@ def jobs_collect(run_dir: RunDirArg, ndif_host: opt.NdifHost = None, progress: o
         for record in pending:
             if record.get("error"):
                 typer.echo(f"  batch {record['batch']}: {record['error']}", err=True)
+        if any(str(r.get("state")) in ("lost", "error") for r in pending):
+            typer.echo(f"chunks whose job failed or whose result is gone are sent again by:\n  {resend_command(run)}", err=True)
         raise typer.Exit(1)
     opt.report(run)
+
+
+def resend_command(run: Any) -> str:
+    """The command that continues ``run`` (its recorded command line, ``--name`` dropped,
+    ``--resume RUN_DIR`` added): finished chunks are kept, submitted ones followed, failed or
+    lost ones sent again."""
+    import shlex
+
+    args = list(run.manifest.get("command") or ["hub"])
+    args[0] = "hub"
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--name", "--resume"):
+            skip = True
+            continue
+        if arg.startswith(("--name=", "--resume=")):
+            continue
+        kept.append(arg)
+    return " ".join(shlex.quote(a) for a in kept + ["--resume", str(run.path)])
 
 
 @remote_app.command("status")

@@ -74,6 +74,10 @@ class Faults:
         ndif_jobs: NDIF's job persistence: ``/response/{id}`` of a blocking job (one with a
             websocket session) or of an unknown id answers 500, as the real service does (it
             keeps statuses and results of non-blocking jobs only).
+        python_version: pretend to run this Python (``"3.12"``): ``/env`` reports it and a
+            request from a client with another major.minor is refused with 400, as NDIF does.
+        result_ttl: seconds a result URL stays valid after the job completes; later downloads
+            answer 403, as NDIF's presigned object-store URLs do after 2 hours.
     """
 
     http_500: int = 0
@@ -85,6 +89,8 @@ class Faults:
     nnsight_version: str | None = None
     after: int = 0
     ndif_jobs: bool = False
+    python_version: str | None = None
+    result_ttl: float | None = None
 
     def take(self, name: str) -> bool:
         """Use one count of fault ``name``; True when it fires."""
@@ -125,6 +131,7 @@ class Job:
     result: bytes | None = None
     drop: bool = False
     history: list[str] = field(default_factory=list)
+    completed_at: float | None = None
 
 
 def served_model_key(lm: Any) -> str:
@@ -198,8 +205,8 @@ class NdifTestServer:
 
     Args:
         models: names to load (anything ``--model`` accepts), or already-built :class:`Served`.
-        api_key: when set, requests must carry it (header ``ndif-api-key``): none -> 401,
-            another -> 403 (the websocket upgrade is refused with 403).
+        api_key: when set, requests must carry it (header ``ndif-api-key``): none or another
+            -> 401 as on NDIF (the websocket upgrade is refused with 403).
         faults: faults to inject (:class:`Faults`).
         max_request_bytes / max_result_bytes: size caps (413 / job ERROR when exceeded).
         inline_result_bytes: results up to this size go back on the websocket.
@@ -241,7 +248,7 @@ class NdifTestServer:
         if not given:
             raise HTTPException(401, "no NDIF API key was sent; set NDIF_API_KEY (or nnsight's config file)")
         if given != self.api_key:
-            raise HTTPException(403, "the NDIF API key was not accepted; check NDIF_API_KEY")
+            raise HTTPException(401, "Missing or invalid API key; check NDIF_API_KEY")
 
     def _versions(self) -> dict[str, str]:
         packages = {}
@@ -298,6 +305,10 @@ class NdifTestServer:
                 return JSONResponse({"detail": "injected server error"}, status_code=500)
             client_version = request.headers.get("nnsight-version", "")
             server_version = self._versions().get("nnsight", "")
+            if self.faults.python_version:
+                client_python = ".".join(request.headers.get("python-version", "").split()[0].split(".")[:2]) if request.headers.get("python-version") else ""
+                if client_python != self.faults.python_version:
+                    raise HTTPException(400, f"Client python version {client_python or 'unknown'} does not match server version: {self.faults.python_version}")
             if self.faults.nnsight_version and client_version != server_version:
                 raise HTTPException(409, f"nnsight version mismatch: client has {client_version or 'unknown'}, server runs {server_version}; install nnsight=={server_version}")
             form = await request.form()
@@ -335,6 +346,8 @@ class NdifTestServer:
             job = self.jobs.get(job_id)
             if job is None or job.result is None:
                 raise HTTPException(404, f"no result for job {job_id} (expired or never made)")
+            if self.faults.result_ttl is not None and job.completed_at is not None and time.time() - job.completed_at > self.faults.result_ttl:
+                return Response("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", status_code=403, media_type="application/xml")
             return Response(job.result, media_type="application/octet-stream")
 
         @app.get("/status")
@@ -349,7 +362,7 @@ class NdifTestServer:
 
         @app.get("/env")
         async def env() -> Any:
-            return {"python_version": sys.version, "packages": self._versions()}
+            return {"python_version": self.faults.python_version or sys.version, "packages": self._versions()}
 
         @app.get("/_jobs")
         async def list_jobs(request: Request) -> Any:
@@ -403,6 +416,7 @@ class NdifTestServer:
                 if len(data) > self.max_result_bytes:
                     raise RuntimeError(f"result is {len(data)} bytes, over this server's cap of {self.max_result_bytes}; save less inside the trace")
                 job.result = data
+                job.completed_at = time.time()
                 meta = {"seconds": round(time.time() - started, 4), "result_bytes": len(data)}
                 vanish = self.faults.take("vanish")
                 if vanish or self.faults.result_url or len(data) > self.inline_result_bytes or not job.session_id:

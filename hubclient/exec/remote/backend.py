@@ -70,6 +70,8 @@ def explain(exc: BaseException, where: str, host: str, job_id: str | None = None
         message = f"NDIF at {host} refused the API key ({code}): {KEY_HELP}"
     elif code == 404 and "not served" in text:
         message = f"{text}; see `hub remote status`"
+    elif code == 400 and "python" in text.lower():
+        message = f"{where}: {text}; NDIF runs requests only from the Python version it runs itself: use a matching environment for --remote (see `hub remote env`)"
     elif code == 409 or "version" in text.lower() and code is not None and 400 <= code < 500:
         message = f"{where}: {text}; compare versions with `hub remote env`"
     elif code == 413:
@@ -176,6 +178,8 @@ def _backend_class() -> type:
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code in (404, 410):
                     raise ResultVanished(f"{exc.response.status_code} from its result URL") from None
+                if exc.response.status_code == 403:  # a presigned URL past its lifetime (NDIF: 2 h)
+                    raise ResultVanished("its result URL expired (403); NDIF keeps result links about 2 hours") from None
                 raise
             finally:
                 self.display.enabled = True

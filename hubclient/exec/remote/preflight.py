@@ -9,6 +9,27 @@ from hubclient.errors import HubError
 from hubclient.exec.remote.config import redact
 
 
+def check_python(server_python: str, host: str) -> None:
+    """NDIF refuses requests from a client whose Python major.minor differs from its own
+    (HTTP 400; nnsight issue #572): say so before sending anything.
+
+    Args:
+        server_python: the server's ``python_version`` from ``/env`` (e.g. ``"3.12.4 (main…)"``).
+
+    Raises:
+        HubError: the major.minor versions differ.
+    """
+    import sys
+
+    theirs = ".".join(server_python.split()[0].split(".")[:2]) if server_python.strip() else ""
+    ours = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if theirs and theirs != ours:
+        raise HubError(
+            f"NDIF at {host} runs Python {theirs} and refuses requests from Python {ours}; "
+            f"run hub --remote from a Python {theirs} environment (e.g. `uv venv --python {theirs}`)"
+        )
+
+
 def preflight(key: str, host: str, timeout: float = 30.0) -> None:
     """Check before sending anything that ``host`` is reachable and serves the model.
 
@@ -64,8 +85,9 @@ def preflight(key: str, host: str, timeout: float = 30.0) -> None:
     try:
         env = httpx.get(f"{host}/env", timeout=httpx.Timeout(min(10.0, timeout), read=timeout)).json()
         server_nnsight = env.get("packages", {}).get("nnsight")
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, ValueError, AttributeError):
         return
+    check_python(str(env.get("python_version") or ""), host)
     from importlib import metadata
 
     local = metadata.version("nnsight")
