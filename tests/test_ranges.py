@@ -53,9 +53,9 @@ def test_blocks_start_at_one():
         ("-1:0", r"^--layers range '-1:0' starts after it ends \(layers 8 > 0\)"),
         ("0:8:0", r"^--layers range '0:8:0' needs a positive step"),
         ("2-8:2", r"^--layers item '2-8:2': a step needs the start:stop:step form"),
-        ("x", r"^--layers item 'x' is not a layer; give all, an index"),
-        ("1,,2", r"^--layers item '' is not a layer"),
-        ("1.5", r"^--layers item '1.5' is not a layer"),
+        ("x", r"^--layers item 'x' is not an integer layer; give all, an index"),
+        ("1,,2", r"^--layers item '' is not an integer layer"),
+        ("1.5", r"^--layers item '1.5' is not an integer layer"),
         ("", r"^--layers is empty"),
     ],
 )
@@ -67,7 +67,7 @@ def test_parse_layers_errors_are_one_line_naming_option_and_item(text, message):
 
 def test_check_layers_needs_no_model_and_option_name_is_used():
     check_layers("0:8:2,-1")
-    with pytest.raises(HubError, match=r"^--heatmap-layer item 'a' is not a layer"):
+    with pytest.raises(HubError, match=r"^--heatmap-layer item 'a' is not an integer layer"):
         check_layers("a", "--heatmap-layer")
 
 

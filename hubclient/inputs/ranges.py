@@ -106,7 +106,7 @@ def _items(text: str, option: str) -> list[tuple[str, int | None, int | None, in
             continue
         match = _ITEM.match(item)
         if not match:
-            raise HubError(f"{option} item {raw.strip()!r} is not a layer; give {SYNTAX}")
+            raise HubError(f"{option} item {raw.strip()!r} is not an integer layer; give {SYNTAX}")
         start = int(match.group(1))
         stop = int(match.group(3)) if match.group(3) is not None else start
         step = int(match.group(4)) if match.group(4) is not None else 1
