@@ -33,15 +33,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
-
-import typer
+from typing import Any
 
 from analyses.neurons import split_langs
-from hubclient.cli import options as opt
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.runner import RunConfig, run_analysis
 
 SELECTORS = {"key": "key_neurons", "lape": "lape_neurons"}
 MODES = ("zero", "mean")
@@ -454,29 +450,36 @@ def build_conditions(run: Any, selector: str, ablate: list[str], random: bool, s
     return conditions
 
 
-def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Path | None) -> tuple[list[str], list[str], list[int], list[str]]:
-    """The held-out texts: lines ``offset .. offset+n-1`` of every language's file (the neurons
-    run's files, or ``<flores_dir>/<code>.devtest``).
+def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Path | None, files: dict[str, Path] | None = None) -> tuple[list[str], list[str], list[int], list[str]]:
+    """The held-out texts: lines ``offset .. offset+n-1`` of every language's file.
+
+    Each language's file is, in this order: the one given for it in ``files``; its FLORES file
+    (:func:`hubclient.inputs.parallel.flores_file`) when a FLORES folder is set (``flores_dir``
+    or ``$HUB_FLORES_DIR``); else the file the neurons run read it from.
 
     Returns:
         ``(texts, languages, sentences, sources)``, language by language.
 
     Raises:
-        HubError: a file that is gone (pass ``--flores-dir``), too few lines, or empty lines.
+        HubError: a file that is gone (pass ``--flores-dir``), an unknown FLORES code, too few
+            lines, or empty lines.
     """
-    from hubclient.inputs.parallel import read_flores, read_parallel_files
+    from hubclient.inputs.parallel import FLORES_ENV, flores_file, flores_folder, read_parallel_files
 
     o = run.manifest["options"]
-    if flores_dir is not None:
-        corpus = read_flores(languages, flores_dir, n=offset + n, skip_empty=o.get("skip_empty", False))
-    else:
-        paths = []
-        for language in languages:
+    folder = flores_folder(flores_dir)
+    paths = []
+    for language in languages:
+        if files and language in files:
+            paths.append(Path(files[language]))
+        elif folder is not None:
+            paths.append(flores_file(language, folder))
+        else:
             path = Path(o["sources"][o["languages"].index(language)])
             if not path.is_file():
-                raise HubError(f"the neurons run read {language} from {path}, which is gone; pass --flores-dir")
+                raise HubError(f"the neurons run read {language} from {path}, which is gone; pass --flores-dir (or set {FLORES_ENV}) or the file itself")
             paths.append(path)
-        corpus = read_parallel_files(paths, n=offset + n, skip_empty=o.get("skip_empty", False))
+    corpus = read_parallel_files(paths, n=offset + n, skip_empty=o.get("skip_empty", False))
     texts: list[str] = []
     langs: list[str] = []
     sentences: list[int] = []
@@ -501,58 +504,6 @@ def _split(values: list[str] | None, available: list[str], option: str) -> list[
         if item not in available:
             raise HubError(f"{option} {item!r} is not a language of the neurons run ({', '.join(available)})")
     return out
-
-
-PANEL = "Ablation"
-
-
-@opt.analysis_command
-def command(
-    source: Annotated[Path, typer.Option("--from", help="A `hub analyze neurons` run folder (one model): its neuron lists, languages and sentence files.", rich_help_panel="Input", show_default=False)],
-    langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages to evaluate (comma-separated or repeated) [default: all of the neurons run].", rich_help_panel="Input", show_default=False)] = None,
-    ablate: Annotated[Optional[list[str]], typer.Option("--ablate", help="Languages whose neurons are ablated, one condition each [default: all of the neurons run].", rich_help_panel=PANEL, show_default=False)] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Held-out sentences per evaluated language.", rich_help_panel="Input")] = 20,
-    offset: Annotated[Optional[int], typer.Option("--offset", min=0, help="First held-out line (0-based) [default: the neurons run's --n, i.e. the lines right after those used to select neurons].", rich_help_panel="Input", show_default=False)] = None,
-    flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Read held-out lines from this FLORES folder instead of the neurons run's files.", rich_help_panel="Input")] = None,
-    selector: Annotated[str, typer.Option(help="key: Zeng et al.'s key linguistic neurons; lape: Tang et al.'s LAPE neurons.", rich_help_panel=PANEL)] = "key",
-    mode: Annotated[str, typer.Option(help="zero: set the neurons to 0; mean: to their token-mean activation in the neurons run.", rich_help_panel=PANEL)] = "zero",
-    random: Annotated[bool, typer.Option("--random/--no-random", help="Also ablate as many random neurons per layer (control condition).", rich_help_panel=PANEL)] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the random neurons.", rich_help_panel=PANEL)] = 0,
-    *,
-    config: RunConfig,
-) -> None:
-    """Ablate language-specific neurons (from `hub analyze neurons`) and measure perplexity per language.
-
-    Every held-out sentence runs unablated, with each --ablate language's neurons set to zero
-    (or their mean), and with as many random neurons; perplexity per language and its change
-    go to perplexity.parquet, with a heatmap. The edits are nnsight edits (--remote works).
-    """
-    if selector not in SELECTORS:
-        raise HubError(f"unknown --selector {selector!r}; choose one of {', '.join(SELECTORS)}")
-    if mode not in MODES:
-        raise HubError(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
-    run = open_neurons_run(source)
-    o = run.manifest["options"]
-    available = list(o["languages"])
-    eval_langs = _split(langs, available, "--langs")
-    ablate_langs = _split(ablate, available, "--ablate")
-    if offset is None:
-        if o.get("n") is None:
-            raise HubError(f"the neurons run {source} used every line; pass --offset to choose held-out lines")
-        offset = int(o["n"])
-    elif o.get("n") is not None and offset < int(o["n"]):
-        warnings.warn(f"--offset {offset} overlaps the {o['n']} sentences the neurons were selected on; the test is not held out")
-    texts, languages, sentences, sources = held_out(run, eval_langs, n, offset, flores_dir)
-    options = AblateOptions(
-        source=str(source), selector=selector, ablate=ablate_langs, languages=eval_langs, sources=sources, n=n, offset=offset,
-        mode=mode, random=random, seed=seed,
-    )
-    conditions = build_conditions(run, selector, ablate_langs, random, seed)
-    means = mean_activations(run) if mode == "mean" else None
-    analysis = Ablate(options, conditions, languages, sentences, means=means, model_id=run.manifest["model"]["model_id"])
-    result = run_analysis(analysis, analysis.prompts(texts), config, prompt_columns=analysis.prompt_columns())
-    opt.report(result)
-    typer.echo(analysis.summary(result))
 
 
 ANALYSIS = Ablate

@@ -18,38 +18,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from hubclient.cli import options as opt
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.inputs.prompts import Positions, read_prompts
-from hubclient.runner import RunConfig, run_analysis
+from hubclient.inputs.parallel import flores_codes, read_flores_texts  # noqa: F401 (flores_codes: old import path)
+from hubclient.inputs.prompts import Positions
 
 
 # --------------------------------------------------------------------------- inputs
-def flores_codes(flores_dir: Path) -> list[str]:
-    """FLORES codes (``eng_Latn``…) that have a ``<code>.devtest`` file in ``flores_dir``."""
-    return sorted(p.name[: -len(".devtest")] for p in Path(flores_dir).glob("*.devtest"))
-
-
-def read_flores(flores_dir: Path, code: str, n: int | None) -> list[str]:
-    """The first ``n`` sentences (all when ``None``) of ``<flores_dir>/<code>.devtest``, read in place.
+def read_flores(flores_dir: Path | None, code: str, n: int | None) -> list[str]:
+    """The first ``n`` sentences (all when ``None``) of FLORES language ``code``: the old name
+    (and argument order) of :func:`hubclient.inputs.parallel.read_flores_texts`.
 
     Raises:
-        HubError: a missing folder, an unknown code (lists the available ones), ``n`` larger
-            than the file, or an empty line (with its line number).
+        HubError: see :func:`hubclient.inputs.parallel.read_flores_texts`.
     """
-    folder = Path(flores_dir)
-    if not folder.is_dir():
-        raise HubError(f"--flores-dir {str(folder)!r} is not a folder; point it at the FLORES-200 devtest folder")
-    path = folder / f"{code}.devtest"
-    if not path.is_file():
-        raise HubError(f"unknown FLORES code {code!r}; available in {folder}: {', '.join(flores_codes(folder)) or 'none'}")
-    texts = read_prompts(file=path)
-    return take(texts, n, str(path))
+    return read_flores_texts(code, flores_dir, n)
 
 
 def take(texts: list[str], n: int | None, source: str) -> list[str]:
@@ -286,75 +271,6 @@ def ci_lines(frame: Any, color: str, title: str, y_title: str, facet: str | None
     if facet:
         return chart.facet(facet=alt.Facet(f"{facet}:N", title=None), columns=3).properties(title=heading)
     return chart.properties(title=heading)
-
-
-# --------------------------------------------------------------------------- CLI
-@opt.analysis_command
-def command(
-    flores: Annotated[Optional[list[str]], typer.Option("--flores", help="FLORES-200 code of an input language, e.g. eng_Latn (repeatable); needs --flores-dir.", rich_help_panel="Input")] = None,
-    flores_dir: Annotated[Optional[Path], typer.Option(help="FLORES-200 devtest folder (<code>.devtest files), read in place.", rich_help_panel="Input")] = None,
-    lang: Annotated[Optional[list[str]], typer.Option("--lang", help="LANG=FILE: a prompt file (one text a line, or .jsonl/.csv/.parquet with --column) in language LANG (repeatable).", rich_help_panel="Input")] = None,
-    column: opt.Column = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts of each input language (error when a language has fewer).", rich_help_panel="Input")] = None,
-    languages: Annotated[Optional[str], typer.Option(help="Comma-separated wordfreq codes of the languages to measure (default: English plus the input languages).", rich_help_panel="Languages")] = None,
-    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
-    positions: Annotated[str, typer.Option(help="Positions averaged over: all (the paper), last (fast: one per text), or a list such as 1,-1; special tokens are left out.", rich_help_panel="Lens")] = "all",
-    *,
-    config: RunConfig,
-) -> None:
-    """Language probabilities per layer: the logit-lens distribution times a token-to-language matrix.
-
-    M [vocab, languages+unknown] comes from wordfreq word frequencies (cached per tokenizer).
-    Writes language_probs.parquet (per text, layer, language), language_probs_summary.parquet
-    (mean and 95% CI per input language, layer, language) and the plot (Wu et al. 2024, Fig. 4).
-    """
-    from hubclient.science.token_languages import resolve_language
-
-    texts, labels = collect_inputs(flores, flores_dir, lang, column, n)
-    if languages:
-        measured = []
-        for code in languages.split(","):
-            if code.strip():
-                measured.append(resolve_language(code.strip()))
-    else:
-        measured = ["en"]
-        for label in dict.fromkeys(labels):
-            code = resolve_language(label)
-            if code not in measured:
-                measured.append(code)
-    analysis = LanguageProbs(LanguageProbsOptions(languages=measured, input_languages=labels, final_norm=final_norm, positions=positions))
-    opt.report(run_analysis(analysis, texts, config, prompt_columns={"input_language": labels}))
-
-
-def collect_inputs(flores: list[str] | None, flores_dir: Path | None, lang: list[str] | None, column: str | None, n: int | None) -> tuple[list[str], list[str]]:
-    """Texts and their input-language labels from ``--flores``/``--flores-dir`` and ``--lang``.
-
-    Raises:
-        HubError: no input, ``--flores`` without ``--flores-dir``, a repeated language, or the
-            errors of :func:`read_flores` and :func:`hubclient.inputs.read_prompts`.
-    """
-    texts: list[str] = []
-    labels: list[str] = []
-    if flores and flores_dir is None:
-        raise HubError("--flores needs --flores-dir (the FLORES-200 devtest folder)")
-    if flores_dir is not None and not flores:
-        raise HubError(f"--flores-dir needs at least one --flores CODE; available: {', '.join(flores_codes(flores_dir)) if Path(flores_dir).is_dir() else 'none (not a folder)'}")
-    for code in flores or []:
-        if code in labels:
-            raise HubError(f"--flores {code} is given twice")
-        part = read_flores(flores_dir, code, n)
-        texts.extend(part)
-        labels.extend([code] * len(part))
-    for value in lang or []:
-        label, file = parse_lang_file(value)
-        if label in labels:
-            raise HubError(f"language {label!r} is given twice")
-        part = take(read_prompts(file=file, column=column), n, str(file))
-        texts.extend(part)
-        labels.extend([label] * len(part))
-    if not texts:
-        raise HubError("no input: pass --flores CODE with --flores-dir DIR, or --lang LANG=FILE")
-    return texts, labels
 
 
 ANALYSIS = LanguageProbs

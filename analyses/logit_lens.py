@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from hubclient.cli import options as opt
-from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.inputs.prompts import Positions, read_prompts
-from hubclient.science.lens import LENS_DTYPES, check_lens_dtype, decode_layers, reduce_logits
-from hubclient.runner import RunConfig, run_analysis
+from hubclient.inputs.prompts import Positions
+from hubclient.science.lens import check_lens_dtype, decode_layers, reduce_logits
 
 #: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.
 DEFAULT_TOP_K = 10
@@ -172,7 +167,7 @@ class LogitLens(Analysis):
         from hubclient.plots import by_layer, lens_heatmap
 
         if run.manifest["options"].get("modality", "text") != "text":  # image/audio pairs
-            from analyses.media_runs import media_lens_plots
+            from analyses.media_plots import media_lens_plots
 
             return media_lens_plots(run)
         norm = "final norm" if run.manifest["options"].get("final_norm", True) else "no final norm"
@@ -232,72 +227,6 @@ def _decoder(tokenizer: Any) -> Any:
         return np.asarray([cache[i] for i in ids.tolist()], dtype=object).astype(str)
 
     return decode
-
-
-@opt.analysis_command
-def command(
-    prompt: opt.Prompt = None,
-    prompts: opt.PromptsFile = None,
-    column: opt.Column = None,
-    n: opt.N = None,
-    positions: Annotated[str, typer.Option(help="Token positions: last, all, or a list such as 0,3,-1 (0 = first token, BOS included).", rich_help_panel="Lens")] = "last",
-    top_k: Annotated[Optional[int], typer.Option(help="Top-k tokens kept per prompt, position and layer [default: 10].", rich_help_panel="Lens")] = None,
-    target: Annotated[list[str], typer.Option("--target", "-t", help="Follow this word's probability and rank (repeatable). Tokenised as written; multi-token words follow their first token (with a warning). Use ' Paris' for the mid-sentence form.", rich_help_panel="Lens")] = [],  # noqa: B006
-    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
-    lens_dtype: Annotated[str, typer.Option(help=f"Precision of W_U · h: model (the model's own lm_head) or one of {', '.join(LENS_DTYPES[1:])}. bfloat16 is ~3× faster on CPUs with bf16 instructions, at bf16 precision of the logits.", rich_help_panel="Lens")] = "model",
-    task: tasks.Task = None,
-    data_seed: tasks.DataSeed = 0,
-    max_operand: tasks.MaxOperand = 9,
-    operators: tasks.Operators = "+-*",
-    mbpp: tasks.Mbpp = None,
-    with_tests: tasks.WithTests = True,
-    modality: Annotated[str, typer.Option(help="text: the prompts; image or audio: --prompts is a pairs file (.csv/.jsonl, columns media and caption) and the lens reads every media position, following the caption's words (an image/audio model). docs/modalities.md.", rich_help_panel="Media")] = "text",
-    media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes.", rich_help_panel="Media")] = "{media}",
-    resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
-    *,
-    config: RunConfig,
-) -> None:
-    """Logit lens: decode every layer's residual stream through the final norm and W_U.
-
-    Writes logit_lens.parquet (top-k tokens with probability, logit and entropy per prompt,
-    position and layer; layer 0 = embeddings), targets.parquet (with --target), a manifest,
-    and plots (lens heatmap, target probability by layer) as HTML and PNG.
-
-    With --task arithmetic|code the prompts and probe positions come from the task and the
-    probe lens runs instead (analysis task-lens; docs/tasks.md): task_lens.parquet,
-    task_lens_summary.parquet and its plot; --n counts expressions or programs.
-    """
-    if lens_dtype != "model" and (modality != "text" or task is not None):
-        raise HubError("--lens-dtype applies to the text logit lens; drop it with --task or --modality")
-    if modality != "text":  # lens at the media positions of (media, caption) pairs (analyses/media_runs.py)
-        from analyses import media_runs
-
-        if task is not None:
-            raise HubError("--task and --modality image|audio do not combine; run them separately")
-        if prompt or column:
-            raise HubError(f"--modality {modality} reads (media, caption) pairs from --prompts FILE; drop --prompt/--column")
-        if positions != "last":
-            raise HubError(f"--positions does not apply with --modality {modality}: the lens reads every media position")
-        options = media_runs.MediaLensOptions(
-            top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, modality=modality, media_template=media_template, resample=resample,
-        )
-        opt.report(media_runs.run_lens(media_runs.single_pairs_file([str(prompts)] if prompts else None, modality), options, n, config))
-        return
-    if task is not None:
-        from analyses import task_lens
-
-        if prompt or prompts or column:
-            raise HubError("--task builds its own prompts; drop --prompt/--prompts/--column")
-        if positions != "last":
-            raise HubError("--positions does not apply with --task: the lens reads each probe's own position")
-        if target or top_k is not None:
-            raise HubError("--target and --top-k do not apply with --task (the task names the words it follows)")
-        options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
-        task_lens.report(task_lens.run_task_lens(options, final_norm, config))
-        return
-    analysis = LogitLens(LensOptions(positions=positions, top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype))
-    texts = read_prompts(prompt, prompts, column, n)
-    opt.report(run_analysis(analysis, texts, config))
 
 
 ANALYSIS = LogitLens

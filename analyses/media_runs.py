@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.logit_lens import LensOptions, LogitLens, _decoder
+from analyses.media_plots import HEATMAP_POSITIONS, media_lens_plots  # noqa: F401 (re-exported)
 from analyses.similarity import Similarity, SimilarityOptions, apply_template
 from hubclient.errors import HubError
 from hubclient.science.lens import decode_layers, reduce_logits
@@ -40,8 +41,6 @@ from hubclient.runner import RunConfig, run_analysis
 STOPWORDS = frozenset(
     "a an the of on in at to and or is are was were be this that it its with for by from as into over under".split()
 )
-#: Media positions shown in the lens heatmap (evenly spaced when there are more).
-HEATMAP_POSITIONS = 32
 
 
 def caption_words(caption: str) -> list[str]:
@@ -269,58 +268,6 @@ class MediaLens(LogitLens):
             },
         )
         return out
-
-
-def media_lens_plots(run: Any) -> dict[str, Any]:
-    """Charts of a media lens run, from its Parquet alone: the caption words' lens
-    probability by layer (mean over media positions and words; and the best position), per
-    pair for up to 12 pairs, else averaged; and the top-1 token heatmap (layer × media
-    position) of the first pair."""
-    import polars as pl
-
-    from hubclient.plots import by_layer, lens_heatmap
-
-    manifest = run.manifest
-    model_id = manifest["model"]["model_id"]
-    norm = "final norm" if manifest["options"].get("final_norm", True) else "no final norm"
-    charts: dict[str, Any] = {}
-    if (run.path / "caption_words.parquet").is_file():
-        words = run.table("caption_words")
-        if words.height:
-            per_position = words.group_by("prompt", "layer", "position").agg(pl.col("probability").mean())
-            stats = per_position.group_by("prompt", "layer").agg(
-                pl.col("probability").mean().alias("mean over positions"), pl.col("probability").max().alias("best position")
-            )
-            long = stats.unpivot(index=["prompt", "layer"], variable_name="statistic", value_name="probability")
-            if long["prompt"].n_unique() <= 12:
-                captions = run.table("prompts").select("prompt", "caption")
-                long = long.join(captions, on="prompt").with_columns(panel=pl.format("{}: {}", pl.col("prompt"), pl.col("caption")))
-                charts["caption_probability"] = by_layer(
-                    long.sort("prompt", "statistic", "layer"), "probability", "statistic",
-                    f"Lens probability of caption words at the media positions ({norm}) · {model_id}", "lens probability", facet="panel",
-                )
-            else:
-                mean = long.group_by("statistic", "layer").agg(pl.col("probability").mean()).sort("statistic", "layer")
-                charts["caption_probability"] = by_layer(
-                    mean, "probability", "statistic",
-                    f"Lens probability of caption words, mean over {stats['prompt'].n_unique()} pairs ({norm}) · {model_id}", "lens probability",
-                )
-    top1 = run.table("logit_lens").filter((pl.col("rank") == 1) & (pl.col("prompt") == 0))
-    if top1.height:
-        positions = sorted(top1["position"].unique().to_list())
-        if len(positions) > HEATMAP_POSITIONS:
-            step = len(positions) / HEATMAP_POSITIONS
-            positions = [positions[int(i * step)] for i in range(HEATMAP_POSITIONS)]
-        frame = (
-            top1.filter(pl.col("position").is_in(positions))
-            .sort("position", "layer")
-            .with_columns(column=pl.format("{}", pl.col("position")))
-        )
-        caption = run.table("prompts").filter(pl.col("prompt") == 0)["caption"][0]
-        charts["lens_heatmap"] = lens_heatmap(
-            frame, "column", "media position", f"Logit lens at the media positions of pair 0 ({caption!r}; {norm}) · {model_id}"
-        )
-    return charts
 
 
 def run_lens(pairs_file: Path, options: MediaLensOptions, n: int | None, config: RunConfig) -> Any:

@@ -24,20 +24,15 @@ means by layer, and the N×N cosine heatmap at ``--heatmap-layer``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from hubclient.cli import options as opt
-from hubclient.science import stats
-from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
-from hubclient.inputs.parallel import ParallelCorpus, read_flores, read_parallel_files
-from hubclient.runner import RunConfig, run_analysis
+from hubclient.inputs import ranges
+from hubclient.inputs.parallel import ParallelCorpus, read_languages
+from hubclient.science import stats
 
 POOLS = ("last", "mean")
 #: The CI's coverage (Fig. 3 of the paper shows 95% intervals).
@@ -59,12 +54,14 @@ class SimilarityOptions:
             except a leading BOS; padding never counts).
         template: text around each input with a ``{text}`` placeholder, or ``None``.
         center: subtract the layer's mean vector (over all K×N inputs) before the cosine.
-        layers: ``all``, a list ``0,4,8`` or a range ``2-10`` (0 = embeddings).
+        layers: ``all``, a list ``0,4,8``, a range ``2-10`` / ``0:8:2``, ``-1`` = the last (0 =
+            embeddings; :mod:`hubclient.inputs.ranges`).
         anchor: compare only this language with each other one (``None``: all pairs).
         seed: bootstrap seed.
         bootstrap: bootstrap resamples.
         save_matrix: also store the N×N cosine matrix per layer and pair.
-        heatmap_layer: layer of the heatmap (``None``: the model's middle layer).
+        heatmap_layer: layer of the heatmap (``None``: the model's middle layer); an ``int``, or
+            a negative index as text (``"-1"`` = the last layer).
         modality: ``text`` (parallel sentences), or ``image`` / ``audio``: media vs caption
             pairs (:mod:`hubclient.media`), the two "languages" being the modality and
             ``caption``.
@@ -86,7 +83,7 @@ class SimilarityOptions:
     seed: int = 0
     bootstrap: int = stats.N_BOOTSTRAP
     save_matrix: bool = False
-    heatmap_layer: int | None = None
+    heatmap_layer: int | str | None = None
     modality: str = "text"
     media_pool: str = "mean"
     media_template: str = "{media}"
@@ -94,11 +91,9 @@ class SimilarityOptions:
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
-    """Parse ``--layers``: ``all``, a list ``0,4,8``, a range ``2-10`` (inclusive) or a mix ``0,2-4``.
-
-    Args:
-        spec: the option text.
-        n_layers: the model's L; valid layers are ``0..L`` (0 = embeddings).
+    """Parse ``--layers`` against a model of ``n_layers`` blocks (valid layers ``0..L``, 0 =
+    embeddings): :func:`hubclient.inputs.ranges.parse_layers` (``all``, ``0,4,8``, ``2-10``,
+    ``0:8:2``, ``-1`` = the last).
 
     Returns:
         sorted unique layer indices.
@@ -106,22 +101,18 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     Raises:
         HubError: bad syntax or a layer outside ``0..L``.
     """
-    text = spec.strip().lower()
-    if text == "all":
-        return list(range(n_layers + 1))
-    out: set[int] = set()
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise HubError(f"bad --layers {spec!r}: use 'all', a list like '0,4,8' or a range like '2-10'")
-        lo = int(match.group(1))
-        hi = int(match.group(2)) if match.group(2) is not None else lo
-        if hi < lo:
-            raise HubError(f"bad --layers range {part.strip()!r}: the start is after the end")
-        if hi > n_layers:
-            raise HubError(f"--layers {spec!r} asks for layer {hi}, but the model has layers 0..{n_layers} (0 = embeddings)")
-        out.update(range(lo, hi + 1))
-    return sorted(out)
+    return ranges.parse_layers(spec, 0, n_layers, "--layers")
+
+
+def heatmap_layer(value: int | str | None, n_layers: int) -> int | None:
+    """``--heatmap-layer`` resolved against ``0..L`` (``-1`` = ``L``); ``None`` stays ``None``.
+
+    Raises:
+        HubError: a layer outside ``0..L`` or more than one layer.
+    """
+    if value is None:
+        return None
+    return ranges.parse_layer(str(value), 0, n_layers, "--heatmap-layer")
 
 
 def language_pairs(languages: list[str], anchor: str | None = None) -> list[tuple[str, str]]:
@@ -201,7 +192,7 @@ class Similarity(Analysis):
             HubError: a layer outside ``0..L`` or a heatmap layer that is not analysed.
         """
         self.layers = parse_layers(self.options.layers, model.n_layers)
-        hl = self.options.heatmap_layer
+        hl = heatmap_layer(self.options.heatmap_layer, model.n_layers)
         if hl is not None and hl not in self.layers:
             raise HubError(f"--heatmap-layer {hl} is not among the analysed layers ({self.options.layers}: {_short_list(self.layers)})")
         self.bos_id = model.tokenizer.bos_token_id
@@ -380,7 +371,7 @@ class Similarity(Analysis):
 
         o = manifest["options"]
         analysed = sorted(table["layer"].unique().to_list())
-        wanted = o.get("heatmap_layer")
+        wanted = heatmap_layer(o.get("heatmap_layer"), manifest["model"]["n_layers"])
         if wanted is None:
             middle = manifest["model"]["n_layers"] // 2
             wanted = min(analysed, key=lambda layer: (abs(layer - middle), layer))
@@ -481,105 +472,9 @@ def _short_list(values: list[int]) -> str:
 
 
 def read_corpus(inputs: list[str], flores_dir: Path | None, n: int | None, skip_empty: bool) -> ParallelCorpus:
-    """Inputs of the CLI: FLORES codes with ``--flores-dir``, otherwise parallel files.
-
-    Raises:
-        HubError: see :func:`hubclient.parallel.read_flores` / :func:`read_parallel_files`;
-            FLORES-looking codes without ``--flores-dir`` name the missing option.
-    """
-    from hubclient.inputs.parallel import looks_like_flores_code
-
-    if flores_dir is not None:
-        return read_flores(list(inputs), flores_dir, n=n, skip_empty=skip_empty)
-    missing = [text for text in inputs if not Path(text).exists()]
-    if missing and all(looks_like_flores_code(text) for text in missing):
-        return read_flores(list(inputs), None, n=n, skip_empty=skip_empty)
-    return read_parallel_files([Path(p) for p in inputs], n=n, skip_empty=skip_empty)
-
-
-PANEL = "Similarity"
-
-
-@opt.analysis_command
-def command(
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Two or more parallel text files (line i = the same meaning in every file), or FLORES codes such as eng_Latn zho_Hans spa_Latn with --flores-dir (none with --task).", show_default=False)] = None,
-    flores_dir: Annotated[Optional[Path], typer.Option(envvar="HUB_FLORES_DIR", help="Folder of FLORES-200 files named CODE.devtest; INPUTS are then language codes (e.g. eng_Latn).", rich_help_panel="Input")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Use only the first N sentences of every language.", rich_help_panel="Input")] = None,
-    skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Drop a line index that is empty in any language from all languages (keeps them aligned) instead of failing.", rich_help_panel="Input")] = False,
-    template: Annotated[Optional[str], typer.Option(help="Text around each input, with a {text} placeholder, e.g. '{text} In other words,' (default: the input alone).", rich_help_panel="Input")] = None,
-    pool: Annotated[str, typer.Option(help="last: the last token's hidden state (the paper); mean: the mean over the input's tokens, without BOS.", rich_help_panel=PANEL)] = "last",
-    center: Annotated[bool, typer.Option("--center/--no-center", help="Subtract the layer's mean hidden state (over all inputs) before the cosine; off by default, as the paper.", rich_help_panel=PANEL)] = False,
-    layers: Annotated[str, typer.Option(help="Layers: all, a list such as 0,4,8 or a range such as 2-10 (0 = embeddings). The forward pass stops after the last one.", rich_help_panel=PANEL)] = "all",
-    anchor: Annotated[Optional[str], typer.Option(help="Compare this language with each other one only (default: all pairs).", rich_help_panel=PANEL)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap over sentence pairs.", rich_help_panel=PANEL)] = 0,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CI.", rich_help_panel=PANEL)] = stats.N_BOOTSTRAP,
-    save_vectors: Annotated[bool, typer.Option("--save-vectors/--no-save-vectors", help="Keep vectors.parquet (pooled vector per input and layer) for later statistics in polars.", rich_help_panel="Output")] = True,
-    save_matrix: Annotated[bool, typer.Option("--save-matrix", help="Also write matrix.parquet: the N×N cosines per layer and pair (for heatmaps).", rich_help_panel="Output")] = False,
-    heatmap_layer: Annotated[Optional[int], typer.Option(help="Layer of the cosine heatmap (default: the model's middle layer).", rich_help_panel="Output")] = None,
-    task: tasks.Task = None,
-    data_seed: tasks.DataSeed = 0,
-    max_operand: tasks.MaxOperand = 9,
-    operators: tasks.Operators = "+-*",
-    cogs_dir: tasks.CogsDir = None,
-    cogs_split: tasks.CogsSplit = "test",
-    modality: Annotated[str, typer.Option(help="text: INPUTS are parallel texts; image or audio: INPUTS is one pairs file (.csv/.jsonl, columns media and caption) and each medium is compared with its caption (an image/audio model, e.g. llava-hf/llava-1.5-7b-hf). docs/modalities.md.", rich_help_panel="Media")] = "text",
-    media_pool: Annotated[str, typer.Option(help="With --modality image|audio: mean over the medium's token positions, or its last one (--pool applies to the caption).", rich_help_panel="Media")] = "mean",
-    media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes, e.g. 'USER: {media}\\nASSISTANT:'.", rich_help_panel="Media")] = "{media}",
-    resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
-    *,
-    config: RunConfig,
-) -> None:
-    """Cross-lingual similarity of hidden states by layer (semantic hub paper, Fig. 3, Eq. 1).
-
-    Each input runs once; for every layer and language pair the baseline-adjusted similarity
-    (matching minus non-matching mean cosine) with a bootstrap 95% CI is computed from the
-    stored per-input vectors. Writes similarity.parquet, vectors.parquet, (matrix.parquet),
-    prompts.parquet, a manifest and plots.
-    """
-    if modality != "text":  # media vs caption pairs: the same analysis, two "languages" (analyses/media_runs.py)
-        from analyses import media_runs
-
-        if task is not None:
-            raise HubError("--task and --modality image|audio do not combine; run them separately")
-        options = SimilarityOptions(
-            n=n, pool=pool, template=template, center=center, layers=layers, seed=seed, bootstrap=bootstrap, save_matrix=save_matrix,
-            heatmap_layer=heatmap_layer, modality=modality, media_pool=media_pool, media_template=media_template, resample=resample,
-        )
-        run, analysis = media_runs.run_similarity(media_runs.single_pairs_file(inputs, modality), options, n, config)
-        _finish_command(run, analysis, save_vectors)
-        return
-    if task is not None:
-        if inputs:
-            raise HubError(f"--task {task} builds its own inputs; drop {' '.join(inputs)}")
-        task_options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split)
-        corpus = tasks.similarity_corpus(task_options)
-    else:
-        if not inputs:
-            raise HubError("give two or more parallel files or FLORES codes (or --task arithmetic|cogs)")
-        corpus = read_corpus(inputs, flores_dir, n, skip_empty)
-    options = SimilarityOptions(
-        languages=corpus.languages, sources=[str(p) for p in corpus.sources], n=n, skip_empty=skip_empty,
-        pool=pool, template=template, center=center, layers=layers, anchor=anchor, seed=seed,
-        bootstrap=bootstrap, save_matrix=save_matrix, heatmap_layer=heatmap_layer,
-    )
-    texts, languages, sentences = corpus.flat()
-    analysis = Similarity(options, languages, sentences)
-    prompts = apply_template(template, texts)
-    run = run_analysis(analysis, prompts, config, prompt_columns={"language": languages, "sentence": sentences})
-    if task is not None:
-        run.update_manifest(task=task_options.describe())
-    _finish_command(run, analysis, save_vectors)
-
-
-def _finish_command(run: Any, analysis: "Similarity", save_vectors: bool) -> None:
-    """The command's tail: drop vectors.parquet with --no-save-vectors (and say so in the
-    manifest), then print where the run is and its summary."""
-    if not save_vectors:
-        (run.path / "vectors.parquet").unlink(missing_ok=True)
-        rows = {k: v for k, v in run.manifest.get("rows", {}).items() if k != "vectors"}
-        run.update_manifest(rows=rows, vectors="not kept (--no-save-vectors)")
-    opt.report(run)
-    typer.echo(analysis.summary(run))
+    """Old name of :func:`hubclient.inputs.parallel.read_languages` (parallel files and/or
+    FLORES codes; the folder from ``flores_dir`` or ``$HUB_FLORES_DIR``)."""
+    return read_languages(list(inputs), flores_dir, n=n, skip_empty=skip_empty)
 
 
 ANALYSIS = Similarity

@@ -44,18 +44,13 @@ import csv
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from analyses.language_probs import ci_lines, read_flores, summarize, take
-from hubclient.cli import options as opt
+from analyses.language_probs import ci_lines, summarize, take
 from hubclient.analysis import Analysis, Batch
 from hubclient.inputs.dictionary import Dictionary, cedict
 from hubclient.errors import HubError
-from hubclient.inputs.prompts import read_prompts
 from hubclient.science.probes import first_token_ids
-from hubclient.runner import RunConfig, run_analysis
 
 DIRECTIONS = {"zh-en": ("zh", "en"), "en-zh": ("en", "zh")}
 FLORES_CODES = {"zh": "zho_Hans", "en": "eng_Latn"}
@@ -383,62 +378,6 @@ def cloze_prompts(folder: Path, language: str, n: int | None, shots: int = 2) ->
         words.append([word, english])
     prompts = take(prompts, n, str(path))
     return prompts, words[: len(prompts)]
-
-
-# --------------------------------------------------------------------------- CLI
-@opt.analysis_command
-def command(
-    direction: Annotated[str, typer.Option(help="zh-en (Chinese input, English translation of the next word), en-zh, or both (with --flores-dir).", rich_help_panel="Lens")] = "zh-en",
-    prompt: opt.Prompt = None,
-    prompts: opt.PromptsFile = None,
-    column: opt.Column = None,
-    flores_dir: Annotated[Optional[Path], typer.Option(help="FLORES-200 devtest folder: read zho_Hans / eng_Latn .devtest in place for the direction(s).", rich_help_panel="Input")] = None,
-    cloze_dir: Annotated[Optional[Path], typer.Option(help="Wendler et al. word lists (<lang>/clean.csv): cloze setting instead of running text.", rich_help_panel="Input")] = None,
-    cloze_lang: Annotated[Optional[list[str]], typer.Option("--cloze-lang", help="Language(s) of the cloze setting (repeatable; default: zh). One of de, fr, ru, zh.", rich_help_panel="Input")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts (per direction or cloze language); error when fewer exist.", rich_help_panel="Input")] = None,
-    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
-    *,
-    config: RunConfig,
-) -> None:
-    """Multilingual logit lens: lens probability of the next word's translation vs the next token.
-
-    Chinese -> English (and the mirror) with CC-CEDICT and jieba on running text, or the Wendler
-    et al. cloze setting (--cloze-dir). Writes translation_lens.parquet (per text, position,
-    layer, kind), translation_lens_summary.parquet (mean and 95% CI by layer) and the plot.
-    """
-    if cloze_dir is not None:
-        if prompt or prompts or flores_dir:
-            raise HubError("--cloze-dir builds its own prompts; drop --prompt/--prompts/--flores-dir")
-        texts, labels, words = [], [], []
-        for language in cloze_lang or ["zh"]:
-            if language not in CLOZE_LANGUAGES:
-                raise HubError(f"unknown --cloze-lang {language!r}; use one of {', '.join(CLOZE_LANGUAGES)}")
-            part, part_words = cloze_prompts(cloze_dir, language, n)
-            texts.extend(part)
-            words.extend(part_words)
-            labels.extend([f"{language} cloze"] * len(part))
-        analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting="cloze", cloze_words=words))
-        opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}))
-        return
-    if direction not in (*DIRECTIONS, "both"):
-        raise HubError(f"unknown --direction {direction!r}; use zh-en, en-zh or both")
-    chosen = list(DIRECTIONS) if direction == "both" else [direction]
-    if flores_dir is not None:
-        if prompt or prompts:
-            raise HubError("give either --flores-dir or --prompt/--prompts, not both")
-        texts, labels = [], []
-        for d in chosen:
-            part = read_flores(flores_dir, FLORES_CODES[DIRECTIONS[d][0]], n)
-            texts.extend(part)
-            labels.extend([d] * len(part))
-    else:
-        if direction == "both":
-            raise HubError("--direction both needs --flores-dir (parallel Chinese and English texts)")
-        texts = read_prompts(prompt, prompts, column)
-        texts = take(texts, n, str(prompts) if prompts else "--prompt")
-        labels = [direction] * len(texts)
-    analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm))
-    opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}))
 
 
 ANALYSIS = TranslationLens

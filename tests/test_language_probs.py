@@ -182,7 +182,7 @@ def test_cli_end_to_end(tmp_path, tiny_dir):
         (["--flores", "eng_Latn", "--n", "5"], ["--n 5 is more than the 2 texts"]),
         (["--flores", "deu_Latn"], ["line 2 is an empty prompt"]),
         (["--lang", "en"], ["bad --lang 'en'"]),
-        ([], ["--flores-dir needs at least one --flores CODE", "eng_Latn"]),
+        ([], ["--flores-dir needs at least one FLORES code", "eng_Latn"]),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_dir, args, fragments):

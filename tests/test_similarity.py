@@ -208,7 +208,8 @@ def test_parse_layers_and_pairs():
     assert parse_layers("all", 3) == [0, 1, 2, 3]
     assert parse_layers("0,2-3", 3) == [0, 2, 3]
     assert parse_layers(" 2 - 2 ", 3) == [2]
-    for bad in ("x", "3-1", "0,4", "-1"):
+    assert parse_layers("-1", 3) == [3]  # negative indices count from the top (unified syntax)
+    for bad in ("x", "3-1", "0,4", "-5"):
         with pytest.raises(HubError, match="layers"):
             parse_layers(bad, 3)
     assert language_pairs(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
@@ -286,8 +287,8 @@ def test_cli_flores_codes_and_no_save_vectors(tmp_path, tiny_dir):
         ("n-too-large", r"--n 9 is larger than the data"),
         ("one-language", r"at least 2 parallel files"),
         ("one-sentence", r"at least 2 sentences"),
-        ("no-flores-dir", r"need --flores-dir DIR"),
-        ("bad-layers", r"asks for layer 9, but the model has layers 0\.\.3"),
+        ("no-flores-dir", r"needs a FLORES folder: pass --flores-dir DIR or set HUB_FLORES_DIR"),
+        ("bad-layers", r"--layers 9 is out of range: this model has layers 0\.\.3"),
         ("bad-template", r"no \{text\} placeholder"),
         ("bad-anchor", r"--anchor 'zz' is not one of the inputs"),
         ("bad-pool", r"unknown --pool 'max'"),

@@ -4,7 +4,9 @@ Analyses are found through the ``hub.analyses`` entry-point group: each entry na
 with an ``ANALYSIS`` class and a Typer ``command`` function, and becomes
 ``hub analyze <ANALYSIS.name>``. Interventions (commands that edit hidden states) are found the
 same way through ``hub.interventions`` and become ``hub intervene <ANALYSIS.name>``. The
-built-in ones live in ``analyses/``; another package can add its own the same way.
+built-in science lives in ``analyses/<module>.py`` and its commands in
+``analyses/cli/<module>.py`` (see :mod:`analyses.cli`); another package can add its own the
+same way.
 """
 
 from __future__ import annotations

@@ -144,3 +144,38 @@ def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: boo
     wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {}
     return cli_command(wrapper)
+
+
+# --------------------------------------------------------------------------- inputs of multilingual commands
+#: The positional inputs of every multilingual command (similarity, language-probs,
+#: translation-lens, neurons, ablate): parallel files and/or FLORES codes.
+LANGUAGES_HELP = (
+    "Languages: parallel text files (line i = the same meaning in every file; named after the file, zh.txt -> zh) "
+    "and/or FLORES-200 codes such as eng_Latn zho_Hans, read from --flores-dir or $HUB_FLORES_DIR."
+)
+FloresDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--flores-dir",
+        help="Folder of FLORES-200 files named CODE.devtest (or CODE.dev), where FLORES codes are read from [default: $HUB_FLORES_DIR].",
+        rich_help_panel="Input",
+        show_default=False,
+    ),
+]
+
+
+def reject(mode: str, given: dict[str, bool]) -> None:
+    """Refuse options that do not apply to the chosen mode of a command.
+
+    Args:
+        mode: how the command runs, as the user wrote it (``similarity --task arithmetic``,
+            ``logit-lens --modality image``…).
+        given: ``{option spelling: whether it was given}`` for the options that do not apply
+            in ``mode`` (given = set to something other than its default).
+
+    Raises:
+        HubError: ``--OPTION does not apply to MODE`` for the first option given.
+    """
+    for option, was_given in given.items():
+        if was_given:
+            raise HubError(f"{option} does not apply to {mode}; drop it")

@@ -51,64 +51,29 @@ ATTENTION = {"gpt2": "attn", "gpt_neox": "attention", "bloom": "self_attention"}
 def parse_numbers(text: str, name: str, integer: bool) -> list[float] | list[int]:
     """Parse a list/range option: ``5``, ``2,4,8``, ``0:8`` (inclusive), ``0:8:2`` (inclusive,
     step 2), or a mix ``0,4:6``. Values keep their first-seen order; duplicates are dropped.
+    Delegates to :func:`hubclient.inputs.ranges.parse_numbers`.
 
     Raises:
         HubError: an empty item, a value that is not a number (an integer where ``integer``), a
             zero or negative step.
     """
-    out: list[Any] = []
-    cast = int if integer else float
-    kind = "an integer" if integer else "a number"
-    text = str(text).strip()
-    if not text:
-        raise HubError(f"--{name} is empty; give {kind}, a list such as 1,2,4 or a range such as 0:8:2")
-    for item in text.split(","):
-        item = item.strip()
-        parts = item.split(":") if ":" in item.lstrip("-") else [item]
-        try:
-            values = [cast(p) for p in parts]
-        except ValueError:
-            raise HubError(f"--{name} value {item!r} is not {kind}; use e.g. 4, 2,4,8 or 0:8:2") from None
-        for v in values:
-            if not integer and not math.isfinite(v):
-                raise HubError(f"--{name} value {item!r} is not a finite number")
-        if len(values) == 1:
-            expanded = values
-        elif len(values) in (2, 3):
-            start, stop = values[0], values[1]
-            step = values[2] if len(values) == 3 else cast(1)
-            if step <= 0:
-                raise HubError(f"--{name} range {item!r} needs a positive step")
-            expanded, k = [], 0
-            while start + k * step <= stop + (1e-9 if not integer else 0):
-                expanded.append(cast(round(start + k * step, 10)) if not integer else start + k * step)
-                k += 1
-            if not expanded:
-                raise HubError(f"--{name} range {item!r} is empty (start > stop)")
-        else:
-            raise HubError(f"--{name} item {item!r} is not a value or a start:stop[:step] range")
-        for v in expanded:
-            if v not in out:
-                out.append(v)
-    return out
+    from hubclient.inputs import ranges
+
+    return ranges.parse_numbers(text, name, integer)
 
 
 def parse_layers(text: str, model: "HubModel", site: str = "resid") -> list[int]:
-    """Layers for ``site``: ``all`` or a list/range (:func:`parse_numbers`); ``resid`` has
-    layers ``0..L`` (0 = embeddings), ``attn``/``mlp`` blocks ``1..L``.
+    """Layers for ``site`` (:func:`hubclient.inputs.ranges.parse_layers`: ``all``, ``6``,
+    ``0,4,8``, ``2-10``, ``0:8:2``, ``-1`` = the last); ``resid`` has layers ``0..L``
+    (0 = embeddings), ``attn``/``mlp`` blocks ``1..L``.
 
     Raises:
-        HubError: a layer outside the model's range (the message gives the range).
+        HubError: bad syntax or a layer outside the model's range (the message gives the range).
     """
+    from hubclient.inputs import ranges
+
     low = 0 if site == "resid" else 1
-    high = model.n_layers
-    if str(text).strip() == "all":
-        return list(range(low, high + 1))
-    layers = parse_numbers(text, "layer", integer=True)
-    for layer in layers:
-        if not low <= layer <= high:
-            raise HubError(f"--layer {layer} is out of range: this model has {site} layers {low}..{high}" + (" (0 = embeddings)" if low == 0 else ""))
-    return sorted(layers)
+    return ranges.parse_layers(text, low, model.n_layers, option="--layer", what=f"{site} layers")
 
 
 def check_site(site: str) -> str:

@@ -5,7 +5,13 @@ Two sources, one result (:class:`ParallelCorpus`):
 * :func:`read_parallel_files`: plain-text files, one sentence a line (the language is named
   after the file, ``eng_Latn.devtest`` -> ``eng_Latn``);
 * :func:`read_flores`: FLORES-200 language codes (``eng_Latn zho_Hans``) looked up as
-  ``<dir>/<code>.devtest`` (or ``.dev``) in a FLORES folder.
+  ``<dir>/<code>.devtest`` (or ``.dev``) in a FLORES folder;
+* :func:`read_languages`: what every multilingual command takes as its positional inputs, a
+  mix of parallel files and FLORES codes (the folder from ``--flores-dir`` or the
+  ``HUB_FLORES_DIR`` environment variable, :func:`flores_folder`).
+
+:func:`flores_file` is the one place a FLORES code becomes a file; :func:`read_flores_texts`
+reads one language alone (commands whose languages need not be parallel).
 
 Alignment is the point: lines are never stripped, and an empty line is either an error (with
 its line numbers) or, with ``skip_empty``, dropped from *every* language so that line ``i``
@@ -15,6 +21,7 @@ with one line naming the fix, before any model is loaded.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +33,8 @@ from hubclient.inputs.prompts import read_lines
 FLORES_SUFFIXES = (".devtest", ".dev")
 #: What a FLORES-200 code looks like (ISO 639-3 + ISO 15924 script), e.g. ``zho_Hans``.
 FLORES_CODE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
+#: Environment variable naming the FLORES folder when ``--flores-dir`` is not given.
+FLORES_ENV = "HUB_FLORES_DIR"
 #: Line numbers quoted in an error message before "…".
 MAX_QUOTED = 8
 
@@ -96,12 +105,65 @@ def read_parallel_files(paths: list[Path], n: int | None = None, skip_empty: boo
     return _align(names, texts, paths, n, skip_empty)
 
 
+def flores_folder(folder: Path | str | None = None) -> Path | None:
+    """The FLORES folder: ``folder`` (``--flores-dir``) when given, else ``$HUB_FLORES_DIR``
+    when set and not empty, else ``None``."""
+    if folder is not None and str(folder) != "":
+        return Path(folder)
+    env = os.environ.get(FLORES_ENV, "").strip()
+    return Path(env) if env else None
+
+
+def flores_file(code: str, folder: Path | str | None) -> Path:
+    """The file of FLORES code ``code``: ``<folder>/<code>.devtest``, else ``<code>.dev``.
+
+    Args:
+        code: a FLORES-200 code such as ``eng_Latn``.
+        folder: the FLORES folder; ``None`` reads :func:`flores_folder` (``HUB_FLORES_DIR``).
+
+    Raises:
+        HubError: no folder (naming ``--flores-dir`` and ``HUB_FLORES_DIR``), a folder that does
+            not exist, or no file for ``code`` there (listing the codes available).
+    """
+    resolved = flores_folder(folder)
+    if resolved is None:
+        raise HubError(f"FLORES code {code!r} needs a FLORES folder: pass --flores-dir DIR or set {FLORES_ENV} (the folder holding <code>.devtest files)")
+    if not resolved.is_dir():
+        raise HubError(f"--flores-dir {str(resolved)!r} is not a folder; pass the folder holding <code>.devtest files (or set {FLORES_ENV})")
+    for suffix in FLORES_SUFFIXES:
+        if (resolved / f"{code}{suffix}").is_file():
+            return resolved / f"{code}{suffix}"
+    listed = " ".join(flores_codes(resolved)) or "none"
+    raise HubError(f"unknown FLORES code {code!r}: no {code}.devtest in {resolved}; available: {listed}")
+
+
+def read_flores_texts(code: str, folder: Path | str | None, n: int | None = None) -> list[str]:
+    """The first ``n`` sentences (all when ``None``) of one FLORES language (:func:`flores_file`).
+
+    Raises:
+        HubError: see :func:`flores_file`; ``n < 1``, ``n`` larger than the file, an empty line
+            (with its line number; :func:`hubclient.inputs.prompts.read_prompts`).
+    """
+    from hubclient.inputs.prompts import read_prompts
+
+    path = flores_file(code, folder)
+    lines = read_prompts(file=path)
+    if n is not None:
+        if n < 1:
+            raise HubError(f"--n must be at least 1, got {n}")
+        if n > len(lines):
+            raise HubError(f"--n {n} is more than the {len(lines)} texts in {path}; use --n {len(lines)} or fewer")
+        lines = lines[:n]
+    return lines
+
+
 def read_flores(codes: list[str], folder: Path | None, n: int | None = None, skip_empty: bool = False) -> ParallelCorpus:
     """Read FLORES-200 languages by code from a FLORES folder (``<folder>/<code>.devtest``).
 
     Args:
         codes: FLORES-200 codes such as ``eng_Latn``, ``zho_Hans``, ``spa_Latn`` (2 or more).
-        folder: the folder holding ``<code>.devtest`` (or ``<code>.dev``) files.
+        folder: the folder holding ``<code>.devtest`` (or ``<code>.dev``) files; ``None``:
+            ``$HUB_FLORES_DIR`` (:func:`flores_folder`).
         n, skip_empty: as in :func:`read_parallel_files`.
 
     Raises:
@@ -109,23 +171,53 @@ def read_flores(codes: list[str], folder: Path | None, n: int | None = None, ski
             lists the codes available), a code given twice, and every error of
             :func:`read_parallel_files`.
     """
-    if folder is None:
-        raise HubError(f"FLORES codes ({' '.join(codes)}) need --flores-dir DIR, the folder holding <code>.devtest files")
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise HubError(f"--flores-dir {str(folder)!r} is not a folder; pass the folder holding <code>.devtest files")
+    if flores_folder(folder) is None:
+        raise HubError(f"FLORES codes ({' '.join(codes)}) need --flores-dir DIR (or {FLORES_ENV}), the folder holding <code>.devtest files")
     if len(codes) < 2:
         raise HubError(f"need at least 2 languages, got {len(codes)}; pass two or more FLORES codes")
-    available = flores_codes(folder)
-    paths = []
-    for code in codes:
-        found = [folder / f"{code}{suffix}" for suffix in FLORES_SUFFIXES if (folder / f"{code}{suffix}").is_file()]
-        if not found:
-            listed = " ".join(available) if available else "none"
-            raise HubError(f"unknown FLORES code {code!r}: no {code}.devtest in {folder}; available: {listed}")
-        paths.append(found[0])
+    paths = [flores_file(code, folder) for code in codes]
     corpus = read_parallel_files(paths, n=n, skip_empty=skip_empty)
     return ParallelCorpus(languages=list(codes), texts=corpus.texts, sentences=corpus.sentences, sources=corpus.sources)
+
+
+def language_sources(inputs: list[str], folder: Path | str | None = None) -> list[tuple[str, Path]]:
+    """``(language name, file)`` of each input: an existing file is read as it is (named after
+    its stem, ``zh.txt`` -> ``zh``); anything else must be a FLORES code, read from the FLORES
+    folder (``folder`` or ``$HUB_FLORES_DIR``; :func:`flores_file`).
+
+    Raises:
+        HubError: an input that is neither an existing file nor a FLORES-shaped code, a FLORES
+            code with no folder or no file, or a language given twice.
+    """
+    out: list[tuple[str, Path]] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_file():
+            out.append((_language_name(path), path))
+        elif looks_like_flores_code(text):
+            out.append((text, flores_file(text, folder)))
+        else:
+            raise HubError(f"input {text!r} is neither a file nor a FLORES code (such as eng_Latn); check the path")
+    names = [name for name, _ in out]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise HubError(f"language {name!r} is given twice ({out[names.index(name)][1]} and {out[i][1]}); give each language once")
+    return out
+
+
+def read_languages(inputs: list[str], folder: Path | str | None = None, n: int | None = None, skip_empty: bool = False) -> ParallelCorpus:
+    """The parallel corpus of a multilingual command's inputs: parallel files and/or FLORES
+    codes, mixed freely (:func:`language_sources`), aligned line by line.
+
+    Raises:
+        HubError: fewer than 2 inputs, and the errors of :func:`language_sources` and
+            :func:`read_parallel_files`.
+    """
+    if len(inputs) < 2:
+        raise HubError(f"need at least 2 parallel files or FLORES codes (languages), got {len(inputs)}; pass two or more")
+    sources = language_sources(inputs, folder)
+    corpus = read_parallel_files([path for _, path in sources], n=n, skip_empty=skip_empty)
+    return ParallelCorpus(languages=[name for name, _ in sources], texts=corpus.texts, sentences=corpus.sentences, sources=corpus.sources)
 
 
 def flores_codes(folder: Path) -> list[str]:
@@ -148,7 +240,7 @@ def _language_name(path: Path) -> str:
 
 
 def _read_lines(path: Path) -> list[str]:
-    hint = "; FLORES codes need --flores-dir DIR" if looks_like_flores_code(str(path)) else ""
+    hint = f"; FLORES codes need --flores-dir DIR (or {FLORES_ENV})" if looks_like_flores_code(str(path)) else ""
     lines = read_lines(path, "parallel file", hint)
     if not lines:
         raise HubError(f"parallel file {path} is empty")

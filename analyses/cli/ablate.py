@@ -1,0 +1,86 @@
+"""``hub intervene ablate``: the command (science: :mod:`analyses.ablate`).
+
+Evaluated languages are named the way every multilingual command takes them: positional
+files and/or FLORES codes (``--langs a,b`` is the old spelling). A file is read for its
+language's held-out lines (its stem must be a language of the neurons run); a code is read
+from ``--flores-dir`` / ``$HUB_FLORES_DIR`` when set, else from the neurons run's own file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analyses.ablate import (
+    ANALYSIS, MODES, SELECTORS, Ablate, AblateOptions, _split, build_conditions, held_out, mean_activations, open_neurons_run,
+)
+from hubclient.cli import options as opt
+from hubclient.errors import HubError
+from hubclient.runner import RunConfig, run_analysis
+
+__all__ = ["ANALYSIS", "command"]
+
+PANEL = "Ablation"
+
+
+@opt.analysis_command
+def command(
+    source: Annotated[Path, typer.Option("--from", help="A `hub analyze neurons` run folder (one model): its neuron lists, languages and sentence files.", rich_help_panel="Input", show_default=False)],
+    inputs: Annotated[Optional[list[str]], typer.Argument(help=opt.LANGUAGES_HELP + " Languages of the neurons run to evaluate [default: all of them]; a file gives its language's held-out lines.", show_default=False)] = None,
+    langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages to evaluate as an option (comma-separated or repeated): the same as the arguments.", rich_help_panel="Input", show_default=False)] = None,
+    ablate: Annotated[Optional[list[str]], typer.Option("--ablate", help="Languages whose neurons are ablated, one condition each [default: all of the neurons run].", rich_help_panel=PANEL, show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Held-out sentences per evaluated language.", rich_help_panel="Input")] = 20,
+    offset: Annotated[Optional[int], typer.Option("--offset", min=0, help="First held-out line (0-based) [default: the neurons run's --n, i.e. the lines right after those used to select neurons].", rich_help_panel="Input", show_default=False)] = None,
+    flores_dir: opt.FloresDir = None,
+    selector: Annotated[str, typer.Option(help="key: Zeng et al.'s key linguistic neurons; lape: Tang et al.'s LAPE neurons.", rich_help_panel=PANEL)] = "key",
+    mode: Annotated[str, typer.Option(help="zero: set the neurons to 0; mean: to their token-mean activation in the neurons run.", rich_help_panel=PANEL)] = "zero",
+    random: Annotated[bool, typer.Option("--random/--no-random", help="Also ablate as many random neurons per layer (control condition).", rich_help_panel=PANEL)] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random neurons.", rich_help_panel=PANEL)] = 0,
+    *,
+    config: RunConfig,
+) -> None:
+    """Ablate language-specific neurons (from `hub analyze neurons`) and measure perplexity per language.
+
+    Every held-out sentence runs unablated, with each --ablate language's neurons set to zero
+    (or their mean), and with as many random neurons; perplexity per language and its change
+    go to perplexity.parquet, with a heatmap. The edits are nnsight edits (--remote works).
+    """
+    if selector not in SELECTORS:
+        raise HubError(f"unknown --selector {selector!r}; choose one of {', '.join(SELECTORS)}")
+    if mode not in MODES:
+        raise HubError(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
+    names: list[str] = []
+    files: dict[str, Path] = {}
+    for given in inputs or []:
+        path = Path(given)
+        if path.is_file():
+            name = path.name.split(".")[0] or path.name
+            files[name] = path
+            names.append(name)
+        else:
+            names.append(given)
+    run = open_neurons_run(source)
+    o = run.manifest["options"]
+    available = list(o["languages"])
+    eval_langs = _split([*names, *(langs or [])] or None, available, "--langs" if langs and not names else "language")
+    ablate_langs = _split(ablate, available, "--ablate")
+    if offset is None:
+        if o.get("n") is None:
+            raise HubError(f"the neurons run {source} used every line; pass --offset to choose held-out lines")
+        offset = int(o["n"])
+    elif o.get("n") is not None and offset < int(o["n"]):
+        warnings.warn(f"--offset {offset} overlaps the {o['n']} sentences the neurons were selected on; the test is not held out")
+    texts, languages, sentences, sources = held_out(run, eval_langs, n, offset, flores_dir, files)
+    options = AblateOptions(
+        source=str(source), selector=selector, ablate=ablate_langs, languages=eval_langs, sources=sources, n=n, offset=offset,
+        mode=mode, random=random, seed=seed,
+    )
+    conditions = build_conditions(run, selector, ablate_langs, random, seed)
+    means = mean_activations(run) if mode == "mean" else None
+    analysis = Ablate(options, conditions, languages, sentences, means=means, model_id=run.manifest["model"]["model_id"])
+    result = run_analysis(analysis, analysis.prompts(texts), config, prompt_columns=analysis.prompt_columns())
+    opt.report(result)
+    typer.echo(analysis.summary(result))

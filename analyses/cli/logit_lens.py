@@ -1,0 +1,92 @@
+"""``hub analyze logit-lens``: the command (science: :mod:`analyses.logit_lens`).
+
+Three modes, chosen once: text prompts (the lens), ``--task`` (the probe lens of
+:mod:`analyses.task_lens`) and ``--modality image|audio`` (the lens at media positions,
+:mod:`analyses.media_runs`); an option of another mode is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from analyses.logit_lens import ANALYSIS, DEFAULT_TOP_K, LensOptions, LogitLens
+from hubclient.cli import options as opt
+from hubclient.inputs import tasks
+from hubclient.inputs.prompts import read_prompts
+from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.lens import LENS_DTYPES
+
+__all__ = ["ANALYSIS", "command"]
+
+
+@opt.analysis_command
+def command(
+    prompt: opt.Prompt = None,
+    prompts: opt.PromptsFile = None,
+    column: opt.Column = None,
+    n: opt.N = None,
+    positions: Annotated[str, typer.Option(help="Token positions: last, all, or a list such as 0,3,-1 (0 = first token, BOS included).", rich_help_panel="Lens")] = "last",
+    top_k: Annotated[Optional[int], typer.Option(help="Top-k tokens kept per prompt, position and layer [default: 10].", rich_help_panel="Lens")] = None,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Follow this word's probability and rank (repeatable). Tokenised as written; multi-token words follow their first token (with a warning). Use ' Paris' for the mid-sentence form.", rich_help_panel="Lens")] = [],  # noqa: B006
+    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    lens_dtype: Annotated[str, typer.Option(help=f"Precision of W_U · h: model (the model's own lm_head) or one of {', '.join(LENS_DTYPES[1:])}. bfloat16 is ~3× faster on CPUs with bf16 instructions, at bf16 precision of the logits.", rich_help_panel="Lens")] = "model",
+    task: tasks.Task = None,
+    data_seed: tasks.DataSeed = 0,
+    max_operand: tasks.MaxOperand = 9,
+    operators: tasks.Operators = "+-*",
+    mbpp: tasks.Mbpp = None,
+    with_tests: tasks.WithTests = True,
+    modality: Annotated[str, typer.Option(help="text: the prompts; image or audio: --prompts is a pairs file (.csv/.jsonl, columns media and caption) and the lens reads every media position, following the caption's words (an image/audio model). docs/modalities.md.", rich_help_panel="Media")] = "text",
+    media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes.", rich_help_panel="Media")] = "{media}",
+    resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
+    *,
+    config: RunConfig,
+) -> None:
+    """Logit lens: decode every layer's residual stream through the final norm and W_U.
+
+    Writes logit_lens.parquet (top-k tokens with probability, logit and entropy per prompt,
+    position and layer; layer 0 = embeddings), targets.parquet (with --target), a manifest,
+    and plots (lens heatmap, target probability by layer) as HTML and PNG.
+
+    With --task arithmetic|code the prompts and probe positions come from the task and the
+    probe lens runs instead (analysis task-lens; docs/tasks.md): task_lens.parquet,
+    task_lens_summary.parquet and its plot; --n counts expressions or programs.
+    """
+    task_given = {
+        "--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*",
+        "--no-tests": not with_tests,
+    }  # --mbpp also comes from $HUB_MBPP, so it is not refused here
+    media_given = {"--media-template": media_template != "{media}", "--no-resample": not resample}
+    if modality != "text":  # the lens at the media positions of (media, caption) pairs
+        from analyses import media_runs
+
+        mode = f"logit-lens --modality {modality} (it reads (media, caption) pairs from --prompts FILE and every media position)"
+        opt.reject(mode, {
+            "--task": task is not None, "--prompt": bool(prompt), "--column": column is not None,
+            "--positions": positions != "last", "--lens-dtype": lens_dtype != "model", **task_given,
+        })
+        options = media_runs.MediaLensOptions(
+            top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm,
+            modality=modality, media_template=media_template, resample=resample,
+        )
+        opt.report(media_runs.run_lens(media_runs.single_pairs_file([str(prompts)] if prompts else None, modality), options, n, config))
+        return
+    if task is not None:  # the probe lens (analyses/task_lens.py)
+        from analyses import task_lens
+        from analyses.cli.task_lens import report
+
+        mode = f"logit-lens --task {task} (it builds its own prompts and probes, and names the words it follows)"
+        opt.reject(mode, {
+            "--prompt": bool(prompt), "--prompts": prompts is not None, "--column": column is not None,
+            "--positions": positions != "last", "--target": bool(target), "--top-k": top_k is not None,
+            "--lens-dtype": lens_dtype != "model", **media_given,
+        })
+        options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
+        report(task_lens.run_task_lens(options, final_norm, config))
+        return
+    opt.reject("logit-lens on text prompts (task options need --task, media options --modality image|audio)", {**task_given, **media_given})
+    analysis = LogitLens(LensOptions(positions=positions, top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype))
+    texts = read_prompts(prompt, prompts, column, n)
+    opt.report(run_analysis(analysis, texts, config))

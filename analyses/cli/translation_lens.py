@@ -1,0 +1,101 @@
+"""``hub analyze translation-lens``: the command (science: :mod:`analyses.translation_lens`).
+
+Three modes, chosen once: the Wendler et al. cloze setting (``--cloze-dir``), prompts
+(``--prompt``/``--prompts``) in the ``--direction``'s input language, and languages named the
+way every multilingual command takes them: positional files and/or FLORES codes
+(``zho_Hans`` reads as ``zh-en``, ``eng_Latn`` as ``en-zh``), or none with ``--flores-dir`` /
+``$HUB_FLORES_DIR`` (the ``--direction``'s FLORES files). An option of another mode is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analyses.translation_lens import ANALYSIS, CLOZE_LANGUAGES, DIRECTIONS, FLORES_CODES, TranslationLens, TranslationOptions, cloze_prompts
+from analyses.language_probs import take
+from hubclient.cli import options as opt
+from hubclient.errors import HubError
+from hubclient.inputs.parallel import FLORES_ENV, flores_folder, language_sources
+from hubclient.inputs.prompts import read_prompts
+from hubclient.runner import RunConfig, run_analysis
+
+__all__ = ["ANALYSIS", "command"]
+
+#: The direction whose input language a FLORES code is (``zho_Hans`` -> ``zh-en``).
+CODE_DIRECTIONS = {FLORES_CODES[source]: name for name, (source, _) in DIRECTIONS.items()}
+
+
+@opt.analysis_command
+def command(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help=opt.LANGUAGES_HELP + " Here FLORES codes zho_Hans (direction zh-en) and eng_Latn (en-zh), or text files in the --direction's input language.", show_default=False)] = None,
+    direction: Annotated[str, typer.Option(help="zh-en (Chinese input, English translation of the next word), en-zh, or both (FLORES).", rich_help_panel="Lens")] = "zh-en",
+    prompt: opt.Prompt = None,
+    prompts: opt.PromptsFile = None,
+    column: opt.Column = None,
+    flores_dir: opt.FloresDir = None,
+    cloze_dir: Annotated[Optional[Path], typer.Option(help="Wendler et al. word lists (<lang>/clean.csv): cloze setting instead of running text.", rich_help_panel="Input")] = None,
+    cloze_lang: Annotated[Optional[list[str]], typer.Option("--cloze-lang", help="Language(s) of the cloze setting (repeatable; default: zh). One of de, fr, ru, zh.", rich_help_panel="Input")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts (per direction or cloze language); error when fewer exist.", rich_help_panel="Input")] = None,
+    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    *,
+    config: RunConfig,
+) -> None:
+    """Multilingual logit lens: lens probability of the next word's translation vs the next token.
+
+    Chinese -> English (and the mirror) with CC-CEDICT and jieba on running text, or the Wendler
+    et al. cloze setting (--cloze-dir). Writes translation_lens.parquet (per text, position,
+    layer, kind), translation_lens_summary.parquet (mean and 95% CI by layer) and the plot.
+    """
+    if direction not in (*DIRECTIONS, "both"):
+        raise HubError(f"unknown --direction {direction!r}; use zh-en, en-zh or both")
+    if cloze_dir is not None:
+        opt.reject("translation-lens --cloze-dir (it builds its own prompts in each --cloze-lang)", {
+            "INPUTS": bool(inputs), "--prompt": bool(prompt), "--prompts": prompts is not None, "--column": column is not None,
+            "--flores-dir": flores_dir is not None, "--direction": direction != "zh-en",
+        })
+        texts, labels, words = [], [], []
+        for language in cloze_lang or ["zh"]:
+            if language not in CLOZE_LANGUAGES:
+                raise HubError(f"unknown --cloze-lang {language!r}; use one of {', '.join(CLOZE_LANGUAGES)}")
+            part, part_words = cloze_prompts(cloze_dir, language, n)
+            texts.extend(part)
+            words.extend(part_words)
+            labels.extend([f"{language} cloze"] * len(part))
+        analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting="cloze", cloze_words=words))
+        opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}))
+        return
+    opt.reject("translation-lens without --cloze-dir", {"--cloze-lang": bool(cloze_lang)})
+    chosen = list(DIRECTIONS) if direction == "both" else [direction]
+    if prompt or prompts is not None:
+        opt.reject("translation-lens on --prompt/--prompts (give languages as arguments instead, not both)", {
+            " ".join(inputs or []) or "INPUTS": bool(inputs), "--flores-dir": flores_dir is not None,
+        })
+        if direction == "both":
+            raise HubError(f"--direction both needs --flores-dir (or {FLORES_ENV}): parallel Chinese and English texts, not --prompt/--prompts")
+        texts = take(read_prompts(prompt, prompts, column), n, str(prompts) if prompts else "--prompt")
+        labels = [direction] * len(texts)
+    else:
+        if not inputs:  # the --direction's FLORES files
+            if flores_folder(flores_dir) is None:
+                if direction == "both":
+                    raise HubError(f"--direction both needs --flores-dir (or {FLORES_ENV}): parallel Chinese and English texts")
+                raise HubError(f"no input: pass --prompt/--prompts, a text file or FLORES code (zho_Hans, eng_Latn), or --flores-dir (or {FLORES_ENV})")
+            inputs = [FLORES_CODES[DIRECTIONS[d][0]] for d in chosen]
+        texts, labels = [], []
+        for given, (name, path) in zip(inputs, language_sources(inputs, flores_dir)):
+            if Path(given).is_file():
+                if direction == "both":
+                    raise HubError(f"--direction both reads FLORES codes; give {given} with --direction zh-en or en-zh")
+                label = direction
+            elif name in CODE_DIRECTIONS:
+                label = CODE_DIRECTIONS[name]
+            else:
+                raise HubError(f"translation-lens reads Chinese or English: FLORES code {name!r} is neither; use {' or '.join(CODE_DIRECTIONS)}")
+            part = take(read_prompts(file=path, column=column if Path(given).is_file() else None), n, str(path))
+            texts.extend(part)
+            labels.extend([label] * len(part))
+    analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm))
+    opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}))

@@ -1,0 +1,66 @@
+"""Charts of a logit-lens run on image/audio pairs (``--modality image|audio``), from its
+Parquet alone.
+
+Its own module so that :mod:`analyses.logit_lens` (whose ``plots`` draws any logit-lens run)
+and :mod:`analyses.media_runs` (which subclasses the lens) both import it, without importing
+each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Media positions shown in the lens heatmap (evenly spaced when there are more).
+HEATMAP_POSITIONS = 32
+
+
+def media_lens_plots(run: Any) -> dict[str, Any]:
+    """Charts of a media lens run, from its Parquet alone: the caption words' lens
+    probability by layer (mean over media positions and words; and the best position), per
+    pair for up to 12 pairs, else averaged; and the top-1 token heatmap (layer × media
+    position) of the first pair."""
+    import polars as pl
+
+    from hubclient.plots import by_layer, lens_heatmap
+
+    manifest = run.manifest
+    model_id = manifest["model"]["model_id"]
+    norm = "final norm" if manifest["options"].get("final_norm", True) else "no final norm"
+    charts: dict[str, Any] = {}
+    if (run.path / "caption_words.parquet").is_file():
+        words = run.table("caption_words")
+        if words.height:
+            per_position = words.group_by("prompt", "layer", "position").agg(pl.col("probability").mean())
+            stats = per_position.group_by("prompt", "layer").agg(
+                pl.col("probability").mean().alias("mean over positions"), pl.col("probability").max().alias("best position")
+            )
+            long = stats.unpivot(index=["prompt", "layer"], variable_name="statistic", value_name="probability")
+            if long["prompt"].n_unique() <= 12:
+                captions = run.table("prompts").select("prompt", "caption")
+                long = long.join(captions, on="prompt").with_columns(panel=pl.format("{}: {}", pl.col("prompt"), pl.col("caption")))
+                charts["caption_probability"] = by_layer(
+                    long.sort("prompt", "statistic", "layer"), "probability", "statistic",
+                    f"Lens probability of caption words at the media positions ({norm}) · {model_id}", "lens probability", facet="panel",
+                )
+            else:
+                mean = long.group_by("statistic", "layer").agg(pl.col("probability").mean()).sort("statistic", "layer")
+                charts["caption_probability"] = by_layer(
+                    mean, "probability", "statistic",
+                    f"Lens probability of caption words, mean over {stats['prompt'].n_unique()} pairs ({norm}) · {model_id}", "lens probability",
+                )
+    top1 = run.table("logit_lens").filter((pl.col("rank") == 1) & (pl.col("prompt") == 0))
+    if top1.height:
+        positions = sorted(top1["position"].unique().to_list())
+        if len(positions) > HEATMAP_POSITIONS:
+            step = len(positions) / HEATMAP_POSITIONS
+            positions = [positions[int(i * step)] for i in range(HEATMAP_POSITIONS)]
+        frame = (
+            top1.filter(pl.col("position").is_in(positions))
+            .sort("position", "layer")
+            .with_columns(column=pl.format("{}", pl.col("position")))
+        )
+        caption = run.table("prompts").filter(pl.col("prompt") == 0)["caption"][0]
+        charts["lens_heatmap"] = lens_heatmap(
+            frame, "column", "media position", f"Logit lens at the media positions of pair 0 ({caption!r}; {norm}) · {model_id}"
+        )
+    return charts
