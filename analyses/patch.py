@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-import typer
 
-from hubclient.cli import options as opt
 from hubclient.errors import HubError
 from hubclient.exec.batching import tokenize
 from hubclient.exec.edits import PatchCells, check_site, parse_layers, patch_cells_batch, patch_result
@@ -313,28 +311,5 @@ def _empty_baselines() -> Any:
     import polars as pl
 
     return pl.DataFrame(schema={"pair": pl.Int64, "run": pl.String, "text": pl.String, "metric_name": pl.String, "metric": pl.Float64, "kl": pl.Float64, "top_token_id": pl.Int64, "top_token": pl.String, "top_probability": pl.Float64})
-
-
-@opt.analysis_command
-def command(
-    source: Annotated[list[str], typer.Option("--source", "-s", help="Source prompt whose states are copied (repeatable; pairs with --target in order).", rich_help_panel="Patching")],
-    target: Annotated[list[str], typer.Option("--target", "-t", help="Target prompt that receives them (repeatable).", rich_help_panel="Patching")],
-    layer: Annotated[str, typer.Option("--layer", "-l", help="Layers: all, a list (0,4,8) or a range (0:17 or 0:17:2). resid: 0 = embeddings .. L; attn/mlp: blocks 1..L.", rich_help_panel="Patching")] = "all",
-    positions: Annotated[str, typer.Option(help="Target positions: all, last, or a list such as 0,3,-1 (BOS = 0).", rich_help_panel="Patching")] = "all",
-    align: Annotated[str, typer.Option(help="Source position of a target position: end (same distance from the end) or start (same index).", rich_help_panel="Patching")] = "end",
-    site: Annotated[str, typer.Option(help="What is copied: resid (residual stream), attn (attention output) or mlp (MLP output).", rich_help_panel="Patching")] = "resid",
-    metric: Annotated[str, typer.Option(help="Per cell, at the target's last token: prob (first --token), logit-diff (first minus second --token), kl (to the clean target run), or auto.", rich_help_panel="Patching")] = "auto",
-    token: Annotated[list[str], typer.Option("--token", help="Token to follow (repeatable), as written: ' Paris' for the mid-sentence form; multi-token words follow their first token.", rich_help_panel="Patching")] = [],  # noqa: B006
-    *,
-    config: RunConfig,
-) -> None:
-    """Activation patching: copy source hidden states into the target run, layer × position.
-
-    Writes patch.parquet (metric, normalized effect, KL, top token per cell),
-    patch_tokens.parquet, patch_baselines.parquet, a manifest and a heatmap. --batch-size sets
-    the patched copies per forward pass.
-    """
-    opt.report(run_patch(PatchOptions(list(source), list(target), layer, positions, align, site, metric, list(token)), config))
-
 
 ANALYSIS = Patch

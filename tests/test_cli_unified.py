@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hubclient.cli import app
 
 runner = CliRunner()
-MOVED = ["logit_lens", "similarity", "translation_lens", "language_probs", "neurons", "task_lens", "ablate"]
+MOVED = ["logit_lens", "similarity", "translation_lens", "language_probs", "neurons", "task_lens", "ablate", "patch", "steer", "arithmetic_intervention"]
 
 
 def hub(*args, env=None):
@@ -45,7 +45,7 @@ def test_entry_points_name_the_cli_modules():
     modules = {**analysis_modules(), **analysis_modules("hub.interventions")}
     for name, module in modules.items():
         assert registered[name] is module.command
-    for name in ("logit-lens", "similarity", "translation-lens", "language-probs", "neurons", "task-lens", "ablate"):
+    for name in ("logit-lens", "similarity", "translation-lens", "language-probs", "neurons", "task-lens", "ablate", "patch", "steer", "arithmetic"):
         assert modules[name].__name__.startswith("analyses.cli."), name
 
 

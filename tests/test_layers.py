@@ -130,10 +130,6 @@ def test_no_import_cycles_in_hubclient() -> None:
     assert not found, "import cycles in hubclient:\n" + _cycles_report(found, edges)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known cycle analyses/logit_lens <-> analyses/media_runs <-> analyses/similarity, being removed in parallel",
-)
 def test_no_import_cycles_in_analyses() -> None:
     edges = graph(type_checking=True)
     found = [c for c in cycles(edges) if any(m.startswith("analyses") for m in c)]
