@@ -19,7 +19,10 @@ Add an :class:`ArchSpec` to ``ARCHITECTURES`` under the ``config.model_type`` st
 family, giving module paths relative to the ``*ForCausalLM`` model (``print(model)`` shows
 them). ``mlp_down`` is the MLP's down projection *relative to one decoder block*; its input is
 the MLP's intermediate activation (``act(gate(x)) * up(x)`` for gated MLPs, the GELU output for
-GPT-2/BLOOM-style MLPs).
+GPT-2/BLOOM-style MLPs). ``attention`` (default ``self_attn``) and ``mlp_output`` (default
+``mlp_down``) name the modules read by the ``attn``/``mlp`` patching sites; set
+``mlp_flat_tokens`` where the block runs its MLP on ``[batch * seq, d]`` (OPT). Then add the
+family to ``tests/families/suite.py`` (``REFERENCE``): its contract test fails until you do.
 """
 
 from __future__ import annotations
