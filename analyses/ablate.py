@@ -210,14 +210,16 @@ class Ablate(Analysis):
             if keep is not None:
                 envoy = model.mlp_down(block)
                 act = envoy.input
-                flat = act.shape  # OPT flattens the activation to [batch * seq, d_ff]
-                act = act.reshape(rows, batch.input_ids.shape[1], -1)
+                flat = model.arch.mlp_flat_tokens  # the family's blocks give the MLP [batch * seq, d_ff]
+                if flat:
+                    act = act.reshape(rows, batch.input_ids.shape[1], -1)
                 scale = keep.to(device=device, dtype=act.dtype)[:, None, :]
                 if self.options.mode == "mean":
                     fill = ((1.0 - keep) * self.means[block][None, :]).to(device=device, dtype=act.dtype)[:, None, :]
-                    envoy.input = (act * scale + fill).reshape(flat)
+                    edited = act * scale + fill
                 else:
-                    envoy.input = (act * scale).reshape(flat)
+                    edited = act * scale
+                envoy.input = edited.reshape(rows * batch.input_ids.shape[1], -1) if flat else edited
         logits = model.lm.output.logits[:, :-1].float()
         target = batch.input_ids[:, 1:].to(device)
         mask = batch.attention_mask[:, 1:].to(device=device, dtype=torch.float32)

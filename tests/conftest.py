@@ -88,14 +88,31 @@ FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_tex
 
 
 def spread_weights(model) -> None:
-    """Redraw every matrix of ``model`` from N(0, 0.3²) in place: the default random init is tiny
-    (std 0.02), which leaves the logit lens with no real ranking."""
+    """Redraw the parameters of ``model`` in place, from the global torch RNG (seed it first).
+
+    1. every matrix from N(0, 0.3²): the default random init is tiny (std 0.02), which leaves
+       the logit lens with no real ranking (these draws come first, in parameter order, as they
+       always did);
+    2. then every vector parameter: biases (linear and norm biases, ``*.bias``) from N(0, 0.3²),
+       every other vector (norm weights: LayerNorm/RMSNorm scales, Gemma's ``(1 + w)`` offsets,
+       Qwen3/Gemma3's q/k norms) moved from its identity init by U(-0.5, 0.5): a scale of 1
+       becomes U(0.5, 1.5), Gemma's offset 0 becomes U(-0.5, 0.5) (an effective scale in
+       U(0.5, 1.5) too). transformers initialises norms to the identity and biases to zero, so
+       without this a test could not tell a wrong norm module, a missing ``1 +`` or a dropped
+       bias from the right one.
+    """
     import torch
 
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, 0.3)
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                if name.endswith("bias"):
+                    p.normal_(0.0, 0.3)
+                else:
+                    p.add_(torch.empty_like(p).uniform_(-0.5, 0.5))
 
 
 def build_tiny(family: str, seed: int = 0):

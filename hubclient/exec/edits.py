@@ -41,8 +41,11 @@ if TYPE_CHECKING:
     from hubclient.models.loading import HubModel
 
 SITES = ("resid", "attn", "mlp")
-#: attention module name inside a decoder block, by ``ArchSpec.family`` (default ``self_attn``)
-ATTENTION = {"gpt2": "attn", "gpt_neox": "attention", "bloom": "self_attention"}
+from hubclient.models.arch import ARCHITECTURES as _ARCHITECTURES  # noqa: E402
+
+#: Deprecated: read ``model.arch.attention`` (``ArchSpec.attention``). The attention module
+#: inside a decoder block for the families where it is not ``self_attn``, derived from the table.
+ATTENTION = {family: spec.attention for family, spec in _ARCHITECTURES.items() if spec.attention != "self_attn"}
 
 
 # --------------------------------------------------------------------------- parsing options
@@ -89,17 +92,40 @@ def check_site(site: str) -> str:
 def site_value(model: "HubModel", site: str, layer: int) -> Any:
     """The hidden state at ``site`` / ``layer`` as an nnsight proxy, ``[batch, seq, d_model]``.
 
-    Use inside a trace; reading and in-place slice assignment both work. Layers follow the
-    project convention (see the module docstring).
+    Use inside a trace; reading and in-place slice assignment both work (for a family whose
+    blocks flatten the tokens before the MLP, ``ArchSpec.mlp_flat_tokens`` (OPT), the ``mlp``
+    value is a ``[batch, seq, d_model]`` view of the module's ``[batch * seq, d_model]`` output,
+    so slice assignment still edits the model; its shape comes from the block's input, so read
+    such a block's ``mlp`` site before anything else inside that block, or nnsight raises
+    ``OutOfOrderError``). Layers follow the project convention (see the
+    module docstring). Every module comes from the architecture table (``model.arch``):
+    ``resid`` the decoder blocks, ``attn`` ``ArchSpec.attention``, ``mlp``
+    ``ArchSpec.mlp_output`` (default the ``mlp_down`` projection).
+
+    Raises:
+        HubError: an unknown ``site`` or a ``layer`` outside the site's range (``0..L`` for
+            ``resid``, ``1..L`` for ``attn``/``mlp``).
     """
     layers = model.layers
+    check_site(site)
+    low = 0 if site == "resid" else 1
+    if not low <= layer <= len(layers):
+        raise HubError(f"{site} layer {layer} is out of range: this model has {site} layers {low}..{len(layers)}")
     if site == "resid":
         value = layers[0].input if layer == 0 else layers[layer - 1].output
-    elif site == "attn":
-        value = get_module(layers[layer - 1], ATTENTION.get(model.arch.family, "self_attn")).output
-    else:
-        value = model.mlp_down(layer).output
-    return value[0] if isinstance(value, tuple) else value
+        return value[0] if isinstance(value, tuple) else value
+    block = layers[layer - 1]
+    if site == "attn":
+        value = get_module(block, model.arch.attention).output
+        return value[0] if isinstance(value, tuple) else value
+    shape = None
+    if model.arch.mlp_flat_tokens:
+        block_input = block.input  # read before the MLP runs (forward order)
+        block_input = block_input[0] if isinstance(block_input, tuple) else block_input
+        shape = (block_input.shape[0], block_input.shape[1], -1)
+    value = get_module(block, model.arch.mlp_output_path).output
+    value = value[0] if isinstance(value, tuple) else value
+    return value.view(shape) if shape is not None else value
 
 
 def _device_tensor(value: Any, like: Any) -> Any:

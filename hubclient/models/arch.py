@@ -19,7 +19,10 @@ Add an :class:`ArchSpec` to ``ARCHITECTURES`` under the ``config.model_type`` st
 family, giving module paths relative to the ``*ForCausalLM`` model (``print(model)`` shows
 them). ``mlp_down`` is the MLP's down projection *relative to one decoder block*; its input is
 the MLP's intermediate activation (``act(gate(x)) * up(x)`` for gated MLPs, the GELU output for
-GPT-2/BLOOM-style MLPs).
+GPT-2/BLOOM-style MLPs). ``attention`` (default ``self_attn``) and ``mlp_output`` (default
+``mlp_down``) name the modules read by the ``attn``/``mlp`` patching sites; set
+``mlp_flat_tokens`` where the block runs its MLP on ``[batch * seq, d]`` (OPT). Then add the
+family to ``tests/families/suite.py`` (``REFERENCE``): its contract test fails until you do.
 """
 
 from __future__ import annotations
@@ -61,6 +64,19 @@ class ArchSpec:
             output is ``act(gate(x))``, ``[batch, seq, d_ff]`` (where LAPE, Tang et al. 2024,
             counts a neuron as active); ``None`` where the ``mlp_down`` input is itself the
             activation function's output (GPT-2/BLOOM-style MLPs).
+        attention: the attention module inside one decoder block (relative to the block). Its
+            output (element 0 where the module returns a tuple) is the ``attn`` site of
+            activation patching, ``[batch, seq, d_model]``: the attention's contribution before
+            any post-attention norm (Gemma 2/3's ``post_attention_layernorm``). BLOOM's
+            ``self_attention`` adds the residual itself, so there the site includes it.
+        mlp_output: the module inside one decoder block whose output is the MLP's contribution
+            to the residual stream (the ``mlp`` site of activation patching), before any
+            post-MLP norm (Gemma 2/3's ``post_feedforward_layernorm``); ``None``: the
+            ``mlp_down`` projection itself.
+        mlp_flat_tokens: the block flattens ``[batch, seq, d_model]`` to
+            ``[batch * seq, d_model]`` before its MLP (OPT's ``OPTDecoderLayer``), so the
+            ``mlp_down`` input is ``[batch * seq, d_ff]`` and the ``mlp_output`` output
+            ``[batch * seq, d_model]``; readers reshape them to ``[batch, seq, -1]``.
     """
 
     family: str
@@ -77,6 +93,14 @@ class ArchSpec:
     auto_class: str = "AutoModelForCausalLM"
     task: str | None = None
     mlp_gate_act: str | None = None
+    attention: str = "self_attn"
+    mlp_output: str | None = None
+    mlp_flat_tokens: bool = False
+
+    @property
+    def mlp_output_path(self) -> str:
+        """``mlp_output``, or ``mlp_down`` where the entry leaves it unset (relative to a block)."""
+        return self.mlp_output or self.mlp_down
 
 
 def _llama_like(family: str, **kw: Any) -> ArchSpec:
@@ -129,6 +153,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             final_norm="transformer.ln_f",
             lm_head="lm_head",
             mlp_down="mlp.c_proj",
+            attention="attn",
         ),
         ArchSpec(
             family="gpt_neox",
@@ -137,6 +162,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             final_norm="gpt_neox.final_layer_norm",
             lm_head="lm_head",
             mlp_down="mlp.dense_4h_to_h",
+            attention="attention",
         ),
         ArchSpec(
             family="bloom",
@@ -145,6 +171,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             final_norm="transformer.ln_f",
             lm_head="lm_head",
             mlp_down="mlp.dense_4h_to_h",
+            attention="self_attention",
         ),
         ArchSpec(
             family="opt",
@@ -154,6 +181,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             lm_head="lm_head",
             mlp_down="fc2",
             extra_unembed=("model.decoder.project_out",),
+            mlp_flat_tokens=True,
         ),
         # Multimodal wrappers: LLaVA(-1.5) (CLIP vision tower + projector + Llama/Vicuna),
         # Gemma 3 (SigLIP + Gemma 3 text) and Qwen2-Audio (Whisper-style encoder + Qwen2).
@@ -226,8 +254,9 @@ def check_modules(spec: ArchSpec, model: Any) -> None:
     first_block = get_module(model, spec.layers)[0]
     if get_module(first_block, spec.mlp_down) is None:
         raise HubError(f"decoder blocks of {type(model).__name__} have no {spec.mlp_down!r} (mlp_down); fix hubclient/arch.py")
-    if spec.mlp_gate_act is not None and get_module(first_block, spec.mlp_gate_act) is None:
-        raise HubError(f"decoder blocks of {type(model).__name__} have no {spec.mlp_gate_act!r} (mlp_gate_act); fix hubclient/arch.py")
+    for role, path in (("mlp_gate_act", spec.mlp_gate_act), ("attention", spec.attention), ("mlp_output", spec.mlp_output)):
+        if path is not None and get_module(first_block, path) is None:
+            raise HubError(f"decoder blocks of {type(model).__name__} have no {path!r} ({role}); fix hubclient/arch.py")
 
 
 def text_config_value(config: Any, attr: str) -> Any:
