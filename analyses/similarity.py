@@ -60,6 +60,8 @@ class SimilarityOptions:
         seed: bootstrap seed.
         bootstrap: bootstrap resamples.
         save_matrix: also store the N×N cosine matrix per layer and pair.
+        save_vectors: keep ``vectors.parquet`` (the pooled vector per input and layer) once the
+            statistics are computed from it.
         heatmap_layer: layer of the heatmap (``None``: the model's middle layer); an ``int``, or
             a negative index as text (``"-1"`` = the last layer).
         modality: ``text`` (parallel sentences), or ``image`` / ``audio``: media vs caption
@@ -83,6 +85,7 @@ class SimilarityOptions:
     seed: int = 0
     bootstrap: int = stats.N_BOOTSTRAP
     save_matrix: bool = False
+    save_vectors: bool = True
     heatmap_layer: int | str | None = None
     modality: str = "text"
     media_pool: str = "mean"
@@ -151,6 +154,10 @@ class Similarity(Analysis):
 
     name = "similarity"
     tables = {"vectors": ["layer", "prompt"]}
+
+    def dropped_tables(self) -> dict[str, str]:
+        """``vectors`` with ``--no-save-vectors``: removed once the statistics are written."""
+        return {} if self.options.save_vectors else {"vectors": "not kept (--no-save-vectors)"}
 
     def __init__(self, options: SimilarityOptions, languages: list[str], sentences: list[int]):
         """Bind options and the per-prompt labels.

@@ -147,6 +147,11 @@ class Analysis:
         """
         return None
 
+    def dropped_tables(self) -> dict[str, str]:
+        """Tables to delete once ``finish`` and the plots have used them (table -> why, for the
+        manifest), e.g. large per-input vectors the user chose not to keep. Default none."""
+        return {}
+
     def describe_run(self) -> dict[str, Any]:
         """Further manifest fields known once :meth:`prepare` and :meth:`setup` ran (e.g. the
         tokens a score follows); default none."""

@@ -599,3 +599,23 @@ def test_expired_result_url_is_lost_not_a_key_problem(tiny_dir, server, tmp_path
     assert final.returncode == 0, final.stderr
     for table in ("logit_lens", "targets"):
         assert pl.read_parquet(tmp_path / "exp" / f"{table}.parquet").equals(local_run.table(table)), table
+
+
+def test_similarity_detach_exits_0_and_collect_keeps_the_submitted_options(tiny_dir, server, tmp_path):
+    """`similarity --remote --detach` succeeds (exit 0, says how to collect; it used to read
+    tables that do not exist yet and exit 2), and `hub jobs collect` honours --no-save-vectors
+    and --no-plots given at submission (the manifest agrees with the files)."""
+    import time
+
+    files = _parallel_files(tmp_path, [("the cat sat on the mat", "the cat sat"), ("a dog ran in the park", "the dog ran"), ("one two three", "four five six")])
+    run_dir = _similarity_cli(tiny_dir("llama"), tmp_path, "det", files, "--remote", "--detach", "--ndif-host", server.url, "--no-save-vectors")
+    deadline = time.time() + 60
+    while not all(j["history"][-1] == "COMPLETED" for j in server.jobs().values() if not j["blocking"]):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    collect = _hub("jobs", "collect", str(run_dir), "--no-progress")
+    assert collect.returncode == 0, collect.stderr
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["plots"] == [] and not (run_dir / "plots").exists()
+    assert not (run_dir / "vectors.parquet").exists() and "vectors" in manifest["dropped_tables"] and "vectors" not in manifest["rows"]
+    assert (run_dir / "similarity.parquet").is_file()

@@ -89,7 +89,7 @@ def command(
             "--task": task is not None, "--anchor": anchor is not None, **text_given, **task_given,
         })
         options = SimilarityOptions(
-            n=n, pool=pool, template=template, center=center, layers=layers, seed=seed, bootstrap=bootstrap, save_matrix=save_matrix,
+            n=n, pool=pool, template=template, center=center, layers=layers, seed=seed, bootstrap=bootstrap, save_matrix=save_matrix, save_vectors=save_vectors,
             heatmap_layer=heatmap, modality=modality, media_pool=media_pool, media_template=media_template, resample=resample,
         )
         run, analysis = media_runs.run_similarity(media_runs.single_pairs_file(inputs, modality), options, n, config)
@@ -109,7 +109,7 @@ def command(
     options = SimilarityOptions(
         languages=corpus.languages, sources=[str(p) for p in corpus.sources], n=n, skip_empty=skip_empty,
         pool=pool, template=template, center=center, layers=layers, anchor=anchor, seed=seed,
-        bootstrap=bootstrap, save_matrix=save_matrix, heatmap_layer=heatmap,
+        bootstrap=bootstrap, save_matrix=save_matrix, save_vectors=save_vectors, heatmap_layer=heatmap,
     )
     texts, languages, sentences = corpus.flat()
     analysis = Similarity(options, languages, sentences)
@@ -121,11 +121,7 @@ def command(
 
 
 def _finish_command(run: Any, analysis: Similarity, save_vectors: bool) -> None:
-    """The command's tail: drop vectors.parquet with --no-save-vectors (and say so in the
-    manifest), then print where the run is and its summary."""
-    if not save_vectors:
-        (run.path / "vectors.parquet").unlink(missing_ok=True)
-        rows = {k: v for k, v in run.manifest.get("rows", {}).items() if k != "vectors"}
-        run.update_manifest(rows=rows, vectors="not kept (--no-save-vectors)")
-    opt.report(run)
-    typer.echo(analysis.summary(run))
+    """The command's tail: where the run is, and its summary once it is complete
+    (``--no-save-vectors`` is an analysis option: the runner drops vectors.parquet at the end,
+    also when ``hub jobs collect`` finishes a detached run)."""
+    opt.report(run, analysis.summary)

@@ -18,8 +18,7 @@ __all__ = ["ANALYSIS", "command", "report"]
 
 def report(run: Any) -> None:
     """Print the run folder, its tables and plots, and :func:`analyses.task_lens.summary_lines`."""
-    opt.report(run)
-    typer.echo(summary_lines(run))
+    opt.report(run, summary_lines)
 
 
 @opt.analysis_command

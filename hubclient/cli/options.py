@@ -77,16 +77,25 @@ def cli_command(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def report(run: Any) -> None:
-    """Print where a finished run is and what it holds (to stdout, one item a line)."""
+def report(run: Any, summary: Callable[[Any], str] | None = None) -> None:
+    """Print where a finished run is and what it holds (to stdout, one item a line), then
+    ``summary(run)`` (a few lines of findings). A detached run (status ``submitted``) has no
+    tables yet: print how to follow and collect its jobs instead."""
     manifest = run.manifest
     typer.echo(f"run: {run.path}")
+    if manifest.get("status") == "submitted":
+        typer.echo(f"  jobs submitted; check: hub jobs status {run.path}\n  collect (writes the tables and plots): hub jobs collect {run.path}")
+        return
     for table, count in manifest.get("rows", {}).items():
         typer.echo(f"  {table}.parquet  {count} rows")
     for plot in manifest.get("plots", []):
         typer.echo(f"  {plot}")
     for note in manifest.get("model", {}).get("notes", []):
         typer.echo(f"note: {note}")
+    if summary is not None:
+        text = summary(run)
+        if text:
+            typer.echo(text)
 
 
 # The options every `hub analyze …` command takes, bound into a RunConfig by `analysis_command`.

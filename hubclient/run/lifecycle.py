@@ -172,7 +172,12 @@ def finish_run(
     begin = time.time()
     drawn = save_plots(analysis, run) if plots else []
     timings["plots"] = round(time.time() - begin, 3)
+    dropped = analysis.dropped_tables() if isinstance(analysis, Analysis) else {}
+    for table, why in dropped.items():
+        (run.path / f"{table}.parquet").unlink(missing_ok=True)
+        counts.pop(table, None)
     run.update_manifest(
+        dropped_tables=dropped,
         status="complete",
         rows=counts,
         plots=drawn,
