@@ -217,7 +217,7 @@ class Steer(GenerateWithEdits):
                 for p, ids in enumerate(plan.tokens):
                     if plan.start + k > len(ids):
                         raise HubError(
-                            f"--positions {o.positions}: the vector {name!r} has {k} positions ({plan.start}..{plan.start + k - 1}), beyond prompt {p}'s "
+                            f"--positions {o.positions}: the vector {name!r} has {k} positions ({plan.start}..{plan.start + k - 1}), beyond prompt {p + 1}'s (counting from 1) "
                             f"{len(ids)} tokens; use --positions all, a shorter contrast pair, or longer prompts"
                         )
             plan.vectors.append((name, by_layer))

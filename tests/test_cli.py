@@ -102,7 +102,7 @@ def _assert_error(result, *fragments):
         (["-p", "   "], ["is empty"]),
         ([], ["no prompts"]),
         (["-p", "the cat", "--positions", "first"], ["bad --positions"]),
-        (["-p", "the cat", "--positions", "0,7"], ["position 7 is out of range for prompt 0", "-3..2"]),
+        (["-p", "the cat", "--positions", "0,7"], ["position 7 is out of range for prompt 1 (counting prompts from 1", "-3..2"]),
         (["--prompts", "{tmp}/p.csv", "--column", "nope"], ["no column 'nope'", "sentence"]),
         (["--prompts", "{tmp}/p.jsonl"], ["line 1 has no column 'text'"]),
         (["-p", "the cat " * 40], ["more than the model's context of 64"]),

@@ -17,9 +17,9 @@ def tokenize(model: Any, prompts: list[str]) -> list[list[int]]:
     limit = model.max_length
     for i, ids in enumerate(encoded):
         if not ids:
-            raise HubError(f"prompt {i} tokenises to no tokens; give some text")
+            raise HubError(f"prompt {i + 1} (counting from 1, as file lines) tokenises to no tokens; give some text")
         if limit is not None and len(ids) > limit:
             raise HubError(
-                f"prompt {i} has {len(ids)} tokens, more than the model's context of {limit}; shorten it"
+                f"prompt {i + 1} (counting from 1, as file lines) has {len(ids)} tokens, more than the model's context of {limit}; shorten it"
             )
     return [list(ids) for ids in encoded]

@@ -8,6 +8,6 @@ sentiment data, read and validated with clear errors. No model, no torch.
 * :mod:`hubclient.inputs.dictionary`: CC-CEDICT; :mod:`hubclient.inputs.sentiment`: sentiment data.
 """
 
-from hubclient.inputs.prompts import TABLE_SUFFIXES, Positions, iter_jsonl, read_lines, read_prompts
+from hubclient.inputs.prompts import TABLE_SUFFIXES, Positions, iter_jsonl, read_lines, read_prompts, split_lines, take_first
 
-__all__ = ["TABLE_SUFFIXES", "Positions", "iter_jsonl", "read_lines", "read_prompts"]
+__all__ = ["TABLE_SUFFIXES", "Positions", "iter_jsonl", "read_lines", "read_prompts", "split_lines", "take_first"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubclient.errors import HubError
-from hubclient.inputs.prompts import iter_jsonl
+from hubclient.inputs.prompts import iter_jsonl, take_first
 
 MODALITIES = ("image", "audio")
 MEDIA_COLUMNS = ("media", "path", "image", "audio")
@@ -104,7 +104,7 @@ def read_pairs(path: Path, n: int | None = None) -> list[MediaPair]:
     records: list[tuple[int, dict[str, Any]]] = []
     try:
         if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as fh:
+            with path.open(newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh)
                 columns = list(reader.fieldnames or [])
                 for row in reader:
@@ -126,10 +126,7 @@ def read_pairs(path: Path, n: int | None = None) -> list[MediaPair]:
             f"pairs file {path} needs a media column ({', '.join(MEDIA_COLUMNS)}) and a 'caption' column; "
             f"it has: {', '.join(map(str, columns)) or 'none'}"
         )
-    if n is not None:
-        if n < 1:
-            raise HubError(f"--n must be at least 1, got {n}")
-        records = records[:n]
+    records = take_first(records, n, f"pairs in {path}")
     pairs = []
     for line, row in records:
         media, caption = row.get(media_col), row.get("caption")

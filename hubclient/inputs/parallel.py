@@ -147,14 +147,9 @@ def read_flores_texts(code: str, folder: Path | str | None, n: int | None = None
     from hubclient.inputs.prompts import read_prompts
 
     path = flores_file(code, folder)
-    lines = read_prompts(file=path)
-    if n is not None:
-        if n < 1:
-            raise HubError(f"--n must be at least 1, got {n}")
-        if n > len(lines):
-            raise HubError(f"--n {n} is more than the {len(lines)} texts in {path}; use --n {len(lines)} or fewer")
-        lines = lines[:n]
-    return lines
+    from hubclient.inputs.prompts import take_first
+
+    return take_first(read_prompts(file=path), n, f"texts in {path}")
 
 
 def read_flores(codes: list[str], folder: Path | None, n: int | None = None, skip_empty: bool = False) -> ParallelCorpus:

@@ -4,6 +4,11 @@ Prompt files: ``.jsonl`` (one JSON object a line), ``.csv`` and ``.parquet`` are
 column (``--column``, default ``text``); any other file is plain text, one prompt a line
 (FLORES ``*.devtest`` files are read this way). Prompts are never stripped or skipped: line
 ``i`` stays prompt ``i``, so parallel files stay aligned.
+
+Text files are read as UTF-8 with an optional byte-order mark (dropped, never part of line 1)
+and split on newlines only (``\n`` or ``\r\n``): other characters that
+:meth:`str.splitlines` also breaks on (U+2028/U+2029, ``\x0b``, ``\x0c``, ``\x1c``–``\x1e``,
+``\x85``) stay inside their line, as an editor shows them. Errors count lines and prompts from 1.
 """
 
 from __future__ import annotations
@@ -50,10 +55,39 @@ def read_prompts(
         raise HubError("--column only applies to --prompts FILE (.jsonl, .csv or .parquet)")
     if not out:
         raise HubError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
-    if n is not None:
-        if n < 1:
-            raise HubError(f"--n must be at least 1, got {n}")
-        out = out[:n]
+    return take_first(out, n, "prompts")
+
+
+def take_first(items: list, n: int | None, what: str) -> list:
+    """The first ``n`` items (all when ``n`` is ``None``): the one ``--n`` rule of every command.
+
+    Raises:
+        HubError: ``n < 1``, or ``n`` larger than the items there are (asking for 50 prompts
+            of a 20-line file is a mistake worth a message, not a silent 20).
+    """
+    if n is None:
+        return items
+    if n < 1:
+        raise HubError(f"--n must be at least 1, got {n}")
+    if n > len(items):
+        raise HubError(f"--n {n} is more than the {len(items)} {what} there are; give --n {len(items)} or less, or leave --n out for all")
+    return items[:n]
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text`` as an editor shows them: split on ``\n`` (a ``\r`` before it is
+    part of the line break), a leading byte-order mark dropped, no empty item after a final
+    newline. Unlike :meth:`str.splitlines`, U+2028/U+2029, ``\x0b``, ``\x0c``, ``\x1c``–``\x1e``
+    and ``\x85`` do not end a line."""
+    text = text.removeprefix("\ufeff")
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    out = []
+    for line in lines:
+        out.append(line[:-1] if line.endswith("\r") else line)
     return out
 
 
@@ -78,7 +112,8 @@ def _read_file(path: Path, column: str | None) -> list[str]:
 
 
 def read_lines(path: Path, what: str = "prompt file", hint: str = "") -> list[str]:
-    """The lines of a UTF-8 text file (line ``i`` stays item ``i``; nothing stripped or skipped).
+    """The lines of a UTF-8 text file (line ``i`` stays item ``i``; nothing stripped or skipped;
+    split as :func:`split_lines`).
 
     Args:
         what: how errors name the file (``prompt file``, ``parallel file``…).
@@ -90,7 +125,7 @@ def read_lines(path: Path, what: str = "prompt file", hint: str = "") -> list[st
     if not path.is_file():
         raise HubError(f"{what} {str(path)!r} does not exist (or is not a file){hint}")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return split_lines(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise HubError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8") from exc
 
@@ -108,7 +143,7 @@ def iter_jsonl(path: Path, lines: list[str] | None = None) -> Iterator[tuple[int
             names the file and the line.
     """
     if lines is None:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_lines(path, "JSON-lines file")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -181,7 +216,7 @@ class Positions:
         for index in self.indices:
             if not -n_tokens <= index < n_tokens:
                 raise HubError(
-                    f"position {index} is out of range for prompt {prompt_index} "
+                    f"position {index} is out of range for prompt {prompt_index + 1} (counting prompts from 1, positions from 0 = BOS) "
                     f"({n_tokens} tokens: valid positions are {-n_tokens}..{n_tokens - 1})"
                 )
             out.add(index % n_tokens)
