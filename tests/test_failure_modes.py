@@ -195,3 +195,41 @@ def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
     result = lens_cli("hub-tests/no-such-model-4c1f", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert "HF_HUB_OFFLINE=1" in result.output and time.time() - start < 15
+
+
+def test_resume_alone_replays_the_recorded_command(tmp_path, tiny_dir):
+    """`hub analyze logit-lens --resume RUN_DIR` with nothing else continues the run with the
+    command line its manifest records (it used to fail: no prompts); the tables equal an
+    uninterrupted run's."""
+    model = str(tiny_dir("llama"))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    args = ["hub", "analyze", "logit-lens", "--model", model, "--prompts", str(prompts), "--positions", "all", "--top-k", "3",
+            "--batch-size", "1", "--out", str(tmp_path), "--name", "r", "--no-progress", "--no-plots"]
+    script = (
+        "import sys\n"
+        "from analyses.logit_lens import LogitLens\n"
+        "calls = {'n': 0}\n"
+        "real = LogitLens.trace\n"
+        "def trace(self, model, batch):\n"
+        "    calls['n'] += 1\n"
+        "    if calls['n'] == 3:\n"
+        "        raise RuntimeError('simulated crash')\n"
+        "    return real(self, model, batch)\n"
+        "LogitLens.trace = trace\n"
+        f"sys.argv = {args!r}\n"
+        "from hubclient.cli import main\n"
+        "main()\n"
+    )
+    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
+    resumed = runner.invoke(app, ["analyze", "logit-lens", "--resume", str(tmp_path / "r"), "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "complete"
+    fresh = runner.invoke(app, [*args[1:-6], "--out", str(tmp_path), "--name", "f", "--no-progress", "--no-plots"])
+    assert fresh.exit_code == 0, fresh.output
+    import polars as pl
+
+    assert pl.read_parquet(tmp_path / "r" / "logit_lens.parquet").equals(pl.read_parquet(tmp_path / "f" / "logit_lens.parquet"))
+    started_from_python = runner.invoke(app, ["analyze", "logit-lens", "--resume", str(tmp_path / "f")])
+    assert started_from_python.exit_code == 2  # complete: nothing to resume (one line)

@@ -13,6 +13,7 @@ import typer
 
 from analyses.logit_lens import ANALYSIS, DEFAULT_TOP_K, LensOptions, LogitLens
 from hubclient.cli import options as opt
+from hubclient.errors import HubError
 from hubclient.inputs import tasks
 from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig, run_analysis
@@ -54,6 +55,12 @@ def command(
     probe lens runs instead (analysis task-lens; docs/tasks.md): task_lens.parquet,
     task_lens_summary.parquet and its plot; --n counts expressions or programs.
     """
+    # what needs no model is checked before it loads (a bad option must not cost the load)
+    for word in target:
+        if not word.strip():
+            raise HubError(f"--target {word!r} is empty; give a word such as ' Paris'")
+    if lens_dtype not in LENS_DTYPES:
+        raise HubError(f"--lens-dtype {lens_dtype!r} is not one of {', '.join(LENS_DTYPES)}")
     task_given = {
         "--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*",
         "--no-tests": not with_tests,

@@ -178,25 +178,14 @@ def jobs_collect(run_dir: RunDirArg, ndif_host: opt.NdifHost = None, progress: o
 
 
 def resend_command(run: Any) -> str:
-    """The command that continues ``run`` (its recorded command line, ``--name`` dropped,
-    ``--resume RUN_DIR`` added): finished chunks are kept, submitted ones followed, failed or
-    lost ones sent again."""
+    """The command that continues ``run`` (:func:`hubclient.cli.options.replay_args`): finished
+    chunks are kept, submitted ones followed, failed or lost ones sent again."""
     import shlex
 
-    args = list(run.manifest.get("command") or ["hub"])
-    args[0] = "hub"
-    kept, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--name", "--resume"):
-            skip = True
-            continue
-        if arg.startswith(("--name=", "--resume=")):
-            continue
-        kept.append(arg)
-    return " ".join(shlex.quote(a) for a in kept + ["--resume", str(run.path)])
+    try:
+        return "hub " + " ".join(shlex.quote(a) for a in opt.replay_args(run.path, run.manifest))
+    except HubError:
+        return f"(the original command with --resume {run.path})"
 
 
 @remote_app.command("status")

@@ -143,6 +143,9 @@ def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: boo
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
+        ctx = kwargs.pop("_hub_ctx", None)
+        if kwargs.get("resume") is not None and ctx is not None and _only_run_options_given(ctx):
+            return _replay(ctx, Path(kwargs["resume"]))
         values = {name: kwargs.pop(name) for name in RUN_OPTIONS}
         if multi_model:
             models = list(values["model"] or [RUN_OPTIONS["model"][1]])
@@ -150,9 +153,77 @@ def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: boo
             return func(**kwargs, config=RunConfig(**values), models=models)
         return func(**kwargs, config=RunConfig(**values))
 
-    wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared)  # type: ignore[attr-defined]
+    context = inspect.Parameter("_hub_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)  # Typer passes the context
+    wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared + [context])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {}
     return cli_command(wrapper)
+
+
+#: Options that may accompany a bare ``--resume RUN_DIR`` (how to run, not what to compute).
+RESUME_ALONE_OK = ("resume", "progress", "plots", "ndif_host", "timeout", "retries")
+
+
+def _from_command_line(ctx: Any, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _only_run_options_given(ctx: Any) -> bool:
+    """True when the command line sets nothing but ``--resume`` and how-to-run options."""
+    for name in ctx.params:
+        if name not in RESUME_ALONE_OK and _from_command_line(ctx, name):
+            return False
+    return True
+
+
+def replay_args(run_path: Path, manifest: dict[str, Any], extra: list[str] | None = None) -> list[str]:
+    """The recorded command line of a run (its ``hub`` arguments), ``--name``/``--resume``
+    dropped and ``--resume RUN_DIR`` added: the exact command that continues the run.
+
+    Raises:
+        HubError: the manifest records no ``hub analyze|intervene`` command line (the run was
+            started from Python).
+    """
+    args = list(manifest.get("command") or [])[1:]
+    if len(args) < 2 or args[0] not in ("analyze", "intervene"):
+        raise HubError(
+            f"{run_path} was not started by a `hub analyze|intervene` command line (its manifest has none); "
+            "give the original inputs and options with --resume"
+        )
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--name", "--resume"):
+            skip = True
+            continue
+        if arg.startswith(("--name=", "--resume=")):
+            continue
+        kept.append(arg)
+    return kept + list(extra or []) + ["--resume", str(run_path)]
+
+
+def _replay(ctx: Any, run_path: Path) -> Any:
+    """Continue ``run_path`` with the command line recorded in its manifest (``--resume RUN_DIR``
+    alone is enough); how-to-run options given now (``--no-progress``, ``--timeout``…) are
+    added."""
+    from hubclient.run.folder import RunDir
+
+    manifest = RunDir.open(run_path).manifest
+    extra: list[str] = []
+    for name in RESUME_ALONE_OK:
+        if name == "resume" or name not in ctx.params or not _from_command_line(ctx, name):
+            continue
+        value = ctx.params[name]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            extra.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            extra += [flag, str(value)]
+    args = replay_args(run_path, manifest, extra)
+    typer.echo(f"resuming {run_path} with its recorded command: hub {' '.join(args)}", err=True)
+    return ctx.find_root().command.main(args=args, standalone_mode=False, prog_name="hub")
 
 
 # --------------------------------------------------------------------------- inputs of multilingual commands
