@@ -137,6 +137,8 @@ def check_output(root: Path, run_id: str | None) -> None:
             raise HubError(f"--name {run_id!r} is not a plain folder name; give a name without '/' or '..', e.g. --name capitals-1")
     for folder in (root, *root.resolve().parents):
         if (folder / MANIFEST).is_file():
+            if folder == root and run_id is not None and run_id in _sub_runs(folder):
+                continue  # a multi-model run's own sub-run (neurons --model repeated)
             raise HubError(f"--out {root} is inside the run folder {folder}; give a results folder such as {folder.parent}")
     existing = root
     while not existing.exists():
@@ -149,6 +151,15 @@ def check_output(root: Path, run_id: str | None) -> None:
         raise HubError(f"--out {root}: {existing} is not writable; give a folder you can write to (e.g. --out ./results)")
     if run_id is not None and (root / run_id).exists():
         raise HubError(f"run folder {root / run_id} already exists; choose another --name, or continue it with --resume {root / run_id}")
+
+
+def _sub_runs(folder: Path) -> list[str]:
+    """The sub-run names a multi-model run's manifest lists (``runs``), else none."""
+    try:
+        runs = json.loads((folder / MANIFEST).read_text()).get("runs")
+    except (OSError, ValueError):
+        return []
+    return [str(r) for r in runs] if isinstance(runs, list) else []
 
 
 def part_ok(path: Path) -> bool:
