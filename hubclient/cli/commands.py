@@ -124,11 +124,12 @@ def data_list(data_dir: DataDir = None) -> None:
 
     from hubclient.inputs.data import catalogue_rows, data_dir as folder
 
-    table = Table("name", "what", "licence", "size", "source", "status")
+    table = Table("name", "what", "licence", "size", "status")
+    table.add_column("source", overflow="fold")
     for row in catalogue_rows(data_dir):
         status = f"present: {row['location']}" if row["location"] else "absent: hub data get " + row["name"]
         checks = "" if row["verified"] else " (some checksums unverified)"
-        table.add_row(row["name"], row["description"], row["licence"], row["size"], row["source"] + checks, status)
+        table.add_row(row["name"], row["description"], row["licence"], row["size"], status, "\n".join(row["urls"]) + checks)
     console = Console(width=220)
     console.print(table)
     console.print(f"data folder: {folder(data_dir)} (set HUB_DATA_DIR to change it)")
