@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hubclient.fs import atomic_write
 
@@ -14,6 +18,7 @@ def save_chart(chart: Any, stem: Path) -> list[str]:
     Returns:
         the file names written, relative to the run folder (``plots/<name>.html`` …).
     """
+    check_fonts(chart)
     written = []
     for suffix, kwargs in ((".html", {}), (".png", {"scale_factor": 2})):
         path = stem.with_suffix(suffix)
@@ -70,3 +75,119 @@ def by_layer(frame: Any, y: str, color: str, title: str, y_title: str, facet: st
     if facet:
         return chart.facet(facet=alt.Facet(f"{facet}:N", title=None, header=alt.Header(labelLimit=300)), columns=columns).properties(title=title)
     return chart.properties(title=title)
+
+
+# --------------------------------------------------------------------------- fonts of PNGs
+#: Scripts whose characters may have no installed font: (name, code point ranges, Debian package).
+SCRIPTS: tuple[tuple[str, tuple[tuple[int, int], ...], str], ...] = (
+    ("Han (Chinese characters)", ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF)), "fonts-noto-cjk"),
+    ("Japanese kana", ((0x3040, 0x30FF),), "fonts-noto-cjk"),
+    ("Hangul", ((0xAC00, 0xD7AF), (0x1100, 0x11FF), (0x3130, 0x318F)), "fonts-noto-cjk"),
+    ("Thai", ((0x0E00, 0x0E7F),), "fonts-thai-tlwg"),
+    ("Devanagari", ((0x0900, 0x097F),), "fonts-noto-core"),
+    ("Bengali", ((0x0980, 0x09FF),), "fonts-noto-core"),
+    ("Tamil", ((0x0B80, 0x0BFF),), "fonts-noto-core"),
+    ("Arabic", ((0x0600, 0x06FF), (0x0750, 0x077F)), "fonts-noto-core"),
+    ("Hebrew", ((0x0590, 0x05FF),), "fonts-noto-core"),
+    ("Ethiopic", ((0x1200, 0x137F),), "fonts-noto-core"),
+    ("Georgian", ((0x10A0, 0x10FF),), "fonts-noto-core"),
+    ("Armenian", ((0x0530, 0x058F),), "fonts-noto-core"),
+    ("Cyrillic", ((0x0400, 0x04FF),), "fonts-dejavu-core"),
+    ("Greek", ((0x0370, 0x03FF),), "fonts-dejavu-core"),
+)
+#: Environment variable naming an extra font folder for the PNG renderer (vl-convert).
+FONT_DIR_ENV = "HUB_FONT_DIR"
+_warned: set[str] = set()
+_registered: set[str] = set()
+
+
+def scripts_in(text: str) -> dict[str, str]:
+    """The scripts of :data:`SCRIPTS` that occur in ``text``: ``{script name: first character}``."""
+    found: dict[str, str] = {}
+    for char in text:
+        point = ord(char)
+        if point < 0x0370:
+            continue
+        for name, ranges, _ in SCRIPTS:
+            if name not in found and any(lo <= point <= hi for lo, hi in ranges):
+                found[name] = char
+    return found
+
+
+def font_covers(char: str) -> bool | None:
+    """Whether an installed font has a glyph for ``char``, asking fontconfig
+    (``fc-list :charset=XXXX``); ``None`` when the check cannot run (no ``fc-list``)."""
+    if shutil.which("fc-list") is None:
+        return None
+    try:
+        result = subprocess.run(["fc-list", f":charset={ord(char):x}", "family"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(result.stdout.strip())
+
+
+def register_font_dir() -> None:
+    """Register ``$HUB_FONT_DIR`` (when set) with vl-convert, once per run, so PNGs can use
+    fonts that are not installed system-wide.
+
+    Raises:
+        HubError: ``$HUB_FONT_DIR`` is set but is not a folder.
+    """
+    folder = os.environ.get(FONT_DIR_ENV, "").strip()
+    if not folder or folder in _registered:
+        return
+    from hubclient.errors import HubError
+
+    if not Path(folder).is_dir():
+        raise HubError(f"{FONT_DIR_ENV}={folder!r} is not a folder; point it at a folder of .ttf/.otf fonts or unset it")
+    import vl_convert
+
+    vl_convert.register_font_directory(folder)
+    _registered.add(folder)
+
+
+def check_fonts(chart: Any, covers: Callable[[str], bool | None] | None = None, warn: Callable[[str], None] | None = None) -> list[str]:
+    """Warn (once per run and script) when ``chart``'s PNG would contain characters no
+    installed font covers, naming the script and the Debian package that provides a font.
+
+    Registers ``$HUB_FONT_DIR`` first (:func:`register_font_dir`); when it is set, its fonts
+    are assumed to cover what fontconfig does not know about, and no warning is printed.
+
+    Args:
+        chart: an altair chart (its data and labels are scanned).
+        covers: the coverage check (default :func:`font_covers`; tests replace it).
+        warn: where the ``warning: …`` lines go (default: stderr).
+
+    Returns:
+        the warning lines printed by this call.
+
+    Raises:
+        HubError: ``$HUB_FONT_DIR`` is set but is not a folder.
+    """
+    import json
+
+    register_font_dir()
+    if os.environ.get(FONT_DIR_ENV, "").strip():
+        return []
+    try:
+        text = json.dumps(chart.to_dict(), ensure_ascii=False, default=str)
+    except Exception:  # a chart that cannot be serialised fails later, in save(), with its own error
+        return []
+    covers = covers or font_covers
+    say = warn or (lambda line: print(line, file=sys.stderr))
+    lines = []
+    for name, char in scripts_in(text).items():
+        if name in _warned:
+            continue
+        covered = covers(char)
+        if covered:
+            continue
+        _warned.add(name)
+        package = next(pkg for script, _, pkg in SCRIPTS if script == name)
+        if covered is None:
+            line = f"warning: could not check fonts for {name} text in the PNG plots (no fc-list: install fontconfig); if it shows as boxes, install {package} or set {FONT_DIR_ENV}"
+        else:
+            line = f"warning: no installed font covers {name} (e.g. {char!r}): the PNG plots show boxes for it; install {package} (apt-get install {package}) or set {FONT_DIR_ENV} to a folder of fonts"
+        say(line)
+        lines.append(line)
+    return lines

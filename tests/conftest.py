@@ -14,6 +14,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Data by name (hub data get) would find a developer's downloaded data sets; tests see an empty
+# data folder unless they set HUB_DATA_DIR (or pass paths from ../shared/data) themselves.
+import tempfile as _tempfile
+
+os.environ.setdefault("HUB_DATA_DIR", _tempfile.mkdtemp(prefix="hub-test-data-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HUB_SHARED_DATA", ROOT.parent / "shared" / "data"))

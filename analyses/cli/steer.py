@@ -10,6 +10,7 @@ import typer
 from analyses.steer import ANALYSIS, NEGATIVE_WORDS, POSITIVE_WORDS, SteerOptions, run_steer, sentiment_prompts
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
+from hubclient.inputs.data import sentiment_folder
 from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig
 
@@ -22,7 +23,7 @@ def command(
     prompts: opt.PromptsFile = None,
     column: opt.Column = None,
     n: opt.N = None,
-    sentiment_data: Annotated[Optional[Path], typer.Option(help="Sentiment data folder ({english,spanish,chinese}/*.csv, columns text,label,source): trains the classifier, and gives prompts with --language.", rich_help_panel="Input")] = None,
+    sentiment_data: Annotated[Optional[Path], typer.Option(help="Sentiment data folder ({english,spanish,chinese}/*.csv, columns text,label,source): trains the classifier, and gives prompts with --language [default: $HUB_SENTIMENT_DIR, else the data folder's sentiment/ (hub data get sentiment)].", rich_help_panel="Input")] = None,
     language: Annotated[list[str], typer.Option("--language", help="Take prompts from SENTIMENT_DATA/<language>/test.csv (repeatable: english, spanish, chinese).", rich_help_panel="Input")] = [],  # noqa: B006
     label: Annotated[str, typer.Option(help="With --language: rows of this label (negative, neutral, positive, any).", rich_help_panel="Input")] = "negative",
     per_language: Annotated[int, typer.Option(min=1, help="With --language: prompts per language.", rich_help_panel="Input")] = 10,
@@ -47,6 +48,7 @@ def command(
     Writes generations.parquet (steered and unsteered), side_by_side.parquet, effects.parquet,
     a manifest (with the classifier's held-out accuracy) and heatmaps of the effect.
     """
+    sentiment_data = sentiment_folder(sentiment_data)  # --sentiment-data > $HUB_SENTIMENT_DIR > the data folder's sentiment/
     texts: list[str] = []
     langs: list[str] = []
     if prompt or prompts:
@@ -54,7 +56,7 @@ def command(
         langs = ["unknown"] * len(texts)
     if language:
         if sentiment_data is None:
-            raise HubError("--language needs --sentiment-data DIR (the folder with english/, spanish/, chinese/)")
+            raise HubError("--language needs --sentiment-data DIR (the folder with english/, spanish/, chinese/), or run hub data get sentiment")
         more, more_langs = sentiment_prompts(sentiment_data, list(language), label, per_language, prefix_words)
         texts += more
         langs += more_langs

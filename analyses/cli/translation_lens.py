@@ -18,6 +18,7 @@ from analyses.translation_lens import ANALYSIS, CLOZE_LANGUAGES, DIRECTIONS, FLO
 from analyses.language_probs import take
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
+from hubclient.inputs.data import cloze_folder
 from hubclient.inputs.parallel import FLORES_ENV, flores_folder, language_sources
 from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig, run_analysis
@@ -36,7 +37,7 @@ def command(
     prompts: opt.PromptsFile = None,
     column: opt.Column = None,
     flores_dir: opt.FloresDir = None,
-    cloze_dir: Annotated[Optional[Path], typer.Option(help="Wendler et al. word lists (<lang>/clean.csv): cloze setting instead of running text.", rich_help_panel="Input")] = None,
+    cloze_dir: Annotated[Optional[Path], typer.Option(help="Wendler et al. word lists (<lang>/clean.csv): cloze setting instead of running text [default with --cloze-lang: $HUB_CLOZE_DIR, else the data folder's latent-language-words (hub data get latent-language-words)].", rich_help_panel="Input")] = None,
     cloze_lang: Annotated[Optional[list[str]], typer.Option("--cloze-lang", help="Language(s) of the cloze setting (repeatable; default: zh). One of de, fr, ru, zh.", rich_help_panel="Input")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts (per direction or cloze language); error when fewer exist.", rich_help_panel="Input")] = None,
     final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
@@ -51,6 +52,8 @@ def command(
     """
     if direction not in (*DIRECTIONS, "both"):
         raise HubError(f"unknown --direction {direction!r}; use zh-en, en-zh or both")
+    if cloze_dir is None and cloze_lang:  # --cloze-lang alone: word lists from $HUB_CLOZE_DIR or the data folder
+        cloze_dir = cloze_folder(None)
     if cloze_dir is not None:
         opt.reject("translation-lens --cloze-dir (it builds its own prompts in each --cloze-lang)", {
             "INPUTS": bool(inputs), "--prompt": bool(prompt), "--prompts": prompts is not None, "--column": column is not None,
@@ -67,7 +70,7 @@ def command(
         analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting="cloze", cloze_words=words))
         opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}))
         return
-    opt.reject("translation-lens without --cloze-dir", {"--cloze-lang": bool(cloze_lang)})
+    opt.reject("translation-lens without --cloze-dir (no word lists found: pass --cloze-dir DIR or run hub data get latent-language-words)", {"--cloze-lang": bool(cloze_lang)})
     chosen = list(DIRECTIONS) if direction == "both" else [direction]
     if prompt or prompts is not None:
         opt.reject("translation-lens on --prompt/--prompts (give languages as arguments instead, not both)", {

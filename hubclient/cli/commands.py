@@ -109,6 +109,49 @@ def models() -> None:
     typer.echo("supported architectures: " + ", ".join(supported_families()))
 
 
+data_app = typer.Typer(help="Data sets by name (FLORES-200, COGS, MBPP, word lists, sentiment): list them, download them into the data folder.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder [default: $HUB_DATA_DIR, else the user data folder].", show_default=False)]
+
+
+@data_app.command("list")
+@opt.cli_command
+def data_list(data_dir: DataDir = None) -> None:
+    """List the data sets hub knows by name: what, licence, size, source, and whether each is
+    already in the data folder (commands then find it without a path)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hubclient.inputs.data import catalogue_rows, data_dir as folder
+
+    table = Table("name", "what", "licence", "size", "status")
+    table.add_column("source", overflow="fold")
+    for row in catalogue_rows(data_dir):
+        status = f"present: {row['location']}" if row["location"] else "absent: hub data get " + row["name"]
+        checks = "" if row["verified"] else " (some checksums unverified)"
+        table.add_row(row["name"], row["description"], row["licence"], row["size"], status, "\n".join(row["urls"]) + checks)
+    console = Console(width=220)
+    console.print(table)
+    console.print(f"data folder: {folder(data_dir)} (set HUB_DATA_DIR to change it)")
+
+
+@data_app.command("get")
+@opt.cli_command
+def data_get(
+    names: Annotated[list[str], typer.Argument(help="Data set names (hub data list), e.g. flores200 cogs mbpp.")],
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even when present.")] = False,
+) -> None:
+    """Download data sets into the data folder (resumable, checksum-verified, unpacked
+    atomically); commands then find them without a path."""
+    from hubclient.inputs.data import fetch, get
+
+    for name in names:
+        get(name)  # every name is checked before anything downloads
+    for name in names:
+        typer.echo(f"{name}: {fetch(name, data_dir, force=force, echo=lambda text: typer.echo(text, err=True))}")
+
+
 media_app = typer.Typer(help="Image/audio inputs: demo (media, caption) pairs for --modality image|audio (docs/modalities.md).", no_args_is_help=True)
 app.add_typer(media_app, name="media")
 

@@ -231,13 +231,13 @@ def _replay(ctx: Any, run_path: Path) -> Any:
 #: translation-lens, neurons, ablate): parallel files and/or FLORES codes.
 LANGUAGES_HELP = (
     "Languages: parallel text files (line i = the same meaning in every file; named after the file, zh.txt -> zh) "
-    "and/or FLORES-200 codes such as eng_Latn zho_Hans, read from --flores-dir or $HUB_FLORES_DIR."
+    "and/or FLORES-200 codes such as eng_Latn zho_Hans, read from --flores-dir, $HUB_FLORES_DIR or the data folder (hub data get flores200)."
 )
 FloresDir = Annotated[
     Optional[Path],
     typer.Option(
         "--flores-dir",
-        help="Folder of FLORES-200 files named CODE.devtest (or CODE.dev), where FLORES codes are read from [default: $HUB_FLORES_DIR].",
+        help="Folder of FLORES-200 files named CODE.devtest (or CODE.dev), where FLORES codes are read from [default: $HUB_FLORES_DIR, else the data folder after `hub data get flores200`].",
         rich_help_panel="Input",
         show_default=False,
     ),

@@ -8,7 +8,8 @@ Two sources, one result (:class:`ParallelCorpus`):
   ``<dir>/<code>.devtest`` (or ``.dev``) in a FLORES folder;
 * :func:`read_languages`: what every multilingual command takes as its positional inputs, a
   mix of parallel files and FLORES codes (the folder from ``--flores-dir`` or the
-  ``HUB_FLORES_DIR`` environment variable, :func:`flores_folder`).
+  ``HUB_FLORES_DIR`` environment variable, else the data folder after ``hub data get flores200``:
+  :func:`flores_folder`).
 
 :func:`flores_file` is the one place a FLORES code becomes a file; :func:`read_flores_texts`
 reads one language alone (commands whose languages need not be parallel).
@@ -107,11 +108,16 @@ def read_parallel_files(paths: list[Path], n: int | None = None, skip_empty: boo
 
 def flores_folder(folder: Path | str | None = None) -> Path | None:
     """The FLORES folder: ``folder`` (``--flores-dir``) when given, else ``$HUB_FLORES_DIR``
-    when set and not empty, else ``None``."""
+    when set and not empty, else the FLORES-200 devtest folder in the data folder when present
+    (``hub data get flores200``; :func:`hubclient.inputs.data.flores_default`), else ``None``."""
     if folder is not None and str(folder) != "":
         return Path(folder)
     env = os.environ.get(FLORES_ENV, "").strip()
-    return Path(env) if env else None
+    if env:
+        return Path(env)
+    from hubclient.inputs.data import flores_default
+
+    return flores_default()
 
 
 def flores_file(code: str, folder: Path | str | None) -> Path:
@@ -127,7 +133,7 @@ def flores_file(code: str, folder: Path | str | None) -> Path:
     """
     resolved = flores_folder(folder)
     if resolved is None:
-        raise HubError(f"FLORES code {code!r} needs a FLORES folder: pass --flores-dir DIR or set {FLORES_ENV} (the folder holding <code>.devtest files)")
+        raise HubError(f"FLORES code {code!r} needs a FLORES folder: pass --flores-dir DIR or set {FLORES_ENV} (the folder holding <code>.devtest files), or run hub data get flores200")
     if not resolved.is_dir():
         raise HubError(f"--flores-dir {str(resolved)!r} is not a folder; pass the folder holding <code>.devtest files (or set {FLORES_ENV})")
     for suffix in FLORES_SUFFIXES:
@@ -167,7 +173,7 @@ def read_flores(codes: list[str], folder: Path | None, n: int | None = None, ski
             :func:`read_parallel_files`.
     """
     if flores_folder(folder) is None:
-        raise HubError(f"FLORES codes ({' '.join(codes)}) need --flores-dir DIR (or {FLORES_ENV}), the folder holding <code>.devtest files")
+        raise HubError(f"FLORES codes ({' '.join(codes)}) need --flores-dir DIR (or {FLORES_ENV}), the folder holding <code>.devtest files, or run hub data get flores200")
     if len(codes) < 2:
         raise HubError(f"need at least 2 languages, got {len(codes)}; pass two or more FLORES codes")
     paths = [flores_file(code, folder) for code in codes]

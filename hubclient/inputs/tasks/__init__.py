@@ -96,7 +96,10 @@ def similarity_corpus(options: TaskOptions) -> ParallelCorpus:
         return arithmetic.corpus(arithmetic.generate(options.n, options.max_operand, options.operators, options.data_seed))
     from hubclient.inputs.tasks import cogs
 
-    return cogs.read_cogs(_need(options.cogs_dir, "--cogs-dir", "the COGS folder holding test.tsv"), options.cogs_split, options.n)
+    from hubclient.inputs.data import cogs_folder
+
+    folder = cogs_folder(options.cogs_dir)
+    return cogs.read_cogs(_need(str(folder) if folder else None, "--cogs-dir", "the COGS folder holding test.tsv", "cogs"), options.cogs_split, options.n)
 
 
 def lens_items(options: TaskOptions) -> list[LensItem]:
@@ -113,13 +116,16 @@ def lens_items(options: TaskOptions) -> list[LensItem]:
         return arithmetic.lens_items(arithmetic.generate(options.n, options.max_operand, options.operators, options.data_seed))
     from hubclient.inputs.tasks import code
 
-    programs = code.read_mbpp(_need(options.mbpp, "--mbpp", "the MBPP mbpp.jsonl file"), options.n, options.with_tests)
+    from hubclient.inputs.data import mbpp_file
+
+    path = mbpp_file(options.mbpp)
+    programs = code.read_mbpp(_need(str(path) if path else None, "--mbpp", "the MBPP mbpp.jsonl file", "mbpp"), options.n, options.with_tests)
     return code.lens_items(programs, options.data_seed)
 
 
-def _need(value: str | None, option: str, what: str) -> Path:
+def _need(value: str | None, option: str, what: str, dataset: str) -> Path:
     if value is None:
-        raise HubError(f"this task reads {what}; pass {option} PATH")
+        raise HubError(f"this task reads {what}; pass {option} PATH, or run hub data get {dataset}")
     return Path(value)
 
 
@@ -129,7 +135,7 @@ Task = Annotated[Optional[str], typer.Option("--task", help="Data task instead o
 DataSeed = Annotated[int, typer.Option("--data-seed", help="Seed of the generated arithmetic expressions and of the sampled control positions of --task code.", rich_help_panel=PANEL)]
 MaxOperand = Annotated[int, typer.Option("--max-operand", min=0, max=999, help="--task arithmetic: operands are drawn from 0..MAX_OPERAND.", rich_help_panel=PANEL)]
 Operators = Annotated[str, typer.Option("--operators", help="--task arithmetic: operators to use, any of + - * (× and − are accepted), e.g. '+*'. Subtraction keeps a >= b (answers are never negative).", rich_help_panel=PANEL)]
-CogsDir = Annotated[Optional[Path], typer.Option("--cogs-dir", envvar="HUB_COGS_DIR", help="--task cogs: the COGS folder holding SPLIT.tsv (sentence TAB logical form TAB type).", rich_help_panel=PANEL)]
+CogsDir = Annotated[Optional[Path], typer.Option("--cogs-dir", envvar="HUB_COGS_DIR", help="--task cogs: the COGS folder holding SPLIT.tsv (sentence TAB logical form TAB type) [default: the data folder's cogs/ after `hub data get cogs`].", rich_help_panel=PANEL)]
 CogsSplit = Annotated[str, typer.Option("--cogs-split", help="--task cogs: which COGS file to read (train, dev, test, gen, …).", rich_help_panel=PANEL)]
-Mbpp = Annotated[Optional[Path], typer.Option("--mbpp", envvar="HUB_MBPP", help="--task code: the MBPP mbpp.jsonl file (one JSON object a line with 'code' and 'test_list').", rich_help_panel=PANEL)]
+Mbpp = Annotated[Optional[Path], typer.Option("--mbpp", envvar="HUB_MBPP", help="--task code: the MBPP mbpp.jsonl file (one JSON object a line with 'code' and 'test_list') [default: the data folder's mbpp/mbpp.jsonl after `hub data get mbpp`].", rich_help_panel=PANEL)]
 WithTests = Annotated[bool, typer.Option("--with-tests/--no-tests", help="--task code: append each program's test asserts (most list literals of MBPP are in its tests).", rich_help_panel=PANEL)]
