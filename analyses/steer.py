@@ -41,6 +41,7 @@ from hubclient.errors import HubError
 from hubclient.exec.batching import tokenize
 from hubclient.exec.edits import AddEdit, GenerateWithEdits, contrast_tokens, decode_generation, edit_batch, parse_layers, parse_numbers, steering_vectors
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.tokens import decoder, word_ids
 
 #: Sentiment words whose next-token probability mass gives the model-internal score (each is
 #: used only where it is one token of the model's vocabulary).
@@ -75,19 +76,18 @@ class SteerOptions:
 
 
 def word_set(tokenizer: Any, words: list[str]) -> tuple[list[int], list[str]]:
-    """Token ids of the words that are a single token (with and without a leading space).
+    """Token ids of the words that are a single token (with and without a leading space):
+    rule ``single`` of spelling ``stripped+space`` (:mod:`hubclient.science.tokens`).
 
     Returns:
         (ids, token texts), duplicates removed, the unknown token excluded.
     """
     ids: list[int] = []
-    unk = tokenizer.unk_token_id
     for word in words:
-        for form in dict.fromkeys([word, word.strip(), " " + word.strip()]):
-            got = tokenizer(form, add_special_tokens=False)["input_ids"]
-            if len(got) == 1 and got[0] != unk and got[0] not in ids:
-                ids.append(int(got[0]))
-    return ids, [tokenizer.decode([i]) for i in ids]
+        for token in word_ids(tokenizer, word, "single", "stripped+space"):
+            if token not in ids:
+                ids.append(token)
+    return ids, decoder(tokenizer)(ids)
 
 
 def sentiment_prompts(data: Path, languages: list[str], label: str, n: int, prefix_words: int) -> tuple[list[str], list[str]]:

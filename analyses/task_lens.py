@@ -35,12 +35,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.language_probs import ci_lines, summarize
+from analyses.language_probs import summarize
 from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
+from hubclient.plots import ci_lines
 from hubclient.science.probes import first_token_ids, group_probabilities, pad_groups
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.tokens import decoder
 from hubclient.inputs.tasks import LensItem, Probe, TaskOptions
 
 #: Readable panel names of the probe kinds (others show as they are).
@@ -221,12 +223,10 @@ class TaskLens(Analysis):
         entries: list[tuple[Any, ...]] = []  # one per (row, probed group), in ``names`` order
         at_row: list[int] = []
         at_group: list[int] = []
-        decoded: dict[int, str] = {}
+        decode_ids = decoder(model.tokenizer)
 
         def decode(i: int) -> str:
-            if i not in decoded:
-                decoded[i] = model.tokenizer.decode([i])
-            return decoded[i]
+            return decode_ids([i])[0]
 
         row_batch = batch.row_batch.tolist()
         for r, (prompt, row) in enumerate(self._batch_rows(batch)):
