@@ -24,6 +24,7 @@ from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import flores_codes, read_flores_texts  # noqa: F401 (flores_codes: old import path)
 from hubclient.inputs.prompts import Positions
+from hubclient.science.lens import decode_layers
 from hubclient.plots import ci_lines  # noqa: F401 (also the old import path analyses.language_probs.ci_lines)
 
 
@@ -100,7 +101,7 @@ class LanguageProbs(Analysis):
         self.columns: list[str] = []
         self.special: set[int] = set()
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Build (or load) ``M`` for the model's tokenizer; note the special token ids.
 
         Raises:
@@ -122,8 +123,7 @@ class LanguageProbs(Analysis):
             self.matrix = torch.from_numpy(matrix[:vocab])
         self.special = set(model.tokenizer.all_special_ids)
         self._tokens: dict[int, list[int]] = {}
-        encoded = model.tokenizer(prompts, add_special_tokens=True)["input_ids"]
-        for i, ids in enumerate(encoded):
+        for i, ids in enumerate(tokens):
             self._tokens[i] = list(ids)
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
@@ -147,8 +147,6 @@ class LanguageProbs(Analysis):
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
         """``[layers+1, rows, n_lang+1]`` language probabilities of the selected rows."""
         import torch
-
-        from hubclient.science.lens import decode_layers
 
         matrix = self.matrix.to(model.device)
 

@@ -70,7 +70,7 @@ class LogitLens(Analysis):
         self.target_ids: list[int] = []
         self._lens_dtype: Any = None
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Check ``top_k`` against the vocabulary and turn ``--target`` words into token ids.
 
         Raises:

@@ -164,7 +164,7 @@ class MediaLens(LogitLens):
         self.id_table: Any = None
         self.word_counts: Any = None
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Check the model reads the modality; caption words -> token ids (:func:`word_token`).
 
         Raises:
@@ -173,7 +173,7 @@ class MediaLens(LogitLens):
         import numpy as np
 
         require_modality(model, self.options.modality)
-        super().prepare(model, prompts)
+        super().prepare(model, prompts, tokens)
         self.media_id = model.media_token_id
         per_caption = []
         for caption in self.captions:

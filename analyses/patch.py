@@ -35,7 +35,6 @@ from typing import Any, ClassVar
 
 
 from hubclient.errors import HubError
-from hubclient.exec.batching import tokenize
 from hubclient.exec.edits import PatchCells, check_site, parse_layers, patch_cells_batch, patch_result
 from hubclient.inputs.prompts import Positions
 from hubclient.runner import RunConfig, run_analysis
@@ -131,9 +130,9 @@ class Patch(PatchCells):
         super().__init__(options, options.site)
         self.plans: list[PatchPlan] = []
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Resolve the plans (:meth:`plan`) before anything runs."""
-        self.plans = self.plan(model)
+        self.plans = self.plan(model, tokens)
 
     def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Any]:
         """One batch per ``batch_size`` cells of a pair (each batch also runs the clean source
@@ -158,8 +157,13 @@ class Patch(PatchCells):
             frames["patch_baselines"] = _empty_baselines()
         return frames
 
-    def plan(self, model: Any) -> list[PatchPlan]:
+    def plan(self, model: Any, tokens: list[list[int]]) -> list[PatchPlan]:
         """Validate the options against the model and list, per pair, its tokens and cells.
+
+        Args:
+            model: the loaded model.
+            tokens: the runner's token ids of the run's prompts, source then target of each
+                pair (``[2 * pairs][tokens]``, with BOS; see :func:`run_patch`).
 
         Raises:
             HubError: unequal numbers of sources and targets, an unknown site/metric/alignment,
@@ -181,10 +185,9 @@ class Patch(PatchCells):
         for word in o.tokens:
             ids.append(token_id(model.tokenizer, word))
         positions = Positions.parse(o.positions)
-        tokens = tokenize(model, [*o.sources, *o.targets])
         plans = []
         for pair in range(len(o.sources)):
-            src, tgt = tokens[pair], tokens[len(o.sources) + pair]
+            src, tgt = tokens[2 * pair], tokens[2 * pair + 1]
             cells = []
             for t in positions.resolve(len(tgt), pair):
                 s = t if o.align == "start" else t - len(tgt) + len(src)

@@ -193,7 +193,7 @@ class Similarity(Analysis):
         if options.media_pool not in MEDIA_POOLS:
             raise HubError(f"unknown --media-pool {options.media_pool!r}; choose {' or '.join(MEDIA_POOLS)}")
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Resolve ``--layers`` and ``--heatmap-layer`` against the model.
 
         Raises:

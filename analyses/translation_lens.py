@@ -51,7 +51,8 @@ from hubclient.analysis import Analysis, Batch
 from hubclient.inputs.dictionary import Dictionary, cedict
 from hubclient.errors import HubError
 from hubclient.plots import ci_lines
-from hubclient.science.tokens import decoder, word_ids
+from hubclient.science.probes import group_probabilities, pad_groups
+from hubclient.science.tokens import decoder, token_offsets, word_ids
 
 DIRECTIONS = {"zh-en": ("zh", "en"), "en-zh": ("en", "zh")}
 FLORES_CODES = {"zh": "zho_Hans", "en": "eng_Latn"}
@@ -122,7 +123,7 @@ class TranslationLens(Analysis):
         return self.dictionaries[direction]
 
     # ------------------------------------------------------------------ before the trace
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Find the used positions of every prompt and their target token ids.
 
         Raises:
@@ -133,8 +134,7 @@ class TranslationLens(Analysis):
         single = _single_token_ids(tokenizer)
         self.targets = {}
         if self.options.setting == "cloze":
-            encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-            for i, ids in enumerate(encoded):
+            for i, ids in enumerate(tokens):
                 word, english = self.options.cloze_words[i]
                 local, eng = word_ids(tokenizer, word, "first-real", "written+space"), word_ids(tokenizer, english, "first-real", "written+space")
                 eng = [t for t in eng if t not in local]
@@ -142,10 +142,10 @@ class TranslationLens(Analysis):
         else:
             if not getattr(tokenizer, "is_fast", False):
                 raise HubError("translation-lens needs a fast tokenizer (character offsets) to align words with tokens")
-            encoded = tokenizer(prompts, add_special_tokens=True, return_offsets_mapping=True)
+            offsets = token_offsets(tokenizer, prompts, tokens)
             for i, text in enumerate(prompts):
                 dictionary = self.dictionary(self.options.directions[i])
-                self.targets[i] = _text_targets(text, encoded["input_ids"][i], encoded["offset_mapping"][i], dictionary, single, special)
+                self.targets[i] = _text_targets(text, list(tokens[i]), offsets[i], dictionary, single, special)
         skipped = [i for i, t in self.targets.items() if not t]
         if len(skipped) == len(prompts):
             raise HubError("no usable position: no next word of any text has a single-token translation in the dictionary (check --direction and the input language)")
@@ -175,8 +175,6 @@ class TranslationLens(Analysis):
         """``[layers+1, rows, 3]``: input probability, translation sum, translation max
         (through :func:`hubclient.probes.group_probabilities`)."""
         import torch
-
-        from hubclient.science.probes import group_probabilities, pad_groups
 
         ids, group = pad_groups(self._row_targets(batch), 2)
         probs = group_probabilities(model, batch, ids, group, 2, self.options.final_norm)

@@ -25,7 +25,7 @@ vocabulary token(s) stand for it? The answer depends on two choices, named here 
 :func:`word_ids` applies a rule to every spelling and keeps the ids in spelling order without
 repeats. :func:`follow_word` is the rule of a word the user names on the command line (one
 token, ``first`` of ``written``), with its warnings: a word of several tokens, and a word with
-no real token of its own (:func:`fallback_kind`: the unknown token or a raw byte token such as
+no real token of its own (:func:`word_fallback`: the unknown token or a raw byte token such as
 ``<0xEE>``, which thousands of characters share).
 
 :func:`decoder` turns token ids into display text (table columns, plot labels), optionally
@@ -149,19 +149,39 @@ def fallback_kind(tokenizer: Any, token_id: int, word: str = "") -> str | None:
     return None
 
 
+def word_fallback(tokenizer: Any, ids: Sequence[int], word: str) -> str | None:
+    """Why the tokens ``ids`` of ``word`` are no real token of it, or ``None`` when they are.
+
+    Leading tokens that decode to whitespace only (a bare SentencePiece ``▁`` that Llama-style
+    tokenizers put in front of a word) are passed over; the first token after them decides
+    (:func:`fallback_kind`). A word that is only whitespace tokens has a real token.
+    """
+    for token in ids:
+        kind = fallback_kind(tokenizer, int(token), word)
+        if kind is not None:
+            return kind
+        if tokenizer.decode([int(token)]).strip():
+            return None
+    return None
+
+
 def follow_word(tokenizer: Any, word: str, option: str = "--target") -> int:
     """The token followed for a word named on the command line: rule ``first`` of spelling
     ``written`` (the first token of the word as written).
 
-    Warns (``warnings.warn``, printed by the CLI as one ``warning:`` line): when the word has no
-    real token (:func:`fallback_kind`: it would follow the unknown token or a raw byte token
-    shared by thousands of characters), naming the word and the token; otherwise when the word
-    is several tokens, naming the pieces and the one followed.
+    Warns (``warnings.warn``, printed by the CLI as one ``warning:`` line), at most once per
+    word: when the word has no real token (:func:`word_fallback`: its text starts with the
+    unknown token or a raw byte token shared by thousands of characters, e.g. U+E000 ->
+    ``<0xEE> <0x80> <0x80>``), naming the word, its tokens and the one followed; otherwise when
+    the word is several tokens, naming the pieces and the one followed.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
         word: the word.
         option: the option that named it, for the messages (``--target``, ``--token``).
+
+    Returns:
+        the followed token id.
 
     Raises:
         HubError: a word that tokenises to no tokens.
@@ -170,12 +190,13 @@ def follow_word(tokenizer: Any, word: str, option: str = "--target") -> int:
     if not ids:
         raise HubError(f"{option} {word!r} tokenises to no tokens; give a word")
     pieces = tokenizer.convert_ids_to_tokens(ids)
-    kind = fallback_kind(tokenizer, ids[0], word)
+    kind = word_fallback(tokenizer, ids, word)
     if kind is not None:
         codepoints = " ".join(f"U+{ord(c):04X}" for c in word)
+        shared = "" if kind == "the unknown token" else ", shared by every character that starts with that byte"
         warnings.warn(
-            f"{option} {word!r} ({codepoints}) has no token of its own in this model's vocabulary: it would follow "
-            f"{pieces[0]!r}, {kind}{' shared by many characters' if kind != 'the unknown token' else ''}; its numbers say little about the word",
+            f"{option} {word!r} ({codepoints}) has no token of its own in this model's vocabulary: its tokens {pieces} "
+            f"start with {kind}{shared}; it would follow {pieces[0]!r}, which says little about the word",
             stacklevel=2,
         )
     elif len(ids) > 1:
@@ -243,4 +264,34 @@ def token_words(tokenizer: Any) -> list[str]:
         for marker in WORD_START:
             text = text.replace(marker, " ")
         out.append(text.strip())
+    return out
+
+
+# --------------------------------------------------------------------------- offsets
+def token_offsets(tokenizer: Any, texts: Sequence[str], tokens: Sequence[Sequence[int]]) -> list[list[tuple[int, int]]]:
+    """Character span ``(start, end)`` in its text of each of the given tokens.
+
+    The ids stay the caller's (the runner's tokens, with special tokens); only the character
+    offsets come from the (fast) tokenizer, which is checked to give exactly those ids.
+
+    Args:
+        tokenizer: a fast Hugging Face tokenizer (character offsets).
+        texts: ``[texts]`` strings.
+        tokens: ``[texts][tokens]`` ids of each text, with special tokens.
+
+    Returns:
+        ``[texts][tokens]`` spans (``(0, 0)`` for special tokens).
+
+    Raises:
+        HubError: a tokenizer without character offsets (not a fast tokenizer), or ids that
+            differ from the tokenizer's own for a text (e.g. image/audio prompts).
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise HubError("this analysis needs a fast tokenizer (character offsets) to align words with tokens")
+    encoded = tokenizer(list(texts), add_special_tokens=True, return_offsets_mapping=True)
+    out = []
+    for i, ids in enumerate(tokens):
+        if [int(t) for t in encoded["input_ids"][i]] != [int(t) for t in ids]:
+            raise HubError(f"text {i}: the tokenizer's character offsets belong to other token ids than the run's; text prompts only")
+        out.append([(int(s), int(e)) for s, e in encoded["offset_mapping"][i]])
     return out
