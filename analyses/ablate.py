@@ -165,7 +165,7 @@ class Ablate(Analysis):
             columns["sentence"].extend(self.sentences)
         return columns
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Check the neuron indices against the model.
 
         Raises:

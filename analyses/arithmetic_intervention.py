@@ -99,7 +99,7 @@ class ArithmeticIntervention(GenerateWithEdits):
         self.coeffs: list[float] = []
         self.vectors: dict[int, Any] = {}
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Resolve layers and coefficients against the model.
 
         Raises:

@@ -24,6 +24,8 @@ from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import flores_codes, read_flores_texts  # noqa: F401 (flores_codes: old import path)
 from hubclient.inputs.prompts import Positions
+from hubclient.science.lens import decode_layers
+from hubclient.plots import ci_lines  # noqa: F401 (also the old import path analyses.language_probs.ci_lines)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -99,7 +101,7 @@ class LanguageProbs(Analysis):
         self.columns: list[str] = []
         self.special: set[int] = set()
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Build (or load) ``M`` for the model's tokenizer; note the special token ids.
 
         Raises:
@@ -121,8 +123,7 @@ class LanguageProbs(Analysis):
             self.matrix = torch.from_numpy(matrix[:vocab])
         self.special = set(model.tokenizer.all_special_ids)
         self._tokens: dict[int, list[int]] = {}
-        encoded = model.tokenizer(prompts, add_special_tokens=True)["input_ids"]
-        for i, ids in enumerate(encoded):
+        for i, ids in enumerate(tokens):
             self._tokens[i] = list(ids)
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
@@ -146,8 +147,6 @@ class LanguageProbs(Analysis):
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
         """``[layers+1, rows, n_lang+1]`` language probabilities of the selected rows."""
         import torch
-
-        from hubclient.science.lens import decode_layers
 
         matrix = self.matrix.to(model.device)
 
@@ -235,42 +234,6 @@ def summarize(frame: Any, keys: list[str], value: str) -> Any:
         out["n"].append(int(values.size))
     schema = {k: frame.schema[k] for k in keys}
     return pl.DataFrame(out, schema_overrides={**schema, "n": pl.Int64}).sort(keys)
-
-
-def ci_lines(frame: Any, color: str, title: str, y_title: str, facet: str | None = None, subtitle: str = "", log_floor: float | None = None) -> Any:
-    """Mean by layer as lines (one per ``color`` value) with a shaded 95% CI band.
-
-    Args:
-        frame: polars rows with ``layer``, ``mean``, ``ci_low``, ``ci_high``, ``color`` (and
-            ``facet``) columns.
-        log_floor: ``None``: a linear y axis; else a log10 y axis starting at ``log_floor``,
-            with ``mean``/``ci_low``/``ci_high`` below it drawn at it (tooltips in 3
-            significant digits).
-    """
-    import altair as alt
-
-    y_scale: Any = alt.Undefined
-    number = ".4f"
-    if log_floor is not None:
-        import polars as pl
-
-        frame = frame.with_columns(pl.col("mean", "ci_low", "ci_high").clip(lower_bound=log_floor))
-        y_scale = alt.Scale(type="log", domainMin=log_floor)
-        number = ".3g"
-    base = alt.Chart(frame).encode(
-        x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-        color=alt.Color(f"{color}:N", title=color),
-    )
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title=y_title, scale=y_scale), y2="ci_high:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", scale=y_scale),
-        tooltip=["layer", color, alt.Tooltip("mean:Q", format=number), alt.Tooltip("ci_low:Q", format=number), alt.Tooltip("ci_high:Q", format=number), "n"],
-    )
-    chart = (band + line).properties(width=260, height=180)
-    heading = alt.TitleParams(title, subtitle=subtitle) if subtitle else title
-    if facet:
-        return chart.facet(facet=alt.Facet(f"{facet}:N", title=None), columns=3).properties(title=heading)
-    return chart.properties(title=heading)
 
 
 ANALYSIS = LanguageProbs

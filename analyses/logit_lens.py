@@ -14,7 +14,6 @@ probability by layer.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.prompts import Positions
 from hubclient.science.lens import check_lens_dtype, decode_layers, reduce_logits
+from hubclient.science.tokens import decoder, follow_word
 
 #: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.
 DEFAULT_TOP_K = 10
@@ -70,7 +70,7 @@ class LogitLens(Analysis):
         self.target_ids: list[int] = []
         self._lens_dtype: Any = None
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Check ``top_k`` against the vocabulary and turn ``--target`` words into token ids.
 
         Raises:
@@ -82,13 +82,7 @@ class LogitLens(Analysis):
             raise HubError(f"--top-k {self.options.top_k} exceeds the vocabulary size {model.vocab_size}")
         self.target_ids = []
         for word in self.options.targets:
-            ids = model.tokenizer(word, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise HubError(f"--target {word!r} tokenises to no tokens; give a word")
-            if len(ids) > 1:
-                pieces = model.tokenizer.convert_ids_to_tokens(ids)
-                warnings.warn(f"--target {word!r} is {len(ids)} tokens {pieces}; following its first token {pieces[0]!r}", stacklevel=2)
-            self.target_ids.append(int(ids[0]))
+            self.target_ids.append(follow_word(model.tokenizer, word, "--target"))
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         return self._positions.resolve(n_tokens, prompt_index)
@@ -214,17 +208,14 @@ def _short(text: str, limit: int = 40) -> str:
 
 
 def _decoder(tokenizer: Any) -> Any:
-    """Vectorised id -> token text (decoded, so SentencePiece '▁' shows as a space)."""
+    """Vectorised id -> token text (decoded, so SentencePiece '▁' shows as a space): a numpy
+    string array of :func:`hubclient.science.tokens.decoder`'s texts."""
     import numpy as np
 
-    cache: dict[int, str] = {}
+    decode_ids = decoder(tokenizer)
 
     def decode(ids: Any) -> Any:
-        ids = np.asarray(ids)
-        for i in np.unique(ids).tolist():
-            if i not in cache:
-                cache[i] = tokenizer.decode([i])
-        return np.asarray([cache[i] for i in ids.tolist()], dtype=object).astype(str)
+        return np.asarray(decode_ids(np.asarray(ids)), dtype=object).astype(str)
 
     return decode
 

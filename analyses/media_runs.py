@@ -36,6 +36,7 @@ from hubclient.science.lens import decode_layers, reduce_logits
 from hubclient.inputs.media import check_modality, read_pairs
 from hubclient.exec.multimodal import MEDIA_SLOT, check_template, media_positions, require_modality
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.tokens import word_ids
 
 #: Caption words not followed by the lens (function words carry no content).
 STOPWORDS = frozenset(
@@ -55,12 +56,10 @@ def caption_words(caption: str) -> list[str]:
 def word_token(tokenizer: Any, word: str) -> int | None:
     """The token the lens follows for ``word``: the first token of its mid-sentence form
     (``" " + word``, e.g. ``▁cat`` / ``Ġcat``), or of ``word`` when the former starts with a
-    bare space token; ``None`` when it tokenises to nothing or to the unknown token."""
-    for form in (" " + word, word):
-        ids = tokenizer(form, add_special_tokens=False)["input_ids"]
-        if ids and ids[0] != tokenizer.unk_token_id and tokenizer.decode(ids[:1]).strip():
-            return int(ids[0])
-    return None
+    bare space token; ``None`` when it tokenises to nothing or to the unknown token. Rule
+    ``first-real`` of spelling ``space+written`` (:mod:`hubclient.science.tokens`), first hit."""
+    ids = word_ids(tokenizer, word, "first-real", "space+written")
+    return ids[0] if ids else None
 
 
 def pair_prompts(pairs_file: Path, n: int | None, media_template: str) -> tuple[list[Any], list[str], list[str]]:
@@ -165,7 +164,7 @@ class MediaLens(LogitLens):
         self.id_table: Any = None
         self.word_counts: Any = None
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Check the model reads the modality; caption words -> token ids (:func:`word_token`).
 
         Raises:
@@ -174,7 +173,7 @@ class MediaLens(LogitLens):
         import numpy as np
 
         require_modality(model, self.options.modality)
-        super().prepare(model, prompts)
+        super().prepare(model, prompts, tokens)
         self.media_id = model.media_token_id
         per_caption = []
         for caption in self.captions:

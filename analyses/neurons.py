@@ -128,7 +128,7 @@ class Neurons(Analysis):
         self.n_layers = 0
         self.bos_id: int | None = None
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Record the model's blocks and its BOS id."""
         self.n_layers = model.n_layers
         self.bos_id = model.tokenizer.bos_token_id

@@ -30,16 +30,15 @@ tokens line up). Method: Meng et al. 2022 (causal tracing); Heimersheim & Nanda 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
 from hubclient.errors import HubError
-from hubclient.exec.batching import tokenize
 from hubclient.exec.edits import PatchCells, check_site, parse_layers, patch_cells_batch, patch_result
 from hubclient.inputs.prompts import Positions
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.tokens import decoder, follow_word
 
 METRICS = ("auto", "prob", "logit-diff", "kl")
 ALIGNS = ("end", "start")
@@ -77,17 +76,24 @@ def resolve_metric(metric: str, n_tokens: int) -> str:
 
 
 def token_id(tokenizer: Any, word: str) -> int:
-    """First token id of ``word`` as written (no special tokens); warns when it has several.
+    """First token id of ``word`` as written (no special tokens): rule ``first`` of spelling
+    ``written``, :func:`hubclient.science.tokens.follow_word`. Warns when the word has several
+    tokens or no real token of its own.
 
     Raises:
         HubError: a word that tokenises to nothing.
     """
-    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise HubError(f"--token {word!r} tokenises to no tokens; give a word")
-    if len(ids) > 1:
-        warnings.warn(f"--token {word!r} is {len(ids)} tokens; following its first token {tokenizer.decode(ids[:1])!r}", stacklevel=2)
-    return int(ids[0])
+    return follow_word(tokenizer, word, "--token")
+
+
+def token_label(tokenizer: Any) -> Any:
+    """``id -> display text`` of one token (:func:`hubclient.science.tokens.decoder`, cached)."""
+    decode = decoder(tokenizer)
+
+    def label(token_id: Any) -> str:
+        return decode([int(token_id)])[0]
+
+    return label
 
 
 @dataclass
@@ -124,9 +130,9 @@ class Patch(PatchCells):
         super().__init__(options, options.site)
         self.plans: list[PatchPlan] = []
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Resolve the plans (:meth:`plan`) before anything runs."""
-        self.plans = self.plan(model)
+        self.plans = self.plan(model, tokens)
 
     def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Any]:
         """One batch per ``batch_size`` cells of a pair (each batch also runs the clean source
@@ -151,8 +157,13 @@ class Patch(PatchCells):
             frames["patch_baselines"] = _empty_baselines()
         return frames
 
-    def plan(self, model: Any) -> list[PatchPlan]:
+    def plan(self, model: Any, tokens: list[list[int]]) -> list[PatchPlan]:
         """Validate the options against the model and list, per pair, its tokens and cells.
+
+        Args:
+            model: the loaded model.
+            tokens: the runner's token ids of the run's prompts, source then target of each
+                pair (``[2 * pairs][tokens]``, with BOS; see :func:`run_patch`).
 
         Raises:
             HubError: unequal numbers of sources and targets, an unknown site/metric/alignment,
@@ -174,10 +185,9 @@ class Patch(PatchCells):
         for word in o.tokens:
             ids.append(token_id(model.tokenizer, word))
         positions = Positions.parse(o.positions)
-        tokens = tokenize(model, [*o.sources, *o.targets])
         plans = []
         for pair in range(len(o.sources)):
-            src, tgt = tokens[pair], tokens[len(o.sources) + pair]
+            src, tgt = tokens[2 * pair], tokens[2 * pair + 1]
             cells = []
             for t in positions.resolve(len(tgt), pair):
                 s = t if o.align == "start" else t - len(tgt) + len(src)
@@ -195,7 +205,7 @@ class Patch(PatchCells):
         """Long tables for one traced chunk of cells (and the pair's baselines when asked)."""
         import polars as pl
 
-        tok = model.tokenizer
+        label = token_label(model.tokenizer)
         names = list(self.options.tokens)
         lp = result.token_logprobs.numpy()
         metric_all = _metric(plan.metric, lp, result.kl.numpy())
@@ -208,9 +218,9 @@ class Patch(PatchCells):
             norm = None if abs(denom) < 1e-12 else (m / denom if plan.metric == "kl" else (m - clean_m) / denom)
             cell_rows.append({
                 "pair": pair, "site": plan.site, "layer": layer, "position": t, "source_position": s,
-                "target_token": tok.decode([plan.target[t]]), "source_token": tok.decode([plan.source[s]]),
+                "target_token": label(plan.target[t]), "source_token": label(plan.source[s]),
                 "metric_name": plan.metric, "metric": m, "normalized": norm, "kl": float(result.kl[r]),
-                "top_token_id": int(result.top_ids[r]), "top_token": tok.decode([int(result.top_ids[r])]),
+                "top_token_id": int(result.top_ids[r]), "top_token": label(result.top_ids[r]),
                 "top_probability": float(result.top_probs[r]),
             })
             for j, name in enumerate(names):
@@ -220,7 +230,7 @@ class Patch(PatchCells):
                 base_rows.append({
                     "pair": pair, "run": run, "text": self.options.targets[pair] if run == "clean" else self.options.sources[pair],
                     "metric_name": plan.metric, "metric": float(metric_all[r]), "kl": float(result.kl[r]),
-                    "top_token_id": int(result.top_ids[r]), "top_token": tok.decode([int(result.top_ids[r])]),
+                    "top_token_id": int(result.top_ids[r]), "top_token": label(result.top_ids[r]),
                     "top_probability": float(result.top_probs[r]),
                 })
                 for j, name in enumerate(names):

@@ -32,6 +32,7 @@ from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs import ranges
 from hubclient.inputs.parallel import ParallelCorpus, read_languages
+from hubclient.plots import ci_lines
 from hubclient.science import stats
 
 POOLS = ("last", "mean")
@@ -192,7 +193,7 @@ class Similarity(Analysis):
         if options.media_pool not in MEDIA_POOLS:
             raise HubError(f"unknown --media-pool {options.media_pool!r}; choose {' or '.join(MEDIA_POOLS)}")
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Resolve ``--layers`` and ``--heatmap-layer`` against the model.
 
         Raises:
@@ -341,15 +342,10 @@ class Similarity(Analysis):
         n = int(table["n_sentences"][0])
         how = f"{o['pool']} token{'s (mean)' if o['pool'] == 'mean' else ''}, {'centered' if o['center'] else 'raw'} cosine, N={n}"
         x = alt.X("layer:Q", title="layer (0 = embeddings)")
-        base = alt.Chart(table).encode(x=x, color=alt.Color("pair:N", title="pair"))
-        band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title="matching − non-matching cosine"), y2="ci_high:Q")
-        line = base.mark_line(point=True).encode(
-            y="similarity:Q",
-            tooltip=["pair", "layer", alt.Tooltip("similarity:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")],
-        )
         charts: dict[str, Any] = {
-            "similarity_by_layer": (band + line).properties(
-                width=420, height=260, title=[f"Baseline-adjusted similarity (Eq. 1) with 95% CI · {model_id}", how]
+            "similarity_by_layer": ci_lines(
+                table, color="pair", y="similarity", y_title="matching − non-matching cosine",
+                title=f"Baseline-adjusted similarity (Eq. 1) with 95% CI · {model_id}", subtitle=how, width=420, height=260,
             )
         }
         long = table.unpivot(index=["pair", "layer"], on=["matching", "non_matching"], variable_name="pairs", value_name="cosine")

@@ -38,9 +38,9 @@ from typing import Any, ClassVar
 
 
 from hubclient.errors import HubError
-from hubclient.exec.batching import tokenize
 from hubclient.exec.edits import AddEdit, GenerateWithEdits, contrast_tokens, decode_generation, edit_batch, parse_layers, parse_numbers, steering_vectors
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.tokens import decoder, word_ids
 
 #: Sentiment words whose next-token probability mass gives the model-internal score (each is
 #: used only where it is one token of the model's vocabulary).
@@ -75,19 +75,18 @@ class SteerOptions:
 
 
 def word_set(tokenizer: Any, words: list[str]) -> tuple[list[int], list[str]]:
-    """Token ids of the words that are a single token (with and without a leading space).
+    """Token ids of the words that are a single token (with and without a leading space):
+    rule ``single`` of spelling ``stripped+space`` (:mod:`hubclient.science.tokens`).
 
     Returns:
         (ids, token texts), duplicates removed, the unknown token excluded.
     """
     ids: list[int] = []
-    unk = tokenizer.unk_token_id
     for word in words:
-        for form in dict.fromkeys([word, word.strip(), " " + word.strip()]):
-            got = tokenizer(form, add_special_tokens=False)["input_ids"]
-            if len(got) == 1 and got[0] != unk and got[0] not in ids:
-                ids.append(int(got[0]))
-    return ids, [tokenizer.decode([i]) for i in ids]
+        for token in word_ids(tokenizer, word, "single", "stripped+space"):
+            if token not in ids:
+                ids.append(token)
+    return ids, decoder(tokenizer)(ids)
 
 
 def sentiment_prompts(data: Path, languages: list[str], label: str, n: int, prefix_words: int) -> tuple[list[str], list[str]]:
@@ -194,12 +193,12 @@ class Steer(GenerateWithEdits):
             self._classifier = load_classifier(self.options.classifier, self.data)
         return self._classifier
 
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Validate the sweep against the model (:meth:`plan`)."""
         self.prompts = list(prompts)
         if self.languages is None:
             self.languages = ["unknown"] * len(prompts)
-        self.steer_plan = self.plan(model, prompts)
+        self.steer_plan = self.plan(model, prompts, tokens)
 
     def setup(self, model: Any, executor: Any) -> None:
         """Compute the steering vectors through ``executor`` (here or on NDIF).
@@ -283,8 +282,13 @@ class Steer(GenerateWithEdits):
                   "sentiment": pl.Float64, "internal_score": pl.Float64}
         return {"generations": pl.DataFrame(records, schema=schema)}
 
-    def plan(self, model: Any, prompts: list[str]) -> SteerPlan:
+    def plan(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> SteerPlan:
         """Validate options against the model and prompts (the vectors come in :meth:`setup`).
+
+        Args:
+            model: the loaded model.
+            prompts: the prompts to steer.
+            tokens: the runner's token ids of each prompt (with BOS), ``[prompts][tokens]``.
 
         Raises:
             HubError: unequal --positive/--negative counts, an empty contrast prompt, a layer out
@@ -306,7 +310,6 @@ class Steer(GenerateWithEdits):
                 raise HubError(f"bad --positions {o.positions!r}: use first, all or a start position such as 2") from None
             if start < 0:
                 raise HubError(f"--positions {start} is negative; give a start position >= 0 (0 = BOS)")
-        tokens = tokenize(model, prompts)
         pos_ids, pos_tokens = word_set(model.tokenizer, o.positive_words)
         neg_ids, neg_tokens = word_set(model.tokenizer, o.negative_words)
         both = set(pos_ids) & set(neg_ids)

@@ -35,12 +35,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.language_probs import ci_lines, summarize
+from analyses.language_probs import summarize
 from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
+from hubclient.plots import ci_lines
 from hubclient.science.probes import first_token_ids, group_probabilities, pad_groups
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.tokens import decoder, token_offsets
 from hubclient.inputs.tasks import LensItem, Probe, TaskOptions
 
 #: Readable panel names of the probe kinds (others show as they are).
@@ -104,7 +106,7 @@ class TaskLens(Analysis):
         self.rows_of: dict[int, list[_Row]] = {}
 
     # ------------------------------------------------------------------ before the trace
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Map every probe to its token position and its groups to token ids.
 
         Raises:
@@ -116,7 +118,7 @@ class TaskLens(Analysis):
             raise HubError("the task lens needs a fast tokenizer (character offsets) to find the probed tokens")
         if len(prompts) != len(self.items):
             raise ValueError("prompts and task items differ in number")
-        encoded = tokenizer(prompts, add_special_tokens=True, return_offsets_mapping=True)
+        offsets_of = token_offsets(tokenizer, prompts, tokens)
         special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # BOS, pads…; an unknown token is still text
         cache: dict[str, tuple[list[int], int]] = {}
         skipped = {"merged": 0, "no_token": 0}
@@ -127,7 +129,7 @@ class TaskLens(Analysis):
         multi = 0  # usable probes with a followed group word of several tokens
         self.rows_of = {}
         for i, item in enumerate(self.items):
-            ids, offsets = encoded["input_ids"][i], encoded["offset_mapping"][i]
+            ids, offsets = list(tokens[i]), offsets_of[i]
             rows: list[_Row] = []
             for k, probe in enumerate(item.probes):
                 position = _token_at(item.text, ids, offsets, probe, special)
@@ -221,12 +223,10 @@ class TaskLens(Analysis):
         entries: list[tuple[Any, ...]] = []  # one per (row, probed group), in ``names`` order
         at_row: list[int] = []
         at_group: list[int] = []
-        decoded: dict[int, str] = {}
+        decode_ids = decoder(model.tokenizer)
 
         def decode(i: int) -> str:
-            if i not in decoded:
-                decoded[i] = model.tokenizer.decode([i])
-            return decoded[i]
+            return decode_ids([i])[0]
 
         row_batch = batch.row_batch.tolist()
         for r, (prompt, row) in enumerate(self._batch_rows(batch)):

@@ -46,11 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyses.language_probs import ci_lines, summarize, take
+from analyses.language_probs import summarize, take
 from hubclient.analysis import Analysis, Batch
 from hubclient.inputs.dictionary import Dictionary, cedict
 from hubclient.errors import HubError
-from hubclient.science.probes import first_token_ids
+from hubclient.plots import ci_lines
+from hubclient.science.probes import group_probabilities, pad_groups
+from hubclient.science.tokens import decoder, token_offsets, word_ids
 
 DIRECTIONS = {"zh-en": ("zh", "en"), "en-zh": ("en", "zh")}
 FLORES_CODES = {"zh": "zho_Hans", "en": "eng_Latn"}
@@ -121,7 +123,7 @@ class TranslationLens(Analysis):
         return self.dictionaries[direction]
 
     # ------------------------------------------------------------------ before the trace
-    def prepare(self, model: Any, prompts: list[str]) -> None:
+    def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Find the used positions of every prompt and their target token ids.
 
         Raises:
@@ -132,19 +134,18 @@ class TranslationLens(Analysis):
         single = _single_token_ids(tokenizer)
         self.targets = {}
         if self.options.setting == "cloze":
-            encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-            for i, ids in enumerate(encoded):
+            for i, ids in enumerate(tokens):
                 word, english = self.options.cloze_words[i]
-                local, eng = first_token_ids(tokenizer, word)[0], first_token_ids(tokenizer, english)[0]
+                local, eng = word_ids(tokenizer, word, "first-real", "written+space"), word_ids(tokenizer, english, "first-real", "written+space")
                 eng = [t for t in eng if t not in local]
                 self.targets[i] = [Target(len(ids) - 1, word, local, eng, [english])] if eng else []
         else:
             if not getattr(tokenizer, "is_fast", False):
                 raise HubError("translation-lens needs a fast tokenizer (character offsets) to align words with tokens")
-            encoded = tokenizer(prompts, add_special_tokens=True, return_offsets_mapping=True)
+            offsets = token_offsets(tokenizer, prompts, tokens)
             for i, text in enumerate(prompts):
                 dictionary = self.dictionary(self.options.directions[i])
-                self.targets[i] = _text_targets(text, encoded["input_ids"][i], encoded["offset_mapping"][i], dictionary, single, special)
+                self.targets[i] = _text_targets(text, list(tokens[i]), offsets[i], dictionary, single, special)
         skipped = [i for i, t in self.targets.items() if not t]
         if len(skipped) == len(prompts):
             raise HubError("no usable position: no next word of any text has a single-token translation in the dictionary (check --direction and the input language)")
@@ -174,8 +175,6 @@ class TranslationLens(Analysis):
         """``[layers+1, rows, 3]``: input probability, translation sum, translation max
         (through :func:`hubclient.probes.group_probabilities`)."""
         import torch
-
-        from hubclient.science.probes import group_probabilities, pad_groups
 
         ids, group = pad_groups(self._row_targets(batch), 2)
         probs = group_probabilities(model, batch, ids, group, 2, self.options.final_norm)
@@ -252,33 +251,20 @@ class TranslationLens(Analysis):
 
 # --------------------------------------------------------------------------- helpers
 def tokenizer_decoder(tokenizer: Any) -> Any:
-    """``ids -> [token text]`` with a cache (SentencePiece ``▁`` shows as a space)."""
-    cache: dict[int, str] = {}
-
-    def decode(ids: list[int]) -> list[str]:
-        out = []
-        for i in ids:
-            if i not in cache:
-                cache[i] = tokenizer.decode([i])
-            out.append(cache[i])
-        return out
-
-    return decode
+    """``ids -> [token text]`` with a cache (SentencePiece ``▁`` shows as a space):
+    :func:`hubclient.science.tokens.decoder` under its old name."""
+    return decoder(tokenizer)
 
 
 def _single_token_ids(tokenizer: Any) -> Any:
     """``word -> ids`` of the spellings of ``word`` (as written, with a leading space) that are
-    one token each, deduplicated, cached."""
+    one token each, deduplicated, cached: rule ``single`` of spelling ``written+space``
+    (:mod:`hubclient.science.tokens`)."""
     cache: dict[str, list[int]] = {}
 
     def ids_of(word: str) -> list[int]:
         if word not in cache:
-            out: list[int] = []
-            for spelling in (word, " " + word):
-                ids = tokenizer(spelling, add_special_tokens=False)["input_ids"]
-                if len(ids) == 1 and ids[0] not in out and ids[0] != tokenizer.unk_token_id:
-                    out.append(int(ids[0]))
-            cache[word] = out
+            cache[word] = word_ids(tokenizer, word, "single", "written+space")
         return cache[word]
 
     return ids_of

@@ -121,8 +121,16 @@ class Analysis:
         """The options as JSON-serialisable data, for the manifest and for resume checks."""
         return asdict(self.options) if is_dataclass(self.options) else dict(self.options)
 
-    def prepare(self, model: "HubModel", prompts: list[str]) -> None:
+    def prepare(self, model: "HubModel", prompts: list[str], tokens: list[list[int]]) -> None:
         """Resolve what needs the tokenizer (e.g. target token ids) before any batch runs.
+
+        Args:
+            model: the loaded model.
+            prompts: the input texts, ``[prompts]``.
+            tokens: the runner's token ids of each prompt, ``[prompts][tokens]``, with special
+                tokens (BOS), exactly the ids the batches run (for image/audio prompts: the
+                processor's ids from :func:`hubclient.exec.multimodal.encode`, media tokens
+                expanded). Use these instead of tokenising the prompts again.
 
         Raises:
             HubError: options that do not fit this model.

@@ -191,3 +191,60 @@ def check_fonts(chart: Any, covers: Callable[[str], bool | None] | None = None, 
         say(line)
         lines.append(line)
     return lines
+
+
+def ci_lines(
+    frame: Any,
+    color: str,
+    title: str,
+    y_title: str,
+    facet: str | None = None,
+    subtitle: str = "",
+    log_floor: float | None = None,
+    y: str = "mean",
+    width: int = 260,
+    height: int = 180,
+) -> Any:
+    """The one per-layer CI chart: ``y`` by layer as lines (one per ``color`` value) over a
+    shaded band from ``ci_low`` to ``ci_high`` (a 95% CI), optionally faceted.
+
+    Args:
+        frame: polars rows with ``layer``, ``y``, ``ci_low``, ``ci_high``, ``color`` (and
+            ``facet``) columns; an ``n`` column, when present, is shown in the tooltip.
+        color: column of the line colour.
+        title / subtitle: chart heading (the subtitle under the title, when given).
+        y_title: y axis title.
+        facet: column to facet by (3 columns of panels), or ``None``.
+        log_floor: ``None``: a linear y axis; else a log10 y axis starting at ``log_floor``,
+            with ``y``/``ci_low``/``ci_high`` below it drawn at it (tooltips in 3 significant
+            digits instead of 4 decimals).
+        y: column of the line (``mean`` of :func:`analyses.language_probs.summarize`).
+        width / height: size of the chart (of each panel when faceted).
+
+    Returns:
+        an altair chart (layered band + line, or a facet chart of them).
+    """
+    import altair as alt
+
+    y_scale: Any = alt.Undefined
+    number = ".4f"
+    if log_floor is not None:
+        import polars as pl
+
+        frame = frame.with_columns(pl.col(y, "ci_low", "ci_high").clip(lower_bound=log_floor))
+        y_scale = alt.Scale(type="log", domainMin=log_floor)
+        number = ".3g"
+    base = alt.Chart(frame).encode(
+        x=alt.X("layer:Q", title="layer (0 = embeddings)"),
+        color=alt.Color(f"{color}:N", title=color),
+    )
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title=y_title, scale=y_scale), y2="ci_high:Q")
+    tooltip: list[Any] = ["layer", color, alt.Tooltip(f"{y}:Q", format=number), alt.Tooltip("ci_low:Q", format=number), alt.Tooltip("ci_high:Q", format=number)]
+    if "n" in frame.columns:
+        tooltip.append("n")
+    line = base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", scale=y_scale), tooltip=tooltip)
+    chart = (band + line).properties(width=width, height=height)
+    heading = alt.TitleParams(title, subtitle=subtitle) if subtitle else title
+    if facet:
+        return chart.facet(facet=alt.Facet(f"{facet}:N", title=None), columns=3).properties(title=heading)
+    return chart.properties(title=heading)

@@ -4,7 +4,8 @@
 
 1. choose the executor once (:func:`hubclient.exec.executor_for`: local, or NDIF with
    ``--remote``) and validate what needs no model;
-2. tokenise every prompt, let the analysis resolve what needs the tokenizer (``prepare``) and run
+2. tokenise every prompt, let the analysis resolve what needs the tokenizer (``prepare``, given
+   those token ids) and run
    the short traces it needs first (``setup``, through the same executor), and cut the work
    into batches (``make_batches``): bad input fails before a run folder exists;
 3. create the run folder (or reopen it with ``--resume``: finished batches are skipped);
@@ -106,14 +107,13 @@ def run_analysis(
     if previous is not None:
         check_resumed_model(previous, model)
     extras = None
-    if media is not None:  # prepare first: it checks that the model reads the analysis' modality
+    if media is not None:  # encode raises for a text-only model; prepare checks the modality
         from hubclient.exec.multimodal import encode
 
-        analysis.prepare(model, prompts)
         tokens, extras = encode(model, prompts, media, resample=resample)
     else:
         tokens = tokenize(model, prompts)
-        analysis.prepare(model, prompts)
+    analysis.prepare(model, prompts, tokens)
     analysis.setup(model, executor)
     batches = batches_for(analysis, model, tokens, config.batch_size, extras)
     executor.check(model, analysis)

@@ -148,9 +148,9 @@ from analyses.logit_lens import LensOptions, LogitLens
 model = wrap_model(*build_tiny("llama"), model_id="tiny")
 prompts = %r
 analysis = LogitLens(LensOptions(positions="all", top_k=3, targets=["paris"]))
-analysis.prepare(model, prompts)
-assert remote.register_code(analysis) == ["hubclient", "analyses"]
 tokens = tokenize(model, prompts)
+analysis.prepare(model, prompts, tokens)
+assert remote.register_code(analysis) == ["hubclient", "analyses"]
 batch = make_batches(tokens, [analysis.positions(len(t), i) for i, t in enumerate(tokens)], 4, 0)[0]
 results = []
 for mode in (False, "local"):

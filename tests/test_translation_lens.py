@@ -34,7 +34,7 @@ def test_used_positions_and_targets(tiny_hub_model):
     tok = model.tokenizer
     analysis = _analysis(["en-fr"] * 3)
     with pytest.warns(UserWarning, match="1 of 3 texts have no usable position"):
-        analysis.prepare(model, TEXTS)
+        analysis.prepare(model, TEXTS, [tok(t)["input_ids"] for t in TEXTS])
     targets = analysis.targets[0]
     # "<bos> the cat sat on the mat": 'cat' starts token 2 (position 1), 'sat' token 3, 'mat' token 6
     assert [t.position for t in targets] == [1, 2, 5]

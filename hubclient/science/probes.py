@@ -5,7 +5,8 @@ next token to be one of *these* tokens, layer by layer? (translation-lens: the n
 token vs its English translations; task-lens: the English number word vs the digit, "and" at a
 comma, a role word at an identifier.) This module holds the two halves of that mechanism:
 
-* before the trace, :func:`first_token_ids` turns a word into the token ids it can start with,
+* before the trace, :func:`first_token_ids` turns a word into the token ids it can start with
+  (rule ``first-real`` of :mod:`hubclient.science.tokens`),
   and :func:`pad_groups` packs each row's groups of ids into two padded ``[rows, width]``
   tensors;
 * inside the trace, :func:`group_probabilities` reads the residual stream at the batch's
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hubclient.science.tokens import spelled_ids, word_ids
+
 if TYPE_CHECKING:
     import torch
 
@@ -31,9 +34,9 @@ if TYPE_CHECKING:
 def first_token_ids(tokenizer: Any, word: str) -> tuple[list[int], int]:
     """Token ids ``word`` can start with, as written and with a leading space.
 
-    Each spelling (``word`` and ``" " + word``) is tokenised without special tokens; its FIRST
-    token is kept unless it is the unknown token or decodes to whitespace only (e.g. a bare
-    SentencePiece ``▁`` in front of a digit). Duplicates are dropped.
+    Rule ``first-real`` of spelling ``written+space`` (:mod:`hubclient.science.tokens`): each
+    spelling's FIRST token is kept unless it is the unknown token or decodes to whitespace only
+    (e.g. a bare SentencePiece ``▁`` in front of a digit). Duplicates are dropped.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
@@ -44,18 +47,11 @@ def first_token_ids(tokenizer: Any, word: str) -> tuple[list[int], int]:
         any spelling takes in full (1 means the whole word is one token in some spelling;
         0 when no spelling tokenises to anything).
     """
-    ids_out: list[int] = []
     shortest = 0
-    for spelling in (word, " " + word):
-        ids = tokenizer(spelling, add_special_tokens=False)["input_ids"]
-        if not ids:
-            continue
-        shortest = len(ids) if shortest == 0 else min(shortest, len(ids))
-        first = int(ids[0])
-        if first == tokenizer.unk_token_id or first in ids_out or not tokenizer.decode([first]).strip():
-            continue
-        ids_out.append(first)
-    return ids_out, shortest
+    for ids in spelled_ids(tokenizer, word, "written+space"):
+        if ids:
+            shortest = len(ids) if shortest == 0 else min(shortest, len(ids))
+    return word_ids(tokenizer, word, "first-real", "written+space"), shortest
 
 
 def pad_groups(rows: list[list[list[int]]], n_groups: int) -> tuple["torch.Tensor", "torch.Tensor"]:

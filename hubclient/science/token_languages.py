@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from hubclient.errors import HubError
+from hubclient.science.tokens import WORD_START, token_words  # noqa: F401 (WORD_START: old import path)
 
 #: Name of the extra column for tokens no frequency list knows.
 UNKNOWN = "unknown"
 #: Bump when the construction of ``M`` changes (invalidates cached matrices).
 FORMAT = 1
-#: Word-start markers stripped before lookup (SentencePiece, byte-level BPE).
-WORD_START = ("▁", "Ġ")
 
 
 def supported_languages() -> list[str]:
@@ -68,22 +67,13 @@ def resolve_language(code: str) -> str:
 
 
 def token_texts(tokenizer: Any) -> list[str]:
-    """Each vocabulary token's text as a word: decoded, word-start marker and spaces removed.
+    """Each vocabulary token's text as a word: decoded, word-start marker and spaces removed
+    (:func:`hubclient.science.tokens.token_words`, under its old name).
 
     Returns:
         ``[vocab]`` strings (``len(tokenizer)`` of them; index = token id).
     """
-    n = len(tokenizer)
-    ids = []
-    for i in range(n):
-        ids.append([i])
-    decoded = tokenizer.batch_decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    out = []
-    for text in decoded:
-        for marker in WORD_START:
-            text = text.replace(marker, " ")
-        out.append(text.strip())
-    return out
+    return token_words(tokenizer)
 
 
 def wordfreq_tables(languages: Sequence[str]) -> dict[str, dict[str, float]]:
