@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 import import_graph as graph_mod
 from import_graph import ROOT, Import, cycles, describe_cycle, graph, imports, imports_in, module_files

@@ -314,7 +314,6 @@ def test_token_type_ids_are_right_padded():
 def test_media_run_resumes_and_refuses_detach(tmp_path, media_model, monkeypatch):
     from analyses.media_runs import run_similarity
     from analyses.similarity import SimilarityOptions
-    from hubclient import runner
 
     pairs = write_pairs(tmp_path, "image")
     folder = media_model("llava")

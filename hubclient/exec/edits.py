@@ -26,7 +26,6 @@ cross-lingual steering, Wu et al. 2024 (semantic hub, Sec. 6).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
