@@ -149,18 +149,22 @@ def test_detach_then_collect_equals_local(tiny_dir, server, tmp_path, kind, tabl
 
 
 @pytest.mark.gemma
-def test_gemma_patch_and_steer_remote_equal_local(tmp_path):
-    """Gemma-3-270m served by the test server: patching and steering give the local Parquet."""
+def test_gemma_patch_steer_arithmetic_remote_equal_local(tmp_path):
+    """Gemma-3-270m served by the test server: patching, steering and the arithmetic
+    intervention give the local Parquet."""
     patch = PatchOptions(sources=["The capital of France is"], targets=["The capital of Italy is"], layers="4,9", positions="-1",
                          tokens=[" Paris", " Rome"])
     steer = SteerOptions(positive=["Love"], negative=["Hate"], layers="6", coeffs="4", max_new_tokens=3, classifier="none")
+    arith = ArithmeticOptions(operands="2:3", layers="8", coeffs="0,4", max_new_tokens=2)
     srv = ServerProcess(["gemma-3-270m"], key=None, timeout=300)
     try:
         far = dict(out=tmp_path, progress=False, remote=True, ndif_host=srv.url, timeout=300, batch_size=4)
         patch_remote = run_patch(patch, RunConfig(name="patch-remote", **far))
         steer_remote = run_steer(steer, ["I think this film is"], RunConfig(name="steer-remote", **far))
+        arith_remote = run_arithmetic(arith, RunConfig(name="arith-remote", **far))
     finally:
         srv.stop()
     near = dict(out=tmp_path, progress=False, device="cpu", dtype="float32", batch_size=4)
     assert_same(patch_remote, run_patch(patch, RunConfig(name="patch-local", **near)), ("patch", "patch_tokens", "patch_baselines"))
     assert_same(steer_remote, run_steer(steer, ["I think this film is"], RunConfig(name="steer-local", **near)), ("generations",))
+    assert_same(arith_remote, run_arithmetic(arith, RunConfig(name="arith-local", **near)), ("answers", "accuracy"))
