@@ -164,6 +164,7 @@ class Neurons(Analysis):
         self.sentences = list(sentences)
         self.n_layers = 0
         self.bos_id: int | None = None
+        self.label: str | None = None  # the ``model`` column (``model@revision``; default the model id)
 
     def prepare(self, model: Any, prompts: list[str]) -> None:
         """Record the model's blocks and its BOS id."""
@@ -251,7 +252,7 @@ class Neurons(Analysis):
         import polars as pl
 
         o = self.options
-        model_id = run.manifest["model"]["model_id"]
+        model_id = getattr(self, "label", None) or run.manifest["model"]["model_id"]
         langs = list(o.languages)
         path = run.path / "activations.parquet"
         measures: list[dict[str, Any]] = []
@@ -395,6 +396,18 @@ class Neurons(Analysis):
             .properties(title=["Language-specific neurons per layer and language", "key: Zeng et al. 2025 (z > threshold); lape: Tang et al. 2024 (low entropy)"])
         )
         charts = {"neurons_lrds_sads": lines, "neurons_counts": heat}
+        steps = by_step(run)
+        if steps is not None:
+            band = alt.Chart(steps).mark_area(opacity=0.2).encode(x=alt.X("step:Q", title=steps["axis"][0]), y="ci_low:Q", y2="ci_high:Q")
+            line = alt.Chart(steps).mark_line(point=True).encode(
+                x=alt.X("step:Q", title=steps["axis"][0]), y=alt.Y("value:Q", title="all-layer score (cosine)"),
+                tooltip=["model", "step", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")],
+            )
+            charts["neurons_by_step"] = (
+                alt.layer(band, line, data=steps).properties(width=300, height=200)
+                .facet(column=alt.Column("measure:N", title=None, sort=["LRDS", "SADS"])).resolve_scale(y="independent")
+                .properties(title=["LRDS and SADS of the all-layer vector by training checkpoint", "band: bootstrap CI over sentences; identical-weight checkpoints: see the manifest"])
+            )
         if (run.path / "key_null.parquet").is_file():
             null = run.table("key_null").filter(pl.col("language") == "all")
             if null.height and int(null["permutations"].max()) > 0:
@@ -544,6 +557,27 @@ def lape_probabilities(path: Path, languages: list[str], n_layers: int) -> Any:
     return out / tokens[:, :, None]
 
 
+def by_step(run: Any) -> Any:
+    """All-layer LRDS and SADS rows per checkpoint of a parent run with ``checkpoints`` (2 or more):
+    columns model, step, measure, value, ci_low, ci_high, axis; the step is the checkpoint's
+    training step when every checkpoint names one, else its position. ``None`` otherwise."""
+    import polars as pl
+
+    checkpoints = run.manifest.get("checkpoints") or []
+    if len(checkpoints) < 2:
+        return None
+    named = all(c.get("step") is not None for c in checkpoints)
+    step = {c["label"]: (c["step"] if named else i) for i, c in enumerate(checkpoints)}
+    table = run.table("lrds_sads")
+    if "scope" not in table.columns:
+        return None
+    table = table.filter((pl.col("scope") == "all") & pl.col("measure").is_in(["LRDS", "SADS"]) & pl.col("model").is_in(list(step)))
+    return table.with_columns(
+        pl.col("model").replace_strict(step, return_dtype=pl.Int64).alias("step"),
+        pl.lit("training step" if named else "checkpoint (order given)").alias("axis"),
+    ).sort("step")
+
+
 def _ci(row: dict[str, Any]) -> str:
     """``[low, high]`` of a measure row, or nothing without a CI."""
     low, high = row.get("ci_low"), row.get("ci_high")
@@ -598,65 +632,139 @@ def model_slug(name: str) -> str:
 
 
 COMBINED = ("lrds_sads", "counts", "key_neurons", "key_null", "lape_neurons")
+#: The parent's manifest while a sub-run is being made (the runner refuses to create a run inside
+#: a folder that has a ``manifest.json``); :func:`run_models` restores it, also on ``--resume``.
+PENDING_MANIFEST = "manifest.pending.json"
+
+
+def training_step(model: str, revision: str | None) -> int | None:
+    """The training step a checkpoint names: the last integer of the revision (``global_step1000``
+    -> 1000) or, without a revision, of the model folder's name (``ckpt/step-500`` -> 500); ``None``
+    when there is none."""
+    text = revision if revision is not None else Path(model.rstrip("/")).name
+    found = re.findall(r"\d+", text or "")
+    return int(found[-1]) if found else None
+
+
+def weights_sha256(hf_model: Any) -> str:
+    """SHA-256 over every parameter and buffer of a loaded model: name, dtype, shape and raw bytes, in
+    ``state_dict`` order. Two checkpoints with the same hash have identical weights (e.g. the
+    known identical ``bigscience/bloom-7b1-intermediate`` ``global_step100000``/``200000``,
+    ``paper-protocols.md`` §B5)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in hf_model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def identical_weights(checkpoints: list[dict[str, Any]]) -> list[list[str]]:
+    """Groups (labels) of checkpoints whose ``weights_sha256`` are equal (2 or more each)."""
+    groups: dict[str, list[str]] = {}
+    for c in checkpoints:
+        if c.get("weights_sha256"):
+            groups.setdefault(c["weights_sha256"], []).append(c["label"])
+    return [labels for labels in groups.values() if len(labels) > 1]
 
 
 def run_models(
-    options: NeuronOptions, prompts: list[str], languages: list[str], sentences: list[int], config: RunConfig, models: list[str]
+    options: NeuronOptions, prompts: list[str], languages: list[str], sentences: list[int], config: RunConfig, models: list[str],
+    revisions: list[str] | None = None,
 ) -> Any:
-    """Run the analysis once per model inside one parent run folder and combine the results.
+    """Run the analysis once per model (or per ``--revision`` of one model) inside one parent run
+    folder and combine the results.
 
-    The parent ``OUT/RUN_ID/`` holds one complete run per model (``<model slug>/``) and the
-    concatenation of their ``lrds_sads``, ``counts``, ``key_neurons`` and ``lape_neurons`` tables
-    (column ``model``), its own manifest (``runs``: the sub-run folders) and the comparison
-    charts. ``--resume PARENT`` keeps finished model runs, resumes an interrupted one and starts
-    the missing ones.
+    The parent ``OUT/RUN_ID/`` holds one complete run per checkpoint (``<slug>/``) and the
+    concatenation of their ``lrds_sads``, ``counts``, ``key_neurons``, ``key_null`` and
+    ``lape_neurons`` tables (column ``model``: the model, ``model@revision`` for revisions), its
+    own manifest (``runs``: the sub-run folders; ``checkpoints``: label, model, revision, training
+    step, ``weights_sha256`` (:func:`weights_sha256`, locally loaded models only) and run of
+    each; ``identical_weights``: groups with equal hashes, also warned about) and the comparison
+    charts (with checkpoints of one model: scores by training step). ``--resume PARENT`` keeps
+    finished runs, resumes an interrupted one and starts the missing ones.
 
     Raises:
-        HubError: a model named twice, an existing parent without ``--resume``, and every error of
+        HubError: a model or revision named twice, ``--revision`` with several models or with
+            ``--remote``, an existing parent without ``--resume``, and every error of
             :func:`hubclient.runner.run_analysis`.
     """
     import polars as pl
 
+    from hubclient.models import load_model
     from hubclient.runner import hash_inputs, save_plots, versions
     from hubclient.run.folder import RunDir, new_run_id, write_parquet
 
     if config.detach:
         raise HubError("--detach runs one model at a time; give a single --model")
+    revisions = list(revisions or [])
+    if revisions:
+        if len(models) != 1:
+            raise HubError("--revision takes one --model (a Hugging Face repo id); for local checkpoints repeat --model instead")
+        if config.remote:
+            raise HubError("--revision runs locally only (NDIF serves one revision per model); drop --remote")
+        entries = [(models[0], r) for r in revisions]
+    else:
+        entries = [(m, None) for m in models]
+    labels = [m if r is None else f"{m}@{r}" for m, r in entries]
     slugs = []
-    for name in models:
-        slug = model_slug(name)
+    for label in labels:
+        slug = model_slug(label)
         if slug in slugs:
-            raise HubError(f"--model {name!r} is given twice (or two models share the folder name {slug!r})")
+            raise HubError(f"{label!r} is given twice (or two checkpoints share the folder name {slug!r})")
         slugs.append(slug)
     started = time.time()
     if config.resume is not None:
+        pending = Path(config.resume) / PENDING_MANIFEST
+        if pending.is_file() and not (Path(config.resume) / "manifest.json").is_file():
+            pending.rename(Path(config.resume) / "manifest.json")
         parent = RunDir.open(config.resume)
-        if parent.manifest.get("models") != models:
-            raise HubError(f"cannot resume {parent.path}: it compares {parent.manifest.get('models')}, not {models}")
+        if parent.manifest.get("models") != labels:
+            raise HubError(f"cannot resume {parent.path}: it compares {parent.manifest.get('models')}, not {labels}")
     else:
         describe = json.loads(json.dumps(options.__dict__, default=str))
-        tag = hashlib.sha256((hash_inputs(prompts) + json.dumps([describe, models], sort_keys=True)).encode()).hexdigest()
+        tag = hashlib.sha256((hash_inputs(prompts) + json.dumps([describe, labels], sort_keys=True)).encode()).hexdigest()
         parent = RunDir.create(config.out, config.name or new_run_id("neurons", tag))
         parent.write_manifest(
             {
-                "analysis": Neurons.name, "status": "running", "models": models, "runs": slugs,
-                "model": {"model_id": " + ".join(models), "notes": []}, "options": describe,
+                "analysis": Neurons.name, "status": "running", "models": labels, "runs": slugs,
+                "model": {"model_id": " + ".join(labels), "notes": []}, "options": describe,
                 "n_prompts": len(prompts), "input_sha256": hash_inputs(prompts), "versions": versions(),
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
         )
     subruns = []
-    for name, slug in zip(models, slugs):
+    checkpoints = []
+    for (name, revision), label, slug in zip(entries, labels, slugs):
         folder = parent.path / slug
         sub = replace(config, model=name, out=parent.path, name=slug, resume=None)
         if (folder / "manifest.json").is_file():
             existing = RunDir.open(folder)
             if existing.manifest.get("status") == "complete":
                 subruns.append(existing)
+                checkpoints.append(existing.manifest.get("checkpoint", {"label": label, "model": name, "revision": revision}))
                 continue
             sub = replace(sub, name=None, resume=folder)
+        model = None
+        checkpoint = {"label": label, "model": name, "revision": revision, "step": training_step(name, revision), "weights_sha256": None, "run": slug}
+        if not config.remote:
+            model = load_model(name, config.device, config.dtype, revision=revision)
+            checkpoint["weights_sha256"] = weights_sha256(model.torch_model)
         analysis = Neurons(options, languages, sentences)
-        subruns.append(run_analysis(analysis, prompts, sub, prompt_columns={"language": languages, "sentence": sentences}))
+        analysis.label = label
+        (parent.path / "manifest.json").rename(parent.path / PENDING_MANIFEST)  # the runner makes no run inside a run folder
+        try:
+            subruns.append(run_analysis(analysis, prompts, sub, model=model, prompt_columns={"language": languages, "sentence": sentences},
+                                        extra={"checkpoint": checkpoint}))
+        finally:
+            (parent.path / PENDING_MANIFEST).rename(parent.path / "manifest.json")
+        checkpoints.append(checkpoint)
+        del model
+    same = identical_weights(checkpoints)
+    for group in same:
+        warnings.warn(f"checkpoints {', '.join(group)} have identical weights (same weights_sha256): their scores are the same run twice, not a finding about training")
     rows = {}
     for table in COMBINED:
         frame = pl.concat([run.table(table) for run in subruns], how="vertical")
@@ -665,7 +773,7 @@ def run_models(
     notes = []
     for run in subruns:
         notes.extend(run.manifest["model"].get("notes", []))
-    parent.update_manifest(model={"model_id": " + ".join(models), "notes": sorted(set(notes))})
+    parent.update_manifest(model={"model_id": " + ".join(labels), "notes": sorted(set(notes))}, checkpoints=checkpoints, identical_weights=same)
     drawn = save_plots(Neurons, parent) if config.plots else []
     parent.update_manifest(
         status="complete", rows=rows, plots=drawn, seconds=round(time.time() - started, 2),

@@ -10,6 +10,7 @@ over sentence pairs; LAPE follows Tang et al.'s released ``identify.py`` written
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -608,3 +609,75 @@ def test_key_null_tells_signal_from_noise():
     observed = (hn.zscores(hn.group_scores(units, labels, k)) > 2).sum()
     expected = hn.key_neuron_null(units, labels, k, 2.0, perms).sum(1).mean()
     assert observed >= 60 and expected / observed < 0.3
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def test_cli_checkpoints_hash_identical_weights_and_step_chart(tmp_path):
+    """Three local "checkpoints" of one tiny model (step-100 and step-200 identical, step-300
+    different): one run each, a weights hash per checkpoint in the parent manifest (equal for the
+    identical pair, and equal to a hash of the saved tensors), a warning naming the identical pair,
+    scores that differ only where the weights do, and the score-by-training-step chart."""
+    from safetensors.torch import load_file
+
+    from conftest import build_tiny
+    from analyses.neurons import identical_weights, training_step
+
+    files = _files(tmp_path)
+    folders = []
+    for step, seed in ((100, 0), (200, 0), (300, 1)):
+        model, tokenizer = build_tiny("llama", seed=seed)
+        folder = tmp_path / "ckpt" / f"step-{step}"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders.append(folder)
+    args = ["analyze", "neurons", "--langs", ",".join(files), "--n", 4, "--out", tmp_path, "--name", "steps", "--no-progress",
+            "--batch-size", 4, "--z-threshold", 1, "--permutations", 3, "--bootstrap", 20]
+    for folder in folders:
+        args += ["--model", folder]
+    result = _cli(*args)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"warning: checkpoints \S*step-100, \S*step-200 have identical weights", result.output)
+    parent = tmp_path / "steps"
+    manifest = json.loads((parent / "manifest.json").read_text())
+    hashes = [c["weights_sha256"] for c in manifest["checkpoints"]]
+    assert [c["step"] for c in manifest["checkpoints"]] == [100, 200, 300]
+    assert hashes[0] == hashes[1] != hashes[2] and len(hashes[0]) == 64
+    assert manifest["identical_weights"] == [[str(folders[0]), str(folders[1])]]
+    # the saved files agree: identical tensors in 100/200, not in 300
+    a, b, c = (load_file(f / "model.safetensors") for f in folders)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    table = pl.read_parquet(parent / "lrds_sads.parquet").filter(pl.col("scope") == "all")
+    values = {m: table.filter(pl.col("model") == m).sort("measure")["value"].to_list() for m in manifest["models"]}
+    assert values[str(folders[0])] == values[str(folders[1])] != values[str(folders[2])]
+    assert (parent / "plots" / "neurons_by_step.png").is_file() and (parent / "plots" / "neurons_key_null.png").is_file()
+    sub = json.loads((parent / manifest["runs"][2] / "manifest.json").read_text())
+    assert sub["checkpoint"]["weights_sha256"] == hashes[2]
+    assert training_step("org/bloom-560m-intermediate", "global_step1000") == 1000 and training_step("ckpt/final", None) is None
+    assert identical_weights([{"label": "a", "weights_sha256": "x"}, {"label": "b", "weights_sha256": "y"}]) == []
+
+
+def test_revision_needs_a_repo_id(tiny_dir, tmp_path):
+    """--revision with a local folder is refused before anything runs, naming the fix."""
+    files = _files(tmp_path)
+    result = _cli("analyze", "neurons", "--langs", ",".join(files), "--n", 4, "--model", tiny_dir("llama"), "--revision", "global_step1",
+                  "--revision", "global_step2", "--out", tmp_path, "--no-progress")
+    assert result.exit_code == 2 and "pass each local checkpoint folder as --model" in result.output, result.output
+
+
+def test_load_model_passes_the_revision_to_from_pretrained(monkeypatch):
+    """A repo id with a revision reaches every from_pretrained call of the loader as revision=."""
+    import transformers
+
+    from hubclient.models import loading
+
+    seen = []
+
+    def fake(path, *args, **kwargs):
+        seen.append(kwargs.get("revision"))
+        raise OSError("offline")
+
+    monkeypatch.setattr(loading, "check_hub_reachable", lambda name: None)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
+    with pytest.raises(HubError):
+        loading.load_model("bigscience/bloom-560m-intermediate", device="cpu", revision="global_step1000")
+    assert seen == ["global_step1000"]

@@ -36,6 +36,7 @@ def command(
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples of sentences for the LRDS/SADS confidence intervals. 0: none.", rich_help_panel=PANEL)] = 1000,
     confidence: Annotated[float, typer.Option(help="Level of the bootstrap intervals.", rich_help_panel=PANEL)] = 0.95,
     seed: Annotated[int, typer.Option(help="Seed of the permutations and the bootstrap.", rich_help_panel=PANEL)] = 0,
+    revision: Annotated[Optional[list[str]], typer.Option("--revision", help="Hugging Face revisions (branches such as global_step1000) of the one --model, repeated: one run each in a parent folder, a weights hash per revision in the manifest (identical weights are warned about) and a score-by-training-step chart. Local only; for local checkpoint folders repeat --model instead. Only `hub analyze neurons` takes --revision.", rich_help_panel="Model", show_default=False)] = None,
     float16: Annotated[bool, typer.Option("--float16/--float32", help="Store activations.parquet as float16 (half the size; statistics use float64 either way).", rich_help_panel="Output")] = False,
     *,
     config: RunConfig,
@@ -57,8 +58,8 @@ def command(
         permutations=permutations, bootstrap=bootstrap, confidence=confidence, seed=seed,
     )
     texts, languages, sentences = corpus.flat()
-    if len(models) > 1:
-        run = run_models(options, texts, languages, sentences, config, models)
+    if len(models) > 1 or revision:
+        run = run_models(options, texts, languages, sentences, config, models, revisions=revision)
     else:
         analysis = Neurons(options, languages, sentences)
         run = run_analysis(analysis, texts, config, prompt_columns={"language": languages, "sentence": sentences})
