@@ -90,6 +90,9 @@ class NeuronOptions:
         confidence: level of the bootstrap intervals.
         seed: seed of the permutations and the bootstrap.
         revisions: ``--revision`` values (one run each), recorded by :func:`run_models`.
+        lape_corpus: ``all``: LAPE counts every line of each language's file (and of its FLORES
+            ``.dev`` sibling: dev + devtest), the lines beyond the parallel set running as
+            LAPE-only prompts (sentence id < 0); ``parallel``: only the parallel sentences.
     """
 
     languages: list[str] = field(default_factory=list)
@@ -108,6 +111,7 @@ class NeuronOptions:
     confidence: float = 0.95
     seed: int = 0
     revisions: list[str] = field(default_factory=list)
+    lape_corpus: str = "parallel"
 
 
 def gate_activation(model: Any, block: int) -> Any:
@@ -210,14 +214,17 @@ class Neurons(Analysis):
         prompt = np.asarray(batch.prompt_index, dtype=np.int64)
         languages = np.asarray(self.languages, dtype=object)[prompt].astype(str)
         sentences = np.asarray(self.sentences, dtype=np.int64)[prompt]
+        parallel = sentences >= 0  # LAPE-only corpus lines (sentence < 0) are counted, not stored
         row = np.tile(np.arange(n), n_layers)
         values = mean.reshape(n_layers * n, d)
+        stored = np.tile(parallel, n_layers)
+        row, values = row[stored], values[stored]
         if self.options.float16:
             if np.abs(values).max(initial=0.0) > FLOAT16_MAX:
                 warnings.warn(f"activations beyond ±{FLOAT16_MAX:g} are clipped to fit --float16; drop --float16 to keep them")
                 values = np.clip(values, -FLOAT16_MAX, FLOAT16_MAX)
             values = values.astype(np.float16)
-        layers = np.repeat(np.arange(1, n_layers + 1, dtype=np.int32), n)
+        layers = np.repeat(np.arange(1, n_layers + 1, dtype=np.int32), n)[stored]
         activations = pl.DataFrame(
             {
                 "prompt": prompt[row], "language": languages[row], "sentence": sentences[row], "layer": layers,
@@ -307,6 +314,9 @@ class Neurons(Analysis):
             for language, obs, col in [*zip(langs, observed, null.T), ("all", observed.sum(), null.sum(axis=1))]:
                 null_rows.append(null_row(layer, language, int(obs), col))
         sel = stats.lape(probs.reshape(len(langs), -1), o.lape_top, o.lape_quantile)
+        tokens = pl.read_parquet(run.path / "lape_counts.parquet").filter(pl.col("layer") == 1).group_by("language").agg(pl.col("n_tokens").sum())
+        per_language = dict(zip(tokens["language"].to_list(), tokens["n_tokens"].to_list()))
+        run.update_manifest(lape_tokens={language: int(per_language.get(language, 0)) for language in langs})
         d_ff = probs.shape[2]
         entropy = sel.entropy.reshape(self.n_layers, d_ff)
         lape_frames = []
@@ -783,6 +793,31 @@ def run_models(
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def lape_corpus_lines(sources: list[str], n: int | None) -> list[list[str]]:
+    """Per language, the extra lines LAPE counts beyond the parallel set (Tang et al. count a
+    language's whole corpus, ``activation.py:20-69``): the non-empty lines after the first ``n``
+    of its file and, for a FLORES ``CODE.devtest`` file, every non-empty line of ``CODE.dev``
+    next to it (FLORES dev + devtest).
+
+    Raises:
+        HubError: a file that cannot be read.
+    """
+    out = []
+    for source in sources:
+        path = Path(source)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise HubError(f"cannot read {path} for the LAPE corpus ({exc.strerror})") from None
+        extra = [line for line in (lines[n:] if n is not None else []) if line.strip()]
+        if path.name.endswith(".devtest"):
+            dev = path.with_name(path.name[: -len(".devtest")] + ".dev")
+            if dev.is_file():
+                extra += [line for line in dev.read_text(encoding="utf-8").splitlines() if line.strip()]
+        out.append(extra)
+    return out
 
 
 def split_langs(values: list[str] | None) -> list[str]:

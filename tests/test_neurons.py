@@ -681,3 +681,34 @@ def test_load_model_passes_the_revision_to_from_pretrained(monkeypatch):
     with pytest.raises(HubError):
         loading.load_model("bigscience/bloom-560m-intermediate", device="cpu", revision="global_step1000")
     assert seen == ["global_step1000"]
+
+
+def test_lape_counts_the_whole_corpus(tmp_path, tiny_dir):
+    """--lape-corpus all (default): LAPE counts every line of each file and of a FLORES .dev sibling,
+    the parallel statistics use the first --n lines only, and the manifest records the tokens
+    counted per language; --lape-corpus parallel counts the parallel lines only."""
+    folder = tmp_path / "flores"
+    folder.mkdir()
+    for name, lines in (("eng_Latn", LANGS["en"]), ("fra_Latn", LANGS["xx"]), ("deu_Latn", LANGS["yy"])):
+        (folder / f"{name}.devtest").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "eng_Latn.dev").write_text("the cat sat\n\none two\n", encoding="utf-8")
+    common = ["analyze", "neurons", "--flores-dir", folder, "eng_Latn", "fra_Latn", "deu_Latn", "--n", 3, "--model", tiny_dir("llama"),
+              "--out", tmp_path, "--no-progress", "--no-plots", "--z-threshold", 1, "--batch-size", 4, "--permutations", 0, "--bootstrap", 0]
+    result = _cli(*common, "--name", "all")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "all"
+    words = {"eng_Latn": sum(len(t.split()) for t in LANGS["en"]) + 3 + 2, "fra_Latn": sum(len(t.split()) for t in LANGS["xx"]),
+             "deu_Latn": sum(len(t.split()) for t in LANGS["yy"])}
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["lape_tokens"] == words
+    counts = pl.read_parquet(run / "lape_counts.parquet").filter(pl.col("layer") == 1).group_by("language").agg(pl.col("n_tokens").sum())
+    assert dict(zip(counts["language"].to_list(), counts["n_tokens"].to_list())) == words
+    act = pl.read_parquet(run / "activations.parquet").filter(pl.col("layer") == 1)
+    assert act.height == 9 and act["sentence"].min() == 0 and act["sentence"].max() == 2
+    result = _cli(*common, "--name", "par", "--lape-corpus", "parallel")
+    assert result.exit_code == 0, result.output
+    par = json.loads((tmp_path / "par" / "manifest.json").read_text())["lape_tokens"]
+    assert par["eng_Latn"] == sum(len(t.split()) for t in LANGS["en"][:3])
+    a, b = pl.read_parquet(tmp_path / "par" / "lrds_sads.parquet"), pl.read_parquet(run / "lrds_sads.parquet")
+    assert a["measure"].to_list() == b["measure"].to_list()
+    np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy(), atol=1e-5)  # other batches, same statistics

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from analyses.neurons import ANALYSIS, DEFAULT_LANGS, NeuronOptions, Neurons, run_models, split_langs, summarize
+from analyses.neurons import ANALYSIS, DEFAULT_LANGS, NeuronOptions, Neurons, lape_corpus_lines, run_models, split_langs, summarize
+from hubclient.errors import HubError
 from hubclient.cli import options as opt
 from hubclient.inputs.parallel import read_languages
 from hubclient.runner import RunConfig, run_analysis
@@ -36,6 +37,7 @@ def command(
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples of sentences for the LRDS/SADS confidence intervals. 0: none.", rich_help_panel=PANEL)] = 1000,
     confidence: Annotated[float, typer.Option(help="Level of the bootstrap intervals.", rich_help_panel=PANEL)] = 0.95,
     seed: Annotated[int, typer.Option(help="Seed of the permutations and the bootstrap.", rich_help_panel=PANEL)] = 0,
+    lape_corpus: Annotated[str, typer.Option(help="LAPE counts activations over: all (every line of each language's file, plus its FLORES .dev file when present: dev+devtest; lines beyond the parallel set run as LAPE-only prompts) or parallel (the parallel sentences only).", rich_help_panel=PANEL)] = "all",
     revision: Annotated[Optional[list[str]], typer.Option("--revision", help="Hugging Face revisions (branches such as global_step1000) of the one --model, repeated: one run each in a parent folder, a weights hash per revision in the manifest (identical weights are warned about) and a score-by-training-step chart. Local only; for local checkpoint folders repeat --model instead. Only `hub analyze neurons` takes --revision.", rich_help_panel="Model", show_default=False)] = None,
     float16: Annotated[bool, typer.Option("--float16/--float32", help="Store activations.parquet as float16 (half the size; statistics use float64 either way).", rich_help_panel="Output")] = False,
     *,
@@ -55,9 +57,19 @@ def command(
     options = NeuronOptions(
         languages=corpus.languages, sources=[str(p) for p in corpus.sources], n=n, skip_empty=skip_empty, float16=float16,
         z_threshold=z_threshold, lape_top=lape_top, lape_quantile=lape_quantile, sads=sads, key_norm=key_norm,
-        permutations=permutations, bootstrap=bootstrap, confidence=confidence, seed=seed,
+        permutations=permutations, bootstrap=bootstrap, confidence=confidence, seed=seed, lape_corpus=lape_corpus,
     )
     texts, languages, sentences = corpus.flat()
+    if lape_corpus not in ("all", "parallel"):
+        raise HubError(f"unknown --lape-corpus {lape_corpus!r}; choose all or parallel")
+    if lape_corpus == "all":
+        extra = 0
+        for language, lines in zip(corpus.languages, lape_corpus_lines(options.sources, n)):
+            for line in lines:
+                extra += 1
+                texts.append(line)
+                languages.append(language)
+                sentences.append(-extra)  # LAPE-only: counted, not stored as activations
     if len(models) > 1 or revision:
         run = run_models(options, texts, languages, sentences, config, models, revisions=revision)
     else:
