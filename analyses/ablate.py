@@ -346,8 +346,8 @@ class Ablate(Analysis):
             .properties(
                 title=[
                     f"Perplexity change when neurons are ablated (labels: perplexity / unablated − 1) · {manifest['model']['model_id']}",
-                    f"{o['selector']} neurons set to {'0' if o['mode'] == 'zero' else 'their mean'}; {o['n']} held-out sentences per language (lines {o['offset'] + 1}-{o['offset'] + o['n']}); "
-                    f"random: as many neurons per layer ({o.get('random_draws', 1)} draw(s); the mean when several, spread in random_control)",
+                    (f"{o['selector']} neurons set to {'0' if o['mode'] == 'zero' else 'their mean'}; {o['n']} held-out sentences per language (lines {o['offset'] + 1}-{o['offset'] + o['n']}); "
+                     f"random: as many neurons per layer ({o.get('random_draws', 1)} draw(s); the mean when several, spread in random_control)"),
                 ]
             )
         )

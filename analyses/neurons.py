@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 import warnings
@@ -386,8 +387,8 @@ class Neurons(Analysis):
             .properties(width=320, height=220)
             .facet(column=alt.Column("measure:N", title=None, sort=["LRDS", "SADS"]))
             .resolve_scale(y="independent")
-            .properties(title=[title, "LRDS: same language vs different languages (different sentences); "
-                               f"SADS ({sads}): translations vs {SADS_PAIRS.get(sads, sads)}; band: bootstrap CI over sentences"])
+            .properties(title=[title, ("LRDS: same language vs different languages (different sentences); "
+                                       f"SADS ({sads}): translations vs {SADS_PAIRS.get(sads, sads)}; band: bootstrap CI over sentences")])
         )
         counts = run.table("counts")
         langs = counts["language"].unique(maintain_order=True).to_list()
@@ -591,7 +592,7 @@ def by_step(run: Any) -> Any:
 def _ci(row: dict[str, Any]) -> str:
     """``[low, high]`` of a measure row, or nothing without a CI."""
     low, high = row.get("ci_low"), row.get("ci_high")
-    if low is None or high is None or low != low:
+    if low is None or high is None or math.isnan(low):
         return ""
     return f"[{low:.4f}, {high:.4f}]"
 

@@ -225,7 +225,7 @@ def test_multiple_choice_runs_with_the_ablation_applied(tiny_hub_model, tmp_path
     """--mc items are scored under every condition: an ending's score = log p(context + ending) −
     log p(context), from hand-run forwards with the same ablation hook; accuracy per condition
     compares the argmax with the label."""
-    from analyses.ablate import mc_accuracy, mc_texts
+    from analyses.ablate import mc_texts
 
     model = tiny_hub_model("llama")
     path = tmp_path / "mc.jsonl"

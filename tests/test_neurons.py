@@ -531,7 +531,7 @@ def test_key_neurons_all_layer_norm_equal_released():
     rng = np.random.default_rng(7)
     groups = [rng.normal(size=(5, 12)) + shift for shift in np.eye(7, 12) * 3]
     norms = [np.linalg.norm(np.concatenate([g, rng.normal(size=(5, 30)) * 4], axis=1), axis=1) for g in groups]
-    scores, z, key = hn.key_neurons(groups, 2.0, norms=norms, eps=1e-5)
+    _, z, key = hn.key_neurons(groups, 2.0, norms=norms, eps=1e-5)
     _, ref_z, ref_key = released_key_neurons(groups, norms, 2.0)
     np.testing.assert_allclose(z, ref_z, atol=1e-9)
     assert (key == ref_key).all() and key.any()
@@ -546,7 +546,7 @@ def test_z_bound_is_sqrt_k_minus_1():
         scores = np.zeros((k, 1))
         scores[0] = 1.0
         assert hn.zscores(scores)[0, 0] == pytest.approx(np.sqrt(k - 1)) == pytest.approx(hn.max_zscore(k))
-    opts = dict(languages=["a", "b", "c"])
+    opts = {"languages": ["a", "b", "c"]}
     import warnings as w
 
     with w.catch_warnings():
@@ -564,7 +564,7 @@ def test_key_null_counts_equal_independent_permutations(tiny_hub_model, tmp_path
     shuffled language labels; fdr = null_mean / observed."""
     model = tiny_hub_model("llama")
     run = run_neurons(model, tmp_path, permutations=6, seed=11, bootstrap=50)
-    texts, langs, sents = corpus()
+    texts, langs, _ = corpus()
     means, _ = reference_activations(model, texts)
     langs = np.asarray(langs)
     norms = np.linalg.norm(means.reshape(len(texts), -1), axis=1)
@@ -617,9 +617,9 @@ def test_cli_checkpoints_hash_identical_weights_and_step_chart(tmp_path):
     different): one run each, a weights hash per checkpoint in the parent manifest (equal for the
     identical pair, and equal to a hash of the saved tensors), a warning naming the identical pair,
     scores that differ only where the weights do, and the score-by-training-step chart."""
+    from conftest import build_tiny
     from safetensors.torch import load_file
 
-    from conftest import build_tiny
     from analyses.neurons import identical_weights, training_step
 
     files = _files(tmp_path)
