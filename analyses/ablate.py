@@ -58,6 +58,10 @@ class AblateOptions:
         mode: ``zero`` or ``mean`` (the neuron's token-mean activation in the neurons run).
         random: also ablate as many random neurons per layer (control).
         seed: seed of the random neurons.
+        random_draws: independent random sets per ablated language (seeds ``seed .. seed+R-1``),
+            summarised with their spread in ``random_control.parquet``.
+        mc: a multiple-choice file (JSON lines: language, context, endings, label) scored under
+            every condition (``multiple_choice.parquet``); empty for none.
     """
 
     source: str = ""
@@ -70,6 +74,8 @@ class AblateOptions:
     mode: str = "zero"
     random: bool = True
     seed: int = 0
+    random_draws: int = 1
+    mc: str = ""
 
 
 @dataclass
@@ -105,7 +111,8 @@ class Ablate(Analysis):
     needs_model_output = True
 
     def __init__(self, options: AblateOptions, conditions: list[Condition], languages: list[str], sentences: list[int],
-                 means: dict[int, Any] | None = None, model_id: str | None = None):
+                 means: dict[int, Any] | None = None, model_id: str | None = None, tasks: list[str] | None = None,
+                 endings: list[int] | None = None, answers: dict[str, int] | None = None):
         """Bind the conditions and the evaluated sentences.
 
         Prompt ``c * E + e`` is evaluated sentence ``e`` (of ``E``) under condition ``c``.
@@ -116,6 +123,9 @@ class Ablate(Analysis):
             languages / sentences: language and sentence id of each of the E evaluated texts.
             means: with ``--mode mean``, block -> ``[d_ff]`` replacement values.
             model_id: the model the neurons were selected on (checked in :meth:`prepare`).
+            tasks: per evaluated text ``ppl`` (perplexity, the default), ``mc-context`` or
+                ``mc-ending`` (multiple choice, :func:`mc_texts`); endings: per text the ending
+                index (-1 for ppl and contexts); answers: ``"<language>/<item>"`` -> correct ending.
 
         Raises:
             HubError: an unknown mode, or mean mode without means for an ablated block.
@@ -128,6 +138,11 @@ class Ablate(Analysis):
         self.conditions = list(conditions)
         self.languages = list(languages)
         self.sentences = list(sentences)
+        self.tasks = list(tasks) if tasks is not None else ["ppl"] * len(self.languages)
+        self.endings = list(endings) if endings is not None else [-1] * len(self.languages)
+        self.answers = dict(answers or {})
+        if len(self.tasks) != len(self.languages) or len(self.endings) != len(self.languages):
+            raise ValueError("tasks and endings must label every evaluated text")
         self.model_id = model_id
         self.means = {}
         import torch
@@ -156,13 +171,14 @@ class Ablate(Analysis):
 
     def prompt_columns(self) -> dict[str, list[Any]]:
         """Per-prompt labels for ``prompts.parquet``: condition, kind, ablated, language, sentence."""
-        columns: dict[str, list[Any]] = {"condition": [], "kind": [], "ablated": [], "language": [], "sentence": []}
+        columns: dict[str, list[Any]] = {"condition": [], "kind": [], "ablated": [], "language": [], "sentence": [], "task": []}
         for cond in self.conditions:
             columns["condition"].extend([cond.name] * len(self.languages))
             columns["kind"].extend([cond.kind] * len(self.languages))
             columns["ablated"].extend([cond.ablated] * len(self.languages))
             columns["language"].extend(self.languages)
             columns["sentence"].extend(self.sentences)
+            columns["task"].extend(self.tasks)
         return columns
 
     def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
@@ -245,6 +261,8 @@ class Ablate(Analysis):
                 "ablated": [self.conditions[c].ablated for c in cond],
                 "language": [self.languages[e] for e in ev],
                 "sentence": np.asarray(self.sentences, dtype=np.int64)[ev],
+                "task": [self.tasks[e] for e in ev],
+                "ending": np.asarray(self.endings, dtype=np.int32)[ev],
                 "logprob": saved["logprob"].numpy().astype(np.float64),
                 "n_tokens": np.rint(saved["n"].numpy()).astype(np.int32),
             }
@@ -254,8 +272,17 @@ class Ablate(Analysis):
     # ------------------------------------------------------------------ statistics
     def finish(self, run: Any) -> dict[str, Any]:
         """``perplexity``: per condition and language, ``exp(-sum logprob / sum n_tokens)`` over
-        the held-out sentences, with its change against ``none`` (difference and ratio)."""
-        return {"perplexity": perplexity_table(run.table("scores"), self.conditions)}
+        the held-out sentences, with its change against ``none`` (difference and ratio);
+        ``random_control``: the selected neurons' change against the spread of the random draws;
+        ``multiple_choice`` (with ``--mc``): accuracy per condition and language."""
+        import polars as pl
+
+        scores = run.table("scores")
+        ppl = perplexity_table(scores.filter(pl.col("task") == "ppl") if "task" in scores.columns else scores, self.conditions)
+        out = {"perplexity": ppl, "random_control": random_control(ppl)}
+        if "task" in scores.columns and (scores["task"] != "ppl").any():
+            out["multiple_choice"] = mc_accuracy(scores, self.answers)
+        return out
 
     def summary(self, run: Any) -> str:
         """Per ablated language: the relative perplexity change of its own language and the mean
@@ -290,6 +317,15 @@ class Ablate(Analysis):
         manifest = run.manifest
         o = manifest["options"]
         table = run.table("perplexity").filter(pl.col("kind") != "none")
+        draws = table.filter(pl.col("kind") == "random").group_by("ablated", "language").len()["len"].max() if (table["kind"] == "random").any() else 1
+        if draws and draws > 1:  # several random draws: their mean change per cell
+            randoms = (
+                table.filter(pl.col("kind") == "random")
+                .group_by("kind", "ablated", "language", maintain_order=True)
+                .agg(pl.col("condition").first().str.replace(r"#\d+$", "").alias("condition"), pl.col("n_ablated").first(),
+                     pl.col("perplexity").mean(), pl.col("baseline").first(), pl.col("change").mean(), pl.col("delta_nll").mean())
+            )
+            table = pl.concat([table.filter(pl.col("kind") == "selected").select(randoms.columns), randoms.select(randoms.columns)])
         langs = table["language"].unique(maintain_order=True).to_list()
         ablated = table["ablated"].unique(maintain_order=True).to_list()
         limit = max(float(table["delta_nll"].abs().max() or 0.0), 1e-6)
@@ -310,7 +346,8 @@ class Ablate(Analysis):
             .properties(
                 title=[
                     f"Perplexity change when neurons are ablated (labels: perplexity / unablated − 1) · {manifest['model']['model_id']}",
-                    f"{o['selector']} neurons set to {'0' if o['mode'] == 'zero' else 'their mean'}; {o['n']} held-out sentences per language (lines {o['offset'] + 1}-{o['offset'] + o['n']}); random: as many neurons per layer",
+                    (f"{o['selector']} neurons set to {'0' if o['mode'] == 'zero' else 'their mean'}; {o['n']} held-out sentences per language (lines {o['offset'] + 1}-{o['offset'] + o['n']}); "
+                     f"random: as many neurons per layer ({o.get('random_draws', 1)} draw(s); the mean when several, spread in random_control)"),
                 ]
             )
         )
@@ -433,9 +470,17 @@ def mean_activations(run: Any) -> dict[int, Any]:
     return out
 
 
-def build_conditions(run: Any, selector: str, ablate: list[str], random: bool, seed: int) -> list[Condition]:
-    """``none``, then per ablated language its selected neurons and (``random``) a random set of
-    the same size per block. Warns about a language with no selected neuron."""
+def build_conditions(run: Any, selector: str, ablate: list[str], random: bool, seed: int, draws: int = 1) -> list[Condition]:
+    """``none``, then per ablated language its selected neurons and (``random``) ``draws`` random
+    sets of the same size per block (:func:`random_like` with seeds ``seed .. seed+draws-1``; the
+    first is ``random:<language>``, the others ``random:<language>#<r>``). Warns about a language
+    with no selected neuron.
+
+    Raises:
+        HubError: ``draws < 1``, or as :func:`random_like`.
+    """
+    if draws < 1:
+        raise HubError(f"--random-draws must be at least 1, got {draws}")
     import polars as pl
 
     d_ff = int(run.table("counts").filter(pl.col("selector") == selector)["d_ff"][0])
@@ -448,8 +493,129 @@ def build_conditions(run: Any, selector: str, ablate: list[str], random: bool, s
             warnings.warn(f"no {selector} neurons are selected for {language}; its ablation changes nothing")
         conditions.append(cond)
         if random:
-            conditions.append(Condition(f"random:{language}", "random", language, random_like(neurons, d_ff, seed, languages.index(language))))
+            for r in range(draws):
+                name = f"random:{language}" if r == 0 else f"random:{language}#{r}"
+                conditions.append(Condition(name, "random", language, random_like(neurons, d_ff, seed + r, languages.index(language))))
     return conditions
+
+
+def random_control(perplexity: Any, level: float = 0.95) -> Any:
+    """The selected neurons' perplexity change against R random draws of the same size per layer.
+
+    Per (ablated, language): ``selected_change`` (perplexity / baseline − 1 with the selected
+    neurons), ``n_draws``, ``random_mean``, ``random_sd`` (ddof 1; null for one draw),
+    ``random_low``/``random_high`` (the percentile interval at ``level`` over the draws: with few
+    draws it is close to their range) and ``p_random = (1 + #{random change >= selected}) /
+    (R + 1)``. Source: the random-neuron control of Zeng et al. 2025 (the released code draws one
+    unseeded mask, ``run.py:656-659``; here several seeded draws give a spread).
+
+    Returns:
+        a polars frame (empty without random conditions).
+    """
+    import numpy as np
+    import polars as pl
+
+    rows = []
+    selected = perplexity.filter(pl.col("kind") == "selected")
+    randoms = perplexity.filter(pl.col("kind") == "random")
+    alpha = (1 - level) / 2
+    for row in selected.iter_rows(named=True):
+        draws = randoms.filter((pl.col("ablated") == row["ablated"]) & (pl.col("language") == row["language"]))["change"].to_numpy()
+        if draws.size == 0:
+            continue
+        rows.append({
+            "ablated": row["ablated"], "language": row["language"], "own_language": row["own_language"], "selected_change": row["change"],
+            "n_draws": int(draws.size), "random_mean": float(draws.mean()),
+            "random_sd": float(draws.std(ddof=1)) if draws.size > 1 else None,
+            "random_low": float(np.quantile(draws, alpha)), "random_high": float(np.quantile(draws, 1 - alpha)),
+            "p_random": float((1 + (draws >= row["change"]).sum()) / (draws.size + 1)),
+        })
+    schema = {"ablated": pl.String, "language": pl.String, "own_language": pl.Boolean, "selected_change": pl.Float64, "n_draws": pl.Int32,
+              "random_mean": pl.Float64, "random_sd": pl.Float64, "random_low": pl.Float64, "random_high": pl.Float64, "p_random": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def mc_texts(path: Path) -> tuple[list[str], list[str], list[int], list[str], list[int], dict[str, int]]:
+    """Zero-shot multiple-choice items (XStoryCloze-style) as texts to score.
+
+    The file holds JSON lines ``{"language": str, "context": str, "endings": [str, ...], "label": int}``
+    (``label`` indexes ``endings``). Each item gives its context alone and ``context + " " +
+    ending`` for every ending; an ending's score is ``log p(context + " " + ending) - log
+    p(context)``, the log-likelihood of the ending given the context (as lm-evaluation-harness
+    scores ``xstorycloze``: the 4 context sentences joined by spaces, the ending after a space),
+    and the item counts as correct when the labelled ending scores highest.
+
+    Returns:
+        ``(texts, languages, items, tasks, endings, answers)``: per text its language, item index
+        (within the language), ``mc-context``/``mc-ending`` and ending index (-1 for the
+        context); ``answers["<language>/<item>"]`` = label.
+
+    Raises:
+        HubError: an unreadable file, a line that is not such an object, fewer than 2 endings, a
+            label out of range.
+    """
+    import json
+
+    texts: list[str] = []
+    langs: list[str] = []
+    items: list[int] = []
+    tasks: list[str] = []
+    endings: list[int] = []
+    answers: dict[str, int] = {}
+    counter: dict[str, int] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise HubError(f"--mc {path}: cannot read it ({exc.strerror})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            language, context, options, label = str(item["language"]), str(item["context"]), [str(e) for e in item["endings"]], int(item["label"])
+        except (ValueError, KeyError, TypeError):
+            raise HubError(f"--mc {path}:{number}: need a JSON object with language, context, endings (list) and label (int)") from None
+        if len(options) < 2 or not 0 <= label < len(options):
+            raise HubError(f"--mc {path}:{number}: need 2 or more endings and a label among them")
+        index = counter.get(language, 0)
+        counter[language] = index + 1
+        answers[f"{language}/{index}"] = label
+        for k, text in enumerate([context, *(context + " " + e for e in options)]):
+            texts.append(text)
+            langs.append(language)
+            items.append(index)
+            tasks.append("mc-context" if k == 0 else "mc-ending")
+            endings.append(k - 1)
+    if not texts:
+        raise HubError(f"--mc {path} has no items")
+    return texts, langs, items, tasks, endings, answers
+
+
+def mc_accuracy(scores: Any, answers: dict[str, int]) -> Any:
+    """Multiple-choice accuracy per condition and language (see :func:`mc_texts`), with the
+    accuracy of ``none`` as ``baseline``; every condition's scores come from forward passes with
+    that condition's ablation applied.
+
+    Returns:
+        polars rows: condition, kind, ablated, language, n_items, accuracy, baseline, change (accuracy − baseline).
+    """
+    import numpy as np
+    import polars as pl
+
+    mc = scores.filter(pl.col("task") != "ppl")
+    rows = []
+    for (condition, kind, ablated, language), part in mc.group_by("condition", "kind", "ablated", "language", maintain_order=True):
+        correct = []
+        for (item,), one in part.group_by("sentence", maintain_order=True):
+            context = one.filter(pl.col("task") == "mc-context")["logprob"][0]
+            ends = one.filter(pl.col("task") == "mc-ending").sort("ending")
+            scored = ends["logprob"].to_numpy() - context
+            correct.append(int(ends["ending"][int(np.argmax(scored))]) == answers[f"{language}/{int(item)}"])
+        rows.append({"condition": condition, "kind": kind, "ablated": ablated, "language": language, "n_items": len(correct),
+                     "accuracy": float(np.mean(correct))})
+    table = pl.DataFrame(rows)
+    base = table.filter(pl.col("kind") == "none").select("language", pl.col("accuracy").alias("baseline"))
+    return table.join(base, on="language", how="left").with_columns((pl.col("accuracy") - pl.col("baseline")).alias("change"))
 
 
 def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Path | None, files: dict[str, Path] | None = None) -> tuple[list[str], list[str], list[int], list[str]]:

@@ -211,3 +211,75 @@ def test_mean_mode_needs_the_means_of_every_ablated_block():
     with pytest.raises(HubError, match="needs the mean activation of block 2"):
         Ablate(options, conditions, ["en"], [0], means=None)
     Ablate(options, conditions, ["en"], [0], means={2: np.zeros(4)})  # block 3 ablates nothing: no mean needed
+
+
+# ---------------------------------------------------------------------------- paper evaluation
+MC_ITEMS = [
+    {"language": "en", "context": "the cat sat on the", "endings": ["mat", "paris", "three"], "label": 0},
+    {"language": "en", "context": "the capital of france is", "endings": ["two", "paris"], "label": 1},
+    {"language": "xx", "context": "one two three four", "endings": ["five", "dog", "text"], "label": 0},
+]
+
+
+def test_multiple_choice_runs_with_the_ablation_applied(tiny_hub_model, tmp_path):
+    """--mc items are scored under every condition: an ending's score = log p(context + ending) −
+    log p(context), from hand-run forwards with the same ablation hook; accuracy per condition
+    compares the argmax with the label."""
+    from analyses.ablate import mc_texts
+
+    model = tiny_hub_model("llama")
+    path = tmp_path / "mc.jsonl"
+    path.write_text("\n".join(json.dumps(i) for i in MC_ITEMS) + "\n", encoding="utf-8")
+    texts, langs, items, tasks, endings, answers = mc_texts(path)
+    assert len(texts) == 3 + 8 and tasks.count("mc-context") == 3 and answers == {"en/0": 0, "en/1": 1, "xx/0": 0}
+    texts, langs, items = TEXTS + texts, LANGUAGES + langs, [0, 1, 0, 1] + items
+    tasks, endings = ["ppl"] * 4 + tasks, [-1] * 4 + endings
+    conditions = [Condition("none", "none", ""), Condition("all:2", "selected", "en", {2: list(range(64))})]
+    options = AblateOptions(source="test", ablate=["en"], languages=["en", "xx"], n=2, offset=0)
+    analysis = Ablate(options, conditions, langs, items, tasks=tasks, endings=endings, answers=answers)
+    run = run_analysis(analysis, analysis.prompts(texts), RunConfig(out=tmp_path, name="mc", progress=False, batch_size=3),
+                       model=model, prompt_columns=analysis.prompt_columns())
+    table = run.table("multiple_choice")
+    for cond, block in (("none", None), ("all:2", 2)):
+        cols = None if block is None else list(range(64))
+        for lang in ("en", "xx"):
+            correct = []
+            for index, item in enumerate(i for i in MC_ITEMS if i["language"] == lang):
+                ctx = reference_logprob(model, item["context"], block, cols)
+                scored = [reference_logprob(model, item["context"] + " " + e, block, cols) - ctx for e in item["endings"]]
+                correct.append(int(np.argmax(scored)) == item["label"])
+            row = table.filter((pl.col("condition") == cond) & (pl.col("language") == lang)).row(0, named=True)
+            assert row["accuracy"] == pytest.approx(np.mean(correct)) and row["n_items"] == len(correct)
+    # perplexity is computed on the ppl texts only
+    assert set(run.table("perplexity")["n_sentences"].to_list()) == {2}
+    with pytest.raises(Exception, match="label among them"):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps({"language": "en", "context": "a", "endings": ["b"], "label": 0}) + "\n")
+        mc_texts(bad)
+
+
+def test_random_draws_and_their_spread(tiny_dir, neurons_run, tmp_path):
+    """--random-draws 3: three seeded random sets per language (same size per block, disjoint
+    from the selected ones, different from each other); random_control equals numpy over the
+    perplexity table's random rows."""
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--random-draws", 3, "--model", tiny_dir("llama"),
+                  "--out", tmp_path, "--name", "r", "--no-progress", "--batch-size", 4)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "r"
+    table = pl.read_parquet(run / "perplexity.parquet")
+    assert sorted(table.filter(pl.col("kind") == "random")["condition"].unique().to_list()) == ["random:en", "random:en#1", "random:en#2"]
+    conds = {c.name: c for c in build_conditions(open_neurons_run(neurons_run), "key", ["en"], True, 0, 3)}
+    key = conds["key:en"]
+    sets = [conds[n] for n in ("random:en", "random:en#1", "random:en#2")]
+    for block, idx in key.neurons.items():
+        for r in sets:
+            assert len(r.neurons[block]) == len(idx) and not set(r.neurons[block]) & set(idx)
+    assert len({tuple(tuple(v) for v in r.neurons.values()) for r in sets}) == 3
+    control = pl.read_parquet(run / "random_control.parquet")
+    for row in control.iter_rows(named=True):
+        draws = table.filter((pl.col("kind") == "random") & (pl.col("language") == row["language"]))["change"].to_numpy()
+        sel = table.filter((pl.col("kind") == "selected") & (pl.col("language") == row["language"]))["change"][0]
+        assert row["n_draws"] == 3 and row["random_mean"] == pytest.approx(draws.mean()) and row["random_sd"] == pytest.approx(draws.std(ddof=1))
+        assert row["selected_change"] == pytest.approx(sel) and row["p_random"] == pytest.approx((1 + (draws >= sel).sum()) / 4)
+        assert row["random_low"] >= draws.min() - 1e-12 and row["random_high"] <= draws.max() + 1e-12
+    assert (run / "plots" / "ablate_perplexity.png").is_file()

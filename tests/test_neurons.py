@@ -10,6 +10,7 @@ over sentence pairs; LAPE follows Tang et al.'s released ``identify.py`` written
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -99,6 +100,74 @@ def loop_contrast(x, labels):
     return np.mean(same), np.mean(diff)
 
 
+def cosine(a, b):
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def protocol_measures(x, langs, sents):
+    """paper-protocols.md §B2 by explicit loops over ordered pairs i != j: {measure: (same, different)}.
+
+    LRDS: same language & different sentence vs different language & different sentence.
+    SADS intended: same sentence & different language vs different language & different sentence.
+    SADS hub: same sentence vs different sentence (any languages)."""
+    sets = {k: [] for k in ("sl_ds", "dl_ds", "tr", "ds")}
+    for i in range(len(x)):
+        for j in range(len(x)):
+            if i == j:
+                continue
+            c = cosine(x[i], x[j])
+            if langs[i] == langs[j] and sents[i] != sents[j]:
+                sets["sl_ds"].append(c)
+            if langs[i] != langs[j] and sents[i] != sents[j]:
+                sets["dl_ds"].append(c)
+            if sents[i] == sents[j] and langs[i] != langs[j]:
+                sets["tr"].append(c)
+            if sents[i] != sents[j]:
+                sets["ds"].append(c)
+    m = {k: np.mean(v) for k, v in sets.items()}
+    return {"LRDS": (m["sl_ds"], m["dl_ds"]), "SADS-intended": (m["tr"], m["dl_ds"]), "SADS-hub": (m["tr"], m["ds"])}
+
+
+def released_sads(x, n_langs):
+    """The released show_cos_sim after rearrange_by_meaning (LinguaFranca/run.py:164-255), as the
+    protocol quotes it: language-major rows, the stride-(S+1) loop, K×K blocks with their own
+    diagonal masked, mean of diagonal-block means minus mean of off-diagonal-block means."""
+    n = len(x)
+    s = n // n_langs
+    order = []
+    for i in range(s + 1):
+        for j in range(i, n, s + 1):
+            order.append(j)
+    y = x[order]
+    m = np.array([[cosine(a, b) for b in y] for a in y])
+    blocks = n // n_langs
+    means = np.zeros((blocks, blocks))
+    for bi in range(blocks):
+        for bj in range(blocks):
+            vals = [m[bi * n_langs + a, bj * n_langs + b] for a in range(n_langs) for b in range(n_langs) if a != b]
+            means[bi, bj] = np.mean(vals)
+    diag = np.mean([means[b, b] for b in range(blocks)])
+    off = np.mean([means[a, b] for a in range(blocks) for b in range(blocks) if a != b])
+    return diag, off
+
+
+def released_key_neurons(groups, norms, threshold):
+    """find_max_average_neurons + zscore_outliers as released (run.py:300-381): hs / ||all-layer hs|| + 10e-6,
+    running mean of elementwise products over i < j, then / counter again, np.std z, z > threshold."""
+    scores = []
+    for x, nrm in zip(groups, norms):
+        hs = x / nrm[:, None] + 10e-6
+        sum_hs, counter = np.zeros(hs.shape[1]), 0
+        for i in range(hs.shape[0]):
+            for j in range(i + 1, hs.shape[0]):
+                sum_hs += (hs[i] * hs[j] - sum_hs) / (counter + 1)
+                counter += 1
+        scores.append(sum_hs / counter)
+    scores = np.asarray(scores)
+    z = (scores - scores.mean(0)) / np.std(scores, axis=0)
+    return scores, z, z > threshold
+
+
 def loop_key_neurons(groups, threshold):
     scores = []
     for x in groups:
@@ -167,18 +236,27 @@ def test_statistics_of_a_run_equal_loops(tiny_hub_model, tmp_path):
     langs, sents = np.asarray(langs), np.asarray(sents)
     table = run.table("lrds_sads")
     key = run.table("key_neurons")
+    all_norms = np.linalg.norm(means.reshape(len(texts), -1), axis=1)  # the all-layer concatenated vector
     for layer in range(1, model.n_layers + 1):
         x = means[:, layer - 1]
-        for measure, labels in (("LRDS", langs), ("SADS", sents)):
-            same, diff = loop_contrast(x, labels)
+        expected = protocol_measures(x, langs, sents)
+        expected["SADS-released"] = released_sads(x, len(LANGS))
+        expected["SADS"] = expected["SADS-intended"]
+        for measure, (same, diff) in expected.items():
             row = table.filter((pl.col("layer") == layer) & (pl.col("measure") == measure)).row(0, named=True)
-            assert row["value"] == pytest.approx(same - diff, abs=1e-5)
+            assert row["value"] == pytest.approx(same - diff, abs=1e-5), measure
             assert row["same"] == pytest.approx(same, abs=1e-5) and row["different"] == pytest.approx(diff, abs=1e-5)
-        _, z, selected = loop_key_neurons([x[langs == lang] for lang in LANGS], 1.0)
+        _, z, selected = released_key_neurons([x[langs == lang] for lang in LANGS], [all_norms[langs == lang] for lang in LANGS], 1.0)
         for k, lang in enumerate(LANGS):
             got = key.filter((pl.col("layer") == layer) & (pl.col("language") == lang)).sort("neuron")
             assert got["neuron"].to_list() == np.flatnonzero(selected[k]).tolist()
             np.testing.assert_allclose(got["z"].to_numpy(), z[k, selected[k]], atol=1e-4)
+    # the concatenated all-layer vector
+    whole = protocol_measures(means.reshape(len(texts), -1), langs, sents)
+    for measure in ("LRDS", "SADS-intended", "SADS-hub"):
+        row = table.filter((pl.col("scope") == "all") & (pl.col("measure") == measure)).row(0, named=True)
+        assert row["layer"] is None and row["value"] == pytest.approx(whole[measure][0] - whole[measure][1], abs=1e-5)
+        assert row["ci_low"] <= row["value"] + 1e-9 and row["value"] - 1e-9 <= row["ci_high"]
     # LAPE over all layers at once
     probs = []
     for lang in LANGS:
@@ -341,3 +419,296 @@ def test_gemma_activation_point(tmp_path, flores_dir):
     lape = run.table("lape_counts").group_by("layer").agg(pl.col("n_tokens").sum()).sort("layer")
     assert lape["n_tokens"].to_list() == [int(act.filter(pl.col("layer") == 1)["n_tokens"].sum())] * model.n_layers
     assert counts.shape[2] == 2048
+
+
+# ---------------------------------------------------------------------------- protocol versions (paper-protocols.md §B)
+def _parallel(k, s, d, seed, lang_shift=1.0, sent_shift=1.0):
+    """Rows (language, sentence) = language offset + sentence offset + noise, in shuffled order."""
+    rng = np.random.default_rng(seed)
+    lang_vec, sent_vec = rng.normal(size=(k, d)) * lang_shift, rng.normal(size=(s, d)) * sent_shift
+    langs = np.repeat([f"l{i}" for i in range(k)], s)
+    sents = np.tile(np.arange(s), k)
+    x = lang_vec[np.repeat(np.arange(k), s)] + sent_vec[sents] + rng.normal(size=(k * s, d))
+    order = rng.permutation(k * s)
+    return x[order], langs[order], sents[order]
+
+
+def test_lrds_sads_variants_equal_protocol_loops():
+    """LRDS, SADS intended and hub from the sentence-pair sums equal loops over the pair sets the
+    protocol names, whatever the row order; lrds(x, langs, sents) is the same LRDS."""
+    x, langs, sents = _parallel(4, 6, 9, seed=3)
+    layout = hn.parallel_layout(langs, sents, ["l0", "l1", "l2", "l3"])
+    u = hn.unit_rows(x)
+    got = hn.pair_contrasts(hn.sentence_pairs(u @ u.T, layout))
+    want = protocol_measures(x, langs, sents)
+    for name, ref in (("LRDS", "LRDS"), ("SADS", "SADS-intended"), ("SADS-hub", "SADS-hub")):
+        np.testing.assert_allclose(got[name], want[ref], atol=1e-12)
+    r = hn.lrds(x, langs, sents)
+    assert (r.same, r.different) == pytest.approx(want["LRDS"]) and r.n_different == 4 * 3 * 6 * 5
+    # the released SADS, on language-major rows, equals the released loops
+    lm = layout.reshape(-1)
+    ref = released_sads(x[lm], 4)
+    np.testing.assert_allclose(hn.sads_released(u @ u.T, layout), ref, atol=1e-12)
+    with pytest.raises(HubError, match="not parallel"):
+        hn.parallel_layout(langs[:-1], sents[:-1])
+
+
+def test_released_sads_pair_composition_matches_the_protocol_table():
+    """K=10, S=100: the released stride-(S+1) blocks hold 8,952 / 32 / 16 "diagonal" and
+    868,320 / 8,888 / 13,792 "off-diagonal" pairs (diff-lang diff-sent / translations / same-lang),
+    paper-protocols.md §B2, counted here by loops over the permuted rows."""
+    k, s = 10, 100
+    order = hn.released_order(k, s)
+    assert sorted(order.tolist()) == list(range(k * s))
+    lang, sent = (np.arange(k * s) // s)[order], (np.arange(k * s) % s)[order]
+    diag, off = np.zeros(3, int), np.zeros(3, int)
+    for i in range(k * s):
+        bi, ai = divmod(i, k)
+        same_block = np.arange(k * s) // k == bi
+        keep = np.arange(k * s) % k != ai  # each block's own diagonal is masked
+        tr = (sent == sent[i]) & (lang != lang[i])
+        sl = lang == lang[i]
+        dd = ~tr & ~sl
+        for target, mask in ((diag, same_block), (off, ~same_block)):
+            target += [int((keep & mask & dd).sum()), int((keep & mask & tr).sum()), int((keep & mask & sl).sum())]
+    assert diag.tolist() == [8952, 32, 16] and off.tolist() == [868320, 8888, 13792]
+
+
+def test_sads_separates_meaning_from_language():
+    """Rows built from a sentence signal: intended and hub SADS are clearly positive, the released
+    SADS (blocks without translations) is about 0; with a language signal only, SADS is about 0
+    and LRDS positive."""
+    x, langs, sents = _parallel(5, 30, 40, seed=4, lang_shift=0.0, sent_shift=2.0)
+    layout = hn.parallel_layout(langs, sents)
+    u = hn.unit_rows(x)
+    cos = u @ u.T
+    got = hn.pair_contrasts(hn.sentence_pairs(cos, layout))
+    released = hn.sads_released(cos, layout)
+    assert got["SADS"][0] - got["SADS"][1] > 0.5 and abs(released[0] - released[1]) < 0.05
+    x, langs, sents = _parallel(5, 30, 40, seed=5, lang_shift=2.0, sent_shift=0.0)
+    u = hn.unit_rows(x)
+    got = hn.pair_contrasts(hn.sentence_pairs(u @ u.T, hn.parallel_layout(langs, sents)))
+    assert abs(got["SADS"][0] - got["SADS"][1]) < 0.05 and got["LRDS"][0] - got["LRDS"][1] > 0.5
+
+
+def test_bootstrap_replicate_equals_resampled_rows():
+    """One bootstrap replicate = the loops on the resampled data set, each drawn sentence copy a
+    unit: pairs of different original sentences count, translations within a copy count, pairs
+    between two copies of one sentence do not."""
+    x, langs, sents = _parallel(3, 7, 5, seed=6)
+    layout = hn.parallel_layout(langs, sents, ["l0", "l1", "l2"])
+    u = hn.unit_rows(x)
+    pairs = hn.sentence_pairs(u @ u.T, layout)
+    picks = np.array([0, 0, 2, 3, 3, 3, 6])
+    w = np.bincount(picks, minlength=7).astype(float)
+    got = {k: v[0] for k, v in hn.bootstrap_contrasts(pairs, w[None]).items()}
+    rows = [(lang, copy, s) for lang in range(3) for copy, s in enumerate(picks)]
+    sets = {"sl": [], "dd": [], "tr": [], "ds": []}
+    for a in rows:
+        for b in rows:
+            if a == b:
+                continue
+            c = cosine(x[layout[a[0], a[2]]], x[layout[b[0], b[2]]])
+            if a[2] != b[2]:
+                sets["ds"].append(c)
+                (sets["sl"] if a[0] == b[0] else sets["dd"]).append(c)
+            elif a[1] == b[1]:
+                sets["tr"].append(c)
+    m = {k: np.mean(v) for k, v in sets.items()}
+    assert got["LRDS"] == pytest.approx(m["sl"] - m["dd"])
+    assert got["SADS"] == pytest.approx(m["tr"] - m["dd"]) and got["SADS-hub"] == pytest.approx(m["tr"] - m["ds"])
+    draws = hn.bootstrap_draws(7, 200, seed=1)
+    assert draws.shape == (200, 7) and (draws.sum(1) == 7).all()
+    np.testing.assert_array_equal(draws, hn.bootstrap_draws(7, 200, seed=1))
+    low, high = hn.percentile_ci(hn.bootstrap_contrasts(pairs, draws)["SADS"])
+    point = hn.pair_contrasts(pairs)["SADS"]
+    assert low < point[0] - point[1] < high
+
+
+def test_key_neurons_all_layer_norm_equal_released():
+    """key_neurons with the all-layer norms and +1e-5 = the released loops; per layer (norms=None)
+    differs from it on the same data."""
+    rng = np.random.default_rng(7)
+    groups = [rng.normal(size=(5, 12)) + shift for shift in np.eye(7, 12) * 3]
+    norms = [np.linalg.norm(np.concatenate([g, rng.normal(size=(5, 30)) * 4], axis=1), axis=1) for g in groups]
+    _, z, key = hn.key_neurons(groups, 2.0, norms=norms, eps=1e-5)
+    _, ref_z, ref_key = released_key_neurons(groups, norms, 2.0)
+    np.testing.assert_allclose(z, ref_z, atol=1e-9)
+    assert (key == ref_key).all() and key.any()
+    _, z_layer, _ = hn.key_neurons(groups, 2.0, eps=1e-5)
+    assert not np.allclose(z_layer, ref_z, atol=1e-3)
+
+
+def test_z_bound_is_sqrt_k_minus_1():
+    """With the population std the largest z among K values is sqrt(K-1), reached by one value apart;
+    the warning fires exactly when the threshold cannot be passed."""
+    for k in (3, 9, 10):
+        scores = np.zeros((k, 1))
+        scores[0] = 1.0
+        assert hn.zscores(scores)[0, 0] == pytest.approx(np.sqrt(k - 1)) == pytest.approx(hn.max_zscore(k))
+    opts = {"languages": ["a", "b", "c"]}
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        Neurons(NeuronOptions(z_threshold=1.2, **opts), [], [])  # 1.2 < sqrt(2): reachable (the old bound 1.15 warned)
+    with pytest.warns(UserWarning, match=r"sqrt\(3-1\) = 1.41"):
+        Neurons(NeuronOptions(z_threshold=1.5, **opts), [], [])
+    with pytest.raises(HubError, match="--sads"):
+        Neurons(NeuronOptions(sads="paper", **opts), [], [])
+
+
+def test_key_null_counts_equal_independent_permutations(tiny_hub_model, tmp_path):
+    """key_null: null_mean per layer and language = the mean over the same seeded permutations
+    (numpy default_rng(seed).permutation, drawn here) of the released key-neuron counts with
+    shuffled language labels; fdr = null_mean / observed."""
+    model = tiny_hub_model("llama")
+    run = run_neurons(model, tmp_path, permutations=6, seed=11, bootstrap=50)
+    texts, langs, _ = corpus()
+    means, _ = reference_activations(model, texts)
+    langs = np.asarray(langs)
+    norms = np.linalg.norm(means.reshape(len(texts), -1), axis=1)
+    rng = np.random.default_rng(11)
+    perms = [rng.permutation(len(texts)) for _ in range(6)]
+    null = run.table("key_null")
+    assert set(null["language"].unique().to_list()) == {*LANGS, "all"}
+    for layer in range(1, model.n_layers + 1):
+        x = means[:, layer - 1]
+        counts = []
+        for perm in perms:
+            shuffled = langs[perm]
+            _, _, key = released_key_neurons([x[shuffled == g] for g in LANGS], [norms[shuffled == g] for g in LANGS], 1.0)
+            counts.append(key.sum(1))
+        counts = np.asarray(counts)
+        _, _, observed = released_key_neurons([x[langs == g] for g in LANGS], [norms[langs == g] for g in LANGS], 1.0)
+        for k, lang in enumerate([*LANGS, "all"]):
+            row = null.filter((pl.col("layer") == layer) & (pl.col("language") == lang)).row(0, named=True)
+            want = counts.sum(1) if lang == "all" else counts[:, k]
+            obs = observed.sum() if lang == "all" else observed[k].sum()
+            assert row["observed"] == obs and row["null_mean"] == pytest.approx(want.mean()) and row["permutations"] == 6
+            if obs:
+                assert row["fdr"] == pytest.approx(min(1.0, want.mean() / obs))
+
+
+def test_key_null_tells_signal_from_noise():
+    """Pure noise: observed key counts are about what the permutation null expects; a language
+    signal on some neurons: many more, and a small FDR."""
+    rng = np.random.default_rng(8)
+    k, s, d = 6, 20, 200
+    labels = np.repeat(np.arange(k), s)
+    perms = hn.permutations(k * s, 30, seed=0)
+    noise = np.abs(rng.normal(size=(k * s, d)))
+    units = hn.scaled_units(noise, None, 1e-5)
+    observed = (hn.zscores(hn.group_scores(units, labels, k)) > 2).sum()
+    expected = hn.key_neuron_null(units, labels, k, 2.0, perms).sum(1).mean()
+    assert observed < 2 * expected + 10
+    signal = noise.copy()
+    for g in range(k):
+        signal[labels == g, g * 10:(g + 1) * 10] += 3.0
+    units = hn.scaled_units(signal, None, 1e-5)
+    observed = (hn.zscores(hn.group_scores(units, labels, k)) > 2).sum()
+    expected = hn.key_neuron_null(units, labels, k, 2.0, perms).sum(1).mean()
+    assert observed >= 60 and expected / observed < 0.3
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def test_cli_checkpoints_hash_identical_weights_and_step_chart(tmp_path):
+    """Three local "checkpoints" of one tiny model (step-100 and step-200 identical, step-300
+    different): one run each, a weights hash per checkpoint in the parent manifest (equal for the
+    identical pair, and equal to a hash of the saved tensors), a warning naming the identical pair,
+    scores that differ only where the weights do, and the score-by-training-step chart."""
+    from conftest import build_tiny
+    from safetensors.torch import load_file
+
+    from analyses.neurons import identical_weights, training_step
+
+    files = _files(tmp_path)
+    folders = []
+    for step, seed in ((100, 0), (200, 0), (300, 1)):
+        model, tokenizer = build_tiny("llama", seed=seed)
+        folder = tmp_path / "ckpt" / f"step-{step}"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders.append(folder)
+    args = ["analyze", "neurons", "--langs", ",".join(files), "--n", 4, "--out", tmp_path, "--name", "steps", "--no-progress",
+            "--batch-size", 4, "--z-threshold", 1, "--permutations", 3, "--bootstrap", 20]
+    for folder in folders:
+        args += ["--model", folder]
+    result = _cli(*args)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"warning: checkpoints \S*step-100, \S*step-200 have identical weights", result.output)
+    parent = tmp_path / "steps"
+    manifest = json.loads((parent / "manifest.json").read_text())
+    hashes = [c["weights_sha256"] for c in manifest["checkpoints"]]
+    assert [c["step"] for c in manifest["checkpoints"]] == [100, 200, 300]
+    assert hashes[0] == hashes[1] != hashes[2] and len(hashes[0]) == 64
+    assert manifest["identical_weights"] == [[str(folders[0]), str(folders[1])]]
+    # the saved files agree: identical tensors in 100/200, not in 300
+    a, b, c = (load_file(f / "model.safetensors") for f in folders)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    table = pl.read_parquet(parent / "lrds_sads.parquet").filter(pl.col("scope") == "all")
+    values = {m: table.filter(pl.col("model") == m).sort("measure")["value"].to_list() for m in manifest["models"]}
+    assert values[str(folders[0])] == values[str(folders[1])] != values[str(folders[2])]
+    assert (parent / "plots" / "neurons_by_step.png").is_file() and (parent / "plots" / "neurons_key_null.png").is_file()
+    sub = json.loads((parent / manifest["runs"][2] / "manifest.json").read_text())
+    assert sub["checkpoint"]["weights_sha256"] == hashes[2]
+    assert training_step("org/bloom-560m-intermediate", "global_step1000") == 1000 and training_step("ckpt/final", None) is None
+    assert identical_weights([{"label": "a", "weights_sha256": "x"}, {"label": "b", "weights_sha256": "y"}]) == []
+
+
+def test_revision_needs_a_repo_id(tiny_dir, tmp_path):
+    """--revision with a local folder is refused before anything runs, naming the fix."""
+    files = _files(tmp_path)
+    result = _cli("analyze", "neurons", "--langs", ",".join(files), "--n", 4, "--model", tiny_dir("llama"), "--revision", "global_step1",
+                  "--revision", "global_step2", "--out", tmp_path, "--no-progress")
+    assert result.exit_code == 2 and "pass each local checkpoint folder as --model" in result.output, result.output
+
+
+def test_load_model_passes_the_revision_to_from_pretrained(monkeypatch):
+    """A repo id with a revision reaches every from_pretrained call of the loader as revision=."""
+    import transformers
+
+    from hubclient.models import loading
+
+    seen = []
+
+    def fake(path, *args, **kwargs):
+        seen.append(kwargs.get("revision"))
+        raise OSError("offline")
+
+    monkeypatch.setattr(loading, "check_hub_reachable", lambda name: None)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
+    with pytest.raises(HubError):
+        loading.load_model("bigscience/bloom-560m-intermediate", device="cpu", revision="global_step1000")
+    assert seen == ["global_step1000"]
+
+
+def test_lape_counts_the_whole_corpus(tmp_path, tiny_dir):
+    """--lape-corpus all (default): LAPE counts every line of each file and of a FLORES .dev sibling,
+    the parallel statistics use the first --n lines only, and the manifest records the tokens
+    counted per language; --lape-corpus parallel counts the parallel lines only."""
+    folder = tmp_path / "flores"
+    folder.mkdir()
+    for name, lines in (("eng_Latn", LANGS["en"]), ("fra_Latn", LANGS["xx"]), ("deu_Latn", LANGS["yy"])):
+        (folder / f"{name}.devtest").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "eng_Latn.dev").write_text("the cat sat\n\none two\n", encoding="utf-8")
+    common = ["analyze", "neurons", "--flores-dir", folder, "eng_Latn", "fra_Latn", "deu_Latn", "--n", 3, "--model", tiny_dir("llama"),
+              "--out", tmp_path, "--no-progress", "--no-plots", "--z-threshold", 1, "--batch-size", 4, "--permutations", 0, "--bootstrap", 0]
+    result = _cli(*common, "--name", "all")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "all"
+    words = {"eng_Latn": sum(len(t.split()) for t in LANGS["en"]) + 3 + 2, "fra_Latn": sum(len(t.split()) for t in LANGS["xx"]),
+             "deu_Latn": sum(len(t.split()) for t in LANGS["yy"])}
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["lape_tokens"] == words
+    counts = pl.read_parquet(run / "lape_counts.parquet").filter(pl.col("layer") == 1).group_by("language").agg(pl.col("n_tokens").sum())
+    assert dict(zip(counts["language"].to_list(), counts["n_tokens"].to_list())) == words
+    act = pl.read_parquet(run / "activations.parquet").filter(pl.col("layer") == 1)
+    assert act.height == 9 and act["sentence"].min() == 0 and act["sentence"].max() == 2
+    result = _cli(*common, "--name", "par", "--lape-corpus", "parallel")
+    assert result.exit_code == 0, result.output
+    par = json.loads((tmp_path / "par" / "manifest.json").read_text())["lape_tokens"]
+    assert par["eng_Latn"] == sum(len(t.split()) for t in LANGS["en"][:3])
+    a, b = pl.read_parquet(tmp_path / "par" / "lrds_sads.parquet"), pl.read_parquet(run / "lrds_sads.parquet")
+    assert a["measure"].to_list() == b["measure"].to_list()
+    np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy(), atol=1e-5)  # other batches, same statistics

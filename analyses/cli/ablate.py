@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from analyses.ablate import (
-    ANALYSIS, MODES, SELECTORS, Ablate, AblateOptions, _split, build_conditions, held_out, mean_activations, open_neurons_run,
+    ANALYSIS, MODES, SELECTORS, Ablate, AblateOptions, _split, build_conditions, held_out, mc_texts, mean_activations, open_neurons_run,
 )
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
@@ -39,6 +39,8 @@ def command(
     mode: Annotated[str, typer.Option(help="zero: set the neurons to 0; mean: to their token-mean activation in the neurons run.", rich_help_panel=PANEL)] = "zero",
     random: Annotated[bool, typer.Option("--random/--no-random", help="Also ablate as many random neurons per layer (control condition).", rich_help_panel=PANEL)] = True,
     seed: Annotated[int, typer.Option(help="Seed of the random neurons.", rich_help_panel=PANEL)] = 0,
+    random_draws: Annotated[int, typer.Option("--random-draws", min=1, help="Random neuron sets per ablated language (seeds SEED..SEED+R-1), summarised with their spread in random_control.parquet.", rich_help_panel=PANEL)] = 1,
+    mc: Annotated[Optional[Path], typer.Option("--mc", help="Zero-shot multiple choice (XStoryCloze-style JSON lines: language, context, endings, label), scored under every condition with its ablation applied; accuracy in multiple_choice.parquet.", rich_help_panel="Input", show_default=False)] = None,
     *,
     config: RunConfig,
 ) -> None:
@@ -74,13 +76,18 @@ def command(
     elif o.get("n") is not None and offset < int(o["n"]):
         warnings.warn(f"--offset {offset} overlaps the {o['n']} sentences the neurons were selected on; the test is not held out")
     texts, languages, sentences, sources = held_out(run, eval_langs, n, offset, flores_dir, files)
+    tasks, endings, answers = ["ppl"] * len(texts), [-1] * len(texts), {}
+    if mc is not None:
+        mc_t, mc_l, mc_i, mc_k, mc_e, answers = mc_texts(mc)
+        texts, languages, sentences, tasks, endings = texts + mc_t, languages + mc_l, sentences + mc_i, tasks + mc_k, endings + mc_e
     options = AblateOptions(
         source=str(source), selector=selector, ablate=ablate_langs, languages=eval_langs, sources=sources, n=n, offset=offset,
-        mode=mode, random=random, seed=seed,
+        mode=mode, random=random, seed=seed, random_draws=random_draws, mc=str(mc) if mc is not None else "",
     )
-    conditions = build_conditions(run, selector, ablate_langs, random, seed)
+    conditions = build_conditions(run, selector, ablate_langs, random, seed, random_draws)
     means = mean_activations(run) if mode == "mean" else None
-    analysis = Ablate(options, conditions, languages, sentences, means=means, model_id=run.manifest["model"]["model_id"])
+    analysis = Ablate(options, conditions, languages, sentences, means=means, model_id=run.manifest["model"]["model_id"],
+                      tasks=tasks, endings=endings, answers=answers)
     result = run_analysis(analysis, analysis.prompts(texts), config, prompt_columns=analysis.prompt_columns())
     opt.report(result)
     typer.echo(analysis.summary(result))

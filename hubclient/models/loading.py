@@ -474,21 +474,27 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> HubModel:
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", revision: str | None = None) -> HubModel:
     """Load ``--model`` (embedded name, ``.gguf`` file, model folder or Hub repo id) for tracing.
 
     Args:
         name: see the module docstring for what is accepted.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         dtype: ``auto`` (fp32 on CPU, bf16 on CUDA), ``float32``, ``bfloat16`` or ``float16``.
+        revision: a Hugging Face Hub revision (branch, tag or commit, e.g. ``global_step1000``)
+            of a repo id; ``None`` is the default branch.
 
     Returns:
         a :class:`HubModel` in eval mode on ``device``.
 
     Raises:
         HubError: a path that does not exist, a folder without ``config.json``, a repo id that
-            is neither on the Hub nor in its cache, or an unsupported architecture.
+            is neither on the Hub nor in its cache, an unsupported architecture, or a
+            ``revision`` for anything but a repo id.
     """
+    if revision is not None and (name in EMBEDDED or _looks_like_path(name)):
+        raise HubError(f"--revision {revision!r} applies to a Hugging Face repo id, not to {name!r}; pass each local checkpoint folder as --model")
+    wanted = revision
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     notes: list[str] = []
@@ -525,23 +531,24 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
         model_id, revision, source, path = name, None, "hub", name
         check_hub_reachable(name)
 
-    hf_model, tokenizer, processor = _from_pretrained(path, name, torch_dtype)
+    hf_model, tokenizer, processor = _from_pretrained(path, name, torch_dtype, wanted)
     if revision is None:
         revision = getattr(hf_model.config, "_commit_hash", None)
     hf_model.name_or_path = model_id
     return wrap_model(hf_model, tokenizer, model_id=model_id, revision=revision, source=source, notes=notes, device=dev, processor=processor)
 
 
-def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any, Any]:
+def _from_pretrained(path: str, name: str, torch_dtype: Any, revision: str | None = None) -> tuple[Any, Any, Any]:
     """(model, tokenizer, processor or ``None``); multimodal families load with their own
-    auto class (``ArchSpec.auto_class``) and their processor."""
+    auto class (``ArchSpec.auto_class``) and their processor; ``revision``: the Hub revision."""
+    pinned = {} if revision is None else {"revision": revision}
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **pinned)
     except (OSError, ValueError) as exc:
         raise HubError(
             f"could not load model {name!r}: it is not a local folder or .gguf file, and the "
@@ -551,11 +558,11 @@ def _from_pretrained(path: str, name: str, torch_dtype: Any) -> tuple[Any, Any, 
     spec = spec_for_config(config)  # fail fast, before reading weights
     if spec.modality is not None:
         processor = load_processor(path, name)
-        model = getattr(transformers, spec.auto_class).from_pretrained(path, dtype=torch_dtype)
+        model = getattr(transformers, spec.auto_class).from_pretrained(path, dtype=torch_dtype, **pinned)
         return model, processor.tokenizer, processor
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **pinned)
+        tokenizer = AutoTokenizer.from_pretrained(path, **pinned)
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HubError(f"could not load the weights or tokenizer of {name!r}: {first}") from None
