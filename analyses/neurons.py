@@ -643,9 +643,6 @@ def model_slug(name: str) -> str:
 
 
 COMBINED = ("lrds_sads", "counts", "key_neurons", "key_null", "lape_neurons")
-#: The parent's manifest while a sub-run is being made (the runner refuses to create a run inside
-#: a folder that has a ``manifest.json``); :func:`run_models` restores it, also on ``--resume``.
-PENDING_MANIFEST = "manifest.pending.json"
 
 
 def training_step(model: str, revision: str | None) -> int | None:
@@ -728,9 +725,6 @@ def run_models(
         slugs.append(slug)
     started = time.time()
     if config.resume is not None:
-        pending = Path(config.resume) / PENDING_MANIFEST
-        if pending.is_file() and not (Path(config.resume) / "manifest.json").is_file():
-            pending.rename(Path(config.resume) / "manifest.json")
         parent = RunDir.open(config.resume)
         if parent.manifest.get("models") != labels:
             raise HubError(f"cannot resume {parent.path}: it compares {parent.manifest.get('models')}, not {labels}")
@@ -765,12 +759,9 @@ def run_models(
             checkpoint["weights_sha256"] = weights_sha256(model.torch_model)
         analysis = Neurons(options, languages, sentences)
         analysis.label = label
-        (parent.path / "manifest.json").rename(parent.path / PENDING_MANIFEST)  # the runner makes no run inside a run folder
-        try:
-            subruns.append(run_analysis(analysis, prompts, sub, model=model, prompt_columns={"language": languages, "sentence": sentences},
-                                        extra={"checkpoint": checkpoint}))
-        finally:
-            (parent.path / PENDING_MANIFEST).rename(parent.path / "manifest.json")
+        # the parent's manifest lists its sub-runs ("runs"), so the runner makes them inside it
+        subruns.append(run_analysis(analysis, prompts, sub, model=model, prompt_columns={"language": languages, "sentence": sentences},
+                                    extra={"checkpoint": checkpoint}))
         checkpoints.append(checkpoint)
         del model
     same = identical_weights(checkpoints)
