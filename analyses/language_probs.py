@@ -40,14 +40,11 @@ def read_flores(flores_dir: Path | None, code: str, n: int | None) -> list[str]:
 
 
 def take(texts: list[str], n: int | None, source: str) -> list[str]:
-    """The first ``n`` texts; ``HubError`` when ``n < 1`` or ``n`` exceeds what ``source`` has."""
-    if n is None:
-        return texts
-    if n < 1:
-        raise HubError(f"--n must be at least 1, got {n}")
-    if n > len(texts):
-        raise HubError(f"--n {n} is more than the {len(texts)} texts in {source}; use --n {len(texts)} or fewer")
-    return texts[:n]
+    """The first ``n`` texts of ``source`` (:func:`hubclient.inputs.prompts.take_first`, the one
+    ``--n`` rule); ``HubError`` when ``n < 1`` or ``n`` exceeds what ``source`` has."""
+    from hubclient.inputs.prompts import take_first
+
+    return take_first(texts, n, f"texts in {source}")
 
 
 def parse_lang_file(value: str) -> tuple[str, Path]:

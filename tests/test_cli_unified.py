@@ -86,7 +86,7 @@ def test_neurons_then_ablate_files_and_codes_with_env(tmp_path, tiny_dir, flores
     env = {"HUB_FLORES_DIR": str(flores_dir)}
     en = write_file(tmp_path / "en.txt", flores_lines(flores_dir, "eng_Latn", None))
     neurons = hub("analyze", "neurons", en, "fra_Latn", "spa_Latn", "--n", 3, "--model", tiny_dir("llama"), "--out", tmp_path,
-                  "--name", "n", "--no-progress", "--no-plots", "--z-threshold", 1, env=env)
+                  "--name", "n", "--no-progress", "--no-plots", "--z-threshold", 1, "--lape-corpus", "parallel", env=env)
     assert neurons.exit_code == 0, neurons.output
     activations = pl.read_parquet(tmp_path / "n" / "activations.parquet")
     assert activations["language"].unique(maintain_order=True).to_list() == ["en", "fra_Latn", "spa_Latn"]

@@ -24,6 +24,9 @@ from hubclient.errors import HubError
 from hubclient.run.folder import RunDir, check_output, run_state
 from hubclient.runner import RunConfig, run_analysis
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_resume_and_cache import CrashAfter  # noqa: E402  (the logit lens failing on its n-th batch)
+
 PROMPTS = ["the cat sat on the mat", "paris", "one two three four", "a dog ran"]
 runner = CliRunner()
 
@@ -66,18 +69,6 @@ def test_output_errors_come_before_the_model_loads(tmp_path):
     assert result.exit_code == 2 and "already exists" in result.output
     with pytest.raises(HubError, match="already exists"):
         check_output(tmp_path, "taken")
-
-
-class CrashAfter(LogitLens):
-    def __init__(self, options, n):
-        super().__init__(options)
-        self.calls, self.n = 0, n
-
-    def trace(self, model, batch):
-        self.calls += 1
-        if self.calls == self.n:
-            raise RuntimeError("simulated crash")
-        return super().trace(model, batch)
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])

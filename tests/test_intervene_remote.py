@@ -150,8 +150,10 @@ def test_detach_then_collect_equals_local(tiny_dir, server, tmp_path, kind, tabl
 
 @pytest.mark.gemma
 def test_gemma_patch_steer_arithmetic_remote_equal_local(tmp_path):
-    """Gemma-3-270m served by the test server: patching, steering and the arithmetic
-    intervention give the local Parquet."""
+    """Gemma-3-270m served by the test server: patching (blocking and --detach + collect),
+    steering and the arithmetic intervention give the local Parquet."""
+    import time
+
     patch = PatchOptions(sources=["The capital of France is"], targets=["The capital of Italy is"], layers="4,9", positions="-1",
                          tokens=[" Paris", " Rome"])
     steer = SteerOptions(positive=["Love"], negative=["Hate"], layers="6", coeffs="4", max_new_tokens=3, classifier="none")
@@ -162,9 +164,20 @@ def test_gemma_patch_steer_arithmetic_remote_equal_local(tmp_path):
         patch_remote = run_patch(patch, RunConfig(name="patch-remote", **far))
         steer_remote = run_steer(steer, ["I think this film is"], RunConfig(name="steer-remote", **far))
         arith_remote = run_arithmetic(arith, RunConfig(name="arith-remote", **far))
+        detached = run_patch(patch, RunConfig(name="patch-detached", detach=True, **far))
+        assert detached.manifest["status"] == "submitted"
+        deadline = time.time() + 300
+        while True:  # hub jobs collect, as a user re-runs it until every chunk is in
+            detached, pending = remote.collect(detached.path, progress=False)
+            if not pending:
+                break
+            assert time.time() < deadline, pending
+            time.sleep(1)
     finally:
         srv.stop()
     near = dict(out=tmp_path, progress=False, device="cpu", dtype="float32", batch_size=4)
-    assert_same(patch_remote, run_patch(patch, RunConfig(name="patch-local", **near)), ("patch", "patch_tokens", "patch_baselines"))
+    patch_local = run_patch(patch, RunConfig(name="patch-local", **near))
+    assert_same(patch_remote, patch_local, ("patch", "patch_tokens", "patch_baselines"))
+    assert_same(detached, patch_local, ("patch", "patch_tokens", "patch_baselines"))
     assert_same(steer_remote, run_steer(steer, ["I think this film is"], RunConfig(name="steer-local", **near)), ("generations",))
     assert_same(arith_remote, run_arithmetic(arith, RunConfig(name="arith-local", **near)), ("answers", "accuracy"))
