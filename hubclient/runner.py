@@ -31,6 +31,7 @@ from hubclient.run.lifecycle import (
     RunConfig,
     check_resume,
     check_resumed_model,
+    reopen_run,
     finish_run,
     guard,
     hash_inputs,
@@ -119,7 +120,7 @@ def run_analysis(
     executor.check(model, analysis)
 
     if previous is not None:
-        run = previous
+        run = reopen_run(previous)
     else:
         more = dict(extra or {})
         more.update(analysis.describe_run())

@@ -121,6 +121,10 @@ def test_killed_run_shows_as_interrupted(tmp_path, tiny_dir):
     assert run_state({**manifest, "process": {"pid": os.getpid(), "host": manifest["process"]["host"]}}) == "running"
     listing = runner.invoke(app, ["runs", "--out", str(tmp_path)])
     assert "interrupted" in listing.output and "running" not in listing.output
+    from hubclient.run.lifecycle import reopen_run
+
+    reopened = reopen_run(RunDir(tmp_path / "k")).manifest  # --resume takes the run over
+    assert reopened["process"]["pid"] == os.getpid() and run_state(reopened) == "running"
 
 
 class _Html(http.server.BaseHTTPRequestHandler):

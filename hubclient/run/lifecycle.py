@@ -135,6 +135,13 @@ def start_run(
     return run
 
 
+def reopen_run(run: RunDir) -> RunDir:
+    """Mark a resumed run as running again, owned by this process (``hub runs`` tells a live
+    run from one whose process is gone by the recorded pid)."""
+    run.update_manifest(status="running", process={"pid": os.getpid(), "host": socket.gethostname()})
+    return run
+
+
 def check_resumed_model(run: RunDir, model: Any) -> None:
     """After the model is loaded for ``--resume``: the same model, revision, dtype and device as
     the run's first part (anything else would mix numbers of two set-ups in one table).
