@@ -174,6 +174,22 @@ class ArithmeticIntervention(GenerateWithEdits):
         return {"answers_steered": steered.sort("expression", "layer", "coeff"), "accuracy": accuracy}
 
     @classmethod
+    def summary(cls, run: Any) -> str:
+        """The unsteered accuracy and the layer × coefficient cells that switch the most
+        answers to word_a's answer (the three best)."""
+        import polars as pl
+
+        acc = run.table("accuracy")
+        if acc.height == 0:
+            return ""
+        word = run.manifest.get("options", {}).get("word_a", "word_a")
+        lines = [f"  unsteered: {acc['correct_before'][0]:.0%} correct; answers switched to the {word!r} answer:"]
+        for c in acc.sort(["to_word_answer", "layer", "coeff"], descending=[True, False, False]).head(3).iter_rows(named=True):
+            lines.append(f"  layer {c['layer']} coeff {c['coeff']:g}: {c['to_word_answer']:.0%} switched, {c['changed']:.0%} changed (n={c['n']})")
+        return "\n".join(lines)
+
+
+    @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
         """``arithmetic_accuracy``: share of answers switched to word_a's, by layer (per coeff)."""
         import polars as pl

@@ -183,6 +183,27 @@ class LanguageProbs(Analysis):
         language, layer, language)."""
         return {"language_probs_summary": summarize(run.table("language_probs"), ["input_language", "layer", "language"], "probability")}
 
+    # ------------------------------------------------------------------ summary
+    @classmethod
+    def summary(cls, run: Any) -> str:
+        """Per input language: the layer where English's mean probability peaks (and its
+        value), and the most probable language at the last layer."""
+        import polars as pl
+
+        table = run.table("language_probs_summary")
+        lines = []
+        for (source,), rows in table.sort("input_language", "layer", "language").group_by("input_language", maintain_order=True):
+            english = rows.filter(pl.col("language") == "en")
+            text = f"  {source}:"
+            if english.height:
+                peak = english.row(int(english["mean"].arg_max()), named=True)
+                text += f" English peaks at layer {peak['layer']} ({peak['mean']:.3f});"
+            last = rows.filter(pl.col("layer") == rows["layer"].max())
+            top = last.row(int(last["mean"].arg_max()), named=True)
+            lines.append(f"{text} last layer {top['layer']}: {top['language']} {top['mean']:.3f}")
+        return "\n".join(lines[:12])
+
+
     # ------------------------------------------------------------------ plots
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:

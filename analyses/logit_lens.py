@@ -152,6 +152,38 @@ class LogitLens(Analysis):
             )
         return out
 
+    # ------------------------------------------------------------------ summary
+    @classmethod
+    def summary(cls, run: Any) -> str:
+        """Per prompt (at its last position read), the top-1 token at four layers spread over
+        the depth and, with ``--target``, the layer where each target's probability peaks."""
+        import polars as pl
+
+        table = run.table("logit_lens").filter(pl.col("rank") == 1)
+        if table.height == 0:
+            return ""
+        table = table.filter(pl.col("position") == pl.col("position").max().over("prompt"))
+        layers = sorted(table["layer"].unique().to_list())
+        picks = sorted({layers[round(i * (len(layers) - 1) / 3)] for i in range(4)})
+        targets = run.table("targets") if "targets" in run.manifest.get("rows", {}) else None
+        blocks = []
+        for (prompt,), rows in table.sort("prompt", "layer").group_by("prompt", maintain_order=True):
+            by_layer = dict(zip(rows["layer"].to_list(), rows["token"].to_list()))
+            first = rows.row(0, named=True)
+            tops = " · ".join(f"L{layer} {by_layer[layer]!r}" for layer in picks if layer in by_layer)
+            block = [f"  prompt {prompt} @ {first['input_token']!r}: {tops}"]
+            if targets is not None:
+                mine = targets.filter((pl.col("prompt") == prompt) & (pl.col("position") == first["position"]))
+                peaks = []
+                for (target,), t in mine.sort("layer").group_by("target", maintain_order=True):
+                    peak = t.row(int(t["probability"].arg_max()), named=True)
+                    peaks.append(f"{target!r} peaks at layer {peak['layer']} (p={peak['probability']:.3f})")
+                if peaks:
+                    block.append("    " + "; ".join(peaks))
+            blocks.append(block)
+        return "\n".join(_fit(["top-1 token by layer (last position):"], blocks, "prompts"))
+
+
     # ------------------------------------------------------------------ plots
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
@@ -221,3 +253,15 @@ def _decoder(tokenizer: Any) -> Any:
 
 
 ANALYSIS = LogitLens
+
+
+def _fit(head: list[str], blocks: list[list[str]], what: str, limit: int = 12) -> list[str]:
+    """``head`` then whole ``blocks`` while they fit in ``limit`` lines; a last line counts the
+    blocks left out."""
+    lines = list(head)
+    for i, block in enumerate(blocks):
+        if len(lines) + len(block) > limit - (1 if i < len(blocks) - 1 else 0):
+            lines.append(f"  … {len(blocks) - i} more {what}")
+            break
+        lines.extend(block)
+    return lines

@@ -245,6 +245,33 @@ class Patch(PatchCells):
         return out
 
     @classmethod
+    def summary(cls, run: Any) -> str:
+        """Per pair: the clean and source metric, and the cell with the largest |normalized
+        effect| (layer, target position, its token, the patched top token)."""
+        import polars as pl
+
+        table = run.table("patch")
+        if table.height == 0:
+            return ""
+        base = run.table("patch_baselines")
+        lines = []
+        for (pair,), rows in table.sort("pair", "layer", "position").group_by("pair", maintain_order=True):
+            if len(lines) >= 12:
+                lines[-1] = "  …"
+                break
+            scored = rows.with_columns(pl.col("normalized").fill_null(pl.col("metric")).abs().alias("_size"))
+            cell = scored.row(int(scored["_size"].arg_max()), named=True)
+            runs = dict(zip(*base.filter(pl.col("pair") == pair).select("run", "metric").to_dict(as_series=False).values()))
+            effect = "n/a" if cell["normalized"] is None else f"{cell['normalized']:.2f}"
+            lines.append(
+                f"  pair {pair} ({cell['metric_name']}: clean {runs.get('clean', float('nan')):.3f}, source {runs.get('source', float('nan')):.3f}): "
+                f"largest effect {effect} at {cell['site']} layer {cell['layer']}, position {cell['position']} {cell['target_token']!r} "
+                f"-> top {cell['top_token']!r} ({cell['top_probability']:.2f})"
+            )
+        return "\n".join(lines)
+
+
+    @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
         """``patch_heatmap``: layer (y) × target position (x), colour = metric, one panel a pair."""
         import altair as alt

@@ -324,6 +324,28 @@ class Steer(GenerateWithEdits):
         return effects_tables(run.table("generations"))
 
     @classmethod
+    def summary(cls, run: Any) -> str:
+        """Mean change of the internal score (over prompts, languages and vectors) per layer ×
+        coefficient, and the cell with the largest change."""
+        import polars as pl
+
+        effects = run.table("effects")
+        if effects.height == 0:
+            return ""
+        cells = effects.group_by("layer", "coeff").agg(
+            delta=(pl.col("delta_internal") * pl.col("n")).sum() / pl.col("n").sum(),
+            changed=(pl.col("changed_rate") * pl.col("n")).sum() / pl.col("n").sum(),
+        ).sort("layer", "coeff")
+        lines = ["mean Δ internal score (log p(pos) − log p(neg)) by layer × coefficient:"]
+        if cells.height <= 9:
+            for c in cells.iter_rows(named=True):
+                lines.append(f"  layer {c['layer']} coeff {c['coeff']:g}: {c['delta']:+.3f} ({c['changed']:.0%} continuations changed)")
+        best = cells.row(int(cells["delta"].arg_max()), named=True)
+        lines.append(f"  best: layer {best['layer']} coeff {best['coeff']:g}, Δ {best['delta']:+.3f}")
+        return "\n".join(lines)
+
+
+    @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
         """Layer × coefficient heatmaps of the mean change in each score (panels: vector ×
         language)."""

@@ -224,6 +224,26 @@ class TranslationLens(Analysis):
         positions = per_text.group_by("direction", "kind", "layer").agg(pl.col("n_positions").sum())
         return {"translation_lens_summary": summary.join(positions, on=["direction", "kind", "layer"]).sort("direction", "kind", "layer")}
 
+    # ------------------------------------------------------------------ summary
+    @classmethod
+    def summary(cls, run: Any) -> str:
+        """Per direction (or cloze language): the layer where the mean probability of the
+        next word's translation peaks, and that of the next token itself, with their values."""
+        import polars as pl
+
+        table = run.table("translation_lens_summary")
+        lines = []
+        for (direction,), rows in table.sort("direction", "layer").group_by("direction", maintain_order=True):
+            parts = []
+            for kind, what in (("translation", "translation"), ("input", "next token")):
+                k = rows.filter(pl.col("kind") == kind)
+                if k.height:
+                    peak = k.row(int(k["mean"].arg_max()), named=True)
+                    parts.append(f"{what} peaks at layer {peak['layer']} ({peak['mean']:.3f})")
+            lines.append(f"  {direction}: " + "; ".join(parts))
+        return "\n".join(lines[:12])
+
+
     # ------------------------------------------------------------------ plots
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 import torch
 
-from analyses.arithmetic_intervention import ArithmeticOptions, expressions, first_integer, run_arithmetic
+from analyses.arithmetic_intervention import ArithmeticIntervention, ArithmeticOptions, expressions, first_integer, run_arithmetic
 from hubclient.errors import HubError
 from hubclient.runner import RunConfig
 
@@ -67,6 +67,10 @@ def test_steered_answers_match_hooked_transformers(tmp_path, tiny_hub_model):
     assert steered["to_word_answer"].to_list() == expected_switch.to_list()
     acc = run.table("accuracy")
     assert acc.height == 4 and (run.path / "plots" / "arithmetic_accuracy.png").is_file()
+    summary = ArithmeticIntervention.summary(run).splitlines()
+    best = acc.sort(["to_word_answer", "layer", "coeff"], descending=[True, False, False]).row(0, named=True)
+    assert len(summary) == 4 and summary[0].startswith("  unsteered: ") and "'times' answer" in summary[0]
+    assert summary[1].startswith(f"  layer {best['layer']} coeff {best['coeff']:g}: {best['to_word_answer']:.0%} switched")
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,14 @@ def test_logit_lens_end_to_end(tmp_path, tiny_dir):
     prompts_table = pl.read_parquet(run / "prompts.parquet")
     assert prompts_table["text"].to_list() == ["the cat sat on the mat", "paris", "one two three"]
     assert prompts_table["n_tokens"].to_list() == n_tokens
+    # the terminal summary: per prompt the top-1 token at layers 0, 1, 2, 3 and where 'cat' peaks
+    summary = result.output[result.output.index("top-1 token by layer"):].splitlines()
+    assert len(summary) == 1 + 2 * 3
+    last = table.filter((pl.col("prompt") == 1) & (pl.col("position") == 1) & (pl.col("rank") == 1)).sort("layer")
+    assert summary[3] == "  prompt 1 @ 'paris': " + " · ".join(f"L{i} {t!r}" for i, t in enumerate(last["token"]))
+    targets = pl.read_parquet(run / "targets.parquet").filter((pl.col("prompt") == 1) & (pl.col("position") == 1))
+    peak = targets.row(int(targets["probability"].arg_max()), named=True)
+    assert summary[4] == f"    'cat' peaks at layer {peak['layer']} (p={peak['probability']:.3f})"
 
 
 def test_jsonl_csv_parquet_columns(tmp_path, tiny_dir):

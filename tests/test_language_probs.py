@@ -171,6 +171,9 @@ def test_cli_end_to_end(tmp_path, tiny_dir):
     table = pl.read_parquet(run / "language_probs.parquet")
     assert sorted(table["language"].unique()) == ["en", "fr", "unknown"]  # English + the input languages
     assert sorted(table["input_language"].unique()) == ["eng_Latn", "fra_Latn"]
+    summary = pl.read_parquet(run / "language_probs_summary.parquet").filter((pl.col("input_language") == "fra_Latn") & (pl.col("language") == "en"))
+    peak = summary.row(int(summary["mean"].arg_max()), named=True)
+    assert f"  fra_Latn: English peaks at layer {peak['layer']} ({peak['mean']:.3f}); last layer " in result.output
 
 
 @pytest.mark.parametrize(

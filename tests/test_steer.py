@@ -192,6 +192,11 @@ def test_cli_steer_end_to_end(tmp_path, tiny_dir):
     gen = pl.read_parquet(tmp_path / "s" / "generations.parquet")
     assert gen.height == 2 * (1 + 2 * 3)
     assert json.loads((tmp_path / "s" / "manifest.json").read_text())["classifier"] is None
+    summary = result.output[result.output.index("mean Δ internal score"):].splitlines()
+    assert len(summary) == 1 + 6 + 1 and summary[1].startswith("  layer 1 coeff 0: +0.000 (0% continuations changed)")
+    effects = pl.read_parquet(tmp_path / "s" / "effects.parquet")
+    best = effects.row(int(effects["delta_internal"].arg_max()), named=True)
+    assert summary[-1] == f"  best: layer {best['layer']} coeff {best['coeff']:g}, Δ {best['delta_internal']:+.3f}"
     bad = CliRunner().invoke(app, [*args[:-5], "--coeff", "big", "--out", str(tmp_path), "--no-progress"])
     assert bad.exit_code == 2 and "error: --coeff value 'big' is not a number" in bad.output
 

@@ -219,6 +219,9 @@ def test_cli_cloze_end_to_end(tmp_path, tiny_dir):
     table = pl.read_parquet(tmp_path / "out" / "c" / "translation_lens.parquet")
     assert set(table["direction"]) == {"fr cloze"} and set(table["word"]) == {"mat", "park", "dog"}
     assert (tmp_path / "out" / "c" / "plots" / "translation_lens.png").is_file()
+    summary = pl.read_parquet(tmp_path / "out" / "c" / "translation_lens_summary.parquet").filter(pl.col("kind") == "translation").sort("layer")
+    peak = summary.row(int(summary["mean"].arg_max()), named=True)
+    assert f"  fr cloze: translation peaks at layer {peak['layer']} ({peak['mean']:.3f}); next token peaks at layer " in result.output
 
 
 def test_shared_cloze_lists_parse():

@@ -32,4 +32,4 @@ def command(
     coefficient), a manifest and a plot of accuracy by layer.
     """
     options = ArithmeticOptions(word_a=word_a, word_b=word_b, op=op, operands=operands, layers=layer, coeffs=coeff, max_new_tokens=max_new_tokens, template=template)
-    opt.report(run_arithmetic(options, config))
+    opt.report(run_arithmetic(options, config), ANALYSIS.summary)

@@ -57,7 +57,7 @@ def command(
             if code not in measured:
                 measured.append(code)
     analysis = LanguageProbs(LanguageProbsOptions(languages=measured, input_languages=labels, final_norm=final_norm, positions=positions))
-    opt.report(run_analysis(analysis, texts, config, prompt_columns={"input_language": labels}))
+    opt.report(run_analysis(analysis, texts, config, prompt_columns={"input_language": labels}), analysis.summary)
 
 
 def collect_inputs(inputs: list[str], flores_dir: Path | None, lang: list[str] | None, column: str | None, n: int | None) -> tuple[list[str], list[str]]:

@@ -96,4 +96,4 @@ def command(
     opt.reject("logit-lens on text prompts (task options need --task, media options --modality image|audio)", {**task_given, **media_given})
     analysis = LogitLens(LensOptions(positions=positions, top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype))
     texts = read_prompts(prompt, prompts, column, n)
-    opt.report(run_analysis(analysis, texts, config))
+    opt.report(run_analysis(analysis, texts, config), analysis.summary)

@@ -32,4 +32,4 @@ def command(
     patch_tokens.parquet, patch_baselines.parquet, a manifest and a heatmap. --batch-size sets
     the patched copies per forward pass.
     """
-    opt.report(run_patch(PatchOptions(list(source), list(target), layer, positions, align, site, metric, list(token)), config))
+    opt.report(run_patch(PatchOptions(list(source), list(target), layer, positions, align, site, metric, list(token)), config), ANALYSIS.summary)

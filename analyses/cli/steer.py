@@ -70,4 +70,4 @@ def command(
         positive_words=positive_words.split(",") if positive_words else list(POSITIVE_WORDS),
         negative_words=negative_words.split(",") if negative_words else list(NEGATIVE_WORDS),
     )
-    opt.report(run_steer(options, texts, config, langs, sentiment_data))
+    opt.report(run_steer(options, texts, config, langs, sentiment_data), ANALYSIS.summary)

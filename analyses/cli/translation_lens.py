@@ -68,7 +68,7 @@ def command(
             words.extend(part_words)
             labels.extend([f"{language} cloze"] * len(part))
         analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting="cloze", cloze_words=words))
-        opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}))
+        opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}), analysis.summary)
         return
     opt.reject("translation-lens without --cloze-dir (no word lists found: pass --cloze-dir DIR or run hub data get latent-language-words)", {"--cloze-lang": bool(cloze_lang)})
     chosen = list(DIRECTIONS) if direction == "both" else [direction]
@@ -101,4 +101,4 @@ def command(
             texts.extend(part)
             labels.extend([label] * len(part))
     analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm))
-    opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}))
+    opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}), analysis.summary)
