@@ -26,6 +26,7 @@ __all__ = ["ANALYSIS", "command"]
 def command(
     prompt: opt.Prompt = None,
     prompts: opt.PromptsFile = None,
+    dataset: opt.Dataset = None,
     column: opt.Column = None,
     n: opt.N = None,
     positions: Annotated[str, typer.Option(help="Token positions: last, all, or a list such as 0,3,-1 (0 = first token, BOS included).", rich_help_panel="Lens")] = "last",
@@ -71,7 +72,7 @@ def command(
 
         mode = f"logit-lens --modality {modality} (it reads (media, caption) pairs from --prompts FILE and every media position)"
         opt.reject(mode, {
-            "--task": task is not None, "--prompt": bool(prompt), "--column": column is not None,
+            "--task": task is not None, "--prompt": bool(prompt), "--column": column is not None, "--dataset": dataset is not None,
             "--positions": positions != "last", "--lens-dtype": lens_dtype != "model", **task_given,
         })
         options = media_runs.MediaLensOptions(
@@ -86,7 +87,7 @@ def command(
 
         mode = f"logit-lens --task {task} (it builds its own prompts and probes, and names the words it follows)"
         opt.reject(mode, {
-            "--prompt": bool(prompt), "--prompts": prompts is not None, "--column": column is not None,
+            "--prompt": bool(prompt), "--prompts": prompts is not None, "--dataset": dataset is not None, "--column": column is not None,
             "--positions": positions != "last", "--target": bool(target), "--top-k": top_k is not None,
             "--lens-dtype": lens_dtype != "model", **media_given,
         })
@@ -95,5 +96,5 @@ def command(
         return
     opt.reject("logit-lens on text prompts (task options need --task, media options --modality image|audio)", {**task_given, **media_given})
     analysis = LogitLens(LensOptions(positions=positions, top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype))
-    texts = read_prompts(prompt, prompts, column, n)
+    texts = read_prompts(prompt, prompts, column, n, dataset=dataset)
     opt.report(run_analysis(analysis, texts, config), analysis.summary)

@@ -21,6 +21,7 @@ __all__ = ["ANALYSIS", "command"]
 def command(
     prompt: opt.Prompt = None,
     prompts: opt.PromptsFile = None,
+    dataset: opt.Dataset = None,
     column: opt.Column = None,
     n: opt.N = None,
     sentiment_data: Annotated[Optional[Path], typer.Option(help="Sentiment data folder ({english,spanish,chinese}/*.csv, columns text,label,source): trains the classifier, and gives prompts with --language [default: $HUB_SENTIMENT_DIR, else the data folder's sentiment/ (hub data get sentiment)].", rich_help_panel="Input")] = None,
@@ -51,8 +52,8 @@ def command(
     sentiment_data = sentiment_folder(sentiment_data)  # --sentiment-data > $HUB_SENTIMENT_DIR > the data folder's sentiment/
     texts: list[str] = []
     langs: list[str] = []
-    if prompt or prompts:
-        texts = read_prompts(prompt, prompts, column, n)
+    if prompt or prompts or dataset:
+        texts = read_prompts(prompt, prompts, column, n, dataset=dataset)
         langs = ["unknown"] * len(texts)
     if language:
         if sentiment_data is None:
@@ -61,7 +62,7 @@ def command(
         texts += more
         langs += more_langs
     if not texts:
-        raise HubError("no prompts: pass --prompt, --prompts FILE, or --sentiment-data DIR --language chinese")
+        raise HubError("no prompts: pass --prompt, --prompts FILE, --dataset NAME, or --sentiment-data DIR --language chinese")
     if classifier == "char-ngram" and sentiment_data is None:
         classifier = "none"
     options = SteerOptions(

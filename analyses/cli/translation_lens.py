@@ -35,6 +35,7 @@ def command(
     direction: Annotated[str, typer.Option(help="zh-en (Chinese input, English translation of the next word), en-zh, or both (FLORES).", rich_help_panel="Lens")] = "zh-en",
     prompt: opt.Prompt = None,
     prompts: opt.PromptsFile = None,
+    dataset: opt.Dataset = None,
     column: opt.Column = None,
     flores_dir: opt.FloresDir = None,
     cloze_dir: Annotated[Optional[Path], typer.Option(help="Wendler et al. word lists (<lang>/clean.csv): cloze setting instead of running text [default with --cloze-lang: $HUB_CLOZE_DIR, else the data folder's latent-language-words (hub data get latent-language-words)].", rich_help_panel="Input")] = None,
@@ -56,7 +57,7 @@ def command(
         cloze_dir = cloze_folder(None)
     if cloze_dir is not None:
         opt.reject("translation-lens --cloze-dir (it builds its own prompts in each --cloze-lang)", {
-            "INPUTS": bool(inputs), "--prompt": bool(prompt), "--prompts": prompts is not None, "--column": column is not None,
+            "INPUTS": bool(inputs), "--prompt": bool(prompt), "--prompts": prompts is not None, "--dataset": dataset is not None, "--column": column is not None,
             "--flores-dir": flores_dir is not None, "--direction": direction != "zh-en",
         })
         texts, labels, words = [], [], []
@@ -72,13 +73,13 @@ def command(
         return
     opt.reject("translation-lens without --cloze-dir (no word lists found: pass --cloze-dir DIR or run hub data get latent-language-words)", {"--cloze-lang": bool(cloze_lang)})
     chosen = list(DIRECTIONS) if direction == "both" else [direction]
-    if prompt or prompts is not None:
-        opt.reject("translation-lens on --prompt/--prompts (give languages as arguments instead, not both)", {
+    if prompt or prompts is not None or dataset is not None:
+        opt.reject("translation-lens on --prompt/--prompts/--dataset (give languages as arguments instead, not both)", {
             " ".join(inputs or []) or "INPUTS": bool(inputs), "--flores-dir": flores_dir is not None,
         })
         if direction == "both":
             raise HubError(f"--direction both needs --flores-dir (or {FLORES_ENV}): parallel Chinese and English texts, not --prompt/--prompts")
-        texts = take(read_prompts(prompt, prompts, column), n, str(prompts) if prompts else "--prompt")
+        texts = take(read_prompts(prompt, prompts, column, dataset=dataset), n, str(prompts) if prompts else dataset or "--prompt")
         labels = [direction] * len(texts)
     else:
         if not inputs:  # the --direction's FLORES files

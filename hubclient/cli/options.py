@@ -50,7 +50,15 @@ PromptsFile = Annotated[
         rich_help_panel="Input",
     ),
 ]
-Column = Annotated[Optional[str], typer.Option(help="Column of a .jsonl/.csv/.parquet prompt file [default: text].", rich_help_panel="Input")]
+Column = Annotated[Optional[str], typer.Option(help="Column of a .jsonl/.csv/.parquet prompt file or of --dataset [default: text].", rich_help_panel="Input")]
+Dataset = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dataset",
+        help="Prompts from a Hugging Face dataset (Hub id or local folder): NAME, NAME:SPLIT, NAME:CONFIG or NAME:CONFIG:SPLIT; reads --column [default: text]. Needs pip install 'hub[hf]'.",
+        rich_help_panel="Input",
+    ),
+]
 N = Annotated[Optional[int], typer.Option("--n", help="Use only the first N prompts.", rich_help_panel="Input")]
 
 

@@ -2,7 +2,8 @@
 
 Prompt files: ``.jsonl`` (one JSON object a line), ``.csv`` and ``.parquet`` are read by
 column (``--column``, default ``text``); any other file is plain text, one prompt a line
-(FLORES ``*.devtest`` files are read this way). Prompts are never stripped or skipped: line
+(FLORES ``*.devtest`` files are read this way). ``--dataset NAME[:CONFIG][:SPLIT]`` reads a
+column of a Hugging Face dataset instead (:func:`read_dataset`, the optional ``datasets`` library). Prompts are never stripped or skipped: line
 ``i`` stays prompt ``i``, so parallel files stay aligned.
 
 Text files are read as UTF-8 with an optional byte-order mark (dropped, never part of line 1)
@@ -28,14 +29,17 @@ def read_prompts(
     file: Path | None = None,
     column: str | None = None,
     n: int | None = None,
+    dataset: str | None = None,
 ) -> list[str]:
-    """Collect prompts from ``--prompt`` values and/or a ``--prompts`` file.
+    """Collect prompts from ``--prompt`` values and/or a ``--prompts`` file or ``--dataset``.
 
     Args:
         prompts: prompts given on the command line (kept first, in order).
         file: a prompt file (see module docstring for formats).
-        column: column to read from ``.jsonl``/``.csv``/``.parquet`` files (default ``text``).
+        column: column to read from ``.jsonl``/``.csv``/``.parquet`` files or the dataset
+            (default ``text``).
         n: keep only the first ``n`` prompts.
+        dataset: a Hugging Face dataset, ``NAME[:CONFIG][:SPLIT]`` (see :func:`read_dataset`).
 
     Returns:
         the prompts, in input order.
@@ -49,13 +53,87 @@ def read_prompts(
     for i, text in enumerate(out):
         if not text.strip():
             raise HubError(f"--prompt number {i + 1} is empty; give some text")
+    if file is not None and dataset is not None:
+        raise HubError("give --prompts FILE or --dataset NAME, not both")
     if file is not None:
         out.extend(_read_file(Path(file), column))
+    elif dataset is not None:
+        out.extend(read_dataset(dataset, column))
     elif column is not None:
-        raise HubError("--column only applies to --prompts FILE (.jsonl, .csv or .parquet)")
+        raise HubError("--column only applies to --prompts FILE (.jsonl, .csv or .parquet) or --dataset NAME")
     if not out:
-        raise HubError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
+        raise HubError("no prompts: pass --prompt TEXT (repeatable), --prompts FILE or --dataset NAME")
     return take_first(out, n, "prompts")
+
+
+def read_dataset(spec: str, column: str | None = None) -> list[str]:
+    """The prompts in one column of a Hugging Face dataset (the ``datasets`` library, the
+    ``hf`` extra, imported here only).
+
+    Args:
+        spec: ``NAME``, ``NAME:SPLIT``, ``NAME:CONFIG`` or ``NAME:CONFIG:SPLIT``. ``NAME`` is a
+            Hub id or a local folder (``datasets.load_dataset(NAME)``: e.g. a folder with
+            ``train.csv``). With two parts the second is the split when the default
+            configuration has a split of that name, else the configuration. Without a split
+            the dataset's only split is read; several are an error that lists them.
+        column: the column of the prompts (default ``text``).
+
+    Returns:
+        the column's values, in dataset order.
+
+    Raises:
+        HubError: ``datasets`` missing (names ``pip install 'hub[hf]'``), a dataset that does
+            not load, an unknown split (listing the splits), a missing column (listing the
+            columns), a value that is not text or an empty one (with its row number).
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise HubError("--dataset needs the datasets library: pip install 'hub[hf]'") from None
+    parts = spec.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise HubError(f"bad --dataset {spec!r}; use NAME, NAME:SPLIT, NAME:CONFIG or NAME:CONFIG:SPLIT")
+    name, config, split = parts[0], None, None
+    if len(parts) == 3:
+        config, split = parts[1] or None, parts[2] or None
+    loaded = _load_dataset(datasets, name, None if len(parts) == 2 else config, spec)
+    if len(parts) == 2 and parts[1]:
+        if parts[1] in loaded:
+            split = parts[1]
+        else:
+            try:
+                loaded = _load_dataset(datasets, name, parts[1], spec)
+            except HubError as error:
+                raise HubError(f"dataset {name!r} has no split or configuration {parts[1]!r}; its splits: {', '.join(loaded)} ({error})") from None
+    splits = list(loaded)
+    if split is None:
+        if len(splits) != 1:
+            raise HubError(f"dataset {name!r} has several splits ({', '.join(splits)}); name one: --dataset {name}:SPLIT")
+        split = splits[0]
+    if split not in loaded:
+        raise HubError(f"dataset {name!r} has no split {split!r}; its splits: {', '.join(splits)}")
+    table = loaded[split]
+    column = column or "text"
+    if column not in table.column_names:
+        raise HubError(f"dataset {name!r} ({split}) has no column {column!r}; its columns: {', '.join(table.column_names)} (choose one with --column)")
+    values = list(table[column])
+    if not values:
+        raise HubError(f"dataset {name!r} ({split}) is empty")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise HubError(f"dataset {name!r} ({split}): row {i + 1} of column {column!r} is not text: {value!r}")
+        if not value.strip():
+            raise HubError(f"dataset {name!r} ({split}): row {i + 1} of column {column!r} is an empty prompt")
+    return values
+
+
+def _load_dataset(datasets: object, name: str, config: str | None, spec: str) -> dict:
+    """``datasets.load_dataset(name, config)`` (a ``DatasetDict``), failures as ``HubError``."""
+    try:
+        return datasets.load_dataset(name, config)  # type: ignore[attr-defined]
+    except Exception as error:  # noqa: BLE001 - the library raises many kinds; the message says which
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HubError(f"--dataset {spec!r} does not load: {first}") from None
 
 
 def take_first(items: list, n: int | None, what: str) -> list:
