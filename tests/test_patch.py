@@ -183,7 +183,7 @@ def test_cli_writes_parquet_plots_and_manifest(tmp_path, tiny_dir):
     assert (run / "plots" / "patch_heatmap.png").stat().st_size > 0
     cells = pl.read_parquet(run / "patch.parquet")
     best = cells.row(int(cells["normalized"].abs().arg_max()), named=True)
-    assert f"  pair 0 (prob: clean " in result.output
+    assert "  pair 0 (prob: clean " in result.output
     assert f"largest effect {best['normalized']:.2f} at resid layer {best['layer']}, position {best['position']}" in result.output
     bad = CliRunner().invoke(app, ["intervene", "patch", "--model", str(tiny_dir("llama")), "--source", SOURCE, "--target", TARGET, "--layer", "12", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "error: --layer 12 is out of range" in bad.output
