@@ -177,7 +177,6 @@ class ArithmeticIntervention(GenerateWithEdits):
     def summary(cls, run: Any) -> str:
         """The unsteered accuracy and the layer × coefficient cells that switch the most
         answers to word_a's answer (the three best)."""
-
         acc = run.table("accuracy")
         if acc.height == 0:
             return ""
