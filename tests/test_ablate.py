@@ -186,6 +186,9 @@ def test_neurons_and_ablation_run_remotely(tiny_dir, neurons_run, tmp_path):
                        "--remote", "--ndif-host", srv.url, "--timeout", 60)
         remote = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--perplexity", "sentences", "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
                       "--name", "remote", "--no-progress", "--no-plots", "--batch-size", 4, "--remote", "--ndif-host", srv.url, "--timeout", 60)
+        windows = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 6, "--ablate", "en", "--model", tiny_dir("llama"),
+                       "--out", tmp_path, "--name", "remote-w", "--no-progress", "--no-plots", "--batch-size", 4, "--remote", "--ndif-host", srv.url,
+                       "--timeout", 60)
     finally:
         srv.stop()
     assert neurons.exit_code == 0, neurons.output
@@ -197,6 +200,13 @@ def test_neurons_and_ablation_run_remotely(tiny_dir, neurons_run, tmp_path):
     assert local.exit_code == 0, local.output
     for table in ("scores", "perplexity"):
         ours, theirs = pl.read_parquet(tmp_path / "remote" / f"{table}.parquet"), pl.read_parquet(tmp_path / "local" / f"{table}.parquet")
+        assert ours.equals(theirs), table
+    assert windows.exit_code == 0, windows.output
+    local = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 6, "--ablate", "en", "--model", tiny_dir("llama"),
+                 "--out", tmp_path, "--name", "local-w", "--no-progress", "--no-plots", "--batch-size", 4)
+    assert local.exit_code == 0, local.output
+    for table in ("scores", "perplexity"):
+        ours, theirs = pl.read_parquet(tmp_path / "remote-w" / f"{table}.parquet"), pl.read_parquet(tmp_path / "local-w" / f"{table}.parquet")
         assert ours.equals(theirs), table
     assert json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]["requests"]
 
@@ -388,3 +398,31 @@ def test_cli_windows_default(tiny_dir, neurons_run, tmp_path):
     result = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 10000, "--model", tiny_dir("llama"),
                   "--out", tmp_path, "--name", "w2", "--no-progress")
     assert result.exit_code == 2 and "--window 10000 is longer than the model's context" in result.output
+
+
+def test_windows_with_multiple_choice(tiny_hub_model, tmp_path):
+    """Windows mode with --mc items: the perplexity texts run as windows, the items as whole
+    texts, and every item's log-probability equals the sentences-mode run's."""
+    from analyses.ablate import join_by_language, mc_texts
+
+    model = tiny_hub_model("llama")
+    path = tmp_path / "mc.jsonl"
+    path.write_text("\n".join(json.dumps(i) for i in MC_ITEMS) + "\n", encoding="utf-8")
+    mc_t, mc_l, mc_i, mc_k, mc_e, answers = mc_texts(path)
+    joined, order = join_by_language([*LANGS["en"], *LANGS["xx"]], ["en"] * 5 + ["xx"] * 5)
+    conditions = [Condition("none", "none", ""), Condition("some:1", "selected", "en", {1: [0, 5, 9]})]
+    runs = {}
+    for mode, texts, langs, sents in (("windows", joined, order, [-1, -1]), ("sentences", TEXTS, LANGUAGES, [0, 1, 0, 1])):
+        options = AblateOptions(source="test", ablate=["en"], languages=["en", "xx"], n=2, offset=0, perplexity=mode, window=8)
+        analysis = Ablate(options, conditions, langs + mc_l, sents + mc_i, tasks=["ppl"] * len(texts) + mc_k,
+                          endings=[-1] * len(texts) + mc_e, answers=answers)
+        runs[mode] = run_analysis(analysis, analysis.prompts(texts + mc_t), RunConfig(out=tmp_path, name=mode, progress=False, batch_size=3),
+                                  model=model, prompt_columns=analysis.prompt_columns())
+    win = runs["windows"].table("scores")
+    assert set(win.filter(pl.col("task") == "ppl")["n_tokens"].to_list()) == {7}
+    key = ["condition", "language", "sentence", "task", "ending"]
+    ours = win.filter(pl.col("task") != "ppl").sort(key)
+    theirs = runs["sentences"].table("scores").filter(pl.col("task") != "ppl").sort(key)
+    np.testing.assert_allclose(ours["logprob"].to_numpy(), theirs["logprob"].to_numpy(), atol=1e-4)
+    assert runs["windows"].table("multiple_choice").sort("condition", "language")["accuracy"].to_list() == \
+        runs["sentences"].table("multiple_choice").sort("condition", "language")["accuracy"].to_list()
