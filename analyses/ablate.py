@@ -22,6 +22,11 @@ with neurons to ablate the MLP activation, the input of the down projection
 ``a[b, :, j] <- 0`` (``--mode zero``) or ``<- mean_j`` (``--mode mean``) for each row's neurons.
 Reduces (inside the trace): the next-token log-probability of every real token after the
 first, ``log softmax(logits[b, s])[x[b, s+1]]``, summed per row: ``[batch]`` numbers leave.
+Perplexity text (``--perplexity``): ``windows`` (the CLI default, as Zeng et al.'s released code,
+``lib/eval.py``): each language's held-out lines joined with ``"\n\n"``, tokenised once (BOS
+only at the start), cut into non-overlapping ``--window``-token windows (default the model's
+context, ``max_position_embeddings``, else 2048), the last partial window dropped; every window
+is one row. ``sentences``: every held-out line is its own row.
 Stores: ``scores.parquet`` (per prompt × condition: summed log-probability and predicted
 tokens) and ``perplexity.parquet`` (per condition and language: ``exp(-sum log p / tokens)``,
 its change against ``none``, the neurons ablated). Draws: the relative perplexity change by
@@ -41,6 +46,8 @@ from hubclient.errors import HubError
 
 SELECTORS = {"key": "key_neurons", "lape": "lape_neurons"}
 MODES = ("zero", "mean")
+PERPLEXITY = ("windows", "sentences")
+DEFAULT_WINDOW = 2048  # Zeng et al.'s ``model.seqlen`` when the config gives no context length (BLOOM)
 
 
 @dataclass
@@ -62,6 +69,11 @@ class AblateOptions:
             summarised with their spread in ``random_control.parquet``.
         mc: a multiple-choice file (JSON lines: language, context, endings, label) scored under
             every condition (``multiple_choice.parquet``); empty for none.
+        perplexity: ``windows`` (Zeng et al.'s code: each language's held-out lines joined with
+            ``"\n\n"``, tokenised once, cut into non-overlapping ``window``-token windows, the
+            last partial window dropped) or ``sentences`` (every held-out line alone).
+        window: window length in tokens for ``windows``; 0 = the model's context length
+            (``max_position_embeddings``, else 2048), as ``model.seqlen`` in the released code.
     """
 
     source: str = ""
@@ -76,6 +88,8 @@ class AblateOptions:
     seed: int = 0
     random_draws: int = 1
     mc: str = ""
+    perplexity: str = "sentences"
+    window: int = 0
 
 
 @dataclass
@@ -107,7 +121,7 @@ class Ablate(Analysis):
     """Perplexity per language with neurons ablated (see the module docstring)."""
 
     name = "ablate"
-    tables = {"scores": ["prompt"]}
+    tables = {"scores": ["prompt", "sentence"]}
     needs_model_output = True
 
     def __init__(self, options: AblateOptions, conditions: list[Condition], languages: list[str], sentences: list[int],
@@ -133,6 +147,10 @@ class Ablate(Analysis):
         super().__init__(options)
         if options.mode not in MODES:
             raise HubError(f"unknown --mode {options.mode!r}; choose one of {', '.join(MODES)}")
+        if options.perplexity not in PERPLEXITY:
+            raise HubError(f"unknown --perplexity {options.perplexity!r}; choose one of {', '.join(PERPLEXITY)}")
+        if options.window < 0 or options.window == 1:
+            raise HubError(f"--window must be 2 tokens or more (0: the model's context), got {options.window}")
         if len(languages) != len(sentences):
             raise ValueError("languages and sentences must label every evaluated text")
         self.conditions = list(conditions)
@@ -161,6 +179,7 @@ class Ablate(Analysis):
             self.index.append(per_block)
         self.n_layers = 0
         self.d_ff = 0
+        self.window = options.window
 
     def prompts(self, texts: list[str]) -> list[str]:
         """The runner's prompt list: every evaluated text once per condition."""
@@ -198,6 +217,73 @@ class Ablate(Analysis):
                 if idx and (min(idx) < 0 or max(idx) >= d_ff):
                     raise HubError(f"condition {cond.name}: neuron {max(idx)} of block {block} is out of range 0..{d_ff - 1}")
         self.d_ff = d_ff
+        if self.options.perplexity == "windows":
+            self.window = self.options.window or model.max_length or DEFAULT_WINDOW
+            if model.max_length is not None and self.window > model.max_length:
+                raise HubError(f"--window {self.window} is longer than the model's context ({model.max_length} tokens); choose a shorter one")
+            n_eval = len(self.languages)
+            for e in range(n_eval):
+                if self.tasks[e] == "ppl" and len(tokens[e]) < self.window:
+                    raise HubError(
+                        f"the held-out text of {self.languages[e]} has {len(tokens[e])} tokens, fewer than one --window of {self.window}; "
+                        "pass a shorter --window or more lines (--n)"
+                    )
+
+    def describe_run(self) -> dict[str, Any]:
+        """The resolved window length (tokens; 0 in sentences mode) for the manifest."""
+        return {"window": self.window if self.options.perplexity == "windows" else 0}
+
+    def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Batch] | None:
+        """Windows mode: every perplexity prompt (one language's joined held-out text under one
+        condition) cut into ``floor(T / window)`` non-overlapping windows of ``window`` tokens
+        (``tokens[p][w*window:(w+1)*window]``; the remainder is dropped, as Zeng et al.'s
+        ``lib/eval.py``), ``batch_size`` windows a batch (``[batch, window]``, no padding;
+        ``meta["window"]`` numbers them); multiple-choice prompts follow in ordinary batches.
+        Sentences mode: ``None`` (the runner's length-sorted batches of the prompts).
+        """
+        if self.options.perplexity != "windows":
+            return None
+        import torch
+
+        from hubclient.exec.batching import make_batches
+
+        n_eval = len(self.languages)
+        units: list[tuple[int, int]] = []
+        others: list[int] = []
+        for p in range(len(tokens)):
+            if self.tasks[p % n_eval] != "ppl":
+                others.append(p)
+                continue
+            for w in range(len(tokens[p]) // self.window):
+                units.append((p, w))
+        if batch_size < 1:
+            raise HubError(f"--batch-size must be at least 1, got {batch_size}")
+        batches: list[Batch] = []
+        for start in range(0, len(units), batch_size):
+            chunk = units[start : start + batch_size]
+            rows: list[list[int]] = []
+            for p, w in chunk:
+                rows.append(tokens[p][w * self.window : (w + 1) * self.window])
+            ids = torch.tensor(rows, dtype=torch.long)
+            prompt_index = []
+            windows = []
+            for p, w in chunk:
+                prompt_index.append(p)
+                windows.append(w)
+            batches.append(Batch(
+                index=len(batches), prompt_index=prompt_index, input_ids=ids, attention_mask=torch.ones_like(ids),
+                lengths=[self.window] * len(chunk), row_batch=torch.zeros(0, dtype=torch.long),
+                row_position=torch.zeros(0, dtype=torch.long), tokens=rows, meta={"window": windows},
+            ))
+        if others:
+            pad = model.tokenizer.pad_token_id
+            rest = make_batches([tokens[p] for p in others], [[] for _ in others], batch_size, pad if pad is not None else 0)
+            for batch in rest:
+                local = batch.prompt_index
+                batch.prompt_index = [others[i] for i in local]
+                batch.index = len(batches)
+                batches.append(batch)
+        return batches
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
@@ -245,7 +331,8 @@ class Ablate(Analysis):
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
-        """``scores`` rows: prompt, condition, kind, ablated, language, sentence, logprob, n_tokens."""
+        """``scores`` rows: prompt, condition, kind, ablated, language, sentence (the held-out line;
+        in windows mode the window number within the language's text), logprob, n_tokens."""
         import numpy as np
         import polars as pl
 
@@ -253,6 +340,9 @@ class Ablate(Analysis):
         n_eval = len(self.languages)
         cond = prompt // n_eval
         ev = prompt % n_eval
+        sentence = np.asarray(self.sentences, dtype=np.int64)[ev]
+        if "window" in batch.meta:
+            sentence = np.asarray(batch.meta["window"], dtype=np.int64)
         frame = pl.DataFrame(
             {
                 "prompt": prompt,
@@ -260,7 +350,7 @@ class Ablate(Analysis):
                 "kind": [self.conditions[c].kind for c in cond],
                 "ablated": [self.conditions[c].ablated for c in cond],
                 "language": [self.languages[e] for e in ev],
-                "sentence": np.asarray(self.sentences, dtype=np.int64)[ev],
+                "sentence": sentence,
                 "task": [self.tasks[e] for e in ev],
                 "ending": np.asarray(self.endings, dtype=np.int32)[ev],
                 "logprob": saved["logprob"].numpy().astype(np.float64),
@@ -618,8 +708,9 @@ def mc_accuracy(scores: Any, answers: dict[str, int]) -> Any:
     return table.join(base, on="language", how="left").with_columns((pl.col("accuracy") - pl.col("baseline")).alias("change"))
 
 
-def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Path | None, files: dict[str, Path] | None = None) -> tuple[list[str], list[str], list[int], list[str]]:
-    """The held-out texts: lines ``offset .. offset+n-1`` of every language's file.
+def held_out(run: Any, languages: list[str], n: int | None, offset: int, flores_dir: Path | None, files: dict[str, Path] | None = None) -> tuple[list[str], list[str], list[int], list[str]]:
+    """The held-out texts: lines ``offset .. offset+n-1`` of every language's file (``n=None``:
+    every line from ``offset`` on).
 
     Each language's file is, in this order: the one given for it in ``files``; its FLORES file
     (:func:`hubclient.inputs.parallel.flores_file`) when a FLORES folder is set (``flores_dir``
@@ -647,15 +738,35 @@ def held_out(run: Any, languages: list[str], n: int, offset: int, flores_dir: Pa
             if not path.is_file():
                 raise HubError(f"the neurons run read {language} from {path}, which is gone; pass --flores-dir (or set {FLORES_ENV}) or the file itself")
             paths.append(path)
-    corpus = read_parallel_files(paths, n=offset + n, skip_empty=o.get("skip_empty", False))
+    corpus = read_parallel_files(paths, n=None if n is None else offset + n, skip_empty=o.get("skip_empty", False))
     texts: list[str] = []
     langs: list[str] = []
     sentences: list[int] = []
     for language, lines in zip(languages, corpus.texts):
         texts.extend(lines[offset:])
-        langs.extend([language] * n)
+        langs.extend([language] * len(lines[offset:]))
         sentences.extend(corpus.sentences[offset:])
     return texts, langs, sentences, [str(p) for p in corpus.sources]
+
+
+def join_by_language(texts: list[str], languages: list[str]) -> tuple[list[str], list[str]]:
+    """Each language's texts joined with ``"\n\n"`` in order (Zeng et al.'s ``lib/eval.py``
+    joins the XL-Sum ``text`` fields this way before tokenising once).
+
+    Returns:
+        ``(joined, langs)``: one text per language, in order of first appearance.
+    """
+    order: list[str] = []
+    parts: dict[str, list[str]] = {}
+    for text, language in zip(texts, languages):
+        if language not in parts:
+            order.append(language)
+            parts[language] = []
+        parts[language].append(text)
+    joined = []
+    for language in order:
+        joined.append("\n\n".join(parts[language]))
+    return joined, order
 
 
 def _split(values: list[str] | None, available: list[str], option: str) -> list[str]:

@@ -121,7 +121,7 @@ def neurons_run(tiny_dir, tmp_path_factory):
 
 
 def test_cli_from_a_neurons_run(tiny_dir, neurons_run, tmp_path):
-    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "a",
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--perplexity", "sentences", "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "a",
                   "--no-progress", "--batch-size", 4)
     assert result.exit_code == 0, result.output
     run = tmp_path / "a"
@@ -184,19 +184,29 @@ def test_neurons_and_ablation_run_remotely(tiny_dir, neurons_run, tmp_path):
         neurons = _cli("analyze", "neurons", "--langs", ",".join(files), "--n", 3, "--model", tiny_dir("llama"), "--out", tmp_path,
                        "--name", "neurons-remote", "--no-progress", "--no-plots", "--z-threshold", 1, "--batch-size", 4,
                        "--remote", "--ndif-host", srv.url, "--timeout", 60)
-        remote = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
+        remote = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--perplexity", "sentences", "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
                       "--name", "remote", "--no-progress", "--no-plots", "--batch-size", 4, "--remote", "--ndif-host", srv.url, "--timeout", 60)
+        windows = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 6, "--ablate", "en", "--model", tiny_dir("llama"),
+                       "--out", tmp_path, "--name", "remote-w", "--no-progress", "--no-plots", "--batch-size", 4, "--remote", "--ndif-host", srv.url,
+                       "--timeout", 60)
     finally:
         srv.stop()
     assert neurons.exit_code == 0, neurons.output
     for table in ("activations", "lape_counts", "lrds_sads", "key_neurons", "lape_neurons"):
         assert pl.read_parquet(tmp_path / "neurons-remote" / f"{table}.parquet").equals(pl.read_parquet(neurons_run / f"{table}.parquet")), table
     assert remote.exit_code == 0, remote.output
-    local = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
+    local = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--perplexity", "sentences", "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
                  "--name", "local", "--no-progress", "--no-plots", "--batch-size", 4)
     assert local.exit_code == 0, local.output
     for table in ("scores", "perplexity"):
         ours, theirs = pl.read_parquet(tmp_path / "remote" / f"{table}.parquet"), pl.read_parquet(tmp_path / "local" / f"{table}.parquet")
+        assert ours.equals(theirs), table
+    assert windows.exit_code == 0, windows.output
+    local = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 6, "--ablate", "en", "--model", tiny_dir("llama"),
+                 "--out", tmp_path, "--name", "local-w", "--no-progress", "--no-plots", "--batch-size", 4)
+    assert local.exit_code == 0, local.output
+    for table in ("scores", "perplexity"):
+        ours, theirs = pl.read_parquet(tmp_path / "remote-w" / f"{table}.parquet"), pl.read_parquet(tmp_path / "local-w" / f"{table}.parquet")
         assert ours.equals(theirs), table
     assert json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]["requests"]
 
@@ -262,7 +272,7 @@ def test_random_draws_and_their_spread(tiny_dir, neurons_run, tmp_path):
     """--random-draws 3: three seeded random sets per language (same size per block, disjoint
     from the selected ones, different from each other); random_control equals numpy over the
     perplexity table's random rows."""
-    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--ablate", "en", "--random-draws", 3, "--model", tiny_dir("llama"),
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--perplexity", "sentences", "--ablate", "en", "--random-draws", 3, "--model", tiny_dir("llama"),
                   "--out", tmp_path, "--name", "r", "--no-progress", "--batch-size", 4)
     assert result.exit_code == 0, result.output
     run = tmp_path / "r"
@@ -283,3 +293,136 @@ def test_random_draws_and_their_spread(tiny_dir, neurons_run, tmp_path):
         assert row["selected_change"] == pytest.approx(sel) and row["p_random"] == pytest.approx((1 + (draws >= sel).sum()) / 4)
         assert row["random_low"] >= draws.min() - 1e-12 and row["random_high"] <= draws.max() + 1e-12
     assert (run / "plots" / "ablate_perplexity.png").is_file()
+
+
+WINDOW_TEXTS = {"en": LANGS["en"], "xx": LANGS["xx"]}
+
+
+def reference_window_nll(hub_model, text, window, block=None, columns=None):
+    """Zeng et al.'s ``lib/eval.py`` by hand: tokenise ``text`` once (tokenizer defaults), cut
+    non-overlapping ``window``-token windows (remainder dropped), run each alone through the
+    plain transformers model (a pre-hook on block ``block``'s down projection zeroes
+    ``columns``), and return (summed next-token NLL, predicted tokens) over the windows, numpy."""
+    hf = hub_model.torch_model
+    handle = None
+    if block is not None:
+        down = hf.get_submodule(hub_model.arch.layers)[block - 1].get_submodule(hub_model.arch.mlp_down)
+
+        def hook(module, args):
+            x = args[0].clone()
+            x[..., columns] = 0.0
+            return (x,)
+
+        handle = down.register_forward_pre_hook(hook)
+    ids = hub_model.tokenizer(text)["input_ids"]
+    nll, count = 0.0, 0
+    try:
+        for w in range(len(ids) // window):
+            chunk = torch.tensor([ids[w * window : (w + 1) * window]])
+            with torch.no_grad():
+                logits = hf(input_ids=chunk).logits[0].double().numpy()
+            logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+            target = chunk[0, 1:].numpy()
+            nll -= logp[np.arange(window - 1), target].sum()
+            count += window - 1
+    finally:
+        if handle is not None:
+            handle.remove()
+    return nll, count
+
+
+def test_windows_perplexity_equals_hand_run_windows(tiny_hub_model, tmp_path):
+    """--perplexity windows: per language, the joined held-out text cut into 8-token windows
+    (last partial one dropped); perplexity = exp(token-weighted mean NLL) equals plain
+    transformers forwards of the same windows with a hook zeroing the same neurons."""
+    from analyses.ablate import join_by_language
+
+    model = tiny_hub_model("llama")
+    window = 8
+    conditions = [Condition("none", "none", ""), Condition("some:1", "selected", "en", {1: [0, 5, 9, 33], 2: [1, 2]})]
+    texts, langs = [], []
+    for lang, lines in WINDOW_TEXTS.items():
+        texts.extend(lines)
+        langs.extend([lang] * len(lines))
+    joined, order = join_by_language(texts, langs)
+    assert order == ["en", "xx"] and joined[0] == "\n\n".join(LANGS["en"])
+    options = AblateOptions(source="test", ablate=["en"], languages=order, n=5, offset=0, perplexity="windows", window=window)
+    analysis = Ablate(options, conditions, order, [-1, -1])
+    run = run_analysis(analysis, analysis.prompts(joined), RunConfig(out=tmp_path, name="w", progress=False, batch_size=3),
+                       model=model, prompt_columns=analysis.prompt_columns())
+    assert run.manifest["window"] == window
+    scores = run.table("scores")
+    table = run.table("perplexity")
+    for lang, text in zip(order, joined):
+        n_ids = len(model.tokenizer(text)["input_ids"])
+        for cond in ("none", "some:1"):
+            rows = scores.filter((pl.col("condition") == cond) & (pl.col("language") == lang))
+            assert sorted(rows["sentence"].to_list()) == list(range(n_ids // window))  # remainder dropped
+            assert set(rows["n_tokens"].to_list()) == {window - 1}
+        nll, count = reference_window_nll(model, text, window)
+        row = table.filter((pl.col("condition") == "none") & (pl.col("language") == lang)).row(0, named=True)
+        assert row["n_tokens"] == count and row["perplexity"] == pytest.approx(np.exp(nll / count), rel=1e-4)
+        # the hook zeroes block 1 then block 2; compose by hooking both blocks
+        hf = model.torch_model
+        handles = []
+        for block, cols in ((1, [0, 5, 9, 33]), (2, [1, 2])):
+            down = hf.get_submodule(model.arch.layers)[block - 1].get_submodule(model.arch.mlp_down)
+
+            def hook(module, args, cols=cols):
+                x = args[0].clone()
+                x[..., cols] = 0.0
+                return (x,)
+
+            handles.append(down.register_forward_pre_hook(hook))
+        try:
+            nll_ab, _ = reference_window_nll(model, text, window)
+        finally:
+            for h in handles:
+                h.remove()
+        row = table.filter((pl.col("condition") == "some:1") & (pl.col("language") == lang)).row(0, named=True)
+        assert row["perplexity"] == pytest.approx(np.exp(nll_ab / count), rel=1e-4)
+        assert row["perplexity"] != pytest.approx(np.exp(nll / count), rel=1e-6)
+
+
+def test_cli_windows_default(tiny_dir, neurons_run, tmp_path):
+    """The CLI default is windows: one joined text per language; too long a window is one error."""
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 6, "--ablate", "en", "--no-random",
+                  "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "w", "--no-progress", "--no-plots", "--batch-size", 4)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    assert manifest["options"]["perplexity"] == "windows" and manifest["options"]["n"] == 5
+    prompts = pl.read_parquet(tmp_path / "w" / "prompts.parquet").filter(pl.col("condition") == "none")
+    assert prompts["text"].to_list() == ["\n\n".join(lines) for lines in LANGS.values()]
+    table = pl.read_parquet(tmp_path / "w" / "perplexity.parquet")
+    assert table.height == 2 * 3 and (table["n_tokens"] % 5 == 0).all()
+    result = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 10000, "--model", tiny_dir("llama"),
+                  "--out", tmp_path, "--name", "w2", "--no-progress")
+    assert result.exit_code == 2 and "--window 10000 is longer than the model's context" in result.output
+
+
+def test_windows_with_multiple_choice(tiny_hub_model, tmp_path):
+    """Windows mode with --mc items: the perplexity texts run as windows, the items as whole
+    texts, and every item's log-probability equals the sentences-mode run's."""
+    from analyses.ablate import join_by_language, mc_texts
+
+    model = tiny_hub_model("llama")
+    path = tmp_path / "mc.jsonl"
+    path.write_text("\n".join(json.dumps(i) for i in MC_ITEMS) + "\n", encoding="utf-8")
+    mc_t, mc_l, mc_i, mc_k, mc_e, answers = mc_texts(path)
+    joined, order = join_by_language([*LANGS["en"], *LANGS["xx"]], ["en"] * 5 + ["xx"] * 5)
+    conditions = [Condition("none", "none", ""), Condition("some:1", "selected", "en", {1: [0, 5, 9]})]
+    runs = {}
+    for mode, texts, langs, sents in (("windows", joined, order, [-1, -1]), ("sentences", TEXTS, LANGUAGES, [0, 1, 0, 1])):
+        options = AblateOptions(source="test", ablate=["en"], languages=["en", "xx"], n=2, offset=0, perplexity=mode, window=8)
+        analysis = Ablate(options, conditions, langs + mc_l, sents + mc_i, tasks=["ppl"] * len(texts) + mc_k,
+                          endings=[-1] * len(texts) + mc_e, answers=answers)
+        runs[mode] = run_analysis(analysis, analysis.prompts(texts + mc_t), RunConfig(out=tmp_path, name=mode, progress=False, batch_size=3),
+                                  model=model, prompt_columns=analysis.prompt_columns())
+    win = runs["windows"].table("scores")
+    assert set(win.filter(pl.col("task") == "ppl")["n_tokens"].to_list()) == {7}
+    key = ["condition", "language", "sentence", "task", "ending"]
+    ours = win.filter(pl.col("task") != "ppl").sort(key)
+    theirs = runs["sentences"].table("scores").filter(pl.col("task") != "ppl").sort(key)
+    np.testing.assert_allclose(ours["logprob"].to_numpy(), theirs["logprob"].to_numpy(), atol=1e-4)
+    assert runs["windows"].table("multiple_choice").sort("condition", "language")["accuracy"].to_list() == \
+        runs["sentences"].table("multiple_choice").sort("condition", "language")["accuracy"].to_list()

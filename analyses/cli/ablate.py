@@ -15,7 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from analyses.ablate import (
-    ANALYSIS, MODES, SELECTORS, Ablate, AblateOptions, _split, build_conditions, held_out, mc_texts, mean_activations, open_neurons_run,
+    ANALYSIS, MODES, PERPLEXITY, SELECTORS, Ablate, AblateOptions, _split, build_conditions, held_out, join_by_language, mc_texts,
+    mean_activations, open_neurons_run,
 )
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
@@ -32,7 +33,7 @@ def command(
     inputs: Annotated[Optional[list[str]], typer.Argument(help=opt.LANGUAGES_HELP + " Languages of the neurons run to evaluate [default: all of them]; a file gives its language's held-out lines.", show_default=False)] = None,
     langs: Annotated[Optional[list[str]], typer.Option("--langs", help="Languages to evaluate as an option (comma-separated or repeated): the same as the arguments.", rich_help_panel="Input", show_default=False)] = None,
     ablate: Annotated[Optional[list[str]], typer.Option("--ablate", help="Languages whose neurons are ablated, one condition each [default: all of the neurons run].", rich_help_panel=PANEL, show_default=False)] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Held-out sentences per evaluated language.", rich_help_panel="Input")] = 20,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Held-out lines per evaluated language [default: windows: every line after --offset; sentences: 20].", rich_help_panel="Input", show_default=False)] = None,
     offset: Annotated[Optional[int], typer.Option("--offset", min=0, help="First held-out line (0-based) [default: the neurons run's --n, i.e. the lines right after those used to select neurons].", rich_help_panel="Input", show_default=False)] = None,
     flores_dir: opt.FloresDir = None,
     selector: Annotated[str, typer.Option(help="key: Zeng et al.'s key linguistic neurons; lape: Tang et al.'s LAPE neurons.", rich_help_panel=PANEL)] = "key",
@@ -40,13 +41,17 @@ def command(
     random: Annotated[bool, typer.Option("--random/--no-random", help="Also ablate as many random neurons per layer (control condition).", rich_help_panel=PANEL)] = True,
     seed: Annotated[int, typer.Option(help="Seed of the random neurons.", rich_help_panel=PANEL)] = 0,
     random_draws: Annotated[int, typer.Option("--random-draws", min=1, help="Random neuron sets per ablated language (seeds SEED..SEED+R-1), summarised with their spread in random_control.parquet.", rich_help_panel=PANEL)] = 1,
+    perplexity: Annotated[str, typer.Option("--perplexity", help="windows: each language's held-out lines joined, tokenised once and cut into non-overlapping --window-token windows, the last partial one dropped (Zeng et al.'s code); sentences: every line alone.", rich_help_panel=PANEL)] = "windows",
+    window: Annotated[int, typer.Option("--window", min=0, help="Window length in tokens for --perplexity windows [default: the model's context length, else 2048].", rich_help_panel=PANEL, show_default=False)] = 0,
     mc: Annotated[Optional[Path], typer.Option("--mc", help="Zero-shot multiple choice (XStoryCloze-style JSON lines: language, context, endings, label), scored under every condition with its ablation applied; accuracy in multiple_choice.parquet.", rich_help_panel="Input", show_default=False)] = None,
     *,
     config: RunConfig,
 ) -> None:
     """Ablate language-specific neurons (from `hub analyze neurons`) and measure perplexity per language.
 
-    Every held-out sentence runs unablated, with each --ablate language's neurons set to zero
+    Every held-out text (by default each language's held-out lines joined and cut into
+    non-overlapping windows of the model's context length, as Zeng et al.'s code; --perplexity
+    sentences: each line alone) runs unablated, with each --ablate language's neurons set to zero
     (or their mean), and with as many random neurons; perplexity per language and its change
     go to perplexity.parquet, with a heatmap. The edits are nnsight edits (--remote works).
     """
@@ -54,6 +59,12 @@ def command(
         raise HubError(f"unknown --selector {selector!r}; choose one of {', '.join(SELECTORS)}")
     if mode not in MODES:
         raise HubError(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
+    if perplexity not in PERPLEXITY:
+        raise HubError(f"unknown --perplexity {perplexity!r}; choose one of {', '.join(PERPLEXITY)}")
+    if window and perplexity != "windows":
+        raise HubError("--window applies to --perplexity windows only")
+    if n is None and perplexity == "sentences":
+        n = 20
     names: list[str] = []
     files: dict[str, Path] = {}
     for given in inputs or []:
@@ -76,6 +87,11 @@ def command(
     elif o.get("n") is not None and offset < int(o["n"]):
         warnings.warn(f"--offset {offset} overlaps the {o['n']} sentences the neurons were selected on; the test is not held out")
     texts, languages, sentences, sources = held_out(run, eval_langs, n, offset, flores_dir, files)
+    if n is None:
+        n = languages.count(eval_langs[0])
+    if perplexity == "windows":
+        texts, languages = join_by_language(texts, languages)
+        sentences = [-1] * len(texts)
     tasks, endings, answers = ["ppl"] * len(texts), [-1] * len(texts), {}
     if mc is not None:
         mc_t, mc_l, mc_i, mc_k, mc_e, answers = mc_texts(mc)
@@ -83,6 +99,7 @@ def command(
     options = AblateOptions(
         source=str(source), selector=selector, ablate=ablate_langs, languages=eval_langs, sources=sources, n=n, offset=offset,
         mode=mode, random=random, seed=seed, random_draws=random_draws, mc=str(mc) if mc is not None else "",
+        perplexity=perplexity, window=window,
     )
     conditions = build_conditions(run, selector, ablate_langs, random, seed, random_draws)
     means = mean_activations(run) if mode == "mean" else None

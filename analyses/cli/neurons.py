@@ -38,11 +38,11 @@ def command(
     confidence: Annotated[float, typer.Option(help="Level of the bootstrap intervals.", rich_help_panel=PANEL)] = 0.95,
     seed: Annotated[int, typer.Option(help="Seed of the permutations and the bootstrap.", rich_help_panel=PANEL)] = 0,
     lape_corpus: Annotated[str, typer.Option(help="LAPE counts activations over: all (every line of each language's file, plus its FLORES .dev file when present: dev+devtest; lines beyond the parallel set run as LAPE-only prompts) or parallel (the parallel sentences only).", rich_help_panel=PANEL)] = "all",
-    revision: Annotated[Optional[list[str]], typer.Option("--revision", help="Hugging Face revisions (branches such as global_step1000) of the one --model, repeated: one run each in a parent folder, a weights hash per revision in the manifest (identical weights are warned about) and a score-by-training-step chart. Local only; for local checkpoint folders repeat --model instead. Only `hub analyze neurons` takes --revision.", rich_help_panel="Model", show_default=False)] = None,
     float16: Annotated[bool, typer.Option("--float16/--float32", help="Store activations.parquet as float16 (half the size; statistics use float64 either way).", rich_help_panel="Output")] = False,
     *,
     config: RunConfig,
     models: list[str],
+    revisions: list[str],
 ) -> None:
     """Language-specific MLP neurons and the lingua franca (Zeng et al. 2025; LAPE, Tang et al. 2024).
 
@@ -70,8 +70,8 @@ def command(
                 texts.append(line)
                 languages.append(language)
                 sentences.append(-extra)  # LAPE-only: counted, not stored as activations
-    if len(models) > 1 or revision:
-        run = run_models(options, texts, languages, sentences, config, models, revisions=revision)
+    if len(models) > 1 or revisions:
+        run = run_models(options, texts, languages, sentences, config, models, revisions=revisions or None)
     else:
         analysis = Neurons(options, languages, sentences)
         run = run_analysis(analysis, texts, config, prompt_columns={"language": languages, "sentence": sentences})

@@ -27,6 +27,14 @@ Models = Annotated[
     Optional[list[str]],
     typer.Option("--model", "-m", help=MODEL_HELP + " Repeatable: each model runs as its own run, and the results are compared on one chart [default: gemma-3-270m].", rich_help_panel="Model", show_default=False),
 ]
+Revision = Annotated[
+    Optional[str],
+    typer.Option("--revision", help="Hugging Face revision (branch, tag or commit, e.g. global_step1000) of a repo-id --model [default: its default branch]; recorded in the manifest. Not for local folders or the embedded model.", rich_help_panel="Model", show_default=False),
+]
+Revisions = Annotated[
+    Optional[list[str]],
+    typer.Option("--revision", help="Hugging Face revisions (branches such as global_step1000) of the one --model, repeated: one run each in a parent folder, a weights hash per revision in the manifest (identical weights are warned about) and a score-by-training-step chart. Local only; for local checkpoint folders repeat --model instead.", rich_help_panel="Model", show_default=False),
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel="Model")]
 Dtype = Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.", rich_help_panel="Model")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Prompts per forward pass.", rich_help_panel="Run")]
@@ -109,6 +117,7 @@ def report(run: Any, summary: Callable[[Any], str] | None = None) -> None:
 # The options every `hub analyze …` command takes, bound into a RunConfig by `analysis_command`.
 RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "model": (Model, "gemma-3-270m"),
+    "revision": (Revision, None),
     "device": (Device, "auto"),
     "dtype": (Dtype, "auto"),
     "batch_size": (BatchSize, 8),
@@ -132,18 +141,21 @@ def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: boo
     The analysis declares only what is its own; the run options read and document the same in
     every command, and a new shared option is added here once.
 
-    ``@analysis_command(multi_model=True)`` makes ``--model`` repeatable: ``func`` then also gets
-    ``models`` (the list, at least one) and ``config.model`` is its first entry.
+    ``@analysis_command(multi_model=True)`` makes ``--model`` and ``--revision`` repeatable:
+    ``func`` then also gets ``models`` (the list, at least one; ``config.model`` is its first
+    entry) and ``revisions`` (the list, possibly empty; ``config.revision`` stays ``None``, the
+    command runs one model per revision itself).
     """
     if func is None:
         return functools.partial(analysis_command, multi_model=multi_model)
     from hubclient.run.lifecycle import RunConfig
 
-    hidden = ("config", "models") if multi_model else ("config",)
+    hidden = ("config", "models", "revisions") if multi_model else ("config",)
     own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in hidden]
     options = dict(RUN_OPTIONS)
     if multi_model:
         options["model"] = (Models, None)
+        options["revision"] = (Revisions, None)
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         for name, (annotation, default) in options.items()
@@ -158,7 +170,9 @@ def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: boo
         if multi_model:
             models = list(values["model"] or [RUN_OPTIONS["model"][1]])
             values["model"] = models[0]
-            return func(**kwargs, config=RunConfig(**values), models=models)
+            revisions = list(values["revision"] or [])
+            values["revision"] = None
+            return func(**kwargs, config=RunConfig(**values), models=models, revisions=revisions)
         return func(**kwargs, config=RunConfig(**values))
 
     context = inspect.Parameter("_hub_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)  # Typer passes the context

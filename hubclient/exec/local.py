@@ -27,10 +27,15 @@ class LocalExecutor:
         self.config = config
 
     def load_model(self, config: "RunConfig") -> "HubModel":
-        """The model with its weights (:func:`hubclient.models.load_model`)."""
+        """The model with its weights (:func:`hubclient.models.load_model`), at ``config.revision``.
+
+        Raises:
+            HubError: as :func:`hubclient.models.load_model` (a ``--revision`` with a local path or
+                the embedded model is one).
+        """
         from hubclient.models.loading import load_model
 
-        return load_model(config.model, device=config.device, dtype=config.dtype)
+        return load_model(config.model, device=config.device, dtype=config.dtype, revision=config.revision)
 
     def describe(self, model: "HubModel") -> dict[str, Any] | None:
         """Local runs add nothing to the manifest (the model block says where it ran)."""

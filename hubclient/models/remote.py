@@ -41,16 +41,19 @@ class RemoteHubModel(HubModel):
         return self.lm_head.weight.to(dtype)
 
 
-def load_remote_model(name: str) -> RemoteHubModel:
+def load_remote_model(name: str, revision: str | None = None) -> RemoteHubModel:
     """Build ``--model`` without weights for remote execution.
 
     The embedded model and local folders read their config and tokenizer from disk (a
     ``.gguf`` file is converted once, like a local run); a Hugging Face repo id reads them from
-    the Hub or its cache (no weights are downloaded). The module is built on the meta device.
+    the Hub or its cache (no weights are downloaded), at ``revision`` (branch, tag or commit;
+    ``None``: the default branch), and nnsight's model key carries that revision, so the server
+    runs the same checkpoint. The module is built on the meta device.
 
     Raises:
-        HubError: as :func:`hubclient.models.load_model` for names it cannot resolve, or an
-            unsupported architecture.
+        HubError: as :func:`hubclient.models.load_model` for names it cannot resolve (a
+            ``revision`` with the embedded model or a local path is one), or an unsupported
+            architecture.
     """
     from nnsight.modeling.transformers import TransformersModel
     from transformers import AutoConfig, AutoTokenizer
@@ -59,7 +62,9 @@ def load_remote_model(name: str) -> RemoteHubModel:
     from hubclient.models.arch import check_modules, spec_for_config
 
     notes: list[str] = []
-    revision = None
+    if revision is not None and (name in m.EMBEDDED or m._looks_like_path(name)):
+        raise HubError(f"--revision {revision!r} applies to a Hugging Face repo id, not to {name!r}; pass each local checkpoint folder as --model")
+    wanted = revision
     if name in m.EMBEDDED:
         spec = m.EMBEDDED[name]
         folder = m._embedded_folder(spec)
@@ -84,8 +89,8 @@ def load_remote_model(name: str) -> RemoteHubModel:
     else:
         path, model_id, source = name, name, "remote:hub"
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, revision=wanted)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=wanted)
     except (OSError, ValueError) as exc:
         raise HubError(
             f"could not read the config and tokenizer of {name!r} ({str(exc).splitlines()[0]}); remote runs need "
@@ -99,7 +104,7 @@ def load_remote_model(name: str) -> RemoteHubModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     # nnsight's own meta build (config only, no weights); the key names the model by its id.
-    lm = TransformersModel(path, tokenizer=tokenizer, processor=processor, task=arch.task or "text-generation")
+    lm = TransformersModel(path, tokenizer=tokenizer, processor=processor, task=arch.task or "text-generation", revision=wanted)
     lm.repo_id = model_id
     check_modules(arch, lm._module)
     return RemoteHubModel(

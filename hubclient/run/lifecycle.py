@@ -42,6 +42,8 @@ class RunConfig:
 
     Attributes:
         model: ``--model`` (see :func:`hubclient.models.load_model`).
+        revision: ``--revision``: a Hugging Face Hub revision (branch, tag or commit) of a repo-id
+            ``--model``; ``None`` for the default branch. Recorded in the manifest's model block.
         device / dtype: ``--device`` / ``--dtype``.
         batch_size: prompts per forward pass (>= 1).
         out: results root folder; the run goes to ``out/<run id>``.
@@ -59,6 +61,7 @@ class RunConfig:
     """
 
     model: str = "gemma-3-270m"
+    revision: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
@@ -151,7 +154,7 @@ def check_resumed_model(run: RunDir, model: Any) -> None:
     """
     before = run.manifest.get("model", {})
     now = model.describe()
-    for key, option in (("model_id", "--model"), ("revision", "--model"), ("dtype", "--dtype"), ("device", "--device")):
+    for key, option in (("model_id", "--model"), ("revision", "--model and --revision"), ("dtype", "--dtype"), ("device", "--device")):
         if key in before and before.get(key) != now.get(key):
             raise HubError(
                 f"cannot resume {run.path}: it ran with {key} {before.get(key)!r}, this call gives {now.get(key)!r}; "

@@ -41,7 +41,7 @@ class RemoteExecutor:
         """The model without weights (:func:`hubclient.models.remote.load_remote_model`)."""
         from hubclient.models.remote import load_remote_model
 
-        return load_remote_model(config.model)
+        return load_remote_model(config.model, revision=config.revision)
 
     def describe(self, model: "HubModel") -> dict[str, Any] | None:
         """The manifest's ``remote`` block (host, model key, mode; never the API key)."""
