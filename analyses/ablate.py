@@ -25,7 +25,8 @@ first, ``log softmax(logits[b, s])[x[b, s+1]]``, summed per row: ``[batch]`` num
 Perplexity text (``--perplexity``): ``windows`` (the CLI default, as Zeng et al.'s released code,
 ``lib/eval.py``): each language's held-out lines joined with ``"\n\n"``, tokenised once (BOS
 only at the start), cut into non-overlapping ``--window``-token windows (default the model's
-context, ``max_position_embeddings``, else 2048), the last partial window dropped; every window
+context capped at 2048, ``model.seqlen`` of the paper's BLOOM models; ``--window 4096`` for
+Llama-2 as the released code), the last partial window dropped; every window
 is one row. ``sentences``: every held-out line is its own row.
 Stores: ``scores.parquet`` (per prompt × condition: summed log-probability and predicted
 tokens) and ``perplexity.parquet`` (per condition and language: ``exp(-sum log p / tokens)``,
@@ -47,7 +48,10 @@ from hubclient.errors import HubError
 SELECTORS = {"key": "key_neurons", "lape": "lape_neurons"}
 MODES = ("zero", "mean")
 PERPLEXITY = ("windows", "sentences")
-DEFAULT_WINDOW = 2048  # Zeng et al.'s ``model.seqlen`` when the config gives no context length (BLOOM)
+#: Default ``--window``: the model's context, capped here. 2048 is ``model.seqlen`` of the paper's
+#: BLOOM models; long-context models (Gemma 3: 32768) would leave FLORES text with no whole
+#: window. For Llama-2 as the released code, pass ``--window 4096``.
+DEFAULT_WINDOW = 2048
 
 
 @dataclass
@@ -72,8 +76,8 @@ class AblateOptions:
         perplexity: ``windows`` (Zeng et al.'s code: each language's held-out lines joined with
             ``"\n\n"``, tokenised once, cut into non-overlapping ``window``-token windows, the
             last partial window dropped) or ``sentences`` (every held-out line alone).
-        window: window length in tokens for ``windows``; 0 = the model's context length
-            (``max_position_embeddings``, else 2048), as ``model.seqlen`` in the released code.
+        window: window length in tokens for ``windows``; 0 = the model's context length capped
+            at 2048 (``model.seqlen`` in the released code for the paper's BLOOM models).
     """
 
     source: str = ""
@@ -218,7 +222,7 @@ class Ablate(Analysis):
                     raise HubError(f"condition {cond.name}: neuron {max(idx)} of block {block} is out of range 0..{d_ff - 1}")
         self.d_ff = d_ff
         if self.options.perplexity == "windows":
-            self.window = self.options.window or model.max_length or DEFAULT_WINDOW
+            self.window = self.options.window or min(model.max_length or DEFAULT_WINDOW, DEFAULT_WINDOW)
             if model.max_length is not None and self.window > model.max_length:
                 raise HubError(f"--window {self.window} is longer than the model's context ({model.max_length} tokens); choose a shorter one")
             n_eval = len(self.languages)

@@ -42,7 +42,7 @@ def command(
     seed: Annotated[int, typer.Option(help="Seed of the random neurons.", rich_help_panel=PANEL)] = 0,
     random_draws: Annotated[int, typer.Option("--random-draws", min=1, help="Random neuron sets per ablated language (seeds SEED..SEED+R-1), summarised with their spread in random_control.parquet.", rich_help_panel=PANEL)] = 1,
     perplexity: Annotated[str, typer.Option("--perplexity", help="windows: each language's held-out lines joined, tokenised once and cut into non-overlapping --window-token windows, the last partial one dropped (Zeng et al.'s code); sentences: every line alone.", rich_help_panel=PANEL)] = "windows",
-    window: Annotated[int, typer.Option("--window", min=0, help="Window length in tokens for --perplexity windows [default: the model's context length, else 2048].", rich_help_panel=PANEL, show_default=False)] = 0,
+    window: Annotated[int, typer.Option("--window", min=0, help="Window length in tokens for --perplexity windows [default: the model's context length, at most 2048 (the paper's BLOOM models); --window 4096 for Llama-2 as the released code].", rich_help_panel=PANEL, show_default=False)] = 0,
     mc: Annotated[Optional[Path], typer.Option("--mc", help="Zero-shot multiple choice (XStoryCloze-style JSON lines: language, context, endings, label), scored under every condition with its ablation applied; accuracy in multiple_choice.parquet.", rich_help_panel="Input", show_default=False)] = None,
     *,
     config: RunConfig,
@@ -50,7 +50,7 @@ def command(
     """Ablate language-specific neurons (from `hub analyze neurons`) and measure perplexity per language.
 
     Every held-out text (by default each language's held-out lines joined and cut into
-    non-overlapping windows of the model's context length, as Zeng et al.'s code; --perplexity
+    non-overlapping windows of the model's context length (at most 2048 by default), as Zeng et al.'s code; --perplexity
     sentences: each line alone) runs unablated, with each --ablate language's neurons set to zero
     (or their mean), and with as many random neurons; perplexity per language and its change
     go to perplexity.parquet, with a heatmap. The edits are nnsight edits (--remote works).
