@@ -144,3 +144,19 @@ def _language_probs_cli_args(model: str, out: Path, name: str, files: dict[str, 
     for lang, path in files.items():
         args += ["--lang", f"{lang}={path}"]
     return args
+
+
+def test_neurons_detach_submits_and_exits_0(tiny_dir, server, tmp_path):
+    """`hub analyze neurons --remote --detach` ends after submission with exit 0 and says how to
+    collect (its summary reads tables that do not exist yet: it must not be printed then)."""
+    files = []
+    for lang, lines in (("en", ["the cat sat on the mat", "a dog ran in the park", "one two three"]),
+                        ("fr", ["paris is the capital of france", "one two three four", "the cat sat"])):
+        path = tmp_path / f"{lang}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        files.append(str(path))
+    submit = _hub("analyze", "neurons", *files, "--model", str(tiny_dir("llama")), "--lape-corpus", "parallel", "--n", "3", "--z-threshold", "0.5",
+                  "--out", str(tmp_path), "--name", "det", "--no-progress", "--remote", "--detach", env={"NDIF_HOST": server.url})
+    assert submit.returncode == 0, submit.stderr
+    assert "hub jobs collect" in submit.stdout
+    assert json.loads((tmp_path / "det" / "manifest.json").read_text())["status"] == "submitted"

@@ -106,5 +106,4 @@ def command(
     analysis = Ablate(options, conditions, languages, sentences, means=means, model_id=run.manifest["model"]["model_id"],
                       tasks=tasks, endings=endings, answers=answers)
     result = run_analysis(analysis, analysis.prompts(texts), config, prompt_columns=analysis.prompt_columns())
-    opt.report(result)
-    typer.echo(analysis.summary(result))
+    opt.report(result, analysis.summary)

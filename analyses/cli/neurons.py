@@ -75,5 +75,4 @@ def command(
     else:
         analysis = Neurons(options, languages, sentences)
         run = run_analysis(analysis, texts, config, prompt_columns={"language": languages, "sentence": sentences})
-    opt.report(run)
-    typer.echo(summarize(run))
+    opt.report(run, summarize)
