@@ -237,6 +237,12 @@ class Ablate(Analysis):
         """The resolved window length (tokens; 0 in sentences mode) for the manifest."""
         return {"window": self.window if self.options.perplexity == "windows" else 0}
 
+    def prompt_limit(self, model: Any) -> int | None:
+        """Windows mode: none (a language's joined held-out text is longer than the context by
+        design; :meth:`make_batches` cuts it into windows no longer than the context, checked in
+        ``prepare``); sentences mode: the model's context."""
+        return None if self.options.perplexity == "windows" else model.max_length
+
     def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Batch] | None:
         """Windows mode: every perplexity prompt (one language's joined held-out text under one
         condition) cut into ``floor(T / window)`` non-overlapping windows of ``window`` tokens

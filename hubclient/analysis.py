@@ -145,6 +145,13 @@ class Analysis:
             HubError: a failed request or options that do not fit the results.
         """
 
+    def prompt_limit(self, model: "HubModel") -> int | None:
+        """The most tokens one prompt may have (default: the model's context, so a prompt that
+        cannot run is an error before anything runs); ``None`` for an analysis whose
+        :meth:`make_batches` cuts long prompts into windows (``hub intervene ablate``'s
+        windowed perplexity)."""
+        return model.max_length
+
     def make_batches(self, model: "HubModel", tokens: list[list[int]], batch_size: int) -> list[Batch] | None:
         """Cut the work into batches; ``None`` (the default) means the prompts themselves,
         length-sorted and right-padded, reading :meth:`token_positions`

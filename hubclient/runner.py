@@ -113,7 +113,7 @@ def run_analysis(
 
         tokens, extras = encode(model, prompts, media, resample=resample)
     else:
-        tokens = tokenize(model, prompts)
+        tokens = tokenize(model, prompts, limit=analysis.prompt_limit(model))
     analysis.prepare(model, prompts, tokens)
     analysis.setup(model, executor)
     batches = batches_for(analysis, model, tokens, config.batch_size, extras)

@@ -92,7 +92,7 @@ def test_neurons_then_ablate_files_and_codes_with_env(tmp_path, tiny_dir, flores
     assert activations["language"].unique(maintain_order=True).to_list() == ["en", "fra_Latn", "spa_Latn"]
     # ablate: a file for "en" (its held-out lines 3..4), a FLORES code read from $HUB_FLORES_DIR
     ablate = hub("intervene", "ablate", "fra_Latn", en, "--from", tmp_path / "n", "--n", 2, "--ablate", "fra_Latn", "--no-random",
-                 "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "a", "--no-progress", "--no-plots", env=env)
+                 "--perplexity", "sentences", "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "a", "--no-progress", "--no-plots", env=env)
     assert ablate.exit_code == 0, ablate.output
     options = json.loads((tmp_path / "a" / "manifest.json").read_text())["options"]
     assert options["languages"] == ["fra_Latn", "en"]
@@ -101,8 +101,15 @@ def test_neurons_then_ablate_files_and_codes_with_env(tmp_path, tiny_dir, flores
     assert set(flores_lines(flores_dir, "eng_Latn", 5)[3:]) <= set(prompts["text"].to_list())
     # the old spelling still works
     old = hub("intervene", "ablate", "--from", tmp_path / "n", "--langs", "fra_Latn,spa_Latn", "--n", 1, "--ablate", "spa_Latn", "--no-random",
-              "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "b", "--no-progress", "--no-plots", env=env)
+              "--perplexity", "sentences", "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "b", "--no-progress", "--no-plots", env=env)
     assert old.exit_code == 0, old.output
+    # windowed perplexity (the default): each language's joined held-out text is longer than the
+    # tiny model's 64-token context, and is cut into windows rather than refused
+    windows = hub("intervene", "ablate", "fra_Latn", en, "--from", tmp_path / "n", "--n", 4, "--ablate", "fra_Latn", "--no-random",
+                  "--window", 32, "--model", tiny_dir("llama"), "--out", tmp_path, "--name", "w", "--no-progress", "--no-plots", env=env)
+    assert windows.exit_code == 0, windows.output
+    scores = pl.read_parquet(tmp_path / "w" / "scores.parquet")
+    assert scores.height > 0 and json.loads((tmp_path / "w" / "manifest.json").read_text())["window"] == 32
 
 
 def test_translation_lens_files_and_codes_with_env(tmp_path, tiny_dir, flores_dir, monkeypatch):

@@ -7,14 +7,23 @@ from typing import Any
 from hubclient.errors import HubError
 
 
-def tokenize(model: Any, prompts: list[str]) -> list[list[int]]:
+_CONTEXT = object()
+
+
+def tokenize(model: Any, prompts: list[str], limit: Any = _CONTEXT) -> list[list[int]]:
     """Token ids of each prompt, with the tokenizer's special tokens (e.g. BOS).
 
+    Args:
+        limit: the most tokens a prompt may have (default: the model's context); ``None`` for
+            analyses that cut long prompts into windows themselves
+            (:meth:`hubclient.analysis.Analysis.prompt_limit`).
+
     Raises:
-        HubError: a prompt that tokenises to nothing, or one longer than the model's context.
+        HubError: a prompt that tokenises to nothing, or one longer than ``limit``.
     """
     encoded = model.tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    limit = model.max_length
+    if limit is _CONTEXT:
+        limit = model.max_length
     for i, ids in enumerate(encoded):
         if not ids:
             raise HubError(f"prompt {i + 1} (counting from 1, as file lines) tokenises to no tokens; give some text")

@@ -43,7 +43,7 @@ def collect(run_dir: Path, host: str | None = None, progress: bool = True) -> tu
     key = model_key(model)
     prompts_table = pl.read_parquet(run.path / "prompts.parquet").sort("prompt")
     texts = prompts_table["text"].to_list()
-    tokens = tokenize(model, texts)
+    tokens = tokenize(model, texts, limit=analysis.prompt_limit(model))
     if [len(t) for t in tokens] != prompts_table["n_tokens"].to_list():
         raise HubError(f"the prompts of {run.path} no longer tokenise as when they were sent; was the tokenizer changed?")
     batches = batches_for(analysis, model, tokens, manifest["batch_size"])
