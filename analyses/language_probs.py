@@ -4,7 +4,7 @@ Traces: the residual stream ``h_l`` at every layer ``l = 0..L`` (0 = embeddings)
 position of every input text except special tokens (BOS).
 Reduces (inside the trace): the lens distribution ``p_l = softmax(W_U · norm(h_l))`` (Eq. 2;
 final norm optional) times the token-to-language matrix ``M`` ``[vocab, n_languages + 1]``
-(:mod:`hubclient.token_languages`, built from ``wordfreq`` word frequencies):
+(:mod:`hubclient.science.token_languages`, built from ``wordfreq`` word frequencies):
 ``P_l(language) = p_l · M``, one ``[rows, vocab] x [vocab, n_lang+1]`` product per layer and row
 chunk. Only ``[layers, rows, n_lang+1]`` leaves the trace.
 Stores: ``language_probs.parquet``: per prompt, layer and language, the mean of
@@ -83,7 +83,7 @@ class LanguageProbs(Analysis):
         options: see :class:`LanguageProbsOptions`.
         frequencies: ``{language: {word: frequency}}`` to build ``M`` from instead of wordfreq
             (tests, custom lists).
-        cache: cache ``M`` on disk (see :mod:`hubclient.token_languages`).
+        cache: cache ``M`` on disk (see :mod:`hubclient.science.token_languages`).
     """
 
     name = "language-probs"

@@ -75,7 +75,7 @@ class LogitLens(Analysis):
 
         Raises:
             HubError: ``top_k`` larger than the vocabulary, a target that tokenises to nothing,
-                or a ``lens_dtype`` that does not fit (see :func:`hubclient.lens.check_lens_dtype`).
+                or a ``lens_dtype`` that does not fit (see :func:`hubclient.science.lens.check_lens_dtype`).
         """
         self._lens_dtype = check_lens_dtype(model, self.options.lens_dtype)
         if self.options.top_k > model.vocab_size:

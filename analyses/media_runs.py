@@ -3,7 +3,7 @@
 The semantic hub paper (Wu et al. 2024, §"Vision / audio", Fig. 1) shows that an image or an
 audio clip lands near its caption in the middle layers, and that the media positions decode,
 through the logit lens, to English words for what they show. Both commands take a pairs file
-(:mod:`hubclient.media`) with ``--modality image|audio``:
+(:mod:`hubclient.inputs.media`) with ``--modality image|audio``:
 
 * **similarity**: each pair gives two inputs, the medium (in ``--media-template``) and its
   caption; the two "languages" are the modality and ``caption``, so Eq. 1 (matching minus
@@ -17,7 +17,7 @@ through the logit lens, to English words for what they show. Both commands take 
   (as the text lens) and ``caption_words.parquet``; draws the caption words' probability by
   layer and the top-1 tokens at the media positions of the first pair.
 
-Media are read and preprocessed on the client (:mod:`hubclient.multimodal`); with
+Media are read and preprocessed on the client (:mod:`hubclient.exec.multimodal`); with
 ``--remote`` only the processor's tensors go to NDIF and only the reduced tensors come back.
 """
 
@@ -67,7 +67,7 @@ def pair_prompts(pairs_file: Path, n: int | None, media_template: str) -> tuple[
     pairs' captions.
 
     Raises:
-        HubError: see :func:`hubclient.media.read_pairs`; a template without ``{media}``.
+        HubError: see :func:`hubclient.inputs.media.read_pairs`; a template without ``{media}``.
     """
     check_template(media_template)
     pairs = read_pairs(pairs_file, n=n)
@@ -99,7 +99,7 @@ def run_similarity(pairs_file: Path, options: SimilarityOptions, n: int | None, 
 
     Raises:
         HubError: bad pairs, media, template or model (see :func:`pair_prompts`,
-            :func:`hubclient.multimodal.encode`).
+            :func:`hubclient.exec.multimodal.encode`).
     """
     modality = check_modality(options.modality)
     pairs, media_prompts, captions = pair_prompts(pairs_file, n, options.media_template)
@@ -216,7 +216,7 @@ class MediaLens(LogitLens):
     def trace(self, model: Any, batch: Any) -> dict[str, Any]:
         """Lens of every layer at the media positions: top-k as the text lens, plus
         ``word_logits``/``word_probs``/``word_ranks`` ``[layers+1, rows, W]`` of the caption
-        words: :func:`hubclient.lens.reduce_logits` with per-row target ids (probability
+        words: :func:`hubclient.science.lens.reduce_logits` with per-row target ids (probability
         ``exp(logit - logsumexp)``, rank ``1 + #{v: logit_v > logit_w}``)."""
         words = self._row_words(batch).to(model.device)
         top_k = self.options.top_k

@@ -19,7 +19,7 @@ Stores (streamed per batch): ``activations.parquet`` (prompt, language, sentence
 n_tokens, activation[d_ff]; ``--float16`` halves it) and ``lape_counts.parquet`` (per batch,
 language and layer: tokens and active-token counts[d_ff]). :meth:`Neurons.finish` then reads one
 layer at a time and writes ``lrds_sads.parquet`` (LRDS, SADS and SADS against a cross-language
-baseline per layer; :mod:`hubclient.neurons`), ``key_neurons.parquet`` (Zeng et al.'s key
+baseline per layer; :mod:`hubclient.science.neurons`), ``key_neurons.parquet`` (Zeng et al.'s key
 linguistic neurons: neuron, score, z), ``lape_neurons.parquet`` (Tang et al.'s selection: neuron,
 probability, entropy), ``counts.parquet`` (neurons per selector, layer and language) and
 ``neuron_stats.parquet`` (per layer and language: token-mean activation and activation
@@ -136,7 +136,7 @@ class Neurons(Analysis):
         Args:
             options: :class:`NeuronOptions`.
             languages / sentences: the language and sentence id of each prompt (K×N each, as
-                :meth:`hubclient.parallel.ParallelCorpus.flat` gives them).
+                :meth:`hubclient.inputs.parallel.ParallelCorpus.flat` gives them).
 
         Raises:
             HubError: fewer than 2 languages, a threshold or LAPE rate out of range.

@@ -66,7 +66,7 @@ class SimilarityOptions:
         heatmap_layer: layer of the heatmap (``None``: the model's middle layer); an ``int``, or
             a negative index as text (``"-1"`` = the last layer).
         modality: ``text`` (parallel sentences), or ``image`` / ``audio``: media vs caption
-            pairs (:mod:`hubclient.media`), the two "languages" being the modality and
+            pairs (:mod:`hubclient.inputs.media`), the two "languages" being the modality and
             ``caption``.
         media_pool: with media, how the media positions are pooled: ``mean`` over them or the
             ``last`` one (``pool`` then applies to the caption).
@@ -166,7 +166,7 @@ class Similarity(Analysis):
         Args:
             options: :class:`SimilarityOptions`.
             languages / sentences: the language and sentence index of each prompt (K×N each,
-                as :meth:`hubclient.parallel.ParallelCorpus.flat` gives them).
+                as :meth:`hubclient.inputs.parallel.ParallelCorpus.flat` gives them).
 
         Raises:
             HubError: unknown ``pool``, an ``anchor`` that is not one of the languages, fewer

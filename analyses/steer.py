@@ -18,7 +18,7 @@ prompts' last token) at every position of the prompt and of every generated toke
 shorter than the rows to add are an error.
 
 Reduces: each continuation's text; its sentiment P(positive) from a classifier
-(:mod:`hubclient.sentiment`, held-out accuracy per language in the manifest); and a
+(:mod:`hubclient.inputs.sentiment`, held-out accuracy per language in the manifest); and a
 model-internal score needing no classifier, the next-token log-probability difference between
 positive and negative word sets at the first generated position,
 ``s = log sum_{t in P} p(t) - log sum_{t in N} p(t)`` (with the steering applied).

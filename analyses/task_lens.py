@@ -4,22 +4,22 @@ The semantic hub paper reads the logit lens at chosen positions of arithmetic ex
 Python programs and asks whether intermediate layers put mass on the English word for what the
 token means: the English number word of the answer after ``3+5=``; "and" at the commas between
 list elements; the role word ("function", "argument", "variable") at an identifier. The data
-and probes come from :mod:`hubclient.tasks` (arithmetic, code); this module runs them.
+and probes come from :mod:`hubclient.inputs.tasks` (arithmetic, code); this module runs them.
 
-Positions: each probe is a character span of the prompt (:class:`hubclient.tasks.Probe`); the
+Positions: each probe is a character span of the prompt (:class:`hubclient.inputs.tasks.Probe`); the
 lens is read at the model token that holds the span's last character. That token must end
 exactly where the span ends (a token that runs past it, e.g. ``):`` for ``)``, would read what
 follows, so the probe is skipped and counted in a warning); it may start earlier (Gemma's
 ``',`` or ``],`` for a comma): ``exact_token`` says whether the token holds nothing but
 (the end of) the span.
 Targets: each group's words are followed by their first token, as written and with a leading
-space (:func:`hubclient.probes.first_token_ids`); a group's probability is the SUM over its
+space (:func:`hubclient.science.probes.first_token_ids`); a group's probability is the SUM over its
 distinct token ids (disjoint outcomes of one softmax), its max is kept too. ``full_tokens`` is
 how many tokens the group's shortest full word takes (1 = single-token word).
 
 Traces: the residual stream at every layer (0 = embeddings) at the probe positions.
 Reduces (inside the trace): ``softmax(W_U · norm(h_l))`` (Eq. 2; final norm optional) at those
-rows to the sum and max probability per group (:func:`hubclient.probes.group_probabilities`);
+rows to the sum and max probability per group (:func:`hubclient.science.probes.group_probabilities`);
 only ``[layers+1, rows, groups]`` numbers leave the trace.
 Stores: ``task_lens.parquet`` (prompt, probe, kind, span, position, token, exact_token, layer, group, targets,
 full_tokens, probability, max_probability); ``task_lens_summary.parquet`` (per kind, group and
@@ -63,7 +63,7 @@ class TaskLensOptions:
     """Options of the task lens (recorded in the manifest).
 
     Attributes:
-        task: the :class:`hubclient.tasks.TaskOptions` that made the prompts, as a dict.
+        task: the :class:`hubclient.inputs.tasks.TaskOptions` that made the prompts, as a dict.
         final_norm: apply the model's final norm before ``W_U``.
     """
 
@@ -87,7 +87,7 @@ class TaskLens(Analysis):
 
     Args:
         options: :class:`TaskLensOptions`.
-        items: the prompts and their probes (:func:`hubclient.tasks.lens_items`); prompt ``i``
+        items: the prompts and their probes (:func:`hubclient.inputs.tasks.lens_items`); prompt ``i``
             of the run is ``items[i].text``.
     """
 
@@ -313,7 +313,7 @@ def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig
     ``None`` loads ``config.model``. The task's per-prompt columns go to ``prompts.parquet``.
 
     Raises:
-        HubError: see :func:`hubclient.tasks.lens_items` and :meth:`TaskLens.prepare`.
+        HubError: see :func:`hubclient.inputs.tasks.lens_items` and :meth:`TaskLens.prepare`.
     """
     items = tasks.lens_items(task_options)
     analysis = TaskLens(TaskLensOptions(task=task_options.describe(), final_norm=final_norm), items)

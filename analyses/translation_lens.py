@@ -6,7 +6,7 @@ the probability of the actual next Chinese token, layer by layer (and the mirror
 Chinese translation of the next English word).
 
 Positions used: for each input text, the text is cut into words (Chinese: ``jieba``; English:
-runs of letters; see :mod:`hubclient.dictionary`). Position ``p`` (a token of the input) is used
+runs of letters; see :mod:`hubclient.inputs.dictionary`). Position ``p`` (a token of the input) is used
 when token ``p + 1`` starts a word ``w`` (the token's first non-space character is the word's
 first character), ``w`` has at least one translation in the dictionary (CC-CEDICT) that is a
 single token of the model's vocabulary (tokenised as written or with a leading space, i.e. with
@@ -102,7 +102,7 @@ class TranslationLens(Analysis):
 
     Args:
         options: see :class:`TranslationOptions`.
-        dictionaries: direction -> :class:`~hubclient.dictionary.Dictionary` to use instead of
+        dictionaries: direction -> :class:`~hubclient.inputs.dictionary.Dictionary` to use instead of
             CC-CEDICT (tests, other language pairs).
     """
 
@@ -161,7 +161,7 @@ class TranslationLens(Analysis):
 
     def _row_targets(self, batch: Batch) -> list[list[list[int]]]:
         """Per selected row of the batch, its two groups of target ids: ``[input ids,
-        translation ids]`` (for :func:`hubclient.probes.pad_groups`)."""
+        translation ids]`` (for :func:`hubclient.science.probes.pad_groups`)."""
         per_row = []
         for prompt, position in zip(batch.row_prompt, batch.row_position.tolist()):
             for target in self.targets[prompt]:
@@ -173,7 +173,7 @@ class TranslationLens(Analysis):
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
         """``[layers+1, rows, 3]``: input probability, translation sum, translation max
-        (through :func:`hubclient.probes.group_probabilities`)."""
+        (through :func:`hubclient.science.probes.group_probabilities`)."""
         import torch
 
         ids, group = pad_groups(self._row_targets(batch), 2)

@@ -192,7 +192,7 @@ class Analysis:
         """Positions to read, given the prompt's token ids; the runner calls this.
 
         Default: :meth:`positions` of the length. Analyses of image/audio prompts override it
-        to find the media positions (:func:`hubclient.multimodal.media_positions`).
+        to find the media positions (:func:`hubclient.exec.multimodal.media_positions`).
         """
         return self.positions(len(tokens), prompt_index)
 

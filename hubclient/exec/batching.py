@@ -55,7 +55,7 @@ def make_batches(
         extras: per prompt, the processor tensors of an image/audio prompt or ``None`` (text).
             Media prompts and text prompts then go into separate batches (media first), each
             group length-sorted as above, and a batch's tensors are joined by
-            :func:`hubclient.multimodal.collate`.
+            :func:`hubclient.exec.multimodal.collate`.
     """
     import torch
 

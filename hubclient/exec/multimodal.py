@@ -1,6 +1,6 @@
 """Media as model inputs: processor encoding, media positions, batch collation.
 
-An image/audio language model (LLaVA, Gemma 3, Qwen2-Audio; see :mod:`hubclient.arch`) reads
+An image/audio language model (LLaVA, Gemma 3, Qwen2-Audio; see :mod:`hubclient.models.arch`) reads
 a prompt in which one placeholder stands for the medium. Its processor turns the placeholder
 into ``k`` media tokens (``k`` = image patches after projection, or audio frames after
 pooling) and the file into encoder inputs (``pixel_values``, ``input_features``…); inside the
@@ -88,7 +88,7 @@ def load_media(model: "HubModel", pair: MediaPair, resample: bool = True) -> Any
     extractor's sampling rate (resampled unless ``resample`` is off).
 
     Raises:
-        HubError: as :func:`hubclient.media.load_image` / :func:`~hubclient.media.load_audio`,
+        HubError: as :func:`hubclient.inputs.media.load_image` / :func:`~hubclient.inputs.media.load_audio`,
             naming the pairs file and line.
     """
     if model.modality == "image":

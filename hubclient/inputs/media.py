@@ -5,7 +5,7 @@ Chameleon) or an audio clip (SALMONN) with its caption: their hidden states meet
 middle layers, and the media positions decode, through the logit lens, to words of the
 caption. This module is the file side of that: it reads the pairs, opens the media and makes
 demo data that needs no download. Turning media into model inputs is
-:mod:`hubclient.multimodal`'s.
+:mod:`hubclient.exec.multimodal`'s.
 
 Pairs files
 -----------

@@ -10,7 +10,7 @@
    local cache.
 
 Everything returns a :class:`HubModel`: the nnsight wrapper plus the architecture facts from
-:mod:`hubclient.arch` and what the manifest needs to say where the weights came from.
+:mod:`hubclient.models.arch` and what the manifest needs to say where the weights came from.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class HubModel:
     Attributes:
         lm: the ``nnsight.modeling.transformers.TransformersModel`` wrapping the model; all
             analyses trace through it.
-        arch: module paths of the family (:class:`hubclient.arch.ArchSpec`).
+        arch: module paths of the family (:class:`hubclient.models.arch.ArchSpec`).
         tokenizer: the model's tokenizer (a ``PreTrainedTokenizerBase``).
         model_id: repo id (or path) that names the model in manifests.
         revision: commit hash or weights checksum, when known.
@@ -606,7 +606,7 @@ def wrap_model(
 
     Args:
         hf_model: a ``*ForCausalLM`` ``PreTrainedModel``, or a multimodal
-            ``*ForConditionalGeneration`` of a family in :mod:`hubclient.arch`.
+            ``*ForConditionalGeneration`` of a family in :mod:`hubclient.models.arch`.
         tokenizer: its tokenizer; a pad token is set to EOS when it has none.
         model_id: name for manifests (default ``hf_model.name_or_path``).
         device: where to move the model.

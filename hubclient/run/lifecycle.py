@@ -106,7 +106,7 @@ def start_run(
     """Create the run folder, its manifest (status ``running``) and ``prompts.parquet``.
 
     Shared by analyses (:func:`run_analysis`) and interventions that run their own loop
-    (:mod:`hubclient.edits`). ``extra`` adds manifest fields (e.g. ``remote``);
+    (:mod:`hubclient.exec.edits`). ``extra`` adds manifest fields (e.g. ``remote``);
     ``input_hash`` replaces the prompts' hash (runs with media files hash those too).
 
     Raises:

@@ -48,7 +48,7 @@ class GroupContrast:
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` (``[N, d]``) scaled to unit L2 norm (float64); a zero row stays zero
-    (cosine 0 with everything, as :func:`hubclient.stats.cosine_matrix`).
+    (cosine 0 with everything, as :func:`hubclient.science.stats.cosine_matrix`).
 
     Raises:
         HubError: ``x`` is not 2-D.

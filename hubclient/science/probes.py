@@ -10,7 +10,7 @@ comma, a role word at an identifier.) This module holds the two halves of that m
   and :func:`pad_groups` packs each row's groups of ids into two padded ``[rows, width]``
   tensors;
 * inside the trace, :func:`group_probabilities` reads the residual stream at the batch's
-  selected rows at every layer, decodes it through :func:`hubclient.lens.decode_layers`
+  selected rows at every layer, decodes it through :func:`hubclient.science.lens.decode_layers`
   (final norm optional, then ``W_U``; Eq. 2 of Wu et al. 2024,
   ``p_l(token | x) = softmax(W_U · norm(h_l(x)))``) and keeps, per row and group, the SUM and the
   MAX of the group's token probabilities. Tokens are disjoint outcomes of one softmax, so the
@@ -97,7 +97,7 @@ def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", grou
     Use inside a trace (plain loops only: it is part of the trace body). For row ``r``, layer
     ``l`` and group ``g``: ``sum[l, r, g] = sum_{t in g} p_l(t)`` and
     ``max[l, r, g] = max_{t in g} p_l(t)`` (0 for an empty group), with
-    ``p_l = softmax(W_U · norm(h_l))`` from :func:`hubclient.lens.decode_layers`, computed as
+    ``p_l = softmax(W_U · norm(h_l))`` from :func:`hubclient.science.lens.decode_layers`, computed as
     ``exp(logit - logsumexp(logits))``.
 
     Args:

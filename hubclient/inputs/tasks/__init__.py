@@ -4,7 +4,7 @@ The semantic hub paper (arXiv 2411.04986) runs the same two measurements on othe
 (Fig. 5–7). Here each data type is a small, model-free data module that feeds the existing
 analyses:
 
-* a **similarity task** returns a :class:`~hubclient.parallel.ParallelCorpus` of two aligned
+* a **similarity task** returns a :class:`~hubclient.inputs.parallel.ParallelCorpus` of two aligned
   "languages" (``digits``/``words``, ``sentence``/``logical_form``), which
   ``hub analyze similarity`` consumes exactly like FLORES (Eq. 1 with bootstrap CI);
 * a **lens task** returns :class:`LensItem` prompts, each with :class:`Probe` character spans
@@ -14,9 +14,9 @@ analyses:
 =============  ==========  =====  ==============================================================
 task           similarity  lens   data
 =============  ==========  =====  ==============================================================
-``arithmetic`` yes         yes    generated, seeded (:mod:`hubclient.tasks.arithmetic`)
-``cogs``       yes         no     COGS TSV (:mod:`hubclient.tasks.cogs`)
-``code``       no          yes    MBPP JSONL (:mod:`hubclient.tasks.code`)
+``arithmetic`` yes         yes    generated, seeded (:mod:`hubclient.inputs.tasks.arithmetic`)
+``cogs``       yes         no     COGS TSV (:mod:`hubclient.inputs.tasks.cogs`)
+``code``       no          yes    MBPP JSONL (:mod:`hubclient.inputs.tasks.code`)
 =============  ==========  =====  ==============================================================
 
 Nothing here imports torch or needs a model; every bad input raises

@@ -25,7 +25,7 @@ class Probe:
         text: the span's text (``prompt[start:end]``).
         groups: group name -> the words of that group (each word is followed by its first
             token, as written and with a leading space; see
-            :func:`hubclient.probes.first_token_ids`).
+            :func:`hubclient.science.probes.first_token_ids`).
     """
 
     kind: str
