@@ -26,20 +26,27 @@ TEXTS = ["the cat sat on the mat", "paris is the capital", "one two three", "a d
 LANGUAGES = ["en", "en", "xx", "xx"]
 
 
+def replace_down_input(hub_model, block=None, columns=None, values=None):
+    """A plain torch pre-hook on block ``block``'s down projection that replaces its input's
+    ``columns`` by ``values`` (zero when ``None``); returns the handle, ``None`` without a block."""
+    if block is None:
+        return None
+    hf = hub_model.torch_model
+    down = hf.get_submodule(hub_model.arch.layers)[block - 1].get_submodule(hub_model.arch.mlp_down)
+
+    def hook(module, args):
+        x = args[0].clone()
+        x[..., columns] = 0.0 if values is None else torch.as_tensor(values, dtype=x.dtype)
+        return (x,)
+
+    return down.register_forward_pre_hook(hook)
+
+
 def reference_logprob(hub_model, text, block=None, columns=None, values=None):
     """Summed next-token log-probability of ``text`` alone; optionally with columns of block
     ``block``'s down_proj input replaced by ``values`` (zero when ``None``)."""
     hf = hub_model.torch_model
-    handle = None
-    if block is not None:
-        down = hf.get_submodule(hub_model.arch.layers)[block - 1].get_submodule(hub_model.arch.mlp_down)
-
-        def hook(module, args):
-            x = args[0].clone()
-            x[..., columns] = 0.0 if values is None else torch.as_tensor(values, dtype=x.dtype)
-            return (x,)
-
-        handle = down.register_forward_pre_hook(hook)
+    handle = replace_down_input(hub_model, block, columns, values)
     try:
         ids = hub_model.tokenizer(text, return_tensors="pt")["input_ids"]
         with torch.no_grad():
@@ -304,16 +311,7 @@ def reference_window_nll(hub_model, text, window, block=None, columns=None):
     plain transformers model (a pre-hook on block ``block``'s down projection zeroes
     ``columns``), and return (summed next-token NLL, predicted tokens) over the windows, numpy."""
     hf = hub_model.torch_model
-    handle = None
-    if block is not None:
-        down = hf.get_submodule(hub_model.arch.layers)[block - 1].get_submodule(hub_model.arch.mlp_down)
-
-        def hook(module, args):
-            x = args[0].clone()
-            x[..., columns] = 0.0
-            return (x,)
-
-        handle = down.register_forward_pre_hook(hook)
+    handle = replace_down_input(hub_model, block, columns)
     ids = hub_model.tokenizer(text)["input_ids"]
     nll, count = 0.0, 0
     try:

@@ -25,7 +25,7 @@ from hubclient import remote
 from hubclient.runner import RunConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_remote import KEY, ServerProcess, _hub, assert_key_absent  # noqa: E402
+from test_remote import ServerProcess, _hub, assert_key_absent, client_setup  # noqa: E402
 
 PATCH = PatchOptions(sources=["the capital of france is paris"], targets=["the cat sat on the mat"], layers="1,3", positions="-2,-1",
                      site="attn", tokens=["paris", "mat"])
@@ -42,12 +42,7 @@ def server(tiny_dir):
 
 @pytest.fixture(autouse=True)
 def client(monkeypatch, server):
-    import nnsight
-
-    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", KEY)
-    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", nnsight.CONFIG.API.HOST)
-    monkeypatch.setattr(remote.config, "BACKOFF", 0.05)
-    monkeypatch.setattr(remote.config, "POLL_INTERVAL", 0.05)
+    client_setup(monkeypatch)
     server.set_faults()
     yield
 

@@ -32,6 +32,9 @@ from hubclient.analysis import Analysis
 from hubclient.errors import HubError
 from hubclient.run.folder import RunDir, new_run_id, write_parquet
 
+#: How an error of a run that kept finished work says so (``explain`` appends it; :func:`guard`
+#: strips it when nothing was kept after all).
+RESUME_HINT = "; finished chunks are kept: continue with --resume"
 LAYER_CONVENTION = "layer 0 = embeddings (input of block 0); layer l = output of decoder block l (before the final norm)"
 VERSIONED = ("hub", "nnsight", "torch", "transformers", "polars", "altair", "numpy")
 
@@ -287,7 +290,7 @@ def guard(run: RunDir, what: str = "batches", fresh: bool = False) -> Iterator[N
             if isinstance(exc, KeyboardInterrupt):
                 raise HubError("interrupted before any batch finished; nothing was kept") from None
             if isinstance(exc, HubError):
-                message = str(exc).split("; finished chunks are kept: continue with --resume")[0]
+                message = str(exc).split(RESUME_HINT)[0]
                 raise HubError(message + " (nothing ran; no run folder was kept)") from None
             raise
         if isinstance(exc, KeyboardInterrupt):

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 from hubclient.errors import HubError
 from hubclient.exec.remote import config
 from hubclient.exec.remote.config import KEY_HELP, redact
+from hubclient.run.lifecycle import RESUME_HINT
 
 
 class JobTimeout(Exception):
@@ -64,7 +65,7 @@ def explain(exc: BaseException, where: str, host: str, job_id: str | None = None
 
     code = _status_code(exc)
     text = str(exc).removeprefix("Failed to send request: ")
-    cont = f"; finished chunks are kept: continue with --resume {run.path}" if run is not None else ""
+    cont = f"{RESUME_HINT} {run.path}" if run is not None else ""
     job = f" (job {job_id})" if job_id else ""
     if code in (401, 403):
         message = f"NDIF at {host} refused the API key ({code}): {KEY_HELP}"
