@@ -24,7 +24,7 @@ from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import flores_codes, read_flores_texts  # noqa: F401 (flores_codes: old import path)
 from hubclient.inputs.prompts import Positions
-from hubclient.science.lens import decode_layers
+from hubclient.science.lens import decode_layers, norm_label
 from hubclient.plots import ci_lines  # noqa: F401 (also the old import path analyses.language_probs.ci_lines)
 
 
@@ -72,7 +72,7 @@ class LanguageProbsOptions:
 
     languages: list[str] = field(default_factory=list)
     input_languages: list[str] = field(default_factory=list)
-    final_norm: bool = True
+    final_norm: "bool | str" = True
     positions: str = "all"
 
 
@@ -210,7 +210,7 @@ class LanguageProbs(Analysis):
         import polars as pl
 
         summary = run.table("language_probs_summary")
-        norm = "final norm" if run.manifest["options"].get("final_norm", True) else "no final norm"
+        norm = norm_label(run.manifest["options"].get("final_norm", True))
         model_id = run.manifest["model"]["model_id"]
         n = summary.group_by("input_language").agg(pl.col("n").max()).sort("input_language")
         counts = ", ".join(f"{r['input_language']}: {r['n']}" for r in n.iter_rows(named=True))

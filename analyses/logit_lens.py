@@ -20,7 +20,7 @@ from typing import Any
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.prompts import Positions
-from hubclient.science.lens import check_lens_dtype, decode_layers, reduce_logits
+from hubclient.science.lens import check_lens_dtype, decode_layers, norm_label, reduce_logits
 from hubclient.science.tokens import decoder, follow_word
 
 #: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.
@@ -50,7 +50,7 @@ class LensOptions:
     positions: str = "last"
     top_k: int = DEFAULT_TOP_K
     targets: list[str] = field(default_factory=list)
-    final_norm: bool = True
+    final_norm: "bool | str" = True
     lens_dtype: str = "model"
 
 
@@ -196,7 +196,7 @@ class LogitLens(Analysis):
             from analyses.media_plots import media_lens_plots
 
             return media_lens_plots(run)
-        norm = "final norm" if run.manifest["options"].get("final_norm", True) else "no final norm"
+        norm = norm_label(run.manifest["options"].get("final_norm", True))
         model_id = run.manifest["model"]["model_id"]
         prompts = run.table("prompts")
         top1 = run.table("logit_lens").filter(pl.col("rank") == 1)

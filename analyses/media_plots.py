@@ -22,10 +22,11 @@ def media_lens_plots(run: Any) -> dict[str, Any]:
     import polars as pl
 
     from hubclient.plots import by_layer, lens_heatmap
+    from hubclient.science.lens import norm_label
 
     manifest = run.manifest
     model_id = manifest["model"]["model_id"]
-    norm = "final norm" if manifest["options"].get("final_norm", True) else "no final norm"
+    norm = norm_label(manifest["options"].get("final_norm", True))
     charts: dict[str, Any] = {}
     if (run.path / "caption_words.parquet").is_file():
         words = run.table("caption_words")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyses.language_probs import summarize
+from hubclient.science.lens import norm_label
 from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
@@ -68,7 +69,7 @@ class TaskLensOptions:
     """
 
     task: dict[str, Any] = field(default_factory=dict)
-    final_norm: bool = True
+    final_norm: "bool | str" = True
 
 
 @dataclass
@@ -277,7 +278,7 @@ class TaskLens(Analysis):
 
         summary = run.table("task_lens_summary")
         options = run.manifest["options"]
-        norm = "final norm" if options.get("final_norm", True) else "no final norm"
+        norm = norm_label(options.get("final_norm", True))
         task = options.get("task", {}).get("task", "task")
         model_id = run.manifest["model"]["model_id"]
         frame = summary.with_columns(

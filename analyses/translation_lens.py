@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.language_probs import summarize, take
+from hubclient.science.lens import norm_label
 from hubclient.analysis import Analysis, Batch
 from hubclient.inputs.dictionary import Dictionary, cedict
 from hubclient.errors import HubError
@@ -92,7 +93,7 @@ class TranslationOptions:
     """
 
     directions: list[str] = field(default_factory=list)
-    final_norm: bool = True
+    final_norm: "bool | str" = True
     setting: str = "text"
     cloze_words: list[list[str]] = field(default_factory=list)
 
@@ -251,7 +252,7 @@ class TranslationLens(Analysis):
 
         summary = run.table("translation_lens_summary")
         options = run.manifest["options"]
-        norm = "final norm" if options.get("final_norm", True) else "no final norm"
+        norm = norm_label(options.get("final_norm", True))
         model_id = run.manifest["model"]["model_id"]
         labels = {"input": "next token (input language)", "translation": "translation (sum over single-token translations)"}
         frame = summary.with_columns(

@@ -117,6 +117,8 @@ def _assert_error(result, *fragments):
         (["-p", "the cat", "--top-k", "0"], ["--top-k must be at least 1"]),
         (["-p", "the cat", "--top-k", "100000"], ["exceeds the vocabulary size"]),
         (["-p", "the cat", "--device", "tpu"], ["unknown --device"]),
+        (["-p", "the cat", "--final-norm", "sometimes"], ["--final-norm 'sometimes'", "on", "off", "last"]),
+        (["-p", "the cat", "--final-norm", "last", "--no-final-norm"], ["contradicts"]),
     ],
 )
 def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, tiny_dir, args, fragments):
@@ -165,3 +167,11 @@ def test_multi_token_target_warns_and_follows_first_token(tmp_path, tiny_dir):
     from conftest import build_tokenizer
 
     assert set(targets["token_id"].to_list()) == {build_tokenizer().convert_tokens_to_ids("cat")}
+
+
+@pytest.mark.parametrize("flags, stored", [([], True), (["--no-final-norm"], False), (["--final-norm", "off"], False), (["--final-norm", "last"], "last")])
+def test_final_norm_modes_reach_the_manifest(tmp_path, tiny_dir, flags, stored):
+    result = lens(tiny_dir("llama"), tmp_path, "-p", "the cat", "--no-plots", "--name", "n", *flags)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "n" / "manifest.json").read_text())
+    assert manifest["options"]["final_norm"] == stored

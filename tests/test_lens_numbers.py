@@ -157,3 +157,42 @@ def test_lens_dtype_errors(tmp_path):
     with pytest.raises(HubError, match="without bias"):
         run_analysis(LogitLens(LensOptions(lens_dtype="bfloat16")), PROMPTS[:1], RunConfig(out=tmp_path, progress=False), model=model)
     assert not any(tmp_path.iterdir())  # refused before any run folder is written
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2"])
+def test_paper_norm_mode_matches_transformers_hidden_states(tmp_path, tiny_hub_model, family):
+    """``final_norm="last"`` is the semantic hub code's lens (``lib/logit_lens.py:46-66``):
+    ``log_softmax(hidden_states[l] @ W_U.T)`` with transformers' ``hidden_states`` (raw below L,
+    post-norm at L). Checked against transformers' own tuple, not our hidden states."""
+    model = tiny_hub_model(family)
+    if family not in FAMILIES:
+        pytest.skip(f"{family} not among the tiny families")
+    text = PROMPTS[2]
+    ids, out = _hf_forward(model, text)
+    paris = model.tokenizer("paris", add_special_tokens=False)["input_ids"][0]
+    run = run_analysis(
+        LogitLens(LensOptions(positions="all", top_k=3, targets=["paris"], final_norm="last")),
+        [text],
+        RunConfig(out=tmp_path, progress=False),
+        model=model,
+    )
+    targets = run.table("targets")
+    w_u = model.torch_model.get_output_embeddings().weight.detach()
+    cap = model.logit_softcap
+    for layer, hidden in enumerate(out.hidden_states):
+        logits = hidden[0].float() @ w_u.T.float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        expected = torch.softmax(logits, -1)[:, paris].numpy()
+        got = targets.filter(pl.col("layer") == layer).sort("position")["probability"].to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
+    # and it differs from both other modes below L (random norm weights make the norm matter)
+    other = run_analysis(
+        LogitLens(LensOptions(positions="all", top_k=3, targets=["paris"], final_norm=False)),
+        [text],
+        RunConfig(out=tmp_path / "off", progress=False),
+        model=model,
+    ).table("targets")
+    last = model.n_layers
+    assert np.allclose(other.filter(pl.col("layer") < last)["probability"].to_numpy(), targets.filter(pl.col("layer") < last)["probability"].to_numpy())
+    assert not np.allclose(other.filter(pl.col("layer") == last)["probability"].to_numpy(), targets.filter(pl.col("layer") == last)["probability"].to_numpy())

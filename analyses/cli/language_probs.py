@@ -31,7 +31,8 @@ def command(
     column: opt.Column = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts of each input language (error when a language has fewer).", rich_help_panel="Input")] = None,
     languages: Annotated[Optional[str], typer.Option(help="Comma-separated wordfreq codes of the languages to measure (default: English plus the input languages).", rich_help_panel="Languages")] = None,
-    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    final_norm_value: opt.FinalNorm = "on",
+    no_final_norm: opt.NoFinalNorm = False,
     positions: Annotated[str, typer.Option(help="Positions averaged over: all (the paper), last (fast: one per text), or a list such as 1,-1; special tokens are left out.", rich_help_panel="Lens")] = "all",
     *,
     config: RunConfig,
@@ -42,6 +43,7 @@ def command(
     Writes language_probs.parquet (per text, layer, language), language_probs_summary.parquet
     (mean and 95% CI per input language, layer, language) and the plot (Wu et al. 2024, Fig. 4).
     """
+    final_norm = opt.final_norm_option(final_norm_value, no_final_norm)
     from hubclient.science.token_languages import resolve_language
 
     texts, labels = collect_inputs([*(flores or []), *(inputs or [])], flores_dir, lang, column, n)

@@ -32,7 +32,8 @@ def command(
     positions: Annotated[str, typer.Option(help="Token positions: last, all, or a list such as 0,3,-1 (0 = first token, BOS included).", rich_help_panel="Lens")] = "last",
     top_k: Annotated[Optional[int], typer.Option(help="Top-k tokens kept per prompt, position and layer [default: 10].", rich_help_panel="Lens")] = None,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Follow this word's probability and rank (repeatable). Tokenised as written; multi-token words follow their first token (with a warning). Use ' Paris' for the mid-sentence form.", rich_help_panel="Lens")] = [],  # noqa: B006
-    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    final_norm_value: opt.FinalNorm = "on",
+    no_final_norm: opt.NoFinalNorm = False,
     lens_dtype: Annotated[str, typer.Option(help=f"Precision of W_U · h: model (the model's own lm_head) or one of {', '.join(LENS_DTYPES[1:])}. bfloat16 is ~3× faster on CPUs with bf16 instructions, at bf16 precision of the logits.", rich_help_panel="Lens")] = "model",
     task: tasks.Task = None,
     data_seed: tasks.DataSeed = 0,
@@ -56,6 +57,7 @@ def command(
     probe lens runs instead (analysis task-lens; docs/tasks.md): task_lens.parquet,
     task_lens_summary.parquet and its plot; --n counts expressions or programs.
     """
+    final_norm = opt.final_norm_option(final_norm_value, no_final_norm)
     # what needs no model is checked before it loads (a bad option must not cost the load)
     for word in target:
         if not word.strip():

@@ -30,7 +30,8 @@ def command(
     operators: tasks.Operators = "+-*",
     mbpp: tasks.Mbpp = None,
     with_tests: tasks.WithTests = True,
-    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    final_norm_value: opt.FinalNorm = "on",
+    no_final_norm: opt.NoFinalNorm = False,
     *,
     config: RunConfig,
 ) -> None:
@@ -40,5 +41,6 @@ def command(
     task_lens_summary.parquet (mean and 95% CI by layer per probe kind and group), prompts,
     a manifest and the plot.
     """
+    final_norm = opt.final_norm_option(final_norm_value, no_final_norm)
     options = TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
     report(run_task_lens(options, final_norm, config))

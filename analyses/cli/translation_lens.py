@@ -41,7 +41,8 @@ def command(
     cloze_dir: Annotated[Optional[Path], typer.Option(help="Wendler et al. word lists (<lang>/clean.csv): cloze setting instead of running text [default with --cloze-lang: $HUB_CLOZE_DIR, else the data folder's latent-language-words (hub data get latent-language-words)].", rich_help_panel="Input")] = None,
     cloze_lang: Annotated[Optional[list[str]], typer.Option("--cloze-lang", help="Language(s) of the cloze setting (repeatable; default: zh). One of de, fr, ru, zh.", rich_help_panel="Input")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts (per direction or cloze language); error when fewer exist.", rich_help_panel="Input")] = None,
-    final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm", help="Apply the model's final norm before W_U (the field's logit lens; the semantic hub paper's code used none).", rich_help_panel="Lens")] = True,
+    final_norm_value: opt.FinalNorm = "on",
+    no_final_norm: opt.NoFinalNorm = False,
     *,
     config: RunConfig,
 ) -> None:
@@ -51,6 +52,7 @@ def command(
     et al. cloze setting (--cloze-dir). Writes translation_lens.parquet (per text, position,
     layer, kind), translation_lens_summary.parquet (mean and 95% CI by layer) and the plot.
     """
+    final_norm = opt.final_norm_option(final_norm_value, no_final_norm)
     if direction not in (*DIRECTIONS, "both"):
         raise HubError(f"unknown --direction {direction!r}; use zh-en, en-zh or both")
     if cloze_dir is None and cloze_lang:  # --cloze-lang alone: word lists from $HUB_CLOZE_DIR or the data folder

@@ -35,6 +35,29 @@ Revisions = Annotated[
     Optional[list[str]],
     typer.Option("--revision", help="Hugging Face revisions (branches such as global_step1000) of the one --model, repeated: one run each in a parent folder, a weights hash per revision in the manifest (identical weights are warned about) and a score-by-training-step chart. Local only; for local checkpoint folders repeat --model instead.", rich_help_panel="Model", show_default=False),
 ]
+FinalNorm = Annotated[
+    str,
+    typer.Option(
+        "--final-norm",
+        help="Final norm in the lens: on (every layer through the model's final norm, then W_U; the field's logit lens), "
+        "off (none), or last (only the last layer, so the lens there is the model's output: the semantic hub paper's code).",
+        rich_help_panel="Lens",
+    ),
+]
+NoFinalNorm = Annotated[bool, typer.Option("--no-final-norm", help="Same as --final-norm off.", rich_help_panel="Lens")]
+
+
+def final_norm_option(value: str, off: bool) -> Any:
+    """The ``final_norm`` of ``--final-norm VALUE`` / ``--no-final-norm`` (``True``, ``False`` or
+    ``"last"``); raises :class:`HubError` for an unknown value or a contradiction."""
+    from hubclient.science.lens import norm_mode
+
+    mode = norm_mode(value)
+    if off and mode is not True:
+        raise HubError(f"--no-final-norm contradicts --final-norm {value}; give one of them")
+    return False if off else mode
+
+
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel="Model")]
 Dtype = Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.", rich_help_panel="Model")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Prompts per forward pass.", rich_help_panel="Run")]

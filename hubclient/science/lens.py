@@ -127,11 +127,45 @@ def reduce_logits(logits: "torch.Tensor", top_k: int, target_ids: "torch.Tensor 
     return out
 
 
+#: ``final_norm`` values of :func:`decode_layers`: ``True`` (every layer through the final norm,
+#: the field's logit lens), ``False`` (no layer), ``"last"`` (the semantic hub paper's code: only
+#: layer ``L``, so the lens there is the model's own output; layers ``0..L-1`` raw).
+FINAL_NORM_MODES = (True, False, "last")
+
+
+def norm_mode(value: Any) -> Any:
+    """Parse a ``--final-norm`` value: ``on``/``true`` -> ``True``, ``off``/``false`` -> ``False``,
+    ``last`` (the paper's convention) -> ``"last"``.
+
+    Raises:
+        HubError: anything else, naming the three choices.
+    """
+    from hubclient.errors import HubError
+
+    if value in FINAL_NORM_MODES:
+        return value
+    text = str(value).strip().lower()
+    if text in ("on", "true", "all", "yes"):
+        return True
+    if text in ("off", "false", "none", "no"):
+        return False
+    if text in ("last", "paper"):
+        return "last"
+    raise HubError(f"--final-norm {value!r}: choose on (every layer), off (none) or last (only layer L, the semantic hub paper's code)")
+
+
+def norm_label(value: Any) -> str:
+    """The plot/summary words for a ``final_norm`` value of a manifest (``True`` if absent)."""
+    if value == "last":
+        return "final norm at layer L only (paper)"
+    return "final norm" if value in (True, None) else "no final norm"
+
+
 def decode_layers(
     model: "HubModel",
     batch: Any,
     reduce: Callable[["torch.Tensor", "torch.Tensor"], Any],
-    final_norm: bool = True,
+    final_norm: "bool | str" = True,
     dtype: Any = None,
 ) -> Any:
     """The logit lens at a batch's selected rows, at every layer, reduced chunk by chunk.
@@ -148,7 +182,11 @@ def decode_layers(
             ``[chunk]`` (long) giving each logit row's index among the batch's selected rows
             (so per-row data such as target ids can be indexed); returns a tensor ``[chunk, …]``
             or a dict of them.
-        final_norm, dtype: as :func:`unembed`.
+        final_norm: ``True``/``False`` as :func:`unembed`; ``"last"``: the semantic hub paper's
+            convention (``lib/logit_lens.py:46-66`` of its code: ``hidden_states[L]`` is
+            ``norm(output of the last block)``, every lower layer raw), i.e. the final norm only
+            at layer ``L``.
+        dtype: as :func:`unembed`.
 
     Returns:
         what ``reduce`` returns, with the chunks joined and reshaped to ``[layers+1, rows, …]``.
@@ -166,9 +204,15 @@ def decode_layers(
     row_of = torch.arange(n_rows, device=flat.device).repeat(n_layers)
     step = max(1, ROW_BUDGET // max(model.vocab_size, 1))
     parts = []
-    for start in range(0, flat.shape[0], step):
-        logits = unembed(model, flat[start : start + step], final_norm=final_norm, dtype=dtype)
-        parts.append(reduce(logits, row_of[start : start + step]))
+    if final_norm == "last":  # raw layers 0..L-1, then layer L through the norm
+        spans = [(0, (n_layers - 1) * n_rows, False), ((n_layers - 1) * n_rows, n_layers * n_rows, True)]
+    else:
+        spans = [(0, n_layers * n_rows, bool(final_norm))]
+    for begin, end, normed in spans:
+        for start in range(begin, end, step):
+            stop = min(start + step, end)
+            logits = unembed(model, flat[start:stop], final_norm=normed, dtype=dtype)
+            parts.append(reduce(logits, row_of[start:stop]))
     if isinstance(parts[0], dict):
         out = {}
         for key in parts[0]:

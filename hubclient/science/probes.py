@@ -91,7 +91,7 @@ def pad_groups(rows: list[list[list[int]]], n_groups: int) -> tuple["torch.Tenso
     return ids_t, group_t
 
 
-def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", group: "torch.Tensor", n_groups: int, final_norm: bool = True) -> dict[str, "torch.Tensor"]:
+def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", group: "torch.Tensor", n_groups: int, final_norm: "bool | str" = True) -> dict[str, "torch.Tensor"]:
     """Lens probability of each group of tokens at the batch's selected rows, every layer.
 
     Use inside a trace (plain loops only: it is part of the trace body). For row ``r``, layer
@@ -106,7 +106,7 @@ def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", grou
         ids / group: ``[rows, width]`` from :func:`pad_groups`, one row per selected row of the
             batch, in the batch's row order.
         n_groups: G.
-        final_norm: apply the model's final norm before ``W_U``.
+        final_norm: as :func:`hubclient.science.lens.decode_layers` (``True``, ``False`` or ``"last"``).
 
     Returns:
         ``{"sum": [layers+1, rows, G], "max": [layers+1, rows, G]}`` float32; layer 0 =
