@@ -307,3 +307,103 @@ def test_a6_pca_equals_numpy(tmp_path, model):
     order = [anchor_rows["label"].to_list().index(label) for label in shown]
     np.testing.assert_allclose(anchor_rows.select("pc1", "pc2").to_numpy()[order], ((anchors - mu) @ comps.T) * signs, rtol=1e-4, atol=1e-5)
     assert (run.path / "plots" / "arithmetic_pca.png").is_file()
+
+
+# --------------------------------------------------------------------------- A9: the paired baseline
+def test_paired_baseline_equals_numpy(tmp_path, model):
+    """--paired-baseline alt: per item cos(en_i, xx_i) − cos(en_i, alt_i), mean and bootstrap CI
+    over items (semantics/similarity.py:116-122). Fails if the baseline were Eq. 1's off-diagonal
+    mean, the altered side were compared with xx instead of en, or alt became a pair itself."""
+    names = ["en", "xx", "alt"]
+    texts, langs, sents = [], [], []
+    for name in names:
+        texts += TEXTS[name]
+        langs += [name] * 5
+        sents += list(range(5))
+    options = SimilarityOptions(languages=names, paired_baseline="alt", final_norm="last", bootstrap=200)
+    run = run_analysis(Similarity(options, langs, sents), texts, RunConfig(out=tmp_path, progress=False, batch_size=4), model=model,
+                       prompt_columns={"language": langs, "sentence": sents})
+    table = run.table("similarity")
+    assert table["pair"].unique().to_list() == ["en-xx"]
+    ref = np.stack([hf_states(model, t)[0][:, -1] for t in texts], axis=1)  # [L+1, 15, d]
+    for row in table.iter_rows(named=True):
+        en, xx, alt = ref[row["layer"], :5], ref[row["layer"], 5:10], ref[row["layer"], 10:]
+        same = np.diag(cosines(en, xx))
+        altered = np.diag(cosines(en, alt))
+        assert row["similarity"] == pytest.approx((same - altered).mean(), abs=2e-5)
+        assert row["matching"] == pytest.approx(same.mean(), abs=2e-5)
+        assert row["non_matching"] == pytest.approx(altered.mean(), abs=2e-5)
+        assert row["ci_low"] <= row["similarity"] + 1e-12 and row["similarity"] <= row["ci_high"] + 1e-12
+    scores = (np.diag(cosines(ref[2, :5], ref[2, 5:10])) - np.diag(cosines(ref[2, :5], ref[2, 10:])))
+    rng = np.random.default_rng(0)  # the documented percentile bootstrap, redone in numpy
+    means = scores[rng.integers(0, 5, size=(200, 5))].mean(1)
+    row = table.filter(pl.col("layer") == 2).row(0, named=True)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), abs=1e-6)
+
+
+def test_stats_baselines_against_definitions():
+    rng = np.random.default_rng(3)
+    sim = rng.normal(size=(6, 6))
+    off = ~np.eye(6, dtype=bool)
+    assert stats.baseline_adjusted(sim, "all")[0] == pytest.approx(np.diag(sim).mean() - sim.mean())
+    assert stats.baseline_adjusted(sim, "offdiag")[0] == pytest.approx(np.diag(sim).mean() - sim[off].mean())
+    assert stats.pair_scores(sim, "all").mean() == pytest.approx(np.diag(sim).mean() - sim.mean())
+    assert stats.baseline_mean(sim, "all") == pytest.approx(sim.mean())
+    a, b, c = rng.normal(size=(3, 4, 5))
+    scores, same, alt = stats.paired_scores(a, b, c)
+    for i in range(4):
+        cos = lambda x, y: x @ y / np.linalg.norm(x) / np.linalg.norm(y)  # noqa: E731
+        assert scores[i] == pytest.approx(cos(a[i], b[i]) - cos(a[i], c[i]))
+    with pytest.raises(HubError, match="offdiag"):
+        stats.baseline_adjusted(sim, "diag")
+
+
+# --------------------------------------------------------------------------- A1: --template wu2024
+def test_wu2024_template_is_the_papers_conditional_suffix():
+    texts = ["他来了。", "他来了", "他来了。”", "He came.", 'He said "go."', "He came", "He came!"]
+    langs = ["zho_Hans", "zho_Hans", "zho_Hans", "eng_Latn", "eng_Latn", "eng_Latn", "eng_Latn"]
+    assert apply_template("wu2024", texts, langs) == ["他来了。这代表了", "他来了", "他来了。”", "He came.This represents", 'He said "go."This represents', "He came", "He came!"]
+    assert apply_template("wu2024", ["a."], ["en"]) == ["a.This represents"]
+    with pytest.raises(HubError, match="neither"):
+        apply_template("wu2024", ["a."], ["fra_Latn"])
+    assert apply_template("{text} X", ["a"]) == ["a X"]
+
+
+def test_cli_protocol_on_texts_sets_the_template_layers_and_norm(tmp_path, model_dir):
+    from hubclient.cli import app
+
+    (tmp_path / "zh.txt").write_text("猫 坐 。\n狗 跑\n")
+    (tmp_path / "en.txt").write_text("the cat sat .\nthe dog ran\n")
+    result = runner.invoke(app, ["analyze", "similarity", str(tmp_path / "zh.txt"), str(tmp_path / "en.txt"), "--protocol", "wu2024", "--model", str(model_dir),
+                                 "--out", str(tmp_path), "--name", "a1", "--no-progress", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    prompts = pl.read_parquet(tmp_path / "a1" / "prompts.parquet")["text"].to_list()
+    assert prompts == ["猫 坐 。这代表了", "狗 跑", "the cat sat .This represents", "the dog ran"]
+    manifest = json.loads((tmp_path / "a1" / "manifest.json").read_text())
+    o = manifest["options"]
+    assert (o["template"], o["final_norm"], o["layers"], o["baseline"], o["protocol"]) == ("wu2024", "last", "1:-1", "offdiag", "wu2024")
+    assert pl.read_parquet(tmp_path / "a1" / "similarity.parquet")["layer"].min() == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--protocol", "wu2024", "--pool", "mean"], "--pool last"),
+        (["--protocol", "wu2024", "--center"], "--center off"),
+        (["--protocol", "paper"], "unknown --protocol"),
+        (["--baseline", "diag"], "unknown --baseline"),
+        (["--final-norm", "maybe"], "--final-norm"),
+        (["--paired-baseline", "zz"], "not one of the inputs"),
+        (["--template", "wu2024"], "neither"),
+    ],
+)
+def test_cli_bad_options_are_one_line(tmp_path, model_dir, args, message):
+    from hubclient.cli import app
+
+    (tmp_path / "xx.txt").write_text("a .\nb .\n")
+    (tmp_path / "yy.txt").write_text("c .\nd .\n")
+    result = runner.invoke(app, ["analyze", "similarity", str(tmp_path / "xx.txt"), str(tmp_path / "yy.txt"), *args, "--model", str(model_dir),
+                                 "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
