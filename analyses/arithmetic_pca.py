@@ -234,7 +234,23 @@ class ArithmeticPCA(Analysis):
         norm = {"last": "layer L after the final norm (paper)", True: "every layer through the final norm", False: "raw residual at every layer"}[o.get("final_norm", "last")]
         title = [f"Arithmetic PCA (paper A6): last token of '8=5+' prompts, layers 0..{n_layers} · {model_id}",
                  f"{len(shown)} of {len(prompts)} examples; each standardised over its layers; PCA fit on the 20 anchors only; {norm}"]
-        return {"arithmetic_pca": (lines + labels).properties(width=520, height=420, title=title)}
+        means = traj.group_by("layer").agg(pl.col("pc1").mean(), pl.col("pc2").mean()).sort("layer")
+        path = (
+            alt.Chart(means)
+            .mark_line(point=True, color="gray", strokeDash=[3, 3])
+            .encode(x=alt.X("pc1:Q", title="PC1"), y=alt.Y("pc2:Q", title="PC2"), order="layer:Q", tooltip=["layer", "pc1", "pc2"])
+        )
+        dots = alt.Chart(means).mark_circle(size=70).encode(
+            x="pc1:Q", y="pc2:Q", color=alt.Color("layer:Q", scale=alt.Scale(scheme="viridis", domain=[0, n_layers]), title="layer"), tooltip=["layer", "pc1", "pc2"],
+        )
+        words = alt.Chart(anchors).mark_text(fontSize=12, dy=-8).encode(
+            x="pc1:Q", y="pc2:Q", text="label:N", color=alt.Color("kind:N", scale=alt.Scale(domain=["digit", "word"], range=["#d62728", "#1f77b4"]), title="anchor"),
+        )
+        zoom_title = [f"The 20 anchors and the mean position per layer (over all {len(prompts)} examples) · {model_id}", "same projection as arithmetic_pca; ␣ = leading space"]
+        return {
+            "arithmetic_pca": (lines + labels).properties(width=520, height=420, title=title),
+            "arithmetic_pca_anchors": (path + dots + words).resolve_scale(color="independent").properties(width=520, height=420, title=zoom_title),
+        }
 
 
 def summary_lines(run: Any) -> str:

@@ -306,7 +306,7 @@ def test_a6_pca_equals_numpy(tmp_path, model):
     assert sorted(anchor_rows["label"].to_list()) == sorted(shown)
     order = [anchor_rows["label"].to_list().index(label) for label in shown]
     np.testing.assert_allclose(anchor_rows.select("pc1", "pc2").to_numpy()[order], ((anchors - mu) @ comps.T) * signs, rtol=1e-4, atol=1e-5)
-    assert (run.path / "plots" / "arithmetic_pca.png").is_file()
+    assert (run.path / "plots" / "arithmetic_pca.png").is_file() and (run.path / "plots" / "arithmetic_pca_anchors.png").is_file()
 
 
 # --------------------------------------------------------------------------- A9: the paired baseline

@@ -167,6 +167,10 @@ def command(
             protocol=protocol if task == "arithmetic" else "hub",
         )
         corpus = tasks.similarity_corpus(task_options)
+        if protocol == "wu2024" and task == "cogs" and paired_baseline is None and len(corpus.languages) == 3:
+            # A9 (semantics/similarity.py:116-122): the third aligned form (the name-swapped
+            # logical form) is the paired baseline of sentence vs logical form
+            paper["paired_baseline"] = corpus.languages[2]
     else:
         opt.reject("similarity on parallel texts (task options need --task, media options --modality image|audio)", {**task_given, **media_given})
         if not inputs:
