@@ -18,7 +18,8 @@ Computes (in :meth:`ArithmeticPCA.rows`, per batch, plain numpy + scikit-learn a
 the per-example standardisation, the PCA fit on the anchors (the same in every batch) and the
 projection. Stores: ``trajectories.parquet`` (prompt, other, target, result, layer, pc1, pc2) and
 ``anchors.parquet`` (batch, label, token, kind, pc1, pc2; the anchors' own projection, one copy
-per batch); the runner adds ``prompts.parquet`` and ``manifest.json`` (with the PCA's explained
+per batch); ``pca_layers.parquet`` (per layer: mean position, and our own summary, the share of
+examples nearer the missing operand's word anchor than its digit anchor, 95% CI); the runner adds ``prompts.parquet`` and ``manifest.json`` (with the PCA's explained
 variance ratio of the anchors). Draws: the trajectories plot.
 """
 
@@ -183,6 +184,13 @@ class ArithmeticPCA(Analysis):
         traj = pl.DataFrame(cols, schema={"prompt": pl.Int64, "other": pl.Int32, "target": pl.Int32, "result": pl.Int32, "layer": pl.Int32, "pc1": pl.Float64, "pc2": pl.Float64})
         return {"trajectories": traj, "anchors": anchor_rows}
 
+    def finish(self, run: Any) -> dict[str, Any]:
+        """``pca_layers``: per layer, the mean projected position and (our summary, not the
+        paper's, which only plots) the share of examples whose projection is nearer (2-D
+        Euclidean) to the unembedding of the missing operand as an English word (``␣three``) than
+        as a digit (``3``), with a 95% percentile-bootstrap CI over examples (seed 0)."""
+        return {"pca_layers": layer_summary(run.table("trajectories"), run.table("anchors"))}
+
     def summary(self, run: Any) -> str:
         """Explained variance of the anchors' PCA and the mean position per layer band."""
         return summary_lines(run)
@@ -253,6 +261,29 @@ class ArithmeticPCA(Analysis):
         }
 
 
+def layer_summary(trajectories: Any, anchors: Any) -> Any:
+    """See :meth:`ArithmeticPCA.finish`. Returns polars rows ``layer, pc1, pc2, nearer_word,
+    ci_low, ci_high, n`` (``nearer_word`` is a share in [0, 1])."""
+    import numpy as np
+    import polars as pl
+
+    from hubclient.science.stats import bootstrap_ci
+
+    first = anchors.filter(pl.col("batch") == anchors["batch"].min())
+    where = {row["label"]: np.array([row["pc1"], row["pc2"]]) for row in first.iter_rows(named=True)}
+    out: dict[str, list[Any]] = {k: [] for k in ("layer", "pc1", "pc2", "nearer_word", "ci_low", "ci_high", "n")}
+    for (layer,), rows in trajectories.sort("layer", "prompt").group_by("layer", maintain_order=True):
+        xy = rows.select("pc1", "pc2").to_numpy()
+        digit = np.stack([where[str(t)] for t in rows["target"].to_list()])
+        word = np.stack([where["␣" + arithmetic.paper_number_words(t)] for t in rows["target"].to_list()])
+        nearer = (np.linalg.norm(xy - word, axis=1) < np.linalg.norm(xy - digit, axis=1)).astype(np.float64)
+        low, high = bootstrap_ci(nearer)
+        for key, value in (("layer", int(layer)), ("pc1", float(xy[:, 0].mean())), ("pc2", float(xy[:, 1].mean())), ("nearer_word", float(nearer.mean())),
+                           ("ci_low", low), ("ci_high", high), ("n", int(nearer.size))):
+            out[key].append(value)
+    return pl.DataFrame(out, schema_overrides={"layer": pl.Int32, "n": pl.Int64})
+
+
 def summary_lines(run: Any) -> str:
     """The anchors' explained variance and the mean (pc1, pc2) at the first, middle and last layer."""
     import polars as pl
@@ -265,7 +296,12 @@ def summary_lines(run: Any) -> str:
     for layer in (0, top // 2, top):
         rows = traj.filter(pl.col("layer") == layer)
         means.append(f"layer {layer} ({rows['pc1'].mean():.2f}, {rows['pc2'].mean():.2f})")
-    return f"  PCA of the 20 anchors: {ev['explained_1']:.0%} + {ev['explained_2']:.0%} of their variance; mean position {', '.join(means)} (N={traj['prompt'].n_unique()})"
+    line = f"  PCA of the 20 anchors: {ev['explained_1']:.0%} + {ev['explained_2']:.0%} of their variance; mean position {', '.join(means)} (N={traj['prompt'].n_unique()})"
+    if (run.path / "pca_layers.parquet").is_file():
+        layers = run.table("pca_layers").sort("layer")
+        best = layers.row(int(layers["nearer_word"].arg_max()), named=True)
+        line += f"\n  nearer the word anchor than the digit anchor of the missing operand: at most {best['nearer_word']:.0%} [{best['ci_low']:.0%}, {best['ci_high']:.0%}] (layer {best['layer']})"
+    return line
 
 
 def items_for(options: ArithmeticPCAOptions) -> list[arithmetic.PaperItem]:

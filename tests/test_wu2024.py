@@ -307,6 +307,16 @@ def test_a6_pca_equals_numpy(tmp_path, model):
     order = [anchor_rows["label"].to_list().index(label) for label in shown]
     np.testing.assert_allclose(anchor_rows.select("pc1", "pc2").to_numpy()[order], ((anchors - mu) @ comps.T) * signs, rtol=1e-4, atol=1e-5)
     assert (run.path / "plots" / "arithmetic_pca.png").is_file() and (run.path / "plots" / "arithmetic_pca_anchors.png").is_file()
+    # pca_layers: the share of examples nearer the missing operand's word anchor than its digit anchor
+    proj = ((anchors - mu) @ comps.T) * signs
+    at = {t: proj[k] for k, t in enumerate(labels)}
+    layers = run.table("pca_layers").sort("layer")
+    for layer in range(L + 1):
+        xy = np.stack([w[layer] * signs for w in want_all])
+        nearer = [np.linalg.norm(xy[p] - at[arithmetic.paper_number_words(i.target)]) < np.linalg.norm(xy[p] - at[str(i.target)]) for p, i in enumerate(items)]
+        row = layers.row(layer, named=True)
+        assert row["nearer_word"] == pytest.approx(np.mean(nearer)) and row["n"] == 7
+        assert row["pc1"] == pytest.approx(xy[:, 0].mean(), abs=1e-3)
 
 
 # --------------------------------------------------------------------------- A9: the paired baseline
