@@ -417,3 +417,40 @@ def test_cli_bad_options_are_one_line(tmp_path, model_dir, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- remote (the project's NDIF test server)
+def test_remote_equals_local(tmp_path, model_dir):
+    """A4, A5 and A6 through --remote on the local NDIF-compatible test server give the local
+    tables (the trace code runs where hub is not imported: norm at layer L, the W_U anchor rows)."""
+    from test_remote import ServerProcess
+
+    from analyses.cli import arithmetic_lens as lens_cli, arithmetic_pca as pca_cli
+
+    app = app_with(("arithmetic-lens", lens_cli), ("arithmetic-pca", pca_cli))
+    runs = {
+        "a4": (["similarity", "--task", "arithmetic", "--protocol", "wu2024", "--n", "6"], ["similarity", "vectors"]),
+        "a5": (["arithmetic-lens", "--n", "5"], ["arithmetic_lens", "arithmetic_lens_summary"]),
+        "a6": (["arithmetic-pca", "--n", "4"], ["trajectories", "pca_layers"]),
+    }
+    srv = ServerProcess([str(model_dir)], key=None)
+    try:
+        for name, (args, _) in runs.items():
+            common = ["analyze", *args, "--model", str(model_dir), "--out", str(tmp_path), "--no-plots", "--no-progress"]
+            remote = runner.invoke(app, [*common, "--name", f"{name}-remote", "--remote", "--ndif-host", srv.url, "--timeout", "60"])
+            assert remote.exit_code == 0, remote.output
+    finally:
+        srv.stop()
+    for name, (args, tables) in runs.items():
+        local = runner.invoke(app, ["analyze", *args, "--model", str(model_dir), "--out", str(tmp_path), "--no-plots", "--no-progress", "--name", f"{name}-local"])
+        assert local.exit_code == 0, local.output
+        for table in tables:
+            a = pl.read_parquet(tmp_path / f"{name}-remote" / f"{table}.parquet")
+            b = pl.read_parquet(tmp_path / f"{name}-local" / f"{table}.parquet")
+            assert a.columns == b.columns and a.height == b.height, (name, table)
+            for column in a.columns:
+                if a.schema[column] in (pl.Float64, pl.Float32):
+                    np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{name} {table} {column}")
+                elif column != "vector":
+                    assert a[column].to_list() == b[column].to_list(), (name, table, column)
+        assert json.loads((tmp_path / f"{name}-remote" / "manifest.json").read_text())["remote"]["requests"]
