@@ -454,3 +454,21 @@ def test_remote_equals_local(tmp_path, model_dir):
                 elif column != "vector":
                     assert a[column].to_list() == b[column].to_list(), (name, table, column)
         assert json.loads((tmp_path / f"{name}-remote" / "manifest.json").read_text())["remote"]["requests"]
+
+
+def test_protocol_cogs_with_a_third_form_pairs_it(tmp_path, model_dir, monkeypatch):
+    """--protocol wu2024 --task cogs: when the task gives a third aligned form (the name-swapped
+    logical form, A9), it becomes the paired baseline; sentence vs logical form is the pair."""
+    from hubclient.cli import app
+    from hubclient.inputs.parallel import ParallelCorpus
+    from analyses.cli import similarity as cli
+
+    corpus = ParallelCorpus(languages=["sentence", "logical_form", "swapped_logical_form"], texts=[TEXTS["en"], TEXTS["xx"], TEXTS["alt"]],
+                            sentences=list(range(5)), sources=[tmp_path / "s", tmp_path / "l", tmp_path / "w"])
+    monkeypatch.setattr(cli.tasks, "similarity_corpus", lambda options: corpus)
+    result = runner.invoke(app, ["analyze", "similarity", "--task", "cogs", "--protocol", "wu2024", "--model", str(model_dir), "--out", str(tmp_path),
+                                 "--name", "a9", "--no-progress", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "a9" / "manifest.json").read_text())
+    assert manifest["options"]["paired_baseline"] == "swapped_logical_form" and manifest["options"]["baseline"] == "offdiag"
+    assert pl.read_parquet(tmp_path / "a9" / "similarity.parquet")["pair"].unique().to_list() == ["sentence-logical_form"]
