@@ -103,6 +103,11 @@ class SimilarityOptions:
             (:func:`hubclient.science.stats.paired_scores`; ``None``: Eq. 1).
         protocol: ``hub`` (our defaults) or ``wu2024`` (the options were set to the paper's
             code by ``--protocol wu2024``; recorded for the manifest and plot titles).
+        groups: optional label of each sentence (indexed by sentence id; ``--protocol wu2024
+            --task arithmetic``: the expression's result). The table then also has
+            ``same_group`` (mean ``S_ij`` over pairs whose labels are equal, diagonal included)
+            and ``other_group`` (over pairs whose labels differ): the paper's "Same result" and
+            "Diff result" (``arithmetic/similarity.py:44-98``).
     """
 
     languages: list[str] = field(default_factory=list)
@@ -127,6 +132,7 @@ class SimilarityOptions:
     baseline: str = "offdiag"
     paired_baseline: str | None = None
     protocol: str = "hub"
+    groups: list[int] | None = None
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -419,6 +425,11 @@ class Similarity(Analysis):
                         "matching": matching, "non_matching": non_matching, "baseline": matching - value, "n_sentences": len(sentences),
                     }
                 )
+                if o.groups is not None:
+                    labels = np.asarray(o.groups)[np.asarray(sentences)]
+                    same = labels[:, None] == labels[None, :]
+                    out_rows[-1]["same_group"] = float(sim[same].mean())
+                    out_rows[-1]["other_group"] = float(sim[~same].mean()) if (~same).any() else float("nan")
                 if o.save_matrix:
                     n = len(sentences)
                     matrices.append(

@@ -181,6 +181,10 @@ def test_a4_similarity_protocol_equals_transformers_and_numpy(tmp_path, model, m
         assert row["baseline"] == pytest.approx(c.mean(), abs=2e-5)
         assert row["non_matching"] == pytest.approx(c[~np.eye(12, dtype=bool)].mean(), abs=2e-5)
         assert row["ci_low"] <= row["similarity"] <= row["ci_high"]
+        results = np.array([i.result for i in items])
+        same = results[:, None] == results[None, :]  # the paper's "Same result" mask: diagonal included
+        assert row["same_group"] == pytest.approx(c[same].mean(), abs=2e-5)
+        assert row["other_group"] == pytest.approx(c[~same].mean(), abs=2e-5)
     # layer L is the normed state: the raw last-block output would give another number
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["options"]["final_norm"] == "last" and manifest["options"]["baseline"] == "all"

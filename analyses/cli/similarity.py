@@ -166,6 +166,10 @@ def command(
             task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split,
             protocol=protocol if task == "arithmetic" else "hub",
         )
+        if protocol == "wu2024" and task == "arithmetic":  # the paper's "Same result" / "Diff result" means
+            from hubclient.inputs.tasks import arithmetic
+
+            paper["groups"] = [item.result for item in arithmetic.sample_paper_items(arithmetic.paper_items(operators), n, data_seed)]
         corpus = tasks.similarity_corpus(task_options)
         if protocol == "wu2024" and task == "cogs" and paired_baseline is None and len(corpus.languages) == 3:
             # A9 (semantics/similarity.py:116-122): the third aligned form (the name-swapped
