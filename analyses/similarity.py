@@ -14,7 +14,9 @@ input, ``[layers, batch, d_model]`` (float32): the last real token (``--pool las
 or the mean over the input's tokens without the leading BOS (``--pool mean``; padding ignored).
 Stores: ``vectors.parquet`` (prompt, language, sentence, layer, vector), streamed per batch, so
 any statistic can be redone in polars without the model; ``similarity.parquet`` (per layer and
-language pair: Eq. 1, its two means and a seeded 95% bootstrap CI over pairs), computed in
+language pair: Eq. 1 (or the ``--baseline``/``--paired-baseline`` variant), its matching and
+non-matching means, the subtracted ``baseline`` mean, optional same-/other-group means, and a
+seeded 95% bootstrap CI over pairs), computed in
 :meth:`Similarity.finish` from the stored vectors; with ``--save-matrix``, ``matrix.parquet``
 (the N×N cosines per layer and pair). The runner adds ``prompts.parquet`` (with ``language``
 and ``sentence`` columns) and ``manifest.json``.
@@ -493,6 +495,10 @@ class Similarity(Analysis):
             )
         }
         long = table.unpivot(index=["pair", "layer"], on=["matching", "non_matching"], variable_name="pairs", value_name="cosine")
+        if paired:
+            import polars as pl
+
+            long = long.with_columns(pairs=pl.col("pairs").replace({"non_matching": f"item vs its {paired}"}))
         charts["similarity_means"] = (
             alt.Chart(long)
             .mark_line(point=True)
