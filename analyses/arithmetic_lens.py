@@ -16,7 +16,10 @@ The paper prints the mean of each over all items, per layer ("Number" vs "Text")
 ``log_softmax(h_l · W_U^T)`` on transformers' ``hidden_states``: no final norm below ``L``, and
 ``hidden_states[L]`` is already normed, so layer ``L`` is the model's output
 (``lib/logit_lens.py:55-66``): ``--final-norm last``, the default here. ``on``/``off`` are our
-variants. The paper reports layers 1..L; layer 0 (the embeddings) is stored too.
+variants. The paper reports layers 1..L; layer 0 (the embeddings) is stored too. On a family
+with a final logit soft-cap (Gemma 2) the lens applies the cap as the model's output does
+(:func:`hubclient.science.lens.unembed`); the paper's plain matmul would not (its models have none;
+nor does Gemma 3).
 
 This is *not* ``hub analyze logit-lens --task arithmetic``: that probe reads the answer after
 ``3+5=`` (our own variant, the "answer probe"; ``docs/tasks.md``).

