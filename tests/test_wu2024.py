@@ -505,3 +505,25 @@ def test_gemma_a5_lens_equals_transformers(tmp_path):
         rows = table.filter(pl.col("prompt") == p).sort("layer")
         np.testing.assert_allclose(rows.filter(pl.col("form") == "number")["logprob"].to_numpy(), logp[:, digit[0]], rtol=1e-3, atol=5e-2)
         np.testing.assert_allclose(rows.filter(pl.col("form") == "text")["logprob"].to_numpy(), logp[:, word[0]], rtol=1e-3, atol=5e-2)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["arithmetic-lens", "--operators", "+-"], "only + and *"),
+        (["arithmetic-lens", "--n", "5000"], "1123"),
+        (["arithmetic-lens", "--final-norm", "maybe"], "--final-norm"),
+        (["arithmetic-lens", "--bootstrap", "0"], "--bootstrap"),
+        (["arithmetic-pca", "--n", "900"], "846"),
+        (["similarity", "--task", "arithmetic", "--protocol", "wu2024", "--operators", "+-"], "only + and *"),
+        (["similarity", "--task", "arithmetic", "--protocol", "wu2024", "--max-operand", "20"], "--max-operand"),
+    ],
+)
+def test_cli_arithmetic_bad_input_is_one_line_before_the_model(tmp_path, args, message):
+    from analyses.cli import arithmetic_lens as lens_cli, arithmetic_pca as pca_cli
+
+    app = app_with(("arithmetic-lens", lens_cli), ("arithmetic-pca", pca_cli))
+    result = runner.invoke(app, ["analyze", *args, "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
