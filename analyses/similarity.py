@@ -14,12 +14,30 @@ input, ``[layers, batch, d_model]`` (float32): the last real token (``--pool las
 or the mean over the input's tokens without the leading BOS (``--pool mean``; padding ignored).
 Stores: ``vectors.parquet`` (prompt, language, sentence, layer, vector), streamed per batch, so
 any statistic can be redone in polars without the model; ``similarity.parquet`` (per layer and
-language pair: Eq. 1, its two means and a seeded 95% bootstrap CI over pairs), computed in
+language pair: Eq. 1 (or the ``--baseline``/``--paired-baseline`` variant), its matching and
+non-matching means, the subtracted ``baseline`` mean, optional same-/other-group means, and a
+seeded 95% bootstrap CI over pairs), computed in
 :meth:`Similarity.finish` from the stored vectors; with ``--save-matrix``, ``matrix.parquet``
 (the N×N cosines per layer and pair). The runner adds ``prompts.parquet`` (with ``language``
 and ``sentence`` columns) and ``manifest.json``.
 Draws: similarity by layer with its CI band (one line per pair), the matching and non-matching
 means by layer, and the N×N cosine heatmap at ``--heatmap-layer``.
+
+Conventions of the paper's released code (``paper-protocols.md`` §0, A1, A4, A9), each a named
+option (our defaults stay as they were):
+
+* ``--final-norm last``: layer ``L`` is read *after* the model's final norm, as transformers'
+  ``hidden_states[L]`` that the paper's ``get_emb_and_hidden_states`` (``lib/logit_lens.py:46-52``)
+  returns; layers below ``L`` stay raw. ``on`` puts every layer through the final norm; ``off``
+  (default) keeps every layer raw (layer ``L`` = the output of the last block).
+* ``--baseline offdiag|all``: Eq. 1 subtracts the off-diagonal mean (``lib/utils.py:147-154``);
+  the paper's arithmetic script (``arithmetic/similarity.py:100-109``) subtracts the mean over
+  all N² pairs, diagonal included.
+* ``--paired-baseline LANG``: per item ``cos(a_i, b_i) - cos(a_i, LANG_i)`` (the COGS name-swap
+  / shuffle baselines, ``semantics/similarity.py:116-122``), LANG being a third aligned input.
+* ``--template wu2024``: the conditional suffix of ``multilingual/similarity.py:54-69``
+  (``这代表了`` after a Chinese text ending in ``。``, ``This represents`` after an English text
+  ending in ``.`` or ``."``, no space; nothing otherwise).
 """
 
 from __future__ import annotations
@@ -36,6 +54,11 @@ from hubclient.plots import ci_lines
 from hubclient.science import stats
 
 POOLS = ("last", "mean")
+#: Named templates (``--template NAME``): a function of (text, language) instead of ``{text}``.
+NAMED_TEMPLATES = ("wu2024",)
+#: The paper's suffixes (``multilingual/similarity.py:54-69``): Chinese after ``。``, English
+#: after ``.`` or ``."``.
+ZH_SUFFIX, EN_SUFFIX = "这代表了", "This represents"
 #: The CI's coverage (Fig. 3 of the paper shows 95% intervals).
 LEVEL = 0.95
 #: Pairs drawn in the heatmap, and sentences per heatmap axis (the first ones).
@@ -72,6 +95,21 @@ class SimilarityOptions:
             ``last`` one (``pool`` then applies to the caption).
         media_template: with media, the text around the medium, with a ``{media}`` slot.
         resample: with audio, resample other sampling rates (else they are an error).
+        final_norm: ``False`` (default: every layer raw), ``"last"`` (layer ``L`` through the
+            final norm, as transformers' ``hidden_states[L]``: the paper's code) or ``True``
+            (every layer through the final norm).
+        baseline: ``offdiag`` (Eq. 1) or ``all`` (diagonal included; the paper's arithmetic
+            code), see :func:`hubclient.science.stats.baseline_adjusted`.
+        paired_baseline: a language whose item ``i`` is the altered counterpart of item ``i``:
+            each other pair ``(a, b)`` is scored ``mean_i [cos(a_i, b_i) - cos(a_i, alt_i)]``
+            (:func:`hubclient.science.stats.paired_scores`; ``None``: Eq. 1).
+        protocol: ``hub`` (our defaults) or ``wu2024`` (the options were set to the paper's
+            code by ``--protocol wu2024``; recorded for the manifest and plot titles).
+        groups: optional label of each sentence (indexed by sentence id; ``--protocol wu2024
+            --task arithmetic``: the expression's result). The table then also has
+            ``same_group`` (mean ``S_ij`` over pairs whose labels are equal, diagonal included)
+            and ``other_group`` (over pairs whose labels differ): the paper's "Same result" and
+            "Diff result" (``arithmetic/similarity.py:44-98``).
     """
 
     languages: list[str] = field(default_factory=list)
@@ -92,6 +130,11 @@ class SimilarityOptions:
     media_pool: str = "mean"
     media_template: str = "{media}"
     resample: bool = True
+    final_norm: "bool | str" = False
+    baseline: str = "offdiag"
+    paired_baseline: str | None = None
+    protocol: str = "hub"
+    groups: list[int] | None = None
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -119,6 +162,13 @@ def heatmap_layer(value: int | str | None, n_layers: int) -> int | None:
     return ranges.parse_layer(str(value), 0, n_layers, "--heatmap-layer")
 
 
+def compared_pairs(languages: list[str], anchor: str | None = None, paired_baseline: str | None = None) -> list[tuple[str, str]]:
+    """The pairs scored: :func:`language_pairs` of the languages other than ``paired_baseline``
+    (the altered counterpart is never a side of a pair)."""
+    kept = [lang for lang in languages if lang != paired_baseline]
+    return language_pairs(kept, anchor)
+
+
 def language_pairs(languages: list[str], anchor: str | None = None) -> list[tuple[str, str]]:
     """The pairs compared: every unordered pair in input order, or ``anchor`` with each other."""
     if anchor is not None:
@@ -134,14 +184,65 @@ def language_pairs(languages: list[str], anchor: str | None = None) -> list[tupl
     return pairs
 
 
-def apply_template(template: str | None, texts: list[str]) -> list[str]:
-    """Put each text into ``template`` at ``{text}`` (other braces are left alone).
+def template_language(language: str) -> str | None:
+    """``zh`` or ``en`` for a language name the ``wu2024`` template knows (FLORES codes
+    ``zho_Hans``/``zho_Hant``/``eng_Latn``, or names such as ``zh``, ``cmn``, ``en``, ``english``,
+    ``chinese``, ``zh-cn``), else ``None``."""
+    name = language.lower().replace("-", "_")
+    head = name.split("_")[0]
+    if head in ("zho", "zh", "cmn", "chinese") or name.startswith("zh"):
+        return "zh"
+    if head in ("eng", "en", "english"):
+        return "en"
+    return None
+
+
+def wu2024_suffix(text: str, language: str) -> str:
+    """The paper's conditional suffix (``multilingual/similarity.py:54-69``, ``augment_data``).
+
+    Chinese: ``text + "这代表了"`` if the text ends with ``。``; English: ``text + "This
+    represents"`` if it ends with ``.`` or ``."`` (no space, so ``...word.This represents``);
+    any other text is returned unchanged.
+
+    Args:
+        text: one input.
+        language: ``zh`` or ``en`` (see :func:`template_language`).
+    """
+    if language == "zh" and text.endswith("。"):
+        return text + ZH_SUFFIX
+    if language == "en" and (text.endswith(".") or text.endswith('."')):
+        return text + EN_SUFFIX
+    return text
+
+
+def apply_template(template: str | None, texts: list[str], languages: list[str] | None = None) -> list[str]:
+    """Put each text into ``template`` at ``{text}`` (other braces are left alone), or apply a
+    named template (:data:`NAMED_TEMPLATES`): ``wu2024`` = :func:`wu2024_suffix` by the text's
+    language.
+
+    Args:
+        template: ``None`` (texts unchanged), a string with ``{text}``, or a name.
+        texts: the inputs.
+        languages: each text's language name (needed by a named template).
 
     Raises:
-        HubError: a template without ``{text}``.
+        HubError: a template without ``{text}`` that is not a name; ``wu2024`` with a language
+            that is neither Chinese nor English, or without languages.
     """
     if template is None:
         return list(texts)
+    if template in NAMED_TEMPLATES:
+        if languages is None or len(languages) != len(texts):
+            raise HubError(f"--template {template} needs each input's language")
+        kinds: dict[str, str | None] = {}
+        for language in dict.fromkeys(languages):
+            kinds[language] = template_language(language)
+            if kinds[language] is None:
+                raise HubError(f"--template wu2024 is the paper's Chinese/English suffix; language {language!r} is neither (use e.g. zho_Hans and eng_Latn, or a '{{text}} ...' template)")
+        out = []
+        for text, language in zip(texts, languages):
+            out.append(wu2024_suffix(text, kinds[language]))
+        return out
     if "{text}" not in template:
         raise HubError(f"--template {template!r} has no {{text}} placeholder; write e.g. '{{text}} In other words,'")
     out = []
@@ -181,6 +282,19 @@ class Similarity(Analysis):
             raise HubError(f"--anchor {options.anchor!r} is not one of the inputs ({', '.join(options.languages)})")
         if options.bootstrap < 1:
             raise HubError(f"--bootstrap must be at least 1, got {options.bootstrap}")
+        stats.check_baseline(options.baseline)
+        from hubclient.science.lens import norm_mode
+
+        options.final_norm = norm_mode(options.final_norm)
+        if options.paired_baseline is not None:
+            if options.paired_baseline not in options.languages:
+                raise HubError(f"--paired-baseline {options.paired_baseline!r} is not one of the inputs ({', '.join(options.languages)}); give it as a third aligned input")
+            if len(options.languages) < 3:
+                raise HubError(f"--paired-baseline needs two compared inputs besides {options.paired_baseline!r}, got {len(options.languages)} inputs in all")
+            if options.anchor == options.paired_baseline:
+                raise HubError(f"--anchor and --paired-baseline are both {options.anchor!r}; the anchor must be one of the compared inputs")
+            if options.baseline != "offdiag":
+                raise HubError("--baseline all does not apply with --paired-baseline (the paired mode has no N×N baseline)")
         if len(languages) != len(sentences):
             raise ValueError("languages and sentences must label every prompt")
         self.languages = list(languages)
@@ -235,8 +349,12 @@ class Similarity(Analysis):
             weights = batch.token_weights(self.bos_id)
             weights = (weights / weights.sum(dim=1, keepdim=True)).to(device)
         pooled = []
+        final_norm = self.options.final_norm
+        top = model.n_layers
         for layer, hidden in model.hidden_states(last=max(self.layers)):
             if layer in wanted:
+                if final_norm is True or (final_norm == "last" and layer == top):
+                    hidden = model.final_norm(hidden)
                 if weights is None:
                     pooled.append(hidden[rows, last].float())
                 else:
@@ -277,7 +395,7 @@ class Similarity(Analysis):
         import polars as pl
 
         o = self.options
-        pairs = language_pairs(o.languages, o.anchor)
+        pairs = compared_pairs(o.languages, o.anchor, o.paired_baseline)
         out_rows: list[dict[str, Any]] = []
         matrices = []
         for layer in self.layers:
@@ -285,18 +403,35 @@ class Similarity(Analysis):
             mean = np.concatenate(list(by_lang.values())).mean(axis=0) if o.center else None
             for a, b in pairs:
                 x, y = by_lang[a], by_lang[b]
+                if o.paired_baseline is not None:
+                    scores, same, altered = stats.paired_scores(x, y, by_lang[o.paired_baseline], mean)
+                    low, high = stats.bootstrap_ci(scores, n_boot=o.bootstrap, level=LEVEL, seed=o.seed)
+                    out_rows.append(
+                        {
+                            "layer": layer, "language_a": a, "language_b": b, "pair": f"{a}-{b}",
+                            "similarity": float(scores.mean()), "ci_low": low, "ci_high": high,
+                            "matching": float(same.mean()), "non_matching": float(altered.mean()), "baseline": float(altered.mean()),
+                            "n_sentences": len(sentences),
+                        }
+                    )
+                    continue
                 if mean is not None:
                     x, y = stats.center(x, mean), stats.center(y, mean)
                 sim = stats.cosine_matrix(x, y)
-                value, matching, non_matching = stats.baseline_adjusted(sim)
-                low, high = stats.bootstrap_ci(stats.pair_scores(sim), n_boot=o.bootstrap, level=LEVEL, seed=o.seed)
+                value, matching, non_matching = stats.baseline_adjusted(sim, o.baseline)
+                low, high = stats.bootstrap_ci(stats.pair_scores(sim, o.baseline), n_boot=o.bootstrap, level=LEVEL, seed=o.seed)
                 out_rows.append(
                     {
                         "layer": layer, "language_a": a, "language_b": b, "pair": f"{a}-{b}",
                         "similarity": value, "ci_low": low, "ci_high": high,
-                        "matching": matching, "non_matching": non_matching, "n_sentences": len(sentences),
+                        "matching": matching, "non_matching": non_matching, "baseline": matching - value, "n_sentences": len(sentences),
                     }
                 )
+                if o.groups is not None:
+                    labels = np.asarray(o.groups)[np.asarray(sentences)]
+                    same = labels[:, None] == labels[None, :]
+                    out_rows[-1]["same_group"] = float(sim[same].mean())
+                    out_rows[-1]["other_group"] = float(sim[~same].mean()) if (~same).any() else float("nan")
                 if o.save_matrix:
                     n = len(sentences)
                     matrices.append(
@@ -312,7 +447,7 @@ class Similarity(Analysis):
                         )
                     )
         tables = {"similarity": pl.DataFrame(out_rows, schema_overrides={"layer": pl.Int32, "n_sentences": pl.Int32})}
-        if o.save_matrix:
+        if o.save_matrix and matrices:
             tables["matrix"] = pl.concat(matrices)
         return tables
 
@@ -341,14 +476,29 @@ class Similarity(Analysis):
         table = run.table("similarity").sort("pair", "layer")
         n = int(table["n_sentences"][0])
         how = f"{o['pool']} token{'s (mean)' if o['pool'] == 'mean' else ''}, {'centered' if o['center'] else 'raw'} cosine, N={n}"
+        how += {"last": ", layer L after the final norm (paper)", True: ", every layer through the final norm"}.get(o.get("final_norm", False), "")
+        paired = o.get("paired_baseline")
+        baseline = o.get("baseline", "offdiag")
+        if paired:
+            what, y_title = f"Paired similarity, cos(a_i, b_i) − cos(a_i, {paired}_i), with 95% CI", f"cos(matching) − cos({paired})"
+        elif baseline == "all":
+            what, y_title = "Similarity, matching − mean of all pairs (diagonal included; paper's arithmetic code), 95% CI", "matching − all-pairs cosine"
+        else:
+            what, y_title = "Baseline-adjusted similarity (Eq. 1) with 95% CI", "matching − non-matching cosine"
+        if o.get("protocol", "hub") != "hub":
+            what += f" · --protocol {o['protocol']}"
         x = alt.X("layer:Q", title="layer (0 = embeddings)")
         charts: dict[str, Any] = {
             "similarity_by_layer": ci_lines(
-                table, color="pair", y="similarity", y_title="matching − non-matching cosine",
-                title=f"Baseline-adjusted similarity (Eq. 1) with 95% CI · {model_id}", subtitle=how, width=420, height=260,
+                table, color="pair", y="similarity", y_title=y_title,
+                title=f"{what} · {model_id}", subtitle=how, width=420, height=260,
             )
         }
         long = table.unpivot(index=["pair", "layer"], on=["matching", "non_matching"], variable_name="pairs", value_name="cosine")
+        if paired:
+            import polars as pl
+
+            long = long.with_columns(pairs=pl.col("pairs").replace({"non_matching": f"item vs its {paired}"}))
         charts["similarity_means"] = (
             alt.Chart(long)
             .mark_line(point=True)

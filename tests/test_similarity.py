@@ -249,7 +249,7 @@ def test_cli_end_to_end(tmp_path, tiny_dir):
     assert not (run / ".parts").exists()
     table = pl.read_parquet(run / "similarity.parquet")
     assert table.height == 4 * 2  # layers 0..3, pairs en-xx and en-yy
-    assert table.columns == ["layer", "language_a", "language_b", "pair", "similarity", "ci_low", "ci_high", "matching", "non_matching", "n_sentences"]
+    assert table.columns == ["layer", "language_a", "language_b", "pair", "similarity", "ci_low", "ci_high", "matching", "non_matching", "baseline", "n_sentences"]
     vectors = pl.read_parquet(run / "vectors.parquet")
     assert vectors.height == 3 * 4 * 4 and vectors.schema["vector"] == pl.Array(pl.Float32, 32)
     prompts = pl.read_parquet(run / "prompts.parquet")

@@ -51,6 +51,9 @@ class TaskOptions:
         max_operand / operators: arithmetic operands ``0..max_operand`` and operators.
         cogs_dir / cogs_split: the COGS folder and split (``<dir>/<split>.tsv``).
         mbpp / with_tests: the MBPP JSONL file; append each program's test asserts.
+        protocol: arithmetic only: ``hub`` (the generated ``3+5=`` data above) or ``wu2024``
+            (the paper's 1,123 expressions, :func:`hubclient.inputs.tasks.arithmetic.paper_items`;
+            ``operators`` then picks among ``+*`` and ``n`` draws a seeded subset).
     """
 
     task: str
@@ -62,12 +65,13 @@ class TaskOptions:
     cogs_split: str = "test"
     mbpp: str | None = None
     with_tests: bool = True
+    protocol: str = "hub"
 
     def describe(self) -> dict[str, Any]:
         """The options that matter for this task (for the manifest)."""
         out = asdict(self)
         keep = {"task", "n", "data_seed"}
-        keep |= {"arithmetic": {"max_operand", "operators"}, "cogs": {"cogs_dir", "cogs_split"}, "code": {"mbpp", "with_tests"}}.get(self.task, set())
+        keep |= {"arithmetic": {"max_operand", "operators"} | ({"protocol"} if self.protocol != "hub" else set()), "cogs": {"cogs_dir", "cogs_split"}, "code": {"mbpp", "with_tests"}}.get(self.task, set())
         return {k: v for k, v in out.items() if k in keep}
 
 
@@ -93,6 +97,8 @@ def similarity_corpus(options: TaskOptions) -> ParallelCorpus:
     if options.task == "arithmetic":
         from hubclient.inputs.tasks import arithmetic
 
+        if options.protocol == "wu2024":  # paper-protocols.md §A4: 5+3 vs five plus three
+            return arithmetic.paper_corpus(arithmetic.sample_paper_items(arithmetic.paper_items(options.operators), options.n, options.data_seed))
         return arithmetic.corpus(arithmetic.generate(options.n, options.max_operand, options.operators, options.data_seed))
     from hubclient.inputs.tasks import cogs
 

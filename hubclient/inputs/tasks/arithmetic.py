@@ -167,3 +167,125 @@ def lens_items(expressions: list[Expression]) -> list[LensItem]:
             probe = Probe(kind=f"{form}_prompt", start=len(text) - len(last), end=len(text), text=last, groups=groups)
             items.append(LensItem(text, [probe], {"expression": i, "form": form, "a": e.a, "op": e.op, "b": e.b, "answer": e.answer}))
     return items
+
+
+# --------------------------------------------------------------------------- the paper's data (wu2024)
+#: Operators of the paper's arithmetic data and their words (``arithmetic/similarity.py:38-43``).
+WU2024_OPERATORS = {"+": "plus", "*": "times"}
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def paper_number_words(value: int) -> str:
+    """English words of ``0..99`` as the paper's code writes them (``inflect``'s
+    ``number_to_words``: ``21`` -> ``twenty-one``, ``40`` -> ``forty``), built in so the paper's
+    data needs no ``inflect``.
+
+    Raises:
+        HubError: a value outside ``0..99`` (the paper's operands are 1..98).
+    """
+    if not 0 <= value <= 99:
+        raise HubError(f"paper_number_words covers 0..99, got {value}")
+    if value < 20:
+        return _ONES[value]
+    tens, ones = divmod(value, 10)
+    return _TENS[tens] if ones == 0 else f"{_TENS[tens]}-{_ONES[ones]}"
+
+
+@dataclass(frozen=True)
+class PaperItem:
+    """One item of the paper's arithmetic data (``create_data``, ``arithmetic/logit_lens.py:18-31``;
+    ``paper-protocols.md`` §A4–A6): ``other op target = result``.
+
+    Attributes:
+        op: ``+`` or ``*``.
+        other: the first operand (``+``: 1..99−target; ``*``: 1..ceil(100/target)−1).
+        target: the second operand, a single digit 1..9 (the one the lens prompt leaves out).
+        result: ``other op target`` (< 100).
+    """
+
+    op: str
+    other: int
+    target: int
+    result: int
+
+    @property
+    def digits(self) -> str:
+        """A4's digit form, ``f"{other}{op}{target}"`` (``5+3``; no ``=``)."""
+        return f"{self.other}{self.op}{self.target}"
+
+    @property
+    def words(self) -> str:
+        """A4's word form, ``five plus three`` / ``five times three`` (no ``equals``)."""
+        return f"{paper_number_words(self.other)} {WU2024_OPERATORS[self.op]} {paper_number_words(self.target)}"
+
+    @property
+    def lens_prompt(self) -> str:
+        """A5/A6's prompt ``f"{result}={other}{op}"`` (``8=5+``): the missing operand is ``target``."""
+        return f"{self.result}={self.other}{self.op}"
+
+    @property
+    def target_digit(self) -> str:
+        """The digit A5 follows, no leading space (``"3"``)."""
+        return str(self.target)
+
+    @property
+    def target_word(self) -> str:
+        """The English word A5 follows, with a leading space (``" three"``)."""
+        return " " + paper_number_words(self.target)
+
+
+def paper_items(operators: str = "+*") -> list[PaperItem]:
+    """The paper's data in its order (``create_data``, ``arithmetic/logit_lens.py:18-31``): for
+    ``target`` in 1..9, first every ``+`` item (``other`` in ``1..99-target``), then every ``*``
+    item (``other`` in ``1..ceil(100/target)-1``). All of it is 1,123 items: 846 ``+`` and 277 ``*``.
+
+    Args:
+        operators: keep these of ``+`` and ``*`` (``×`` accepted), in the same order.
+
+    Raises:
+        HubError: an operator other than ``+`` or ``*``.
+    """
+    keep = parse_operators(operators)
+    for op in keep:
+        if op not in WU2024_OPERATORS:
+            raise HubError(f"the paper's arithmetic data has only + and *; --operators {operators!r} asks for {op!r}")
+    items = []
+    for target in range(1, 10):
+        for other in range(1, 100 - target):
+            items.append(PaperItem("+", other, target, other + target))
+        for other in range(1, -(-100 // target)):
+            items.append(PaperItem("*", other, target, other * target))
+    return [item for item in items if item.op in keep]
+
+
+def sample_paper_items(items: list[PaperItem], n: int | None, seed: int = 0) -> list[PaperItem]:
+    """All ``items`` (``n`` is ``None``: the paper's setting), or ``n`` of them drawn without
+    replacement by ``random.Random(seed)``, kept in the paper's order.
+
+    Raises:
+        HubError: ``n < 2`` or more than there are items.
+    """
+    if n is None:
+        return list(items)
+    if n < 2:
+        raise HubError(f"--n must be at least 2, got {n}")
+    if n > len(items):
+        raise HubError(f"--n {n} is more than the paper's {len(items)} items; leave --n out to use them all")
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+def paper_corpus(items: list[PaperItem]) -> ParallelCorpus:
+    """A4's similarity task: languages ``digits`` (``5+3``) and ``words`` (``five plus three``);
+    sentence ``i`` = item ``i``.
+
+    Raises:
+        HubError: fewer than 2 items.
+    """
+    if len(items) < 2:
+        raise HubError("need at least 2 items (the similarity baseline compares other pairs)")
+    return ParallelCorpus(
+        languages=["digits", "words"], texts=[[i.digits for i in items], [i.words for i in items]], sentences=list(range(len(items))),
+        sources=[Path("generated:arithmetic-wu2024/digits"), Path("generated:arithmetic-wu2024/words")],
+    )
