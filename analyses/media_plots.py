@@ -65,3 +65,49 @@ def media_lens_plots(run: Any) -> dict[str, Any]:
             frame, "column", "media position", f"Logit lens at the media positions of pair 0 ({caption!r}; {norm}) · {model_id}"
         )
     return charts
+
+
+#: Line names of the paper's media lenses (``hub analyze media-lens``), per experiment:
+#: (matching, baseline). Kept here, beside the chart, so that ``hub plot`` needs no analysis.
+PROTOCOL_SETS = {
+    "colour": ("the colour's name", "control word"),
+    "caption-nouns": ("matching caption", "least-overlapping caption"),
+    "segmentation": ("matching label", "random label"),
+    "label-words": ("matching label", "random label"),
+}
+PROTOCOL_Y = {
+    "colour": "% of image positions whose lens top-1 is the word",
+    "caption-nouns": "Σ over nouns of mean P(noun) (scaled to the true caption's nouns)",
+    "segmentation": "mean over categories of geo-mean P(name) over its patches",
+    "label-words": "geo-mean P(label word) over speech positions",
+}
+
+
+def protocol_lens_plot(run: Any) -> dict[str, Any]:
+    """The paper's media lens by layer (``media_lens_summary.parquet``): matching vs baseline,
+    each the mean over media with its 95% bootstrap CI band; the paired difference is in the
+    table, not drawn."""
+    import polars as pl
+
+    from hubclient.plots import ci_lines
+    from hubclient.science.lens import norm_label
+
+    path = run.path / "media_lens_summary.parquet"
+    if not path.is_file():
+        return {}
+    manifest = run.manifest
+    options = manifest["options"]
+    experiment = options.get("experiment", "")
+    names = dict(zip(("matching", "baseline"), PROTOCOL_SETS.get(experiment, ("matching", "baseline"))))
+    if experiment == "colour":
+        names["baseline"] = f"control word {options.get('control', 'white')!r}"
+    frame = (
+        pl.read_parquet(path)
+        .filter(pl.col("set") != "difference")
+        .with_columns(pl.col("set").replace_strict(names, default=pl.col("set")).alias("target"))
+        .sort("target", "layer")
+    )
+    n = int(frame["n"].max()) if frame.height else 0
+    title = f"{experiment} lens at the media positions ({norm_label(options.get('final_norm', True))}) · {manifest['model']['model_id']}"
+    chart = ci_lines(frame, "target", title, PROTOCOL_Y.get(experiment, "value"), subtitle=f"mean over {n} media, 95% bootstrap CI")
+    return {"media_lens": chart}
