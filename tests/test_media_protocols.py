@@ -351,3 +351,40 @@ def test_cli_colour_and_errors(tmp_path, model_dir):
     assert result.exit_code != 0 and "'mask'" in result.output
     result = hub("analyze", "media-lens", "label-words", tmp_path / "p.csv", "--model", folder, "--out", tmp_path, "--no-progress")
     assert result.exit_code != 0 and "is an image model" in result.output
+
+
+# --------------------------------------------------------------------------- A11 default
+
+
+def test_similarity_media_default_is_the_last_media_position(tmp_path, model_dir):
+    """A11: without --media-pool the medium's vector is its last media position (the paper's
+    ``hidden_states[1:][:, -1, :]`` with LLaVA's prompt ``<image>``), checked against the plain
+    model's hidden state there; ``--media-pool mean`` gives another vector."""
+    import json
+
+    import transformers as tf
+
+    folder = model_dir("llava")
+    paths = write_images(tmp_path, 2)
+    (tmp_path / "p.csv").write_text(f"media,caption\n{paths[0].name},a cat\n{paths[1].name},a dog\n")
+    for name, extra in (("last", []), ("mean", ["--media-pool", "mean"])):
+        result = hub("analyze", "similarity", "--modality", "image", tmp_path / "p.csv", "--model", folder, "--out", tmp_path, "--name", name,
+                     "--no-progress", "--no-plots", "--bootstrap", "10", *extra)
+        assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "last" / "manifest.json").read_text())["options"]["media_pool"] == "last"
+    model = tf.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    processor = tf.AutoProcessor.from_pretrained(folder)
+    enc = processor(text=["<image>"], images=[Image.open(paths[0]).convert("RGB")], return_tensors="pt")
+    layers = model.model.language_model.layers
+    seen = {}
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o[0] if isinstance(o, tuple) else o)) for k, layer in enumerate(layers)]
+    with torch.no_grad():
+        model(**enc)
+    for h in hooks:
+        h.remove()
+    last_image = int((enc["input_ids"][0] == model.config.image_token_id).nonzero().max())
+    assert last_image == enc["input_ids"].shape[1] - 1  # BOS + image tokens: the last image patch is the last position
+    for name, close in (("last", True), ("mean", False)):
+        vectors = pl.read_parquet(tmp_path / name / "vectors.parquet").filter((pl.col("prompt") == 0) & (pl.col("layer") == 2))
+        got = np.asarray(vectors["vector"][0])
+        assert np.allclose(got, seen[1][0, last_image].numpy(), atol=1e-5) == close
