@@ -388,3 +388,42 @@ def test_similarity_media_default_is_the_last_media_position(tmp_path, model_dir
         vectors = pl.read_parquet(tmp_path / name / "vectors.parquet").filter((pl.col("prompt") == 0) & (pl.col("layer") == 2))
         got = np.asarray(vectors["vector"][0])
         assert np.allclose(got, seen[1][0, last_image].numpy(), atol=1e-5) == close
+
+
+# --------------------------------------------------------------------------- the model's chat template
+
+CHAT = (
+    "{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+
+
+def test_chat_template_prompt(tmp_path, model_dir):
+    """``--media-template 'chat:…{media}…'``: one user turn in the processor's chat template;
+    the numbers equal the plain model's on the rendered prompt. A processor without a chat
+    template is a clear error."""
+    import shutil
+
+    import transformers as tf
+
+    from analyses.media_runs import MediaProtocolOptions, run_media_lens
+    from hubclient.inputs.media import write_solid_colours
+
+    folder = tmp_path / "chat-llava"
+    shutil.copytree(model_dir("llava"), folder)
+    processor = tf.AutoProcessor.from_pretrained(folder)
+    processor.chat_template = CHAT
+    processor.save_pretrained(folder)
+    pairs = write_solid_colours(tmp_path / "colours", colours=("red", "blue"))
+    # caption-nouns on the two images (captions "red", "blue": one content word each): continuous values
+    options = MediaProtocolOptions(experiment="caption-nouns", media_template="chat:What is the color in the image?{media}", bootstrap=20)
+    run = run_media_lens(options, pairs, None, config(folder, tmp_path, "chat"))
+    lps, tok = reference_lens(folder, "llava", "USER: What is the color in the image?{media} ASSISTANT:", [tmp_path / "colours" / "solid-red.png", tmp_path / "colours" / "solid-blue.png"])
+    plain, _ = reference_lens(folder, "llava", "What is the color in the image?{media}", [tmp_path / "colours" / "solid-red.png"])
+    vocab = tok.get_vocab()
+    got = by_prompt(run.table("media_lens"), "matching")
+    for i, colour in enumerate(["red", "blue"]):
+        np.testing.assert_allclose(got[i], np.exp(lps[i][:, :, vocab[colour]]).mean(axis=1), rtol=1e-5)
+    assert not np.allclose(got[0], np.exp(plain[0][:, :, vocab["red"]]).mean(axis=1), rtol=1e-3)  # the template matters
+    with pytest.raises(HubError, match="no chat template"):
+        run_media_lens(MediaProtocolOptions(experiment="colour", media_template="chat:{media}"), pairs, None, config(model_dir("llava"), tmp_path, "nochat"))
