@@ -1,4 +1,4 @@
-"""Image and audio inputs for ``hub analyze similarity`` and ``hub analyze logit-lens``.
+"""Image and audio inputs for ``hub analyze similarity``, ``logit-lens`` and ``media-lens``.
 
 The semantic hub paper (Wu et al. 2024, §"Vision / audio", Fig. 1) shows that an image or an
 audio clip lands near its caption in the middle layers, and that the media positions decode,
@@ -9,13 +9,17 @@ through the logit lens, to English words for what they show. Both commands take 
   caption; the two "languages" are the modality and ``caption``, so Eq. 1 (matching minus
   non-matching cosine), its CI and every table and plot are the text analysis' own
   (:class:`analyses.similarity.Similarity`). Traces: the residual stream of the asked layers.
-  Reduces: the medium to the mean over its media positions (``--media-pool mean``) or the
-  last one; the caption as ``--pool`` says.
+  Reduces: the medium to its last media position (``--media-pool last``, the default: the
+  paper's code, paper-protocols.md A11) or the mean over them (``mean``, ours); the caption as
+  ``--pool`` says.
 * **logit-lens** (:class:`MediaLens`): traces the residual stream at every media position and
   layer (0 = embeddings); reduces it through the final norm and ``W_U`` (Eq. 2) to the top-k
   tokens and the probability and rank of each caption word; stores ``logit_lens.parquet``
   (as the text lens) and ``caption_words.parquet``; draws the caption words' probability by
   layer and the top-1 tokens at the media positions of the first pair.
+* **media-lens** (:class:`MediaProtocolLens`, ``hub analyze media-lens``): the paper's four
+  lens experiments as its released code computes them (paper-protocols.md A12 colour, A13
+  caption nouns, A14 segmentation, A15 audio label words), each against its baseline.
 
 Media are read and preprocessed on the client (:mod:`hubclient.exec.multimodal`); with
 ``--remote`` only the processor's tensors go to NDIF and only the reduced tensors come back.
