@@ -378,9 +378,25 @@ def label_words(label: str) -> list[str]:
     return out
 
 
+def read_label_pool(path: str) -> list[str]:
+    """The labels of a ``--labels`` file: one a line, blank lines skipped.
+
+    Raises:
+        HubError: a missing or empty file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise HubError(f"--labels {path}: no such file (one label a line, e.g. written by hubclient.inputs.media.vggsound_pairs)")
+    labels = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not labels:
+        raise HubError(f"--labels {path} has no labels")
+    return labels
+
+
 def disjoint_label(label: str, labels: list[str], rng: Any) -> str | None:
-    """A15's baseline: ``rng.choice`` over the labels (in ``labels`` order) sharing no word
-    with ``label`` (``audio/logit_lens.py:79-83``); ``None`` when there is none."""
+    """A15's baseline: ``rng.choice`` over the labels (in ``labels`` order; the code's are
+    sorted) sharing no word with ``label`` (``audio/logit_lens.py:79-83``); ``None`` when there
+    is none."""
     mine = set(label_words(label))
     candidates = []
     for other in labels:
@@ -458,6 +474,10 @@ class MediaProtocolOptions:
         seed: the baseline's random seed (``None``: the paper's, :data:`PAPER_SEEDS`).
         bootstrap: bootstrap resamples of the CI over media.
         resample: audio at another rate is resampled (else an error).
+        label_pool: A15: a text file of every label (one a line) the random label is drawn
+            from, e.g. all VGGSound labels as the paper
+            (:func:`hubclient.inputs.media.vggsound_pairs` writes it); ``None``: the pairs
+            file's labels. Either way sorted, as the code's ``sorted(set(...))``.
     """
 
     experiment: str = "caption-nouns"
@@ -469,6 +489,7 @@ class MediaProtocolOptions:
     seed: int | None = None
     bootstrap: int = 1000
     resample: bool = True
+    label_pool: str | None = None
 
 
 class MediaProtocolLens(Analysis):
@@ -489,7 +510,8 @@ class MediaProtocolLens(Analysis):
     * ``segmentation`` (A14): ``mean_c exp(mean_{patches of c} log P(name token))``, names
       true (``matching``) or a random other category's (``baseline``).
     * ``label-words`` (A15): ``exp(mean_words mean_pos log P(word token))``, the clip's label
-      (``matching``) or a random label sharing no word (``baseline``).
+      (``matching``) or a random label sharing no word (``baseline``, drawn from the sorted
+      labels of the file or of ``label_pool``).
 
     ``finish`` writes ``media_lens_summary.parquet``: per layer and set (and ``difference`` =
     matching − baseline, paired per medium), the mean over media, a seeded 95% bootstrap CI
@@ -565,8 +587,8 @@ class MediaProtocolLens(Analysis):
                     fake.append(rng.choice(others))
                 self.words.append((true, fake))
                 self.baseline_of.append(", ".join(fake))
-        else:  # label-words
-            labels = list(dict.fromkeys(p.caption for p in pool))
+        else:  # label-words: the code's all_labels = sorted(set(all VGGSound labels))
+            labels = sorted(set(read_label_pool(options.label_pool) if options.label_pool else [p.caption for p in pool]))
             for pair in self.pairs:
                 other = disjoint_label(pair.caption, labels, rng)
                 if other is None:

@@ -315,9 +315,9 @@ def test_label_words_lens_equals_independent(tmp_path, model_dir):
     baselines = run.table("prompts")["baseline"].to_list()
     for label, other in zip(labels, baselines):
         assert other in labels and not set(label_words(label)) & set(label_words(other))
-    # released code: random.seed(0); random.choice over all labels sharing no word, per clip in order
+    # released code: random.seed(0); random.choice over sorted(set(all labels)) sharing no word, per clip in order
     draw = random.Random(0)
-    expected = [draw.choice([o for o in labels if not set(label_words(lab)) & set(label_words(o))]) for lab in labels]
+    expected = [draw.choice([o for o in sorted(labels) if not set(label_words(lab)) & set(label_words(o))]) for lab in labels]
     assert baselines == expected
     lps, tok = reference_lens(folder, "qwen2_audio", PAPER_TEMPLATES["label-words"], paths)
     vocab = tok.get_vocab()
@@ -427,3 +427,49 @@ def test_chat_template_prompt(tmp_path, model_dir):
     assert not np.allclose(got[0], np.exp(plain[0][:, :, vocab["red"]]).mean(axis=1), rtol=1e-3)  # the template matters
     with pytest.raises(HubError, match="no chat template"):
         run_media_lens(MediaProtocolOptions(experiment="colour", media_template="chat:{media}"), pairs, None, config(model_dir("llava"), tmp_path, "nochat"))
+
+
+def test_label_pool_file_and_dataset_writers(tmp_path):
+    """--labels: the random label comes from the given label file (sorted); the VGGSound and
+    COCO pairs writers follow the released loaders (file order, label by video id)."""
+    import json
+    import os
+
+    from analyses.media_runs import MediaProtocolLens, MediaProtocolOptions
+    from hubclient.inputs.media import coco_caption_pairs, coco_panoptic_pairs, read_pairs, vggsound_pairs
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    for name in ("vidA_30000.wav", "vid_B_10.wav", "note.txt"):
+        (wavs / name).write_bytes(b"")
+    (tmp_path / "vgg.csv").write_text("vidA,30,dog barking,test\nvid_B,10,car engine starting,train\nvidC,0,bird chirping,test\n")
+    pairs = vggsound_pairs(tmp_path / "vgg.csv", wavs, tmp_path / "audio.csv")
+    listed = [f for f in os.listdir(wavs) if f.endswith(".wav")]
+    expected = {"vidA_30000.wav": "dog barking", "vid_B_10.wav": "car engine starting"}
+    assert [(p.media.name, p.caption) for p in read_pairs(pairs)] == [(f, expected[f]) for f in listed]
+    assert (tmp_path / "labels.txt").read_text().split("\n")[:3] == ["bird chirping", "car engine starting", "dog barking"]
+    lens = MediaProtocolLens(MediaProtocolOptions(experiment="label-words", label_pool=str(tmp_path / "labels.txt")), read_pairs(pairs))
+    draw = random.Random(0)
+    pool = ["bird chirping", "car engine starting", "dog barking"]
+    for pair, base in zip(read_pairs(pairs), lens.baseline_of):
+        words = set(pair.caption.split())
+        assert base == draw.choice([o for o in pool if not words & set(o.split())])
+    with pytest.raises(HubError, match="no such file"):
+        MediaProtocolLens(MediaProtocolOptions(experiment="label-words", label_pool=str(tmp_path / "none.txt")), read_pairs(pairs))
+
+    images = tmp_path / "val2017"
+    images.mkdir()
+    for name in ("000000000001.jpg", "000000000002.jpg"):
+        Image.new("RGB", (4, 4)).save(images / name)
+    captions = {"images": [{"id": 1, "file_name": "000000000001.jpg"}, {"id": 2, "file_name": "000000000002.jpg"}],
+                "annotations": [{"image_id": 2, "caption": "A dog  runs."}, {"image_id": 1, "caption": "A cat."}, {"image_id": 2, "caption": "Grass."}]}
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    got = read_pairs(coco_caption_pairs(tmp_path / "captions.json", images, tmp_path / "cap.csv", n=2))
+    assert [(p.media.name, p.caption) for p in got] == [("000000000002.jpg", "A dog runs."), ("000000000001.jpg", "A cat.")]
+    (tmp_path / "masks").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "masks" / "000000000001.png")
+    panoptic = {"images": captions["images"], "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "wall-other"}],
+                "annotations": [{"image_id": 1, "file_name": "000000000001.png", "segments_info": [{"id": 5, "category_id": 1}, {"id": 6, "category_id": 2}]}]}
+    (tmp_path / "panoptic.json").write_text(json.dumps(panoptic))
+    got = read_pairs(coco_panoptic_pairs(tmp_path / "panoptic.json", images, tmp_path / "masks", tmp_path / "pan.csv"))
+    assert got[0].extra["labels"] == "5:person" and got[0].extra["mask"] == "masks/000000000001.png"

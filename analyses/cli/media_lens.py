@@ -33,6 +33,7 @@ def command(
     nouns: Annotated[str, typer.Option(help=f"caption-nouns: where the nouns come from: {', '.join(NOUN_SOURCES)} (column: the pairs file's 'nouns' cells, e.g. from spaCy as the paper; content-words: ours, the caption's non-function words; auto: the column when present).", rich_help_panel=PANEL)] = "auto",
     control: Annotated[str, typer.Option(help="colour: the control word (the paper: white).", rich_help_panel=PANEL)] = "white",
     seed: Annotated[Optional[int], typer.Option(help="Seed of the random baseline (segmentation, label-words) [default: the paper's, 1 and 0].", rich_help_panel=PANEL, show_default=False)] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="label-words: a file of every label, one a line, that the random label is drawn from (the paper: all VGGSound labels; default: the pairs file's labels).", rich_help_panel=PANEL, show_default=False)] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of the 95% CI over media.", rich_help_panel=PANEL)] = 1000,
     final_norm_value: opt.FinalNorm = "last",
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Input")] = True,
@@ -57,10 +58,11 @@ def command(
         "--nouns": nouns != "auto" and experiment != "caption-nouns",
         "--control": control != "white" and experiment != "colour",
         "--seed": seed is not None and experiment not in ("segmentation", "label-words"),
+        "--labels": labels is not None and experiment != "label-words",
     })
     options = MediaProtocolOptions(
         experiment=experiment, media_template=media_template, final_norm=final_norm, nouns=nouns, control=control,
-        seed=seed, bootstrap=bootstrap, resample=resample,
+        seed=seed, bootstrap=bootstrap, resample=resample, label_pool=str(labels) if labels else None,
     )
     run = run_media_lens(options, pairs, n, config)
     opt.report(run, protocol_summary)

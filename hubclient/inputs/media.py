@@ -504,3 +504,40 @@ def coco_panoptic_pairs(panoptic_json: Path, images_dir: Path, masks_dir: Path, 
                 ";".join(f"{k}:{v}" for k, v in labels.items()),
             ])
     return out_csv
+
+
+def vggsound_pairs(csv_file: Path, wav_dir: Path, out_csv: Path, n: int | None = None) -> Path:
+    """A pairs file of VGGSound clips as the paper's audio scripts read them
+    (paper-protocols.md A15, ``audio/similarity.py:19-28``): the ``.wav`` files of ``wav_dir``
+    in ``os.listdir`` order (unsorted, as the code), the first ``n``; a clip's label is that of
+    its video id, ``file.rsplit(".", 1)[0].rsplit("_", 1)[0]``, in the header-less csv
+    ``video_id, start_seconds, label, split``. Also writes ``labels.txt`` beside ``out_csv``:
+    every label of the csv, sorted (the code's ``all_labels``; ``--labels`` of
+    ``hub analyze media-lens label-words``).
+
+    Raises:
+        HubError: an unreadable csv, or a clip whose video id is not in it.
+    """
+    import os
+
+    id2label: dict[str, str] = {}
+    try:
+        with Path(csv_file).open(newline="", encoding="utf-8") as fh:
+            for row in csv.reader(fh):
+                if len(row) >= 3:
+                    id2label[row[0]] = row[2]
+    except OSError as exc:
+        raise HubError(f"cannot read the VGGSound csv {csv_file}: {exc}") from None
+    wavs = [f for f in os.listdir(wav_dir) if f.endswith(".wav")]
+    if n is not None:
+        wavs = wavs[:n]
+    rows = []
+    for name in wavs:
+        video = name.rsplit(".", 1)[0].rsplit("_", 1)[0]
+        if video not in id2label:
+            raise HubError(f"{name}: video id {video!r} is not in {csv_file}")
+        rows.append((os.path.relpath((Path(wav_dir) / name).resolve(), Path(out_csv).resolve().parent), id2label[video]))
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    (out_csv.parent / "labels.txt").write_text("\n".join(sorted(set(id2label.values()))) + "\n", encoding="utf-8")
+    return write_pairs(out_csv, rows)
