@@ -339,6 +339,8 @@ def test_cli_colour_and_errors(tmp_path, model_dir):
     result = hub("analyze", "media-lens", "colour", "--model", folder, "--out", tmp_path, "--name", "c", "--no-progress", "--bootstrap", "20")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c" / "plots" / "media_lens.png").is_file()
+    html = (tmp_path / "c" / "plots" / "media_lens.html").read_text()
+    assert str(folder) not in html and folder.name in html  # the model's folder name, not its local path
     assert "the colour's name" in result.output
     assert pl.read_parquet(tmp_path / "c" / "prompts.parquet")["caption"].to_list() == ["red", "green", "blue", "black"]
     result = hub("analyze", "media-lens", "colours", "--model", folder, "--out", tmp_path)
