@@ -14,6 +14,16 @@ from typing import Any
 HEATMAP_POSITIONS = 32
 
 
+def model_title(model_id: str) -> str:
+    """The model as a chart title names it: a hub id as it is, a local folder by its last
+    component only (no local paths in titles)."""
+    from pathlib import PurePath
+
+    if model_id.startswith(("/", ".", "~")) or "\\" in model_id:
+        return PurePath(model_id).name or model_id
+    return model_id
+
+
 def media_lens_plots(run: Any) -> dict[str, Any]:
     """Charts of a media lens run, from its Parquet alone: the caption words' lens
     probability by layer (mean over media positions and words; and the best position), per
@@ -25,7 +35,7 @@ def media_lens_plots(run: Any) -> dict[str, Any]:
     from hubclient.science.lens import norm_label
 
     manifest = run.manifest
-    model_id = manifest["model"]["model_id"]
+    model_id = model_title(manifest["model"]["model_id"])
     norm = norm_label(manifest["options"].get("final_norm", True))
     charts: dict[str, Any] = {}
     if (run.path / "caption_words.parquet").is_file():
@@ -65,3 +75,49 @@ def media_lens_plots(run: Any) -> dict[str, Any]:
             frame, "column", "media position", f"Logit lens at the media positions of pair 0 ({caption!r}; {norm}) · {model_id}"
         )
     return charts
+
+
+#: Line names of the paper's media lenses (``hub analyze media-lens``), per experiment:
+#: (matching, baseline). Kept here, beside the chart, so that ``hub plot`` needs no analysis.
+PROTOCOL_SETS = {
+    "colour": ("the colour's name", "control word"),
+    "caption-nouns": ("matching caption", "least-overlapping caption"),
+    "segmentation": ("matching label", "random label"),
+    "label-words": ("matching label", "random label"),
+}
+PROTOCOL_Y = {
+    "colour": "% of image positions whose lens top-1 is the word",
+    "caption-nouns": "Σ over nouns of mean P(noun), scaled",
+    "segmentation": "mean over categories of geo-mean P(name)",
+    "label-words": "geo-mean P(label word) over speech positions",
+}
+
+
+def protocol_lens_plot(run: Any) -> dict[str, Any]:
+    """The paper's media lens by layer (``media_lens_summary.parquet``): matching vs baseline,
+    each the mean over media with its 95% bootstrap CI band; the paired difference is in the
+    table, not drawn."""
+    import polars as pl
+
+    from hubclient.plots import ci_lines
+    from hubclient.science.lens import norm_label
+
+    path = run.path / "media_lens_summary.parquet"
+    if not path.is_file():
+        return {}
+    manifest = run.manifest
+    options = manifest["options"]
+    experiment = options.get("experiment", "")
+    names = dict(zip(("matching", "baseline"), PROTOCOL_SETS.get(experiment, ("matching", "baseline"))))
+    if experiment == "colour":
+        names["baseline"] = f"control word {options.get('control', 'white')!r}"
+    frame = (
+        pl.read_parquet(path)
+        .filter(pl.col("set") != "difference")
+        .with_columns(pl.col("set").replace_strict(names, default=pl.col("set")).alias("target"))
+        .sort("target", "layer")
+    )
+    n = int(frame["n"].max()) if frame.height else 0
+    title = f"{experiment} lens at the media positions ({norm_label(options.get('final_norm', True))}) · {model_title(manifest['model']['model_id'])}"
+    chart = ci_lines(frame, "target", title, PROTOCOL_Y.get(experiment, "value"), subtitle=f"mean over {n} media, 95% bootstrap CI")
+    return {"media_lens": chart}

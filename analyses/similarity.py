@@ -91,8 +91,9 @@ class SimilarityOptions:
         modality: ``text`` (parallel sentences), or ``image`` / ``audio``: media vs caption
             pairs (:mod:`hubclient.inputs.media`), the two "languages" being the modality and
             ``caption``.
-        media_pool: with media, how the media positions are pooled: ``mean`` over them or the
-            ``last`` one (``pool`` then applies to the caption).
+        media_pool: with media, how the media positions are pooled: the ``last`` one (the
+            paper's code, paper-protocols.md A11) or the ``mean`` over them (ours); ``pool``
+            applies to the caption.
         media_template: with media, the text around the medium, with a ``{media}`` slot.
         resample: with audio, resample other sampling rates (else they are an error).
         final_norm: ``False`` (default: every layer raw), ``"last"`` (layer ``L`` through the
@@ -127,7 +128,7 @@ class SimilarityOptions:
     save_vectors: bool = True
     heatmap_layer: int | str | None = None
     modality: str = "text"
-    media_pool: str = "mean"
+    media_pool: str = "last"
     media_template: str = "{media}"
     resample: bool = True
     final_norm: "bool | str" = False

@@ -11,11 +11,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import D_FF, D_MODEL, N_HEADS, N_LAYERS, build_tokenizer, spread_weights
+from conftest import D_FF, D_MODEL, N_HEADS, N_LAYERS, SENTENCES, SPECIALS, spread_weights
 
 MEDIA_FAMILIES = ["llava", "gemma3", "qwen2_audio"]
 IMAGE_FAMILIES = ["llava", "gemma3"]
 SAMPLING_RATE = 16000
+#: Words the media tokenizers know besides ``conftest.SENTENCES``': the colour lens' colours and
+#: control, nouns and category / label names of the protocol lens tests.
+MEDIA_WORDS = ["red", "green", "blue", "black", "white", "frisbee", "person", "sky", "grass", "bird", "car", "engine", "siren", "man"]
+
+
+def build_media_tokenizer():
+    """A word-level fast tokenizer over ``SENTENCES`` plus :data:`MEDIA_WORDS` that prepends
+    ``<bos>`` (``conftest.build_tokenizer`` with a larger vocabulary)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for s in SENTENCES for w in s.split()} | set(MEDIA_WORDS))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + words)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
 
 
 def _text_config(vocab: int, **kw):
@@ -29,7 +46,7 @@ def _text_config(vocab: int, **kw):
 def _tokenizer_with(tokens: list[str], attributes: dict[str, str] | None = None):
     from transformers import PreTrainedTokenizerFast
 
-    base = build_tokenizer()
+    base = build_media_tokenizer()
     core = base.backend_tokenizer
     core.add_special_tokens(tokens)
     return PreTrainedTokenizerFast(

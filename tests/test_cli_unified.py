@@ -151,7 +151,7 @@ def test_flores_codes_without_a_folder_name_both_ways(tmp_path, tiny_dir):
     [
         (["similarity", "--task", "arithmetic", "--skip-empty"], "error: --skip-empty does not apply to similarity --task arithmetic"),
         (["similarity", "--task", "arithmetic", "--flores-dir", "."], "error: --flores-dir does not apply to similarity --task arithmetic"),
-        (["similarity", "a.txt", "b.txt", "--media-pool", "last"], "error: --media-pool does not apply to similarity on parallel texts"),
+        (["similarity", "a.txt", "b.txt", "--media-pool", "mean"], "error: --media-pool does not apply to similarity on parallel texts"),
         (["similarity", "a.txt", "b.txt", "--data-seed", "3"], "error: --data-seed does not apply to similarity on parallel texts"),
         (["similarity", "p.csv", "--modality", "image", "--skip-empty"], "error: --skip-empty does not apply to similarity --modality image"),
         (["logit-lens", "--task", "arithmetic", "--lens-dtype", "bfloat16"], "error: --lens-dtype does not apply to logit-lens --task arithmetic"),

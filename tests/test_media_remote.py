@@ -71,3 +71,18 @@ def test_audio_lens_remote_equals_local(tmp_path, folders, server):
     hub("analyze", "logit-lens", *common, "--name", "remote", "--remote", "--ndif-host", server.url, "--timeout", "120")
     for table in ("logit_lens", "caption_words", "prompts"):
         assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
+
+
+def test_segmentation_media_lens_remote_equals_local(tmp_path, folders, server):
+    """The paper's segmentation lens (A14; ``hub analyze media-lens``): the trace body runs on the
+    server (plain torch), the per-category reductions here; the tables equal a local run's."""
+    from test_media_protocols import hub as hub_media
+    from test_media_protocols import write_segmentation
+
+    _, pairs, _ = write_segmentation(tmp_path)
+    common = ["analyze", "media-lens", "segmentation", pairs, "--model", folders["llava"], "--out", tmp_path, "--no-progress", "--no-plots", "--bootstrap", "20"]
+    for name, extra in (("local", []), ("remote", ["--remote", "--ndif-host", server.url, "--timeout", "120"])):
+        result = hub_media(*common, "--name", name, *extra)
+        assert result.exit_code == 0, result.output
+    for table in ("media_lens", "media_lens_summary", "prompts"):
+        assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table

@@ -113,7 +113,7 @@ def command(
     cogs_dir: tasks.CogsDir = None,
     cogs_split: tasks.CogsSplit = "test",
     modality: Annotated[str, typer.Option(help="text: INPUTS are parallel texts; image or audio: INPUTS is one pairs file (.csv/.jsonl, columns media and caption) and each medium is compared with its caption (an image/audio model, e.g. llava-hf/llava-1.5-7b-hf). docs/modalities.md.", rich_help_panel="Media")] = "text",
-    media_pool: Annotated[str, typer.Option(help="With --modality image|audio: mean over the medium's token positions, or its last one (--pool applies to the caption).", rich_help_panel="Media")] = "mean",
+    media_pool: Annotated[str, typer.Option(help="With --modality image|audio: last: the medium's last token position (the paper's code, A11: the last image patch of LLaVA with --media-template '{media}'); mean: the mean over its token positions (ours). --pool applies to the caption.", rich_help_panel="Media")] = "last",
     media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes, e.g. 'USER: {media}\\nASSISTANT:'.", rich_help_panel="Media")] = "{media}",
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
     *,
@@ -138,7 +138,7 @@ def command(
     check_layers(layers, "--layers")
     heatmap = heatmap_layer_value(heatmap_layer)
     task_given = {"--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*", "--cogs-split": cogs_split != "test"}
-    media_given = {"--media-pool": media_pool != "mean", "--media-template": media_template != "{media}", "--no-resample": not resample}
+    media_given = {"--media-pool": media_pool != "last", "--media-template": media_template != "{media}", "--no-resample": not resample}
     text_given = {"--flores-dir": flores_dir is not None, "--skip-empty": skip_empty}
     if modality != "text":  # media vs caption pairs: the same analysis, two "languages"
         from analyses import media_runs

@@ -35,6 +35,9 @@ TEXT_KEYS = ("input_ids", "attention_mask")
 #: Where a media prompt (``--media-template``) puts the medium; replaced by the model's own
 #: placeholder (:func:`placeholder`) when the prompt is encoded.
 MEDIA_SLOT = "{media}"
+#: A media prompt that starts with this is a user turn in the model's own chat template:
+#: ``chat:What is the color in the image?{media}`` (:func:`chat_prompt`).
+CHAT_PREFIX = "chat:"
 MEDIA_POOLS = ("mean", "last")
 
 
@@ -83,6 +86,36 @@ def media_positions(tokens: list[int], media_token_id: int) -> list[int]:
     return out
 
 
+def chat_prompt(model: "HubModel", text: str) -> str:
+    """A media prompt in the model's own chat template: one user turn whose content is the
+    text of ``text`` (after :data:`CHAT_PREFIX`) with the medium where ``{media}`` stands,
+    followed by the generation prompt (``processor.apply_chat_template(...,
+    add_generation_prompt=True)``), e.g. LLaVA-1.5-hf: ``USER: <image>\nWhat is in the image?
+    ASSISTANT:`` for ``chat:{media}\nWhat is in the image?``.
+
+    Returns:
+        the prompt text, with the processor's own placeholder for the medium.
+
+    Raises:
+        HubError: the processor has no chat template, or ``text`` has no or several
+            ``{media}``.
+    """
+    body = text[len(CHAT_PREFIX):] if text.startswith(CHAT_PREFIX) else text
+    if body.count(MEDIA_SLOT) != 1:
+        raise HubError(f"the chat media prompt must contain {MEDIA_SLOT} exactly once, got {text!r}")
+    processor = model.processor
+    if not getattr(processor, "chat_template", None):
+        raise HubError(f"{model.model_id!r} has no chat template in its processor; give the prompt as text, e.g. --media-template 'USER: {MEDIA_SLOT}\\nASSISTANT:'")
+    before, after = body.split(MEDIA_SLOT)
+    content: list[dict[str, str]] = []
+    if before:
+        content.append({"type": "text", "text": before})
+    content.append({"type": str(model.modality)})
+    if after:
+        content.append({"type": "text", "text": after})
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+
+
 def load_media(model: "HubModel", pair: MediaPair, resample: bool = True) -> Any:
     """Open ``pair.media`` for ``model``: a PIL image, or mono float32 audio at the feature
     extractor's sampling rate (resampled unless ``resample`` is off).
@@ -102,7 +135,9 @@ def encode_one(model: "HubModel", text: str, pair: MediaPair, resample: bool = T
 
     Args:
         text: the prompt; it must contain :data:`MEDIA_SLOT` (``{media}``) exactly once,
-            which becomes the model's :func:`placeholder` (e.g. ``<image>``).
+            which becomes the model's :func:`placeholder` (e.g. ``<image>``); with the
+            :data:`CHAT_PREFIX` ``chat:``, the rest is a user turn in the model's chat template
+            (:func:`chat_prompt`).
         pair: the medium.
 
     Returns:
@@ -118,7 +153,10 @@ def encode_one(model: "HubModel", text: str, pair: MediaPair, resample: bool = T
         raise HubError(f"{model.model_id!r} ({model.arch.family}) reads text only; image/audio pairs need an image or audio language model")
     if text.count(MEDIA_SLOT) != 1:
         raise HubError(f"the media prompt must contain {MEDIA_SLOT} exactly once (where the {model.modality} goes), got {text!r}")
-    text = text.replace(MEDIA_SLOT, placeholder(model))
+    if text.startswith(CHAT_PREFIX):
+        text = chat_prompt(model, text)
+    else:
+        text = text.replace(MEDIA_SLOT, placeholder(model))
     medium = load_media(model, pair, resample=resample)
     try:
         if model.modality == "image":

@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,15 @@ class MediaPair:
         caption: its text (e.g. ``"a red circle"``).
         line: line of the pairs file it came from (1-based, for error messages).
         source: the pairs file.
+        extra: the row's other non-empty columns (e.g. ``nouns``, ``mask``, ``labels`` of the
+            protocol lenses, :mod:`analyses.media_runs`), as text.
     """
 
     media: Path
     caption: str
     line: int
     source: Path
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def where(self) -> str:
         """``file:line`` of this pair, for messages."""
@@ -139,7 +142,11 @@ def read_pairs(path: Path, n: int | None = None) -> list[MediaPair]:
             file = path.parent / file
         if not file.is_file():
             raise HubError(f"{path}:{line}: media file {str(file)!r} does not exist (relative paths are read from {path.parent})")
-        pairs.append(MediaPair(media=file.resolve(), caption=caption.strip(), line=line, source=path))
+        extra = {}
+        for key, value in row.items():
+            if key not in (media_col, "caption") and key is not None and value is not None and str(value).strip():
+                extra[str(key)] = str(value).strip()
+        pairs.append(MediaPair(media=file.resolve(), caption=caption.strip(), line=line, source=path, extra=extra))
     return pairs
 
 
@@ -344,3 +351,193 @@ def write_demo(out: Path, modalities: tuple[str, ...] = MODALITIES, size: int = 
     if "image" in modalities:
         written["image"] = write_pairs(out / "images.csv", demo_images(out, size=size))
     return written
+
+
+# --------------------------------------------------------------------------- protocol inputs (paper-protocols.md A12-A14)
+
+#: The solid colours of the colour lens (A12, ``vision/logit_lens_color.py:33-39``): a
+#: ``torch.zeros(3, 256, 256)`` image with channel ``colors.index(c)`` set to 1 (black: none).
+SOLID_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "black": (0, 0, 0)}
+
+
+def write_solid_colours(out: Path, colours: tuple[str, ...] = tuple(SOLID_COLOURS), size: int = 256) -> Path:
+    """Write one solid ``size``×``size`` PNG per colour and a pairs file whose caption is the
+    colour's name (A12 of ``paper-protocols.md``).
+
+    Args:
+        out: folder (created); gets ``solid-<colour>.png`` and ``colours.csv``.
+        colours: names from :data:`SOLID_COLOURS`.
+        size: width and height in pixels (the paper: 256).
+
+    Returns:
+        the pairs file ``out/colours.csv`` (columns ``media,caption``).
+
+    Raises:
+        HubError: an unknown colour name.
+    """
+    image_mod = _need("PIL.Image", "making the solid-colour images")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for colour in colours:
+        if colour not in SOLID_COLOURS:
+            raise HubError(f"unknown solid colour {colour!r}; choose from {', '.join(SOLID_COLOURS)}")
+        name = f"solid-{colour}.png"
+        image_mod.new("RGB", (size, size), SOLID_COLOURS[colour]).save(out / name)
+        rows.append((name, colour))
+    return write_pairs(out / "colours.csv", rows)
+
+
+def read_label_mask(path: Path, where: str = "") -> Any:
+    """A segmentation mask as pixel ids, ``numpy.int64`` ``[H, W]`` (row ``y``, column ``x``).
+
+    An RGB(A) PNG is read as COCO panoptic ids, ``R + 256·G + 256²·B``
+    (``vision/logit_lens_segmentation.py:56``); a one-channel image (mode ``L``, ``I``,
+    ``I;16``, ``P``) as its values. Unlike the released code, which fills ``labels[x][y]``
+    (a ``(W, H)`` tensor whose flattening is column-major, paper-protocols.md A14 [BUG]), the
+    array is ``(H, W)``, so its row-major patches match the image tokens' order.
+
+    Raises:
+        HubError: a missing or unreadable file.
+    """
+    import numpy as np
+
+    image_mod = _need("PIL.Image", "reading segmentation masks")
+    at = f"{where}: " if where else ""
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"{at}mask file {str(path)!r} does not exist")
+    try:
+        with image_mod.open(path) as img:
+            img.load()
+            if img.mode in ("RGB", "RGBA"):
+                rgb = np.asarray(img.convert("RGB"), dtype=np.int64)
+                return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+            if img.mode == "P":
+                return np.asarray(img, dtype=np.int64)
+            return np.asarray(img.convert("I") if img.mode not in ("L", "I") else img, dtype=np.int64)
+    except (image_mod.UnidentifiedImageError, OSError, ValueError) as exc:
+        raise HubError(f"{at}{path} is not a readable mask image ({type(exc).__name__}: {exc})") from None
+
+
+def parse_segment_labels(text: str, where: str = "") -> dict[int, str]:
+    """The ``labels`` cell of a segmentation pairs file: ``"id:name;id:name"`` (pixel id of a
+    segment -> its category name), e.g. ``"3226956:person;6979964:dog"``.
+
+    Raises:
+        HubError: a part without ``:``, a non-integer id, or an empty name.
+    """
+    at = f"{where}: " if where else ""
+    out: dict[int, str] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        key, sep, name = part.partition(":")
+        if not sep or not key.strip().lstrip("-").isdigit() or not name.strip():
+            raise HubError(f"{at}labels entry {part!r} is not 'pixel_id:category name' (e.g. '3226956:person')")
+        out[int(key)] = name.strip()
+    return out
+
+
+def coco_caption_pairs(captions_json: Path, images_dir: Path, out_csv: Path, n: int | None = None) -> Path:
+    """A pairs file from COCO ``captions_val2017.json``: one (image, caption) pair per caption
+    annotation, in file order, the first ``n`` (paper-protocols.md A11/A13,
+    ``vision/similarity.py:18-33``; an image can occur in several pairs).
+
+    Image paths are written relative to ``out_csv``'s folder when possible.
+
+    Raises:
+        HubError: an unreadable JSON file.
+    """
+    import json
+    import os
+
+    try:
+        data = json.loads(Path(captions_json).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HubError(f"cannot read COCO captions {captions_json}: {exc}") from None
+    files = {image["id"]: image["file_name"] for image in data["images"]}
+    rows = []
+    for item in data["annotations"]:
+        if n is not None and len(rows) >= n:
+            break
+        media = Path(images_dir) / files[item["image_id"]]
+        rows.append((os.path.relpath(media.resolve(), Path(out_csv).resolve().parent), " ".join(item["caption"].split())))
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    return write_pairs(Path(out_csv), rows)
+
+
+def coco_panoptic_pairs(panoptic_json: Path, images_dir: Path, masks_dir: Path, out_csv: Path, n: int | None = None) -> Path:
+    """A segmentation pairs file from COCO ``panoptic_val2017.json``: the first ``n``
+    annotations, each with its image, its panoptic PNG (column ``mask``) and ``labels``
+    (segment pixel id -> category name), keeping only categories whose name has no ``-``
+    (paper-protocols.md A14, ``vision/logit_lens_segmentation.py:29-50``). The caption is the
+    image's category names joined by ``", "`` (only for display).
+
+    Raises:
+        HubError: an unreadable JSON file.
+    """
+    import json
+    import os
+
+    try:
+        data = json.loads(Path(panoptic_json).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HubError(f"cannot read COCO panoptic annotations {panoptic_json}: {exc}") from None
+    categories = {c["id"]: c["name"] for c in data["categories"] if "-" not in c["name"]}
+    files = {image["id"]: image["file_name"] for image in data["images"]}
+    base = Path(out_csv).resolve().parent
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["media", "caption", "mask", "labels"])
+        for idx, ann in enumerate(data["annotations"]):
+            if n is not None and idx >= n:
+                break
+            labels = {s["id"]: categories[s["category_id"]] for s in ann["segments_info"] if s["category_id"] in categories}
+            names = sorted(set(labels.values()))
+            writer.writerow([
+                os.path.relpath((Path(images_dir) / files[ann["image_id"]]).resolve(), base),
+                ", ".join(names) or "(none)",
+                os.path.relpath((Path(masks_dir) / ann["file_name"]).resolve(), base),
+                ";".join(f"{k}:{v}" for k, v in labels.items()),
+            ])
+    return out_csv
+
+
+def vggsound_pairs(csv_file: Path, wav_dir: Path, out_csv: Path, n: int | None = None) -> Path:
+    """A pairs file of VGGSound clips as the paper's audio scripts read them
+    (paper-protocols.md A15, ``audio/similarity.py:19-28``): the ``.wav`` files of ``wav_dir``
+    in ``os.listdir`` order (unsorted, as the code), the first ``n``; a clip's label is that of
+    its video id, ``file.rsplit(".", 1)[0].rsplit("_", 1)[0]``, in the header-less csv
+    ``video_id, start_seconds, label, split``. Also writes ``labels.txt`` beside ``out_csv``:
+    every label of the csv, sorted (the code's ``all_labels``; ``--labels`` of
+    ``hub analyze media-lens label-words``).
+
+    Raises:
+        HubError: an unreadable csv, or a clip whose video id is not in it.
+    """
+    import os
+
+    id2label: dict[str, str] = {}
+    try:
+        with Path(csv_file).open(newline="", encoding="utf-8") as fh:
+            for row in csv.reader(fh):
+                if len(row) >= 3:
+                    id2label[row[0]] = row[2]
+    except OSError as exc:
+        raise HubError(f"cannot read the VGGSound csv {csv_file}: {exc}") from None
+    wavs = [f for f in os.listdir(wav_dir) if f.endswith(".wav")]
+    if n is not None:
+        wavs = wavs[:n]
+    rows = []
+    for name in wavs:
+        video = name.rsplit(".", 1)[0].rsplit("_", 1)[0]
+        if video not in id2label:
+            raise HubError(f"{name}: video id {video!r} is not in {csv_file}")
+        rows.append((os.path.relpath((Path(wav_dir) / name).resolve(), Path(out_csv).resolve().parent), id2label[video]))
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    (out_csv.parent / "labels.txt").write_text("\n".join(sorted(set(id2label.values()))) + "\n", encoding="utf-8")
+    return write_pairs(out_csv, rows)
