@@ -443,25 +443,15 @@ def fig4_lines(summary: Any) -> Any:
     return pl.concat(parts) if parts else summary.with_columns(role=pl.lit(""))
 
 
-#: Fixed colours of languages (FLORES codes and ISO 639-1), so that a language has the same
-#: colour in every figure; others get a colour from a hash of their name.
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
-_FIXED = {"en": 0, "zh": 1, "es": 2, "fr": 3, "de": 4, "ru": 5, "ja": 6, "ko": 7, "ar": 8, "hi": 9, "pt": 10, "it": 11,
-          "vi": 12, "id": 13, "tr": 14, "sw": 15, "yo": 16, "unknown": 19}
-
-
 def language_color(language: str) -> str:
-    """The colour of ``language`` in every figure: fixed for the languages of the shared
-    FLORES subset (``zho_Hant`` is a lighter red than ``zho_Hans``), a stable hash otherwise."""
-    import hashlib
+    """The colour of ``language`` in every figure: :func:`hubclient.plots.series_colour` (the
+    project's fixed language colours, ``zho_Hans`` ~ ``zh``), trying the ISO 639-1 code of a
+    FLORES code the table lacks."""
+    from hubclient.plots import LANGUAGE_COLOURS, series_colour
 
-    if language == "zho_Hant":
-        return "#ff9896"
-    base = language if language in _FIXED else _base(language)
-    if base in _FIXED:
-        return _PALETTE[_FIXED[base]]
-    return _PALETTE[int(hashlib.sha256(language.encode()).hexdigest(), 16) % len(_PALETTE)]
+    if language.lower() not in LANGUAGE_COLOURS and _base(language) in LANGUAGE_COLOURS:
+        return series_colour(_base(language))
+    return series_colour(language)
 
 
 def language_lines(frame: Any, title: str, subtitle: str, y_title: str = "P(language)") -> Any:
@@ -470,7 +460,15 @@ def language_lines(frame: Any, title: str, subtitle: str, y_title: str = "P(lang
     import altair as alt
 
     languages = sorted(set(frame["language"]))
-    scale = alt.Scale(domain=languages, range=[language_color(x) for x in languages])
+    colours: list[str] = []
+    for language in languages:  # two languages that would share a colour get distinct ones
+        colour = language_color(language)
+        if colour in colours:
+            from hubclient.plots import PALETTE
+
+            colour = next((c for c in PALETTE if c not in colours), colour)
+        colours.append(colour)
+    scale = alt.Scale(domain=languages, range=colours)
     base = alt.Chart(frame).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"), color=alt.Color("language:N", scale=scale, title="language"))
     band = base.mark_area(opacity=0.15).encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q")
     tooltip = ["layer", "language", "role", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f"), "n"]
