@@ -387,7 +387,10 @@ class LanguageProbs(Analysis):
             "language_probs": language_lines(
                 shown,
                 title=f"Language probability by layer (logit lens, {norm}) · {model}",
-                subtitle=f"P(lang) = p_lens · M, M from {matrix} token {'counts' if matrix != 'wordfreq' else 'word frequencies'}; {how}; texts {counts}; band = 95% bootstrap CI; lines: input language, English, top other language of any layer",
+                subtitle=[
+                    f"P(lang) = p_lens · M, M from {matrix} token {'counts' if matrix != 'wordfreq' else 'word frequencies'}; {how}; texts {counts}",
+                    "solid: the input language; dashed: English; dotted: every language that is the top other language at some layer; band = 95% bootstrap CI over texts",
+                ],
             )
         }
 
@@ -456,7 +459,8 @@ def language_color(language: str) -> str:
 
 def language_lines(frame: Any, title: str, subtitle: str, y_title: str = "P(language)") -> Any:
     """Language probability by layer, one panel per input language, one line (and CI band)
-    per language in its fixed colour (:func:`language_color`), dashed for "top other"."""
+    per language in its fixed colour (:func:`language_color`); solid for the input language,
+    dashed for English, dotted for the top other languages (``role`` of :func:`fig4_lines`)."""
     import altair as alt
 
     languages = sorted(set(frame["language"]))
@@ -469,14 +473,15 @@ def language_lines(frame: Any, title: str, subtitle: str, y_title: str = "P(lang
             colour = next((c for c in PALETTE if c not in colours), colour)
         colours.append(colour)
     scale = alt.Scale(domain=languages, range=colours)
-    base = alt.Chart(frame).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"), color=alt.Color("language:N", scale=scale, title="language"))
-    band = base.mark_area(opacity=0.15).encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q")
+    base = alt.Chart(frame).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"))
+    legend = alt.Legend(symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3, symbolFillColor="transparent")
+    band = base.mark_area(opacity=0.15).encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", color=alt.Color("language:N", scale=scale, title="language", legend=legend))
     tooltip = ["layer", "language", "role", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f"), "n"]
     line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q"), tooltip=tooltip,
-        strokeDash=alt.StrokeDash("role:N", scale=alt.Scale(domain=["input", "English", "top other"], range=[[1, 0], [1, 0], [4, 3]]), title="role"),
+        y=alt.Y("mean:Q"), tooltip=tooltip, color=alt.Color("language:N", scale=scale, title="language", legend=legend),
+        strokeDash=alt.StrokeDash("role:N", scale=alt.Scale(domain=["input", "English", "top other"], range=[[1, 0], [6, 2], [2, 2]]), legend=None),
     )
-    chart = (band + line).properties(width=260, height=180)
+    chart = (band + line).properties(width=300, height=200)
     return chart.facet(facet=alt.Facet("input_language:N", title=None), columns=3).properties(title=alt.TitleParams(title, subtitle=subtitle))
 
 

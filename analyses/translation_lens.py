@@ -353,12 +353,12 @@ class TranslationLens(Analysis):
         model = model_label(run.manifest["model"]["model_id"])
         setting = options.get("setting", "text")
         if protocol == "wendler2024":
-            labels = {"input": "target-language word (prefix token set)", "translation": "English word (prefix token set)"}
-            y_title, what = "lens probability (sum over the token set)", f"Wendler et al. 2024 {setting}, last position"
+            labels = {"input": "target-language word", "translation": "English word"}
+            y_title, what = "lens probability (sum over the token set)", f"Wendler et al. 2024 {setting}, last position, sum over each word's prefix token set"
             summary = summary.filter(pl.col("layer") >= 1)
         elif protocol == "wu2024":
-            labels = {"input": "next Chinese token", "translation": f"English translation ({aggregate} over single-token first glosses)"}
-            y_title, what = "mean log-probability", "Wu et al. 2024 protocol: before each single-token jieba word, no BOS"
+            labels = {"input": "next Chinese token", "translation": f"English translation ({aggregate})"}
+            y_title, what = "mean log-probability", f"Wu et al. 2024 protocol: before each single-token jieba word, no BOS, {aggregate} over single-token first glosses, mean over all positions"
             summary = summary.filter(pl.col("layer") >= 1)
         else:
             labels = {"input": "next token (input language)", "translation": f"translation ({aggregate} over single-token translations)"}
@@ -371,8 +371,8 @@ class TranslationLens(Analysis):
         return {
             "translation_lens": ci_lines(
                 frame, color="kind", facet="panel",
-                title=f"Multilingual logit lens ({what}; {norm}) · {model}",
-                subtitle="mean by layer; band = 95% bootstrap CI over texts",
+                title=f"Multilingual logit lens · {model}",
+                subtitle=[f"{what}; {norm}", "mean by layer; band = 95% bootstrap CI over texts"],
                 y_title=y_title,
             )
         }
