@@ -522,3 +522,20 @@ def test_cli_wendler_translation_end_to_end(tmp_path, tiny_dir):
     first = prompts.sort("prompt")["text"][0]
     assert first.count("\n") == 4 and first.endswith('Deutsch: "paris" - Français: "')
     assert (tmp_path / "out" / "t" / "plots" / "translation_lens.png").is_file()
+
+
+@pytest.mark.gemma
+def test_gemma_wu2024_equals_the_papers_computation(tmp_path, gemma, flores_dir):
+    from analyses.language_probs import read_flores
+
+    texts = read_flores(flores_dir, "zho_Hans", 2)
+    analysis = TranslationLens(TranslationOptions(directions=["zh-en"] * 2, protocol="wu2024", aggregate="max", final_norm="last"))
+    run = run_analysis(analysis, texts, RunConfig(out=tmp_path, batch_size=2, progress=False), model=gemma)
+    table = run.table("translation_lens")
+    for i, text in enumerate(texts):
+        assert analysis.targets[i], "some FLORES words are single tokens with a single-token first gloss"
+        for t in analysis.targets[i]:  # the word after the read position is one token of one jieba word
+            assert gemma.tokenizer.decode(t.input_ids) == t.word
+        for (position, layer), (p_in, p_max, _) in _reference_wu(gemma, text, analysis.targets[i]).items():
+            got = table.filter((pl.col("prompt") == i) & (pl.col("position") == position) & (pl.col("layer") == layer)).sort("kind")
+            assert got["log_probability"].to_list() == pytest.approx([p_in, p_max], rel=1e-3, abs=1e-3)
