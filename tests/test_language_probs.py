@@ -404,3 +404,35 @@ def test_fig4_lines_keep_input_english_and_top_other():
     assert dict(zip(shown["language"], shown["role"]))["zho_Hans"] == "input"
     assert match_column("zh", ["eng_Latn", "zho_Hans"]) == "zho_Hans" and match_column("en", ["en", "zh"]) == "en"
     assert language_color("zh") == language_color("zho_Hans") != language_color("eng_Latn") == language_color("en")
+
+
+def test_hf_corpus_reads_configs_in_order(monkeypatch):
+    import datasets
+
+    from analyses.language_probs import read_hf_corpus
+    from hubclient.errors import HubError
+
+    calls = []
+
+    def fake(name, config, split, streaming):
+        calls.append((name, config, split, streaming))
+        if config == "xx":
+            raise ValueError("BuilderConfig 'xx' not found")
+        return iter([{"text": f"{config} doc {i}"} for i in range(5)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    corpus = read_hf_corpus("allenai/c4", ["en", "zh"], docs=3)
+    assert corpus == {"en": ["en doc 0", "en doc 1", "en doc 2"], "zh": ["zh doc 0", "zh doc 1", "zh doc 2"]}
+    assert calls[0] == ("allenai/c4", "en", "train", True)
+    with pytest.raises(HubError, match="cannot read Hugging Face dataset 'allenai/c4' config 'xx'"):
+        read_hf_corpus("allenai/c4", ["xx"])
+
+
+def test_cli_no_final_norm_with_the_paper_protocol(tmp_path, tiny_dir):
+    (tmp_path / "en.txt").write_text("the cat sat\n", encoding="utf-8")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("the cat sat\n", encoding="utf-8")
+    result = _hub(tiny_dir("llama"), tmp_path / "out", str(tmp_path / "en.txt"), "--matrix", f"folder:{corpus}", "--protocol", "wu2024", "--no-final-norm", "--name", "o", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert __import__("json").loads((tmp_path / "out" / "o" / "manifest.json").read_text())["options"]["final_norm"] is False

@@ -64,7 +64,8 @@ def command(
     """
     if protocol not in ("hub", "wu2024"):
         raise HubError(f"unknown --protocol {protocol!r}; use wu2024 (the paper's code) or hub")
-    final_norm = opt.final_norm_option(final_norm_value or ("last" if protocol == "wu2024" else "on"), no_final_norm)
+    default_norm = "on" if no_final_norm or protocol != "wu2024" else "last"  # --no-final-norm alone means off
+    final_norm = opt.final_norm_option(final_norm_value or default_norm, no_final_norm)
     if matrix not in MATRIX_SOURCES and not matrix.startswith(("folder:", "hf:")):
         raise HubError(f"unknown --matrix {matrix!r}; use flores, folder:PATH, hf:NAME or wordfreq")
     opt.reject(f"language-probs --matrix {matrix} (--languages chooses wordfreq lists)", {"--languages": matrix != "wordfreq" and bool(languages)})

@@ -68,7 +68,8 @@ def command(
     """
     if protocol not in PROTOCOLS:
         raise HubError(f"unknown --protocol {protocol!r}; use wu2024, wendler2024 or hub")
-    final_norm = opt.final_norm_option(final_norm_value or ("last" if protocol == "wu2024" else "on"), no_final_norm)
+    default_norm = "on" if no_final_norm or protocol != "wu2024" else "last"  # --no-final-norm alone means off
+    final_norm = opt.final_norm_option(final_norm_value or default_norm, no_final_norm)
     if aggregate not in (None, "sum", "max"):
         raise HubError(f"unknown --aggregate {aggregate!r}; use max or sum")
     combine = aggregate or ("max" if protocol == "wu2024" else "sum")
