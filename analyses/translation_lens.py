@@ -361,9 +361,9 @@ class TranslationLens(Analysis):
             y_title, what = "mean log-probability", f"Wu et al. 2024 protocol: before each single-token jieba word, no BOS, {aggregate} over single-token first glosses, mean over all positions"
             summary = summary.filter(pl.col("layer") >= 1)
         else:
-            labels = {"input": "next token (input language)", "translation": f"translation ({aggregate} over single-token translations)"}
+            labels = {"input": "next token (input language)", "translation": f"translation ({aggregate})"}
             y_title = "lens probability"
-            what = "hub cloze setting, last position" if setting == "cloze" else "hub protocol: next word at each position"
+            what = "hub cloze setting, last position" if setting == "cloze" else f"hub protocol: next word at each position, {aggregate} over its single-token translations"
         frame = summary.with_columns(
             kind=pl.col("kind").replace_strict(labels),
             panel=pl.format("{} · {} texts, {} positions", pl.col("direction"), pl.col("n"), pl.col("n_positions")),
