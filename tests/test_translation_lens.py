@@ -349,12 +349,12 @@ def test_wu2024_positions_follow_cut_off_text(tiny_hub_model):
     assert wu2024_targets("xy", Bytes(), chars) is None
 
 
-def _reference_wu(model, text, targets):
+def _reference_wu(model, text, targets, bos=False):
     """The semantic hub code's segment_text, independently: no BOS, hidden_states[l] @ W_U^T
     (raw) below L and the model's logits at L, log_softmax; per (position, layer): log p(next),
     max log p(translation), log sum p(translation)."""
     hf = model.torch_model
-    enc = model.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    enc = model.tokenizer(text, return_tensors="pt", add_special_tokens=bos)
     with torch.no_grad():
         out = hf(**enc, output_hidden_states=True)
         w = hf.get_output_embeddings().weight
@@ -395,6 +395,20 @@ def test_wu2024_log_probabilities_max_and_sum_equal_the_papers_computation(tmp_p
         row = summary.filter((pl.col("kind") == "translation") & (pl.col("layer") == layer))
         assert row["mean"][0] == pytest.approx(np.mean(values), rel=1e-6)
         assert row["ci_low"][0] <= row["mean"][0] <= row["ci_high"][0] and row["n"][0] == 2
+
+
+def test_wu2024_bos_variant_keeps_bos_and_shifts_positions(tmp_path, tiny_hub_model):
+    model = tiny_hub_model("llama")
+    texts = ["the cat sat on the mat"]
+    dictionary = {"zh-en": from_pairs("zh", "en", WU_PAIRS, segmenter=whitespace_words)}
+    plain = _wu("max")
+    plain.prepare(model, texts, [model.tokenizer(texts[0])["input_ids"]])
+    analysis = TranslationLens(TranslationOptions(directions=["zh-en"], protocol="wu2024", aggregate="max", final_norm="last", bos=True), dictionaries=dictionary)
+    table = run_analysis(analysis, texts, RunConfig(out=tmp_path, progress=False), model=model).table("translation_lens")
+    assert [t.position for t in analysis.targets[0]] == [t.position + 1 for t in plain.targets[0]]  # BOS in front
+    for (position, layer), (p_in, p_max, _) in _reference_wu(model, texts[0], analysis.targets[0], bos=True).items():
+        got = table.filter((pl.col("position") == position) & (pl.col("layer") == layer)).sort("kind")
+        assert got["log_probability"].to_list() == pytest.approx([p_in, p_max], rel=1e-5, abs=1e-6)
 
 
 def test_wu2024_rejects_en_zh():

