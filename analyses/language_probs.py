@@ -137,7 +137,7 @@ def read_hf_corpus(name: str, languages: list[str], docs: int = PAPER_DOCS, spli
     try:
         from datasets import load_dataset
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
-        raise HubError("--matrix hf:NAME needs the datasets package") from exc
+        raise HubError("--matrix hf:NAME needs the datasets package: pip install 'hub[hf]'") from exc
     out: dict[str, list[str]] = {}
     for language in languages:
         try:
