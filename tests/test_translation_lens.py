@@ -553,3 +553,17 @@ def test_gemma_wu2024_equals_the_papers_computation(tmp_path, gemma, flores_dir)
         for (position, layer), (p_in, p_max, _) in _reference_wu(gemma, text, analysis.targets[i]).items():
             got = table.filter((pl.col("prompt") == i) & (pl.col("position") == position) & (pl.col("layer") == layer)).sort("kind")
             assert got["log_probability"].to_list() == pytest.approx([p_in, p_max], rel=1e-3, abs=1e-3)
+
+
+def test_shared_wendler_lists_build_the_notebooks_prompts():
+    from analyses.translation_lens import wendler_cloze_prompts, wendler_translation_prompts
+
+    folder = SHARED_DATA / "latent-language-words"
+    if not (folder / "zh" / "clean.csv").is_file():
+        pytest.skip(f"Wendler et al. word lists not found at {folder}")
+    cloze, words = wendler_cloze_prompts(folder, "zh")
+    assert len(cloze) == 139 and cloze[0].count("\n") == 2 and cloze[0].endswith('答案: "')
+    translation, pairs = wendler_translation_prompts(folder, "fr", "zh")
+    assert len(translation) == 118 and all(p.count("\n") == 4 for p in translation)
+    assert translation[0].startswith("Français: ") and translation[0].endswith(' - 中文: "')
+    assert all(english.lower() not in word.lower() for word, english, _ in pairs)
