@@ -140,7 +140,7 @@ def test_language_probs_detach_then_collect_equals_local(tiny_dir, server, tmp_p
 
 
 def _language_probs_cli_args(model: str, out: Path, name: str, files: dict[str, Path]) -> list[str]:
-    args = ["analyze", "language-probs", "--model", model, "--batch-size", "2", "--out", str(out), "--name", name, "--no-progress"]
+    args = ["analyze", "language-probs", "--model", model, "--batch-size", "2", "--out", str(out), "--name", name, "--no-progress", "--matrix", "wordfreq"]
     for lang, path in files.items():
         args += ["--lang", f"{lang}={path}"]
     return args

@@ -74,7 +74,7 @@ def test_similarity_files_and_codes_with_env(tmp_path, tiny_dir, flores_dir):
 
 def test_language_probs_files_and_codes_with_env(tmp_path, tiny_dir, flores_dir):
     en = write_file(tmp_path / "en.txt", flores_lines(flores_dir, "eng_Latn", 2))
-    result = hub("analyze", "language-probs", en, "fra_Latn", "--n", 2, "--positions", "last", "--model", tiny_dir("llama"),
+    result = hub("analyze", "language-probs", en, "fra_Latn", "--n", 2, "--positions", "last", "--model", tiny_dir("llama"), "--matrix", "wordfreq",
                  "--out", tmp_path, "--name", "l", "--no-progress", "--no-plots", env={"HUB_FLORES_DIR": str(flores_dir)})
     assert result.exit_code == 0, result.output
     table = pl.read_parquet(tmp_path / "l" / "language_probs.parquet")

