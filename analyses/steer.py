@@ -8,12 +8,20 @@ each vector × layer × coefficient, ``--batch-size`` rows per ``generate`` call
 (:class:`hubclient.exec.edits.GenerateWithEdits`). Both run locally or on NDIF (``--remote``,
 ``--detach``) like every analysis.
 
+Other vectors: ``--vector unembed:A,B`` is ``W_U[a] − W_U[b]`` (first tokens; paper-protocols.md
+A18-A20, :func:`unembedding_vector`), ``[1, d_model]``, read from the local weights.
+``--protocol wu2024`` is the semantic hub sentiment steering (A16; the CLI builds its prompts,
+pairs and defaults, :func:`paper_layer` its layer); ``--seeds`` samples every unit once per seed
+through :class:`hubclient.exec.sampling.TLSampler`; ``--task range-calls`` is A18
+(:mod:`hubclient.inputs.tasks.range_calls`, scored in :func:`range_call_tables`).
+
 Pooling rule (ActAdd): ``V_l`` keeps one row per token position: the two contrast prompts are
 aligned from the start (BOS included) and the shorter is padded at its end with the space
 token (the pad token where a space is no single token), so ``V_l`` is ``[k, d_model]``.
 ``--positions first`` adds ``c · V_l[i]`` at prompt position ``i`` (``i < k``; ActAdd's
 front injection, as in Wu et al. 2024 Sec. 6); ``--positions N`` adds the same rows from prompt
-position ``N`` on; ``--positions all`` adds ``c · V_l[k-1]`` (the difference at the contrast
+position ``N`` on; ``--positions last`` adds ``c · V_l[k-1]`` at each prompt's last token (A18);
+``--positions all`` adds ``c · V_l[k-1]`` (the difference at the contrast
 prompts' last token) at every position of the prompt and of every generated token. Prompts
 shorter than the rows to add are an error.
 
@@ -21,13 +29,18 @@ Reduces: each continuation's text; its sentiment P(positive) from a classifier
 (:mod:`hubclient.inputs.sentiment`, held-out accuracy per language in the manifest); and a
 model-internal score needing no classifier, the next-token log-probability difference between
 positive and negative word sets at the first generated position,
-``s = log sum_{t in P} p(t) - log sum_{t in N} p(t)`` (with the steering applied).
+``s = log sum_{t in P} p(t) - log sum_{t in N} p(t)`` (with the steering applied; the tokens of
+the steering words themselves are left out of P and N, :func:`steering_word_ids`); with
+``--perplexity self`` / ``--relevance self`` the continuation's perplexity and its relevance to
+the prompt under the model itself, unsteered (A16's measures with the model as reference).
 
 Stores: ``generations.parquet`` (one row per prompt × condition: unsteered rows have
 ``steered = false``), ``side_by_side.parquet`` (each steered continuation next to the same
 prompt's unsteered one, with the differences), ``effects.parquet`` (per language, vector,
 layer, coefficient: mean score changes), plots ``steer_internal`` and ``steer_sentiment``
-(layer × coefficient heatmaps of the mean change), manifest.
+(layer × coefficient heatmaps of the mean change), with ``--seeds`` ``seed_summary.parquet``
+(means over seeds, ``np.std``, 95% t CI) and plot ``steer_seeds``, with ``--task range-calls``
+``range_items.parquet`` / ``range_calls.parquet`` and plot ``steer_range_calls``, manifest.
 """
 
 from __future__ import annotations
@@ -58,7 +71,15 @@ NEGATIVE_WORDS = [
 
 @dataclass
 class SteerOptions:
-    """Options of ``hub intervene steer`` (see the module docstring)."""
+    """Options of ``hub intervene steer`` (see the module docstring).
+
+    The fields after ``classifier``: ``pair_languages`` (language of each contrast pair; then
+    non-English pairs steer only prompts of their language), ``unembed`` (``"A,B"`` specs),
+    ``seeds`` (e.g. ``"0:9"``: the per-row seeded sampler), ``top_p`` / ``freq_penalty`` (its
+    settings), ``exclude_steering_words``, ``perplexity`` / ``relevance`` (``self`` or
+    ``none``), ``task`` (``range-calls``), ``protocol`` (``wu2024``, recorded). ``layers`` may be
+    ``"wu2024"`` (:func:`paper_layer`).
+    """
 
     positive: list[str] = field(default_factory=lambda: ["Good"])
     negative: list[str] = field(default_factory=lambda: ["Bad"])
@@ -620,9 +641,10 @@ class Steer(GenerateWithEdits):
         lines.append(f"  best: layer {best['layer']} coeff {best['coeff']:g}, Δ {best['delta']:+.3f}")
         if (run.path / "seed_summary.parquet").is_file():
             seeds = run.table("seed_summary")
-            lines.append("P(pos) − P(neg) over seeds (mean [95% CI], N prompts):")
+            lines.append("P(pos) − P(neg) over seeds (mean [95% CI]; steered rows: Δ vs unsteered, paired by seed):")
             for r in seeds.iter_rows(named=True):
-                lines.append(f"  {r['language']} {r['condition']}: {r['sentiment_diff']:+.3f} [{r['sentiment_diff_lo']:+.3f}, {r['sentiment_diff_hi']:+.3f}] (n={r['n_prompts']}, {r['n_seeds']} seeds)")
+                delta = "" if r["delta_sentiment_diff"] is None else f"; Δ {r['delta_sentiment_diff']:+.3f} [{r['delta_sentiment_diff_lo']:+.3f}, {r['delta_sentiment_diff_hi']:+.3f}]"
+                lines.append(f"  {r['language']} {r['condition']}: {r['sentiment_diff']:+.3f} [{r['sentiment_diff_lo']:+.3f}, {r['sentiment_diff_hi']:+.3f}]{delta} (n={r['n_prompts']}, {r['n_seeds']} seeds)")
         if (run.path / "range_calls.parquet").is_file():
             rates = run.table("range_calls")
             if rates.height == 0:
@@ -693,6 +715,10 @@ def _t_interval(values: list[float]) -> tuple[float, float, float, float]:
     return mean, float(a.std()), mean - half, mean + half
 
 
+#: The measures of the A16 report.
+MEASURES = ("sentiment_diff", "perplexity", "relevance", "internal_score")
+
+
 def seed_summary(gen: Any) -> Any:
     """A16's report (``intervention_organize.py``): per language × condition (unsteered = the
     c=0 baseline, each vector × layer × coefficient) and seed, the mean over prompts of
@@ -703,7 +729,10 @@ def seed_summary(gen: Any) -> Any:
     Returns:
         polars rows ``language, condition, vector, layer, coeff, n_prompts, n_seeds`` and for
         each measure ``m`` in ``sentiment_diff, perplexity, relevance, internal_score``:
-        ``m, m_std, m_lo, m_hi``.
+        ``m, m_std, m_lo, m_hi``, and ``delta_m, delta_m_lo, delta_m_hi``: the mean over seeds
+        of (steered − unsteered) per-seed means of the same language, with its 95% t CI (the
+        paired comparison; ``None`` for the unsteered row). The internal score is read before
+        anything is sampled, so it does not vary over seeds (its CI has width 0).
     """
     import math
 
@@ -715,24 +744,39 @@ def seed_summary(gen: Any) -> Any:
     )
     keys = ["language", "condition", "vector", "layer", "coeff"]
     records = []
+    by_seed: dict[tuple[Any, Any], dict[str, dict[Any, float]]] = {}
     for key, group in frame.group_by(keys, maintain_order=True):
         record = dict(zip(keys, key))
         kept = group.filter(pl.col("nonempty"))
         record["n_prompts"] = int(group["prompt"].n_unique())
         record["n_seeds"] = int(group["seed"].n_unique())
-        for measure in ("sentiment_diff", "perplexity", "relevance", "internal_score"):
-            per_seed = []
+        means: dict[str, dict[Any, float]] = {}
+        for measure in MEASURES:
+            per_seed = {}
             source = group if measure == "internal_score" else kept
-            for _, g in source.group_by("seed", maintain_order=True):
+            for (seed,), g in source.group_by("seed", maintain_order=True):
                 values = []
                 for v in g[measure].to_list():
                     if v is not None and math.isfinite(v):
                         values.append(v)
                 if values:
-                    per_seed.append(sum(values) / len(values))
-            mean, std, lo, hi = _t_interval(per_seed)
+                    per_seed[seed] = sum(values) / len(values)
+            means[measure] = per_seed
+            mean, std, lo, hi = _t_interval(list(per_seed.values()))
             record.update({measure: mean, f"{measure}_std": std, f"{measure}_lo": lo, f"{measure}_hi": hi})
+        by_seed[(record["language"], record["vector"])] = means
         records.append(record)
+    for record in records:  # paired by seed: steered − unsteered of the same language
+        base = by_seed.get((record["language"], None))
+        for measure in MEASURES:
+            deltas = []
+            if record["vector"] is not None and base is not None:
+                mine = by_seed[(record["language"], record["vector"])][measure]
+                for seed, value in mine.items():
+                    if seed in base[measure]:
+                        deltas.append(value - base[measure][seed])
+            mean, _, lo, hi = _t_interval(deltas) if deltas else (None, None, None, None)
+            record.update({f"delta_{measure}": mean, f"delta_{measure}_lo": lo, f"delta_{measure}_hi": hi})
     return pl.DataFrame(records).sort("language", "vector", "layer", "coeff", nulls_last=False)
 
 

@@ -306,6 +306,13 @@ def test_seed_summary_is_the_mean_over_seeds_of_prompt_means():
     ppl = [np.mean([r["perplexity"] for r in rows if r["steered"] and r["seed"] == s and r["continuation"] and np.isfinite(r["perplexity"])]) for s in range(4)]
     assert steered["perplexity"] == pytest.approx(np.mean(ppl))  # inf dropped as the reporter does
     assert steered["n_prompts"] == 3 and steered["n_seeds"] == 4
+    base = []
+    for seed in range(4):
+        base.append(np.mean([r["sentiment_diff"] for r in rows if not r["steered"] and r["seed"] == seed]))
+    paired = np.array(per_seed) - np.array(base)
+    assert steered["delta_sentiment_diff"] == pytest.approx(paired.mean())
+    assert steered["delta_sentiment_diff_lo"] == pytest.approx(paired.mean() - 3.182 * paired.std(ddof=1) / 2, rel=1e-3)
+    assert out.filter(pl.col("vector").is_null())["delta_sentiment_diff"][0] is None
 
 
 def test_protocol_prompts_are_the_seed_0_sample_with_the_prefix():
@@ -374,3 +381,13 @@ def test_cli_unembed_vector_with_seeds_and_range_task(tmp_path, tiny_dir):
     assert gen.height == 3 and gen["prompt_text"][0] == "for i in range("
     bad = CliRunner().invoke(app, ["intervene", "steer", "--task", "range-calls", "--mbpp", str(mbpp), "--prompt", "x", "--vector", "unembed:cat,dog", *common])
     assert bad.exit_code == 2 and "--prompt does not apply" in bad.output
+
+
+def test_wu2024_pairs_and_layer():
+    from analyses.cli.steer import wu2024_pairs
+    from analyses.steer import paper_layer
+
+    pos, neg, langs = wu2024_pairs(["chinese", "spanish"])
+    assert list(zip(pos, neg, langs)) == [("Good", "Bad", "english"), ("Bad", "Good", "english"), ("好", "坏", "chinese"),
+                                          ("坏", "好", "chinese"), ("Bueno", "Malo", "spanish"), ("Malo", "Bueno", "spanish")]
+    assert paper_layer(32) == 17 and paper_layer(18) == 10  # TL resid_pre 17 = hub layer 17 on 32 layers

@@ -166,7 +166,7 @@ class CharNgramClassifier:
             "method": f"scikit-learn TfidfVectorizer(char_wb, 1-4) + LogisticRegression, {' vs '.join(self.labels)}",
             "trained_on": self.trained_on,
             "heldout_accuracy": self.accuracy,
-            "heldout_split": "test.csv (positive/negative rows; never trained on)",
+            "heldout_split": f"test.csv ({'/'.join(self.labels)} rows; never trained on)",
         }
 
 
