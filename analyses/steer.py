@@ -912,7 +912,7 @@ def _range_chart(rates: Any) -> Any:
         long.append(rates.select("vector", "layer", "coeff", "n", share=pl.col(outcome), lo=pl.col(f"{outcome}_lo"), hi=pl.col(f"{outcome}_hi"), outcome=pl.lit(outcome)))
     frame = pl.concat(long).with_columns(panel=pl.format("{} · layer {}", pl.col("vector"), pl.col("layer")))
     colours = alt.Scale(domain=["correct", "unchanged", "other"], range=["#2ca02c", "#7f7f7f", "#d62728"])
-    base = alt.Chart(frame).encode(x=alt.X("coeff:Q", title="coefficient c"), color=alt.Color("outcome:N", scale=colours, title=None))
+    base = alt.Chart(frame).encode(x=alt.X("coeff:Q", title="coefficient c (log scale)", scale=alt.Scale(type="log")), color=alt.Color("outcome:N", scale=colours, title=None))
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title="share of items", axis=alt.Axis(format="%")), y2="hi:Q")
     line = base.mark_line(point=True).encode(y="share:Q", tooltip=["panel", "coeff", "outcome", "n", alt.Tooltip("share:Q", format=".1%")])
     return (band + line).properties(width=320, height=200).facet(facet=alt.Facet("panel:N", title=None), columns=2).properties(
