@@ -652,7 +652,7 @@ class Steer(GenerateWithEdits):
             else:
                 lines.append("range(x) -> range(0, x) by strength (% of kept items):")
             for r in rates.iter_rows(named=True) if rates.height else []:
-                lines.append(f"  layer {r['layer']} c {r['coeff']:g}: correct {r['correct']:.1%} [{r['correct_lo']:.1%}, {r['correct_hi']:.1%}], unchanged {r['unchanged']:.1%}, other {r['other']:.1%} (n={r['n']})")
+                lines.append(f"  {r['vector']} layer {r['layer']} c {r['coeff']:g}: correct {r['correct']:.1%} [{r['correct_lo']:.1%}, {r['correct_hi']:.1%}], unchanged {r['unchanged']:.1%}, other {r['other']:.1%} (n={r['n']})")
         return "\n".join(lines)
 
     @classmethod
