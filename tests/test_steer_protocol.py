@@ -391,3 +391,28 @@ def test_wu2024_pairs_and_layer():
     assert list(zip(pos, neg, langs)) == [("Good", "Bad", "english"), ("Bad", "Good", "english"), ("好", "坏", "chinese"),
                                           ("坏", "好", "chinese"), ("Bueno", "Malo", "spanish"), ("Malo", "Bueno", "spanish")]
     assert paper_layer(32) == 17 and paper_layer(18) == 10  # TL resid_pre 17 = hub layer 17 on 32 layers
+
+
+def test_transformers_classifier_by_path_equals_a_direct_softmax(tmp_path):
+    import transformers as tf
+
+    from conftest import build_tokenizer
+    from hubclient.errors import HubError
+    from hubclient.inputs.sentiment import load_classifier
+
+    tok = build_tokenizer()
+    config = tf.BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                           num_labels=3, id2label={0: "positive", 1: "neutral", 2: "negative"}, label2id={"positive": 0, "neutral": 1, "negative": 2})
+    torch.manual_seed(0)
+    model = tf.BertForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    clf = load_classifier(f"hf:{tmp_path / 'clf'}", None)
+    texts = ["the cat sat on the mat", "a dog ran"]
+    with torch.no_grad():
+        p = model(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1).numpy()
+    np.testing.assert_allclose(clf.positive_minus_negative(texts), p[:, 0] - p[:, 2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(clf.positive_probability(texts), p[:, 0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(p[:, 0] - p[:, 2], p[:, 2] - p[:, 0])  # the sign is testable
+    with pytest.raises(HubError, match="no such folder"):
+        load_classifier(f"hf:{tmp_path / 'missing'}", None)

@@ -76,7 +76,7 @@ def command(
     positive_words: Annotated[Optional[str], typer.Option(help="Comma-separated positive words for the internal score (default: built-in English/Spanish/Chinese list).", rich_help_panel="Scores")] = None,
     negative_words: Annotated[Optional[str], typer.Option(help="Comma-separated negative words for the internal score.", rich_help_panel="Scores")] = None,
     include_steering_words: Annotated[bool, typer.Option("--include-steering-words", help="Let the internal score count the tokens of the steering words themselves (left out by default).", rich_help_panel="Scores")] = False,
-    classifier: Annotated[Optional[str], typer.Option(help="Sentiment classifier: char-ngram (binary, trained on --sentiment-data), char-ngram3 (positive/neutral/negative), none, or module:attribute [default: char-ngram; --protocol wu2024: char-ngram3].", rich_help_panel="Scores")] = None,
+    classifier: Annotated[Optional[str], typer.Option(help="Sentiment classifier: char-ngram (binary, trained on --sentiment-data), char-ngram3 (positive/neutral/negative), hf:PATH (a local transformers sequence classifier with pos…/neg… labels, e.g. the paper's distilbert-base-multilingual-cased-sentiments-student), none, or module:attribute [default: char-ngram; --protocol wu2024: char-ngram3].", rich_help_panel="Scores")] = None,
     perplexity: Annotated[Optional[str], typer.Option(help="self: perplexity of each continuation under the model itself, unsteered; none [--protocol wu2024: self].", rich_help_panel="Scores")] = None,
     relevance: Annotated[Optional[str], typer.Option(help="self: cosine of mean final hidden states of prompt and continuation under the model itself; none [--protocol wu2024: self].", rich_help_panel="Scores")] = None,
     *,

@@ -170,9 +170,75 @@ class CharNgramClassifier:
         }
 
 
+@dataclass
+class TransformersClassifier:
+    """A transformers sequence classifier from a local folder (``--classifier hf:PATH``), used
+    as the paper uses ``lxyuan/distilbert-base-multilingual-cased-sentiments-student``
+    (``multilingual/intervention.py:44-54``): softmax over the labels, truncation to the model's
+    length, ``P(pos)`` / ``P(neg)`` the labels whose name starts with ``pos`` / ``neg``
+    (case-insensitive). Runs on the CPU, 16 texts a batch.
+
+    Attributes:
+        path: the folder (``config.json``, weights, tokenizer).
+        model / tokenizer: the loaded transformers objects.
+    """
+
+    path: str
+    model: Any = None
+    tokenizer: Any = None
+
+    @classmethod
+    def load(cls, path: str) -> "TransformersClassifier":
+        """Load from ``path``.
+
+        Raises:
+            HubError: a missing folder, or labels without a ``pos…`` and a ``neg…`` one.
+        """
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not Path(path).is_dir():
+            raise HubError(f"--classifier hf:{path}: no such folder; give a local transformers classifier folder")
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        names = [str(model.config.id2label[i]).lower() for i in range(model.config.num_labels)]
+        if not any(n.startswith("pos") for n in names) or not any(n.startswith("neg") for n in names):
+            raise HubError(f"--classifier hf:{path}: its labels {names} have no pos…/neg… label")
+        return cls(path=path, model=model, tokenizer=AutoTokenizer.from_pretrained(path))
+
+    def _probs(self, texts: list[str]) -> Any:
+        import numpy as np
+        import torch
+
+        out = []
+        for start in range(0, len(texts), 16):
+            batch = self.tokenizer(list(texts[start : start + 16]), return_tensors="pt", padding=True, truncation=True)
+            with torch.no_grad():
+                out.append(self.model(**batch).logits.float().softmax(-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.num_labels))
+
+    def _index(self, prefix: str) -> int:
+        for i in range(self.model.config.num_labels):
+            if str(self.model.config.id2label[i]).lower().startswith(prefix):
+                return i
+        raise HubError(f"no {prefix}… label")  # pragma: no cover - checked in load
+
+    def positive_probability(self, texts: list[str]) -> Any:
+        """``P(pos)`` per text, ``[len(texts)]``."""
+        return self._probs(texts)[:, self._index("pos")]
+
+    def positive_minus_negative(self, texts: list[str]) -> Any:
+        """``P(pos) − P(neg)`` per text, ``[len(texts)]`` in [−1, 1]."""
+        p = self._probs(texts)
+        return p[:, self._index("pos")] - p[:, self._index("neg")]
+
+    def describe(self) -> dict[str, Any]:
+        """Manifest record: the folder and the labels."""
+        return {"name": "hf", "path": self.path, "labels": [str(self.model.config.id2label[i]) for i in range(self.model.config.num_labels)]}
+
+
 def load_classifier(spec: str, data: Path | None) -> SentimentClassifier | None:
     """Resolve ``--classifier``: ``char-ngram`` (default), ``char-ngram3`` (three labels),
-    ``none``, or ``module:attribute``.
+    ``hf:PATH`` (a local transformers classifier, :class:`TransformersClassifier`), ``none``, or
+    ``module:attribute``.
 
     Raises:
         HubError: ``char-ngram`` without a data folder, an unimportable plug-in, or a plug-in
@@ -188,8 +254,10 @@ def load_classifier(spec: str, data: Path | None) -> SentimentClassifier | None:
         if data is None:
             raise HubError("the char-ngram3 classifier trains on the sentiment data: pass --sentiment-data DIR, or --classifier none")
         return CharNgramClassifier.train(Path(data), labels=LABELS3)
+    if spec.startswith("hf:"):
+        return TransformersClassifier.load(spec[3:])
     if ":" not in spec:
-        raise HubError(f"unknown --classifier {spec!r}; use char-ngram, char-ngram3, none or module:attribute")
+        raise HubError(f"unknown --classifier {spec!r}; use char-ngram, char-ngram3, hf:PATH, none or module:attribute")
     module, attr = spec.split(":", 1)
     try:
         factory = getattr(import_module(module), attr)
