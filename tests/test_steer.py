@@ -17,7 +17,9 @@ from hubclient.runner import RunConfig
 from conftest import SHARED_DATA
 
 PROMPTS = ["the cat sat on the mat", "a dog ran in the park and", "one two three four"]
-WORDS = dict(positive_words=["cat", "park"], negative_words=["dog", "mat"])
+# internal-score words: in the tiny vocabulary and never part of the steering prompts below
+# ("the cat" / "a dog"), which the score leaves out
+WORDS = dict(positive_words=["park", "paris"], negative_words=["ten", "nine"])
 
 
 class FakeClassifier:
@@ -44,9 +46,10 @@ def _hf_hidden(model, text):
         return model.torch_model(**ids, output_hidden_states=True).hidden_states
 
 
-def _hf_generate(model, text, n, layer=None, delta=None, every=False):
-    """Greedy generation with a forward hook adding ``delta`` ([k, d] rows from position 0, or
-    [d] everywhere) to block ``layer``'s output (independent of nnsight)."""
+def _hf_generate(model, text, n, layer=None, delta=None, every=False, start=0, processor=None):
+    """Greedy generation with a forward hook adding ``delta`` ([k, d] rows from position
+    ``start``, or [d] everywhere) to block ``layer``'s output (independent of nnsight), with an
+    optional logits processor."""
     hf = model.torch_model
     blocks = hf.get_submodule(model.arch.layers)
     state = {"step": 0}
@@ -56,14 +59,15 @@ def _hf_generate(model, text, n, layer=None, delta=None, every=False):
         if every:
             hidden = hidden + delta
         elif state["step"] == 0:
-            hidden[0, : delta.shape[0]] += delta
+            hidden[0, start : start + delta.shape[0]] += delta
         state["step"] += 1
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
     handle = blocks[layer - 1].register_forward_hook(hook) if layer else None
     ids = model.tokenizer(text, return_tensors="pt")
     with torch.no_grad():
-        out = hf.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
+        kwargs = {"logits_processor": [processor]} if processor is not None else {}
+        out = hf.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=model.tokenizer.pad_token_id, **kwargs)
     if handle:
         handle.remove()
     new = out[0, ids["input_ids"].shape[1]:].tolist()
@@ -168,6 +172,13 @@ def test_sweep_writes_side_by_side_and_effects(tmp_path, tiny_hub_model):
         (dict(positions="40"), "beyond prompt"),
         (dict(positions="-1"), "negative"),
         (dict(positive_words=["zebra"]), "single token"),
+        (dict(positive_words=["cat"]), "other than the steering words"),
+        (dict(positive=[], negative=[]), "no steering vector"),
+        (dict(unembed=["cat"]), "bad --vector"),
+        (dict(unembed=["cat,zebra"]), "not in this model's vocabulary"),
+        (dict(seeds="0,x"), "not an integer"),
+        (dict(seeds="0", top_p=0.0), "--top-p"),
+        (dict(perplexity="llama"), "unknown --perplexity"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, tiny_hub_model, changes, message):
@@ -186,7 +197,7 @@ def test_cli_steer_end_to_end(tmp_path, tiny_dir):
 
     args = ["intervene", "steer", "--model", str(tiny_dir("llama")), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1],
             "--positive", "the cat", "--negative", "a dog", "--layer", "1,3", "--coeff", "0:4:2", "--max-new-tokens", "4",
-            "--positive-words", "cat,park", "--negative-words", "dog,mat", "--out", str(tmp_path), "--name", "s", "--no-progress"]
+            "--positive-words", "park,paris", "--negative-words", "ten,nine", "--out", str(tmp_path), "--name", "s", "--no-progress"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     gen = pl.read_parquet(tmp_path / "s" / "generations.parquet")

@@ -1,4 +1,8 @@
-"""``hub intervene steer``: the command (science: :mod:`analyses.steer`)."""
+"""``hub intervene steer``: the command (science: :mod:`analyses.steer`).
+
+Modes: prompts (``--prompt``/``--prompts``/``--dataset``/``--language``), the semantic hub A16
+preset (``--protocol wu2024``) and the A18 code task (``--task range-calls``).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,35 @@ import typer
 from analyses.steer import ANALYSIS, NEGATIVE_WORDS, POSITIVE_WORDS, SteerOptions, run_steer, sentiment_prompts
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
-from hubclient.inputs.data import sentiment_folder
+from hubclient.inputs.data import mbpp_file, sentiment_folder
 from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig
 
-__all__ = ["ANALYSIS", "command"]
+__all__ = ["ANALYSIS", "command", "wu2024_pairs"]
+
+PROTOCOLS = ("wu2024",)
+TASKS = ("range-calls",)
+
+
+def wu2024_pairs(languages: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """The A16 contrast pairs for prompts in ``languages``: English ``Good``/``Bad`` in both
+    directions (pos, then neg = add and sub swapped), then each target language's pair in both
+    directions (paper-protocols.md A16; ``multilingual/intervention.py:94-133``).
+
+    Returns:
+        (positive prompts, negative prompts, the language of each pair).
+    """
+    from hubclient.inputs.sentiment import STEERING_WORDS
+
+    pos, neg, langs = [], [], []
+    for language in ["english", *languages]:
+        if language in langs:
+            continue
+        good, bad = STEERING_WORDS[language]
+        pos += [good, bad]
+        neg += [bad, good]
+        langs += [language, language]
+    return pos, neg, langs
 
 
 @opt.analysis_command
@@ -24,50 +52,113 @@ def command(
     dataset: opt.Dataset = None,
     column: opt.Column = None,
     n: opt.N = None,
+    protocol: Annotated[Optional[str], typer.Option(help="wu2024: the semantic hub sentiment steering (paper-protocols.md A16): --per-language (default 1000) random.seed(0) training rows per --language (default chinese and spanish) with the language-keeping prefix; English and target-language Good/Bad vectors in both directions at round(17·L/32) (TL resid_pre 17 = hub layer 17 on 32-layer models; 10 on Gemma-3-270m), first positions, c=5; T=1, top-p 0.3, frequency penalty 1, 32 tokens, seeds 0:9; three-class classifier, perplexity and relevance under the model itself. Options given explicitly override the preset.", rich_help_panel="Input")] = None,
+    task: Annotated[Optional[str], typer.Option(help="range-calls: MBPP one-argument range( prompts (paper-protocols.md A18), scored range(x) -> range(0, x); use with --vector unembed:start,end --positions last.", rich_help_panel="Input")] = None,
+    mbpp: Annotated[Optional[Path], typer.Option(help="MBPP JSONL for --task range-calls [default: $HUB_MBPP, else the data folder's mbpp/mbpp.jsonl].", rich_help_panel="Input")] = None,
     sentiment_data: Annotated[Optional[Path], typer.Option(help="Sentiment data folder ({english,spanish,chinese}/*.csv, columns text,label,source): trains the classifier, and gives prompts with --language [default: $HUB_SENTIMENT_DIR, else the data folder's sentiment/ (hub data get sentiment)].", rich_help_panel="Input")] = None,
-    language: Annotated[list[str], typer.Option("--language", help="Take prompts from SENTIMENT_DATA/<language>/test.csv (repeatable: english, spanish, chinese).", rich_help_panel="Input")] = [],  # noqa: B006
+    language: Annotated[list[str], typer.Option("--language", help="Take prompts from SENTIMENT_DATA/<language>/test.csv (repeatable: english, spanish, chinese); with --protocol wu2024 from the training split.", rich_help_panel="Input")] = [],  # noqa: B006
     label: Annotated[str, typer.Option(help="With --language: rows of this label (negative, neutral, positive, any).", rich_help_panel="Input")] = "negative",
-    per_language: Annotated[int, typer.Option(min=1, help="With --language: prompts per language.", rich_help_panel="Input")] = 10,
+    per_language: Annotated[Optional[int], typer.Option(min=1, help="With --language: prompts per language [default: 10; --protocol wu2024: 1000].", rich_help_panel="Input")] = None,
     prefix_words: Annotated[int, typer.Option(min=1, help="With --language: keep the first N words of each sentence (Chinese: 2N characters).", rich_help_panel="Input")] = 4,
-    positive: Annotated[list[str], typer.Option("--positive", help="Positive contrast prompt (repeatable, paired with --negative; any language).", rich_help_panel="Steering")] = ["Good"],  # noqa: B006
-    negative: Annotated[list[str], typer.Option("--negative", help="Negative contrast prompt (repeatable).", rich_help_panel="Steering")] = ["Bad"],  # noqa: B006
-    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer(s) to add the vector at: 6, 2,6,10 or 2:12:2 (0 = embeddings).", rich_help_panel="Steering")] = "6",
-    coeff: Annotated[str, typer.Option("--coeff", "-c", help="Coefficient(s): 5, 0,2,5 or 0:8:2.", rich_help_panel="Steering")] = "5",
-    positions: Annotated[str, typer.Option(help="first (ActAdd: vector row i at prompt position i), N (rows from position N), or all (last-token difference at every position and step).", rich_help_panel="Steering")] = "first",
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.", rich_help_panel="Generation")] = 20,
+    positive: Annotated[list[str], typer.Option("--positive", help="Positive contrast prompt (repeatable, paired with --negative; any language) [default: Good, unless --vector is given].", rich_help_panel="Steering")] = [],  # noqa: B006
+    negative: Annotated[list[str], typer.Option("--negative", help="Negative contrast prompt (repeatable) [default: Bad].", rich_help_panel="Steering")] = [],  # noqa: B006
+    vector: Annotated[list[str], typer.Option("--vector", help="unembed:WORD_A,WORD_B: the vector W_U[first token of A] − W_U[first token of B] (repeatable; paper-protocols.md A18-A20), added at --layer (pyvene block_output l = hub layer l+1).", rich_help_panel="Steering")] = [],  # noqa: B006
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer(s) to add the vector at: 6, 2,6,10 or 2:12:2 (0 = embeddings; layer l = output of block l) [default: 6; --protocol wu2024: round(17·L/32)].", rich_help_panel="Steering")] = None,
+    coeff: Annotated[Optional[str], typer.Option("--coeff", "-c", help="Coefficient(s): 5, 0,2,5 or 0:8:2 [default: 5].", rich_help_panel="Steering")] = None,
+    positions: Annotated[Optional[str], typer.Option(help="first (ActAdd: vector row i at prompt position i), last (the last row at each prompt's last token), N (rows from position N), or all (last-token difference at every position and step) [default: first; --task range-calls: last].", rich_help_panel="Steering")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens to generate [default: 20; --protocol/--task: 32].", rich_help_panel="Generation")] = None,
     sample: Annotated[bool, typer.Option("--sample/--greedy", help="Seeded sampling instead of greedy decoding.", rich_help_panel="Generation")] = False,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.", rich_help_panel="Generation")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed (batch i uses seed + i).", rich_help_panel="Generation")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed with --sample (batch i uses seed + i).", rich_help_panel="Generation")] = 0,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds (0:9, 0,3): every prompt × condition is sampled once per seed, each row from its own generator seeded with it (TransformerLens order: temperature, --freq-penalty, --top-p) [--protocol wu2024: 0:9].", rich_help_panel="Generation")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="With --seeds: nucleus mass (TransformerLens rule) [default: 1; --protocol wu2024: 0.3].", rich_help_panel="Generation")] = None,
+    freq_penalty: Annotated[Optional[float], typer.Option(help="With --seeds: frequency penalty, logits − penalty × count of the token so far (prompt included) [default: 0; --protocol wu2024: 1].", rich_help_panel="Generation")] = None,
     positive_words: Annotated[Optional[str], typer.Option(help="Comma-separated positive words for the internal score (default: built-in English/Spanish/Chinese list).", rich_help_panel="Scores")] = None,
     negative_words: Annotated[Optional[str], typer.Option(help="Comma-separated negative words for the internal score.", rich_help_panel="Scores")] = None,
-    classifier: Annotated[str, typer.Option(help="Sentiment classifier: char-ngram (trained on --sentiment-data), none, or module:attribute.", rich_help_panel="Scores")] = "char-ngram",
+    include_steering_words: Annotated[bool, typer.Option("--include-steering-words", help="Let the internal score count the tokens of the steering words themselves (left out by default).", rich_help_panel="Scores")] = False,
+    classifier: Annotated[Optional[str], typer.Option(help="Sentiment classifier: char-ngram (binary, trained on --sentiment-data), char-ngram3 (positive/neutral/negative), hf:PATH (a local transformers sequence classifier with pos…/neg… labels, e.g. the paper's distilbert-base-multilingual-cased-sentiments-student), none, or module:attribute [default: char-ngram; --protocol wu2024: char-ngram3].", rich_help_panel="Scores")] = None,
+    perplexity: Annotated[Optional[str], typer.Option(help="self: perplexity of each continuation under the model itself, unsteered; none [--protocol wu2024: self].", rich_help_panel="Scores")] = None,
+    relevance: Annotated[Optional[str], typer.Option(help="self: cosine of mean final hidden states of prompt and continuation under the model itself; none [--protocol wu2024: self].", rich_help_panel="Scores")] = None,
     *,
     config: RunConfig,
 ) -> None:
-    """ActAdd steering: add h_l(positive) − h_l(negative) while generating; sweep layers × coefficients.
+    """Steering: add ActAdd h_l(positive) − h_l(negative) or W_U[a] − W_U[b] while generating; sweep layers × coefficients (× seeds).
 
     Writes generations.parquet (steered and unsteered), side_by_side.parquet, effects.parquet,
-    a manifest (with the classifier's held-out accuracy) and heatmaps of the effect.
+    with --seeds seed_summary.parquet, with --task range-calls range_items/range_calls.parquet,
+    a manifest (with the classifier's held-out accuracy) and plots.
     """
+    from hubclient.inputs.sentiment import protocol_prompts
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise HubError(f"unknown --protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+    if task is not None and task not in TASKS:
+        raise HubError(f"unknown --task {task!r}; choose {', '.join(TASKS)}")
+    if protocol and task:
+        raise HubError("--protocol wu2024 (sentiment steering) and --task range-calls are separate experiments; give one")
+    if task:
+        opt.reject(f"steer --task {task}", {"--prompt": bool(prompt), "--prompts": prompts is not None, "--dataset": dataset is not None,
+                                             "--language": bool(language), "--sentiment-data": sentiment_data is not None})
+    if protocol:
+        opt.reject(f"steer --protocol {protocol}", {"--prompt": bool(prompt), "--prompts": prompts is not None, "--dataset": dataset is not None,
+                                                     "--positive": bool(positive), "--negative": bool(negative), "--vector": bool(vector), "--sample": sample})
     sentiment_data = sentiment_folder(sentiment_data)  # --sentiment-data > $HUB_SENTIMENT_DIR > the data folder's sentiment/
     texts: list[str] = []
     langs: list[str] = []
-    if prompt or prompts or dataset:
-        texts = read_prompts(prompt, prompts, column, n, dataset=dataset)
-        langs = ["unknown"] * len(texts)
-    if language:
+    pair_languages = None
+    if task == "range-calls":
+        from hubclient.inputs.tasks.range_calls import range_calls
+
+        path = mbpp_file(mbpp)
+        if path is None:
+            raise HubError("--task range-calls needs --mbpp PATH/mbpp.jsonl (or $HUB_MBPP, or hub data get mbpp)")
+        calls = range_calls(path)
+        if n is not None:
+            calls = calls[:n]
+        texts = [c.prompt for c in calls]
+        langs = ["python"] * len(texts)
+    elif protocol == "wu2024":
         if sentiment_data is None:
-            raise HubError("--language needs --sentiment-data DIR (the folder with english/, spanish/, chinese/), or run hub data get sentiment")
-        more, more_langs = sentiment_prompts(sentiment_data, list(language), label, per_language, prefix_words)
-        texts += more
-        langs += more_langs
+            raise HubError("--protocol wu2024 needs --sentiment-data DIR (the folder with spanish/, chinese/), or run hub data get sentiment")
+        chosen = list(language) or ["chinese", "spanish"]
+        for lang in chosen:
+            more, _, _ = protocol_prompts(sentiment_data, lang, per_language or 1000)
+            texts += more
+            langs += [lang] * len(more)
+        positive, negative, pair_languages = wu2024_pairs(chosen)
+    else:
+        if prompt or prompts or dataset:
+            texts = read_prompts(prompt, prompts, column, n, dataset=dataset)
+            langs = ["unknown"] * len(texts)
+        if language:
+            if sentiment_data is None:
+                raise HubError("--language needs --sentiment-data DIR (the folder with english/, spanish/, chinese/), or run hub data get sentiment")
+            more, more_langs = sentiment_prompts(sentiment_data, list(language), label, per_language or 10, prefix_words)
+            texts += more
+            langs += more_langs
     if not texts:
-        raise HubError("no prompts: pass --prompt, --prompts FILE, --dataset NAME, or --sentiment-data DIR --language chinese")
-    if classifier == "char-ngram" and sentiment_data is None:
+        raise HubError("no prompts: pass --prompt, --prompts FILE, --dataset NAME, --sentiment-data DIR --language chinese, --protocol wu2024 or --task range-calls")
+    if not positive and not negative and not vector:
+        positive, negative = ["Good"], ["Bad"]
+    paper = protocol == "wu2024"
+    if classifier is None:
+        classifier = "char-ngram3" if paper else ("none" if task else "char-ngram")
+    if classifier.startswith("char-ngram") and sentiment_data is None:
         classifier = "none"
+    if seeds is None and paper:
+        seeds = "0:9"
+    if seeds is None and (top_p is not None or freq_penalty is not None):
+        raise HubError("--top-p and --freq-penalty act through the per-row sampler: give --seeds (e.g. --seeds 0:9)")
     options = SteerOptions(
-        positive=list(positive), negative=list(negative), layers=layer, coeffs=coeff, positions=positions,
-        max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, seed=seed, classifier=classifier,
+        positive=list(positive), negative=list(negative), unembed=list(vector),
+        layers=layer or ("wu2024" if paper else "6"), coeffs=coeff or "5",
+        positions=positions or ("last" if task else "first"),
+        max_new_tokens=max_new_tokens or (32 if (paper or task) else 20), sample=sample, temperature=temperature, seed=seed,
+        seeds=seeds, top_p=top_p if top_p is not None else (0.3 if paper else 1.0),
+        freq_penalty=freq_penalty if freq_penalty is not None else (1.0 if paper else 0.0),
+        classifier=classifier, pair_languages=pair_languages, exclude_steering_words=not include_steering_words,
+        perplexity=perplexity or ("self" if paper else "none"), relevance=relevance or ("self" if paper else "none"),
+        task=task, protocol=protocol,
         positive_words=positive_words.split(",") if positive_words else list(POSITIVE_WORDS),
         negative_words=negative_words.split(",") if negative_words else list(NEGATIVE_WORDS),
     )
