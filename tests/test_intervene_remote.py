@@ -94,7 +94,7 @@ def test_steer_remote_equals_local(tiny_dir, server, tmp_path, positions, sample
 
 
 def test_arithmetic_remote_equals_local(tiny_dir, server, tmp_path):
-    options = ArithmeticOptions(operands="2:3", layers="1", coeffs="0,4", max_new_tokens=2)
+    options = ArithmeticOptions(n=2, layers="1", strengths="0,4", max_new_tokens=2)
     local, far = configs(tiny_dir, server, tmp_path, batch_size=4)
     assert_same(run_arithmetic(options, far), run_arithmetic(options, local), ("answers", "accuracy"))
 
