@@ -58,7 +58,8 @@ continuation, decoded text, category, the vector's L2 norm, ``decided``: the cat
 longer change with more tokens, i.e. at least 3 characters follow the prompt or generation
 stopped at EOS; greedy decoding makes the first tokens independent of ``--max-new-tokens``,
 so a run with fewer tokens whose rows are all decided scores exactly as one with 16), ``accuracy.parquet`` (per read
-layer and strength: n, % correct / unchanged / other with Wilson 95% bounds), plot
+layer and strength: n, % correct / unchanged / other with Wilson 95% bounds, and % whose text
+changed from the item's strength-0 text, our measure of whether the vector does anything), plot
 ``arithmetic_correct`` (% correct by strength, one line per read layer, with the intervals),
 manifest (read and add layers, the convention, the items used).
 """
@@ -199,7 +200,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass
@@ -382,14 +385,15 @@ class ArithmeticIntervention(GenerateWithEdits):
         for row in acc.sort("layer", "strength").iter_rows(named=True):
             lines.append(
                 f"  layer {row['layer']}→{row['add_layer']} strength {row['strength']:g}: correct {row['correct']:.1f}% "
-                f"[{row['correct_low']:.1f}, {row['correct_high']:.1f}], unchanged {row['unchanged']:.1f}%, other {row['other']:.1f}% (n={row['n']})"
+                f"[{row['correct_low']:.1f}, {row['correct_high']:.1f}], unchanged {row['unchanged']:.1f}%, other {row['other']:.1f}%, "
+                f"text changed {row['changed']:.1f}% (n={row['n']})"
             )
         return "\n".join(lines)
 
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
-        """``arithmetic_correct``: % correct (``{target−1}+1``) and % unchanged by strength, one
-        colour per read layer, with Wilson 95% intervals."""
+        """``arithmetic_correct``: % correct (``{target−1}+1``), % unchanged and % whose text
+        changed, by strength, one colour per read layer, with Wilson 95% intervals."""
         import altair as alt
         import polars as pl
 
@@ -398,18 +402,19 @@ class ArithmeticIntervention(GenerateWithEdits):
             return {}
         frame = pl.concat([
             acc.select("layer", "add_layer", "strength", "n", value=pl.col(c), low=pl.col(f"{c}_low"), high=pl.col(f"{c}_high"), outcome=pl.lit(label))
-            for c, label in (("correct", "correct: {target−1}+1"), ("unchanged", "unchanged: {target}"))
+            for c, label in (("correct", "correct: {target−1}+1"), ("unchanged", "unchanged: {target}"), ("changed", "text changed vs strength 0 (ours)"))
         ]).with_columns(series=pl.format("read {} → add {}", pl.col("layer"), pl.col("add_layer")))
         base = alt.Chart(frame).encode(
             x=alt.X("strength:Q", title="strength"),
             color=alt.Color("series:N", title="layer"),
         )
-        line = base.mark_line(point=True).encode(y=alt.Y("value:Q", title="% of items", scale=alt.Scale(domain=[0, 100])),
+        scale = alt.Scale(domain=[0, 100])
+        line = base.mark_line(point=True).encode(y=alt.Y("value:Q", title="% of items", scale=scale),
                                                  tooltip=["series", "strength", alt.Tooltip("value:Q", format=".1f"), "n"])
-        band = base.mark_errorbar().encode(y="low:Q", y2="high:Q")
+        band = base.mark_errorbar().encode(y=alt.Y("low:Q", title="% of items", scale=scale), y2="high:Q")
         n = int(acc["n"].max())
         model = run.manifest.get("model", {}).get("model_id", "")
-        chart = (band + line).properties(width=260, height=220).facet(column=alt.Column("outcome:N", title=None)).properties(
+        chart = (band + line).properties(width=260, height=220).facet(column=alt.Column("outcome:N", title=None, sort=["correct: {target−1}+1", "unchanged: {target}", "text changed vs strength 0 (ours)"])).properties(
             title=[f"Arithmetic intervention (Wu et al. A17) · {model}", f"v = h(words, other+1) − h(words, other) added at the last token of {{result}}={{other}}+; n = {n} items, 95% Wilson CI"]
         )
         return {"arithmetic_correct": chart}
@@ -417,17 +422,24 @@ class ArithmeticIntervention(GenerateWithEdits):
 
 def accuracy_table(answers: Any) -> Any:
     """Per ``(layer, add_layer, strength)``: ``n`` and, for each category, its % and Wilson 95%
-    bounds (``correct``, ``correct_low``, ``correct_high``, …), in percent."""
+    bounds (``correct``, ``correct_low``, ``correct_high``, …), in percent; also ``changed``
+    (our measure, not the paper's): the % of items whose decoded text differs from the same
+    item's strength-0 text, with its Wilson bounds."""
     import polars as pl
 
+    base = answers.filter(pl.col("strength") == 0).select("item", "layer", base=pl.col("decoded"))
+    joined = answers.join(base, on=["item", "layer"], how="left")
     records = []
-    for (layer, add, strength), rows in answers.group_by("layer", "add_layer", "strength", maintain_order=True):
+    for (layer, add, strength), rows in joined.group_by("layer", "add_layer", "strength", maintain_order=True):
         n = rows.height
         rec = {"layer": layer, "add_layer": add, "strength": strength, "n": n}
+        counts = {}
         for cat in CATEGORIES:
-            k = int((rows["category"] == cat).sum())
+            counts[cat] = int((rows["category"] == cat).sum())
+        counts["changed"] = int(rows["decoded"].ne_missing(rows["base"]).sum())
+        for name, k in counts.items():
             low, high = wilson_interval(k, n)
-            rec.update({cat: 100.0 * k / n, f"{cat}_low": 100.0 * low, f"{cat}_high": 100.0 * high})
+            rec.update({name: 100.0 * k / n, f"{name}_low": 100.0 * low, f"{name}_high": 100.0 * high})
         records.append(rec)
     return pl.DataFrame(records).sort("layer", "strength")
 
