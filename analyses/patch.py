@@ -22,10 +22,21 @@ runs), plots ``patch_heatmap`` (layer × position, colour = metric), manifest.
 p_source)``), the usual normalisation of patching results (Heimersheim & Nanda 2024); null
 where the source and clean metrics are equal.
 
-Positions are the target's; source position = the same index (``--align start``) or the same
-distance from the end (``--align end``, the default: with prompts of different lengths the last
-tokens line up). Method: Meng et al. 2022 (causal tracing); Heimersheim & Nanda 2024
-(arXiv 2404.15255).
+Alignment (which source token is patched into which target token) is the user's, never guessed:
+
+* ``--map S:T,…`` (repeatable, one per pair or one for all pairs): explicit source → target
+  position pairs (0 = BOS, negative = from the end: ``-1:-1`` is last → last);
+* ``--align-word SRC=TGT`` (repeatable): for parallel prompts, the token that ends the first
+  occurrence of ``SRC`` in the source (by the tokenizer's character offsets) → the token that
+  ends ``TGT`` in the target (``France=法国``); combinable with ``--map``;
+* ``--align start`` (same index) or ``--align end`` (same distance from the end), over the target
+  positions ``--positions``;
+* ``--align auto`` (the default): the same index, allowed only when source and target have the
+  same number of tokens; prompts of different lengths are an error asking for one of the above.
+
+Every cell row records ``source_position``/``source_token`` → ``position``/``target_token`` and
+the ``alignment`` that produced it. Method: Meng et al. 2022 (causal tracing); Heimersheim &
+Nanda 2024 (arXiv 2404.15255).
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from hubclient.runner import RunConfig, run_analysis
 from hubclient.science.tokens import decoder, follow_word
 
 METRICS = ("auto", "prob", "logit-diff", "kl")
-ALIGNS = ("end", "start")
+ALIGNS = ("auto", "start", "end")
 
 
 @dataclass
@@ -52,10 +63,12 @@ class PatchOptions:
     targets: list[str]
     layers: str = "all"
     positions: str = "all"
-    align: str = "end"
+    align: str = "auto"
     site: str = "resid"
     metric: str = "auto"
     tokens: list[str] = field(default_factory=list)
+    maps: list[str] = field(default_factory=list)
+    align_words: list[str] = field(default_factory=list)
 
 
 def resolve_metric(metric: str, n_tokens: int) -> str:
@@ -106,6 +119,8 @@ class PatchPlan:
         metric: the resolved ``--metric``.
         token_ids: ids of the followed ``--token`` values.
         site: ``resid``, ``attn`` or ``mlp``.
+        alignment: how source positions were chosen (``map``, ``words``, ``map+words``,
+            ``start``, ``end`` or ``auto (same length)``).
     """
 
     source: list[int]
@@ -114,6 +129,7 @@ class PatchPlan:
     metric: str
     token_ids: list[int]
     site: str
+    alignment: str = ""
 
 
 class Patch(PatchCells):
@@ -167,7 +183,9 @@ class Patch(PatchCells):
 
         Raises:
             HubError: unequal numbers of sources and targets, an unknown site/metric/alignment,
-                a layer or position out of range, a position with no aligned source position.
+                a layer or position out of range, a position with no aligned source position,
+                prompts of different token counts without an explicit alignment, a bad
+                ``--map`` or ``--align-word`` (:func:`parse_map`, :func:`word_position`).
         """
         o = self.options
         if not o.sources or len(o.sources) != len(o.targets):
@@ -177,28 +195,55 @@ class Patch(PatchCells):
                 if not text.strip():
                     raise HubError(f"{label} number {i + 1} is empty; give some text")
         if o.align not in ALIGNS:
-            raise HubError(f"unknown --align {o.align!r}; choose end or start")
+            raise HubError(f"unknown --align {o.align!r}; choose auto, start or end (or give --map / --align-word)")
+        explicit = bool(o.maps or o.align_words)
+        if explicit and o.align != "auto":
+            raise HubError(f"--align {o.align} and --map/--align-word both say how positions correspond; give one of them")
+        if explicit and o.positions != "all":
+            raise HubError("--positions selects target positions for --align auto|start|end; with --map/--align-word the map itself lists them")
+        if o.maps and len(o.maps) not in (1, len(o.sources)):
+            raise HubError(f"give one --map for all pairs or one per pair (got {len(o.maps)} for {len(o.sources)} pairs)")
         site = check_site(o.site)
         layers = parse_layers(o.layers, model, site)
         metric = resolve_metric(o.metric, len(o.tokens))
         ids = []
         for word in o.tokens:
             ids.append(token_id(model.tokenizer, word))
+        words = parse_word_pairs(o.align_words)
         positions = Positions.parse(o.positions)
         plans = []
         for pair in range(len(o.sources)):
             src, tgt = tokens[2 * pair], tokens[2 * pair + 1]
-            cells = []
-            for t in positions.resolve(len(tgt), pair):
-                s = t if o.align == "start" else t - len(tgt) + len(src)
-                if not 0 <= s < len(src):
+            if explicit:
+                pairs = []
+                if o.maps:
+                    pairs += parse_map(o.maps[0] if len(o.maps) == 1 else o.maps[pair], len(src), len(tgt), pair)
+                for s_word, t_word in words:
+                    pairs.append((word_position(model.tokenizer, o.sources[pair], src, s_word, "source", pair),
+                                  word_position(model.tokenizer, o.targets[pair], tgt, t_word, "target", pair)))
+                alignment = "map+words" if o.maps and words else "map" if o.maps else "words"
+            else:
+                if o.align == "auto" and len(src) != len(tgt):
                     raise HubError(
-                        f"target position {t} of pair {pair} has no source position (--align {o.align} gives {s}; the source has "
-                        f"{len(src)} tokens); choose fewer --positions or the other --align"
+                        f"pair {pair}: the source has {len(src)} tokens and the target {len(tgt)}, so their positions do not correspond by index; "
+                        "say which source token goes into which target token: --map S:T,... (e.g. --map 3:5,-1:-1), --align-word SRC=TGT "
+                        "(the tokens that end two aligned words), or --align start|end (same index / same distance from the end)"
                     )
+                pairs = []
+                for t in positions.resolve(len(tgt), pair):
+                    s = t if o.align in ("auto", "start") else t - len(tgt) + len(src)
+                    if not 0 <= s < len(src):
+                        raise HubError(
+                            f"target position {t} of pair {pair} has no source position (--align {o.align} gives {s}; the source has "
+                            f"{len(src)} tokens); choose fewer --positions, the other --align, or --map"
+                        )
+                    pairs.append((s, t))
+                alignment = "auto (same length)" if o.align == "auto" else o.align
+            cells = []
+            for s, t in pairs:
                 for layer in layers:
                     cells.append((layer, t, s))
-            plans.append(PatchPlan(source=src, target=tgt, cells=cells, metric=metric, token_ids=ids, site=site))
+            plans.append(PatchPlan(source=src, target=tgt, cells=cells, metric=metric, token_ids=ids, site=site, alignment=alignment))
         return plans
 
     def frames(self, model: Any, pair: int, plan: PatchPlan, cells: list[tuple[int, int, int]], result: Any, baselines: bool) -> dict[str, Any]:
@@ -217,7 +262,7 @@ class Patch(PatchCells):
             m = float(metric_all[r])
             norm = None if abs(denom) < 1e-12 else (m / denom if plan.metric == "kl" else (m - clean_m) / denom)
             cell_rows.append({
-                "pair": pair, "site": plan.site, "layer": layer, "position": t, "source_position": s,
+                "pair": pair, "site": plan.site, "alignment": plan.alignment, "layer": layer, "position": t, "source_position": s,
                 "target_token": label(plan.target[t]), "source_token": label(plan.source[s]),
                 "metric_name": plan.metric, "metric": m, "normalized": norm, "kl": float(result.kl[r]),
                 "top_token_id": int(result.top_ids[r]), "top_token": label(result.top_ids[r]),
@@ -247,7 +292,8 @@ class Patch(PatchCells):
     @classmethod
     def summary(cls, run: Any) -> str:
         """Per pair: the clean and source metric, and the cell with the largest |normalized
-        effect| (layer, target position, its token, the patched top token)."""
+        effect| (layer, target position and token, the source position and token patched into
+        it, the alignment, the patched top token)."""
         import polars as pl
 
         table = run.table("patch")
@@ -266,6 +312,7 @@ class Patch(PatchCells):
             lines.append(
                 f"  pair {pair} ({cell['metric_name']}: clean {runs.get('clean', float('nan')):.3f}, source {runs.get('source', float('nan')):.3f}): "
                 f"largest effect {effect} at {cell['site']} layer {cell['layer']}, position {cell['position']} {cell['target_token']!r} "
+                f"<- source position {cell['source_position']} {cell['source_token']!r} ({cell['alignment']}) "
                 f"-> top {cell['top_token']!r} ({cell['top_probability']:.2f})"
             )
         return "\n".join(lines)
@@ -306,6 +353,82 @@ class Patch(PatchCells):
             panels.append(chart)
         chart = panels[0] if len(panels) == 1 else alt.vconcat(*panels)
         return {"patch_heatmap": chart.properties(title=alt.TitleParams(f"Activation patching · {manifest['model']['model_id']}", anchor="start")) if len(panels) > 1 else chart}
+
+
+def parse_map(spec: str, n_source: int, n_target: int, pair: int = 0) -> list[tuple[int, int]]:
+    """``--map "3:5,4:6"`` -> ``[(3, 5), (4, 6)]``: source position ``S`` patched into target
+    position ``T`` (0 = BOS; negative counts from the end, ``-1`` = last), resolved against the
+    pair's token counts.
+
+    Raises:
+        HubError: an item that is not ``S:T`` with integers, a position outside its prompt, or
+            the same target position twice.
+    """
+    out: list[tuple[int, int]] = []
+    seen = set()
+    for part in spec.split(","):
+        part = part.strip()
+        bits = part.split(":")
+        try:
+            if len(bits) != 2:
+                raise ValueError
+            s, t = int(bits[0]), int(bits[1])
+        except ValueError:
+            raise HubError(f"--map item {part!r} is not SOURCE:TARGET with integer positions (e.g. --map 3:5,-1:-1)") from None
+        for label, value, n in (("source", s, n_source), ("target", t, n_target)):
+            if not -n <= value < n:
+                raise HubError(f"--map {part}: {label} position {value} is out of range for pair {pair} (the {label} has {n} tokens, positions 0..{n - 1} or -{n}..-1)")
+        s, t = s % n_source, t % n_target
+        if t in seen:
+            raise HubError(f"--map {spec!r} patches target position {t} twice; give each target position one source position")
+        seen.add(t)
+        out.append((s, t))
+    return out
+
+
+def parse_word_pairs(specs: list[str]) -> list[tuple[str, str]]:
+    """``--align-word "France=法国"`` values -> ``[("France", "法国")]``.
+
+    Raises:
+        HubError: a value without ``=`` or with an empty side.
+    """
+    out = []
+    for spec in specs:
+        src, sep, tgt = spec.partition("=")
+        if not sep or not src.strip() or not tgt.strip():
+            raise HubError(f"--align-word {spec!r} is not SOURCE_WORD=TARGET_WORD (e.g. --align-word France=法国)")
+        out.append((src, tgt))
+    return out
+
+
+def word_position(tokenizer: Any, text: str, ids: list[int], word: str, role: str, pair: int = 0) -> int:
+    """Position of the token that ends the first occurrence of ``word`` in ``text``: the last
+    token whose character span (the tokenizer's ``offset_mapping``) overlaps the word's.
+
+    Args:
+        ids: the run's token ids of ``text`` (with BOS); the offsets must belong to the same ids.
+
+    Raises:
+        HubError: ``word`` not in ``text``, a tokenizer without offsets (not a fast tokenizer), or
+            offsets that belong to other ids than the run's.
+    """
+    start = text.find(word)
+    if start < 0:
+        raise HubError(f"--align-word: {word!r} does not occur in the {role} of pair {pair} ({text!r})")
+    end = start + len(word)
+    try:
+        enc = tokenizer(text, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise HubError(f"--align-word needs a tokenizer with character offsets (a fast tokenizer); use --map instead ({err})") from None
+    if list(enc["input_ids"]) != list(ids):
+        raise HubError(f"--align-word: the tokenizer's offsets for the {role} of pair {pair} do not belong to the run's tokens; use --map instead")
+    found = None
+    for i, (a, b) in enumerate(enc["offset_mapping"]):
+        if b > a and b > start and a < end:
+            found = i
+    if found is None:
+        raise HubError(f"--align-word: no token of the {role} of pair {pair} covers {word!r}; use --map instead")
+    return found
 
 
 def _metric(metric: str, logprobs: Any, kl: Any) -> Any:

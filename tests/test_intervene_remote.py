@@ -94,7 +94,7 @@ def test_steer_remote_equals_local(tiny_dir, server, tmp_path, positions, sample
 
 
 def test_arithmetic_remote_equals_local(tiny_dir, server, tmp_path):
-    options = ArithmeticOptions(operands="2:3", layers="1", coeffs="0,4", max_new_tokens=2)
+    options = ArithmeticOptions(n=2, layers="1", strengths="0,4", max_new_tokens=2)
     local, far = configs(tiny_dir, server, tmp_path, batch_size=4)
     assert_same(run_arithmetic(options, far), run_arithmetic(options, local), ("answers", "accuracy"))
 
@@ -152,7 +152,7 @@ def test_gemma_patch_steer_arithmetic_remote_equal_local(tmp_path):
     patch = PatchOptions(sources=["The capital of France is"], targets=["The capital of Italy is"], layers="4,9", positions="-1",
                          tokens=[" Paris", " Rome"])
     steer = SteerOptions(positive=["Love"], negative=["Hate"], layers="6", coeffs="4", max_new_tokens=3, classifier="none")
-    arith = ArithmeticOptions(operands="2:3", layers="8", coeffs="0,4", max_new_tokens=2)
+    arith = ArithmeticOptions(n=2, layers="8", strengths="0,4", max_new_tokens=2)
     srv = ServerProcess(["gemma-3-270m"], key=None, timeout=300)
     try:
         far = dict(out=tmp_path, progress=False, remote=True, ndif_host=srv.url, timeout=300, batch_size=4)

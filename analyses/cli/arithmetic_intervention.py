@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from analyses.arithmetic_intervention import ANALYSIS, ArithmeticOptions, run_arithmetic
+from analyses.arithmetic_intervention import ANALYSIS, STRENGTHS, ArithmeticOptions, run_arithmetic
 from hubclient.cli import options as opt
 from hubclient.runner import RunConfig
 
@@ -15,21 +15,21 @@ __all__ = ["ANALYSIS", "command"]
 
 @opt.analysis_command
 def command(
-    word_a: Annotated[str, typer.Option(help="Operation word whose answer the steering aims at (plus, minus, times).", rich_help_panel="Arithmetic")] = "times",
-    word_b: Annotated[str, typer.Option(help="Operation word subtracted (usually the expression's own).", rich_help_panel="Arithmetic")] = "plus",
-    op: Annotated[str, typer.Option(help="Operation symbol of the expressions: +, - or *.", rich_help_panel="Arithmetic")] = "+",
-    operands: Annotated[str, typer.Option(help="Operand values: 2:9 or 2,3,5 (all ordered pairs a != b).", rich_help_panel="Arithmetic")] = "2:9",
-    template: Annotated[str, typer.Option(help="Expression template with {a}, {op}, {b}.", rich_help_panel="Arithmetic")] = "{a}{op}{b}=",
-    layer: Annotated[str, typer.Option("--layer", "-l", help="Layers: all, 2,6,10 or 0:18:2 (0 = embeddings).", rich_help_panel="Steering")] = "all",
-    coeff: Annotated[str, typer.Option("--coeff", "-c", help="Coefficient(s) of the vector: 1, 1,4 or 0:8:2.", rich_help_panel="Steering")] = "1",
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated for the answer (greedy).", rich_help_panel="Steering")] = 3,
+    protocol: Annotated[str, typer.Option(help="wu2024: the semantic hub's A17 as its released code runs it (the only protocol).", rich_help_panel="Arithmetic")] = "wu2024",
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Read layers (residual, 0 = embeddings = HF hidden_states index): auto (30 on Llama-2-7b, 25 on Llama-3-8B, else round(30/32·L) and round(25/32·L)), or 14, 14,17, 10:17.", rich_help_panel="Arithmetic")] = "auto",
+    add_at: Annotated[str, typer.Option(help="Where the vector read at layer l is added: next (layer l+1 = pyvene block_output l, the released code) or same (layer l; our variant).", rich_help_panel="Arithmetic")] = "next",
+    strength: Annotated[str, typer.Option("--strength", "-c", help="Strengths of the vector (0 = unsteered).", rich_help_panel="Arithmetic")] = STRENGTHS,
+    n: Annotated[Optional[int], typer.Option("--n", help="Use a seeded random subset of N of the 846 '+' items (default: all).", rich_help_panel="Arithmetic")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --n subset.", rich_help_panel="Arithmetic")] = 0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Greedy tokens generated (16 in the released code).", rich_help_panel="Arithmetic")] = 16,
     *,
     config: RunConfig,
 ) -> None:
-    """Add h_l(word_a) − h_l(word_b) at the last token of digit expressions; does the answer follow the word?
+    """Semantic hub A17: add h_l("… equals to {other+1} plus") − h_l("… equals to {other} plus") at the last token of {result}={other}+; does the answer become {target−1}+1?
 
-    Writes answers.parquet, answers_steered.parquet, accuracy.parquet (by layer and
-    coefficient), a manifest and a plot of accuracy by layer.
+    Writes answers.parquet (one row per item × layer × strength, with the category correct /
+    unchanged / other), accuracy.parquet (% per category with Wilson 95% intervals), a manifest
+    (read and add layers) and a plot of % correct by strength.
     """
-    options = ArithmeticOptions(word_a=word_a, word_b=word_b, op=op, operands=operands, layers=layer, coeffs=coeff, max_new_tokens=max_new_tokens, template=template)
+    options = ArithmeticOptions(protocol=protocol, layers=layer, add_at=add_at, strengths=strength, n=n, seed=seed, max_new_tokens=max_new_tokens)
     opt.report(run_arithmetic(options, config), ANALYSIS.summary)
