@@ -62,7 +62,8 @@ def command(
     max_operand: tasks.MaxOperand = 9,
     operators: tasks.Operators = "+-*",
     cogs_dir: tasks.CogsDir = None,
-    cogs_split: tasks.CogsSplit = "test",
+    cogs_split: tasks.CogsSplit = "train",
+    cogs_baseline: tasks.CogsBaseline = None,
     modality: Annotated[str, typer.Option(help="text: INPUTS are parallel texts; image or audio: INPUTS is one pairs file (.csv/.jsonl, columns media and caption) and each medium is compared with its caption (an image/audio model, e.g. llava-hf/llava-1.5-7b-hf). docs/modalities.md.", rich_help_panel="Media")] = "text",
     media_pool: Annotated[str, typer.Option(help="With --modality image|audio: mean over the medium's token positions, or its last one (--pool applies to the caption).", rich_help_panel="Media")] = "mean",
     media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes, e.g. 'USER: {media}\\nASSISTANT:'.", rich_help_panel="Media")] = "{media}",
@@ -79,7 +80,7 @@ def command(
     """
     check_layers(layers, "--layers")
     heatmap = heatmap_layer_value(heatmap_layer)
-    task_given = {"--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*", "--cogs-split": cogs_split != "test"}
+    task_given = {"--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*", "--cogs-split": cogs_split != "train", "--cogs-baseline": cogs_baseline is not None}
     media_given = {"--media-pool": media_pool != "mean", "--media-template": media_template != "{media}", "--no-resample": not resample}
     text_given = {"--flores-dir": flores_dir is not None, "--skip-empty": skip_empty}
     if modality != "text":  # media vs caption pairs: the same analysis, two "languages"
@@ -99,7 +100,7 @@ def command(
         opt.reject(f"similarity --task {task} (it builds its own parallel inputs)", {
             " ".join(inputs or []) or "INPUTS": bool(inputs), **text_given, **media_given,
         })
-        task_options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split)
+        task_options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split, cogs_baseline=cogs_baseline)
         corpus = tasks.similarity_corpus(task_options)
     else:
         opt.reject("similarity on parallel texts (task options need --task, media options --modality image|audio)", {**task_given, **media_given})
