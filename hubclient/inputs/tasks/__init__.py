@@ -65,9 +65,8 @@ class TaskOptions:
         cogs_baseline: cogs similarity: ``None`` (Eq. 1 over sentence/logical form), ``swap``
             or ``swap-shuffle`` (A9: items with exactly two proper names and a third, aligned
             "language", the name-swapped logical form, conjuncts shuffled with seed 42 for
-            ``swap-shuffle``).
-        mbpp / with_tests: the MBPP JSONL file; append each program's test asserts (A7: yes;
-            ``code-roles`` never appends them, as A8).
+            ``swap-shuffle``). ``code-roles`` never appends the tests (A8).
+        mbpp / with_tests: the MBPP JSONL file; append each program's test asserts.
     """
 
     task: str
@@ -85,7 +84,8 @@ class TaskOptions:
         """The options that matter for this task (for the manifest)."""
         out = asdict(self)
         keep = {"task", "n", "data_seed"}
-        keep |= {"arithmetic": {"max_operand", "operators"}, "cogs": {"cogs_dir", "cogs_split", "cogs_baseline"}, "code": {"mbpp", "with_tests"}, "code-roles": {"mbpp"}}.get(self.task, set())
+        keep |= {"arithmetic": {"max_operand", "operators"}, "cogs": {"cogs_dir", "cogs_split"}, "code": {"mbpp", "with_tests"}}.get(self.task, set())
+        keep |= {"cogs": {"cogs_baseline"}, "code-roles": {"mbpp"}}.get(self.task, set())
         return {k: v for k, v in out.items() if k in keep}
 
 
