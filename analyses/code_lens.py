@@ -439,7 +439,7 @@ def plots(run: Any) -> dict[str, Any]:
         cells = table.join(order, on=["prompt", "site"]).with_columns(
             side=pl.when(pl.col("delta") > 0).then(pl.lit(list(SIGN_COLOURS)[1])).otherwise(pl.lit(list(SIGN_COLOURS)[0]))
         ).select("argument", "layer", "side", "function", "param", "surface", "delta")
-        colour = alt.Color("side:N", scale=alt.Scale(domain=list(SIGN_COLOURS), range=list(SIGN_COLOURS.values())), legend=alt.Legend(title=None, orient="top"))
+        colour = alt.Color("side:N", scale=alt.Scale(domain=list(SIGN_COLOURS), range=list(SIGN_COLOURS.values())), legend=alt.Legend(title=None, orient="top", labelLimit=0))
         charts["code_roles_sign"] = alt.Chart(cells.to_pandas()).mark_rect().encode(
             x=alt.X("argument:O", title=f"all {order.height} function arguments (MBPP, in program order)", axis=alt.Axis(labels=False, ticks=False)),
             y=alt.Y("layer:O", sort="descending", title="layer"),
