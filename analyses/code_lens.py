@@ -42,7 +42,7 @@ from typing import Any
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.tasks.sites import NEXT_TOKEN, SiteItem
-from hubclient.science.lens import norm_label
+from hubclient.science.lens import decode_layers, norm_label
 from hubclient.science.tokens import decoder, encode_text, token_offsets
 
 #: Experiment of each task (``options.experiment``).
@@ -231,8 +231,6 @@ class SiteLens(Analysis):
         """``{"logp": [layers+1, rows, targets]}``: ``log softmax(lens logits)`` at each row's
         target ids (plain torch; runs remotely too)."""
         import torch
-
-        from hubclient.science.lens import decode_layers
 
         per_row = []
         for _, row in self._batch_rows(batch):

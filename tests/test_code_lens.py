@@ -24,7 +24,7 @@ from hubclient.cli import app
 from hubclient.errors import HubError
 from hubclient.inputs.tasks import TaskOptions, code, cogs, similarity_corpus, site_items
 from hubclient.inputs.tasks.sites import Site
-from hubclient.runner import RunConfig
+from hubclient.runner import RunConfig, run_analysis
 
 from conftest import SHARED_DATA, spread_weights, tiny_config
 
@@ -254,7 +254,7 @@ def tiny(parts):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, parts):
+def code_dir(tmp_path_factory, parts):
     model, tokenizer = parts
     folder = tmp_path_factory.mktemp("tiny-code-llama")
     model.save_pretrained(folder)
@@ -419,11 +419,11 @@ def _hub(*args):
     return runner.invoke(app, ["analyze", *[str(a) for a in args], "--no-progress"])
 
 
-def test_cli_logit_lens_tasks(tmp_path, tiny_dir):
+def test_cli_logit_lens_tasks(tmp_path, code_dir):
     path = _mbpp(tmp_path, [AND_PROGRAM, SHORT_ROLES])
     folder = _cogs_dir(tmp_path)
     for task, extra, stat in (("code", ["--mbpp", path], "and-or"), ("code-roles", ["--mbpp", path], "frac_role"), ("cogs", ["--cogs-dir", folder], "gold_minus_mean")):
-        result = _hub("logit-lens", "--task", task, *extra, "--final-norm", "last", "--model", tiny_dir, "--out", tmp_path / "out", "--name", task)
+        result = _hub("logit-lens", "--task", task, *extra, "--final-norm", "last", "--model", code_dir, "--out", tmp_path / "out", "--name", task)
         assert result.exit_code == 0, result.output
         run = tmp_path / "out" / task
         manifest = json.loads((run / "manifest.json").read_text())
@@ -432,9 +432,9 @@ def test_cli_logit_lens_tasks(tmp_path, tiny_dir):
         assert f"  {stat}" in result.output
 
 
-def test_cli_similarity_cogs_baseline(tmp_path, tiny_dir):
+def test_cli_similarity_cogs_baseline(tmp_path, code_dir):
     folder = _cogs_dir(tmp_path)
-    result = _hub("similarity", "--task", "cogs", "--cogs-dir", folder, "--cogs-baseline", "swap", "--model", tiny_dir, "--out", tmp_path / "out", "--name", "s")
+    result = _hub("similarity", "--task", "cogs", "--cogs-dir", folder, "--cogs-baseline", "swap", "--model", code_dir, "--out", tmp_path / "out", "--name", "s")
     assert result.exit_code == 0, result.output
     prompts = pl.read_parquet(tmp_path / "out" / "s" / "prompts.parquet")
     assert prompts["language"].to_list() == ["sentence"] * 2 + ["logical_form"] * 2 + ["swapped_logical_form"] * 2
@@ -453,3 +453,44 @@ def test_ast_positions_agree_with_characters():
     (site,) = code.and_sites(text)
     assert site.char == text.index("1,") + 1
     assert ast.parse(text)  # valid program
+
+
+# --------------------------------------------------------------------------- remote (NDIF test server)
+def test_code_lens_remote_equals_local(tiny_dir, tmp_path, monkeypatch):
+    """The trace body runs on a server without hub: same tables as a local run."""
+    import sys
+    from pathlib import Path
+
+    from polars.testing import assert_frame_equal
+
+    from hubclient.inputs.tasks.sites import SiteItem
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_remote import ServerProcess, client_setup, remote_config
+
+    folder = tiny_dir("llama")
+    texts = ["the cat sat , and the dog ran", "a dog ran in the park , the cat sat , one two"]
+    items = []
+    for text in texts:
+        sites = []
+        at = text.index(",")
+        while at >= 0:
+            sites.append(Site("comma", "comma-token", (("and", "and"), ("the", "the"), ("next", "<next>")), char=at, info={"list_size": 2}))
+            at = text.find(",", at + 1)
+        items.append(SiteItem(text, sites))
+
+    def analysis():
+        return SiteLens(SiteLensOptions(experiment="and", targets=["and", "the", "next"]), items)
+
+    server = ServerProcess([str(folder)])
+    try:
+        client_setup(monkeypatch)
+        monkeypatch.setenv("HUB_CACHE_DIR", str(tmp_path / "cache"))
+        here = run_analysis(analysis(), texts, RunConfig(model=str(folder), out=tmp_path, name="local", batch_size=1, progress=False))
+        there = run_analysis(analysis(), texts, remote_config(tiny_dir, server, tmp_path))
+    finally:
+        server.stop()
+    for table in ("code_lens", "code_lens_summary"):
+        assert here.table(table).height > 0
+        assert_frame_equal(there.table(table), here.table(table), check_exact=False, rel_tol=1e-5, abs_tol=1e-6)
+    assert there.manifest["remote"]["requests"]
