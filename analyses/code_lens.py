@@ -298,7 +298,8 @@ class SiteLens(Analysis):
     # ------------------------------------------------------------------ plots
     @classmethod
     def plots(cls, run: Any) -> dict[str, Any]:
-        """A7: mean log-prob by layer per target (CI band). A8: the sign map (x = arguments,
+        """A7: mean log-prob by layer per target (CI band), the paired differences and the
+        fraction of commas where ' and' wins. A8: the sign map (x = arguments,
         y = layers, the paper's colours) and the fraction with Δ > 0 by layer (CI band).
         A10: the mean-subtracted (gold, predicted role) matrix per layer, and the raw one."""
         return plots(run)
@@ -338,9 +339,11 @@ def summaries(table: Any, experiment: str, targets: list[str]) -> Any:
     ``ci_low``, ``ci_high``, ``n`` (items), ``n_clusters`` (prompts), and for A10 ``gold``,
     ``pred``. 95% CIs bootstrap whole prompts (:func:`cluster_bootstrap`).
 
-    * ``and`` (A7): ``logp_<target>`` (the paper's printed mean over commas) and the paired
+    * ``and`` (A7): ``logp_<target>`` (the paper's printed mean over commas), the paired
       differences ``and-or``, ``and-not``, ``and-next`` (mean over commas of the per-comma
-      difference);
+      difference) and (ours) ``and>or``, ``and>not``, ``and>next``: the fraction of commas where
+      ``" and"`` is the more probable of the two (scale-free: the raw lens's log-probabilities
+      reach −10³ on some models);
     * ``roles`` (A8): ``frac_role`` (fraction of arguments with Δ > 0) and ``delta`` (mean Δ);
     * ``cogs-roles`` (A10): per (gold, pred): ``prob`` (the paper's first print: mean
       ``P_l(pred)`` over names of that gold role) and ``prob_minus_mean`` (its second print:
@@ -363,7 +366,9 @@ def summaries(table: Any, experiment: str, targets: list[str]) -> Any:
             for target in targets:
                 add(layer, f"logp_{target}", rows[f"logp_{target}"].to_numpy(), clusters)
             for other in targets[1:]:
-                add(layer, f"and-{other}", (rows["logp_and"] - rows[f"logp_{other}"]).to_numpy(), clusters)
+                difference = (rows["logp_and"] - rows[f"logp_{other}"]).to_numpy()
+                add(layer, f"and-{other}", difference, clusters)
+                add(layer, f"and>{other}", (difference > 0).astype(np.float64), clusters)
         elif experiment == "roles":
             delta = rows["delta"].to_numpy()
             add(layer, "frac_role", (delta > 0).astype(np.float64), clusters)
@@ -430,6 +435,11 @@ def plots(run: Any) -> dict[str, Any]:
         charts["code_and_differences"] = ci_lines(
             diffs, color="difference", title=f"A7: ' and' against its controls at the same commas ({norm}) · {model_id}",
             subtitle="mean over commas of the per-comma difference; > 0: ' and' more probable; band = 95% CI over programs", y_title="log-probability difference",
+        )
+        wins = summary.filter(pl.col("statistic").str.starts_with("and>")).with_columns(comparison=pl.format("' and' above {}", pl.col("statistic").str.replace("and>", "")))
+        charts["code_and_wins"] = ci_lines(
+            wins, color="comparison", title=f"A7: commas where ' and' beats each control ({norm}) · {model_id}",
+            subtitle="fraction of commas (ours; scale-free); band = 95% CI over programs", y_title="fraction of commas",
         )
     elif experiment == "roles":
         table = run.table("code_lens").sort("prompt", "site", "layer")
