@@ -349,7 +349,9 @@ def summaries(table: Any, experiment: str, targets: list[str]) -> Any:
       ``P_l(pred)`` over names of that gold role) and ``prob_minus_mean`` (its second print:
       minus the mean of ``P_l(pred)`` over all names, ``semantics/logit_lens.py:180-199``);
       and ``gold_minus_mean`` (ours): over all names, ``P_l(gold) −`` that mean for the
-      name's gold role, a one-number summary of the matrix diagonal.
+      name's gold role, a one-number summary of the matrix diagonal; ``gold_top`` (ours): the
+      fraction of names whose gold role word is the most probable of the role words
+      (scale-free: the raw lens's probabilities underflow to 0 on some models).
     """
     import numpy as np
     import polars as pl
@@ -388,6 +390,9 @@ def summaries(table: Any, experiment: str, targets: list[str]) -> Any:
             for role in targets:
                 own = np.where(gold == role, probs[role] - baseline[role], own)
             add(layer, "gold_minus_mean", own, clusters)
+            logps = np.stack([rows[f"logp_{role}"].to_numpy() for role in targets], axis=1)
+            gold_index = np.array([targets.index(g) for g in gold])
+            add(layer, "gold_top", (logps.argmax(1) == gold_index).astype(np.float64), clusters)
     frame = pl.DataFrame(out)
     keys = ["statistic", "gold", "pred", "layer"] if experiment == "cogs-roles" else ["statistic", "layer"]
     return frame.sort([k for k in keys if k in frame.columns])
@@ -471,6 +476,12 @@ def plots(run: Any) -> dict[str, Any]:
             rect = base.mark_rect().encode(color=alt.Color("mean:Q", scale=scale, title=what), tooltip=["gold", "pred", "layer", alt.Tooltip("mean:Q", format=".3g"), alt.Tooltip("ci_low:Q", format=".3g"), alt.Tooltip("ci_high:Q", format=".3g"), "n"])
             charts[stem] = rect.properties(width=90, height=90).facet(facet=alt.Facet("layer:O", title="layer"), columns=7).properties(
                 title=alt.TitleParams(f"A10: COGS role lens before proper names ({norm}) · {model_id}", subtitle=f"{what}; mean over names of each gold role")
+            )
+        top = summary.filter(pl.col("statistic") == "gold_top").with_columns(statistic=pl.lit("gold role word ranked first"))
+        if top.height:
+            charts["cogs_roles_top"] = ci_lines(
+                top, color="statistic", title=f"A10: names whose own role word is the most probable role word ({norm}) · {model_id}",
+                subtitle=f"fraction of {top['n'][0]} names (ours; scale-free); band = 95% CI over sentences", y_title="fraction of names",
             )
         own = summary.filter(pl.col("statistic") == "gold_minus_mean").with_columns(statistic=pl.lit("P(gold role) − its mean"))
         charts["cogs_roles_gold"] = ci_lines(
