@@ -317,6 +317,8 @@ def test_and_lens_equals_independent_computation(tmp_path, tiny):
     diff = run.table("code_lens_summary").filter((pl.col("statistic") == "and-or") & (pl.col("layer") == 2))
     layer2 = table.filter(pl.col("layer") == 2)
     assert diff["mean"][0] == pytest.approx((layer2["logp_and"] - layer2["logp_or"]).mean())
+    wins = run.table("code_lens_summary").filter((pl.col("statistic") == "and>not") & (pl.col("layer") == 2))
+    assert wins["mean"][0] == pytest.approx((layer2["logp_and"] > layer2["logp_not"]).mean())
     assert (run.path / "plots" / "code_and.png").is_file()
 
 
@@ -390,6 +392,9 @@ def test_cogs_role_lens_equals_independent_computation(tmp_path, tiny):
             want = probs[p][gold == g].mean() - probs[p].mean()
             got = summary.filter((pl.col("statistic") == "prob_minus_mean") & (pl.col("gold") == g) & (pl.col("pred") == p) & (pl.col("layer") == 2))["mean"][0]
             assert got == pytest.approx(want, abs=1e-12)
+    top = summary.filter((pl.col("statistic") == "gold_top") & (pl.col("layer") == 2))["mean"][0]
+    ranked = np.stack([layer[f"logp_{r}"].to_numpy() for r in roles], 1).argmax(1)
+    assert top == pytest.approx(np.mean([roles[k] == g for k, g in zip(ranked, gold)]))
     assert (run.path / "plots" / "cogs_roles.png").is_file()
 
 
