@@ -50,12 +50,6 @@ from hubclient.inputs.tasks import LensItem, Probe, TaskOptions
 KIND_LABELS = {
     "digits_prompt": "digit form (3+5=), last token",
     "words_prompt": "word form (three plus five equals), last token",
-    "list_comma": "commas between list elements",
-    "other_comma": "other commas (control)",
-    "other_token": "other tokens (control)",
-    "function_name": "function names",
-    "argument": "arguments",
-    "variable": "variables",
 }
 
 
@@ -313,9 +307,16 @@ def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig
     ``model``: an already-loaded :class:`~hubclient.models.HubModel` (tests, notebooks);
     ``None`` loads ``config.model``. The task's per-prompt columns go to ``prompts.parquet``.
 
+    ``--task code``, ``code-roles`` and ``cogs`` (the paper's A7, A8, A10) run
+    :func:`analyses.code_lens.run_site_lens` instead.
+
     Raises:
         HubError: see :func:`hubclient.inputs.tasks.lens_items` and :meth:`TaskLens.prepare`.
     """
+    if task_options.task in tasks.SITE_TASKS:  # code and COGS: analyses/code_lens.py
+        from analyses.code_lens import run_site_lens
+
+        return run_site_lens(task_options, final_norm, config, model=model)
     items = tasks.lens_items(task_options)
     analysis = TaskLens(TaskLensOptions(task=task_options.describe(), final_norm=final_norm), items)
     keys = dict.fromkeys(key for item in items for key in item.columns)  # first-seen order
@@ -325,9 +326,13 @@ def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig
 
 def summary_lines(run: Any) -> str:
     """One line per probe kind and group of a finished run: peak mean probability [95% CI] and
-    its layer, and the last layer's mean."""
+    its layer, and the last layer's mean (a code/COGS run: :func:`analyses.code_lens.summary_lines`)."""
     import polars as pl
 
+    if run.manifest.get("analysis") == "code-lens":
+        from analyses.code_lens import summary_lines as site_lines
+
+        return site_lines(run)
     table = run.table("task_lens_summary")
     lines = []
     for (kind, group), rows in table.sort("layer").group_by("kind", "group", maintain_order=True):

@@ -147,6 +147,10 @@ KNOWN_MISSING: dict[tuple[str, str], str] = {
     ("hubclient.edits", "open_trace"): "removed: the one trace opening is hubclient.exec.trace.trace_batch",
     ("hubclient.edits", "layer_states"): "removed: hubclient.exec.edits.HiddenStates (steering_vectors/last_token_states)",
     ("hubclient.edits", "progress_bar"): "removed: hubclient.run.progress.progress_bar",
+    # The code task's own probes (other commas, random tokens, role words at identifiers), replaced
+    # by the paper's A7/A8 sites (issue 16): hubclient.inputs.tasks.code.and_sites / role_sites.
+    **{("hubclient.tasks.code", name): "removed: the paper's A7/A8 sites (and_sites, role_sites, and_items, role_items)"
+       for name in ("AND_GROUP", "ROLE_GROUPS", "ROLE_WORDS", "comma_spans", "control_spans", "lens_items", "role_spans")},
 }
 
 #: the public names that stayed at their top-level modules (the README's "Library use" and the

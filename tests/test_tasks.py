@@ -9,7 +9,6 @@ located by hand in the source text. Lens numbers are checked against plain trans
 from __future__ import annotations
 
 import json
-import random
 import re
 
 import numpy as np
@@ -146,14 +145,14 @@ def test_arithmetic_corpus_and_lens_items():
 
 
 # --------------------------------------------------------------------------- COGS
-def _cogs(tmp_path, body):
-    (tmp_path / "test.tsv").write_text(body, encoding="utf-8")
+def _cogs(tmp_path, body, split="train"):
+    (tmp_path / f"{split}.tsv").write_text(body, encoding="utf-8")
     return tmp_path
 
 
 def test_cogs_reads_pairs(tmp_path):
     folder = _cogs(tmp_path, "A cat ran .\tcat ( x _ 1 ) AND run . agent ( x _ 2 , x _ 1 )\tin_distribution\nEmma slept .\tsleep . agent ( x _ 1 , Emma )\tin_distribution\nA dog ran .\tdog ( x _ 1 )\tx\n")
-    corpus = cogs.read_cogs(folder, "test", 2)
+    corpus = cogs.read_cogs(folder, "train", 2)
     assert corpus.languages == ["sentence", "logical_form"]
     assert corpus.texts == [["A cat ran .", "Emma slept ."], ["cat ( x _ 1 ) AND run . agent ( x _ 2 , x _ 1 )", "sleep . agent ( x _ 1 , Emma )"]]
     assert corpus.sentences == [0, 1]
@@ -162,11 +161,11 @@ def test_cogs_reads_pairs(tmp_path):
 @pytest.mark.parametrize(
     "body, split, n, message",
     [
-        ("A cat ran .\tcat ( x _ 1 )\nEmma slept . sleep\nx\ty\n", "test", None, r"test.tsv line 2: expected 'sentence TAB logical form"),
-        ("A cat ran .\tcat ( x _ 1 )\nEmma slept .\t \n", "test", None, "line 2: the logical form is empty"),
-        ("a\tb\nc\td\n", "dev", None, "no COGS split 'dev'.*available: test"),
-        ("a\tb\nc\td\n", "test", 3, "--n 3 is more than the 2 lines"),
-        ("a\tb\n", "test", None, "has 1 line"),
+        ("A cat ran .\tcat ( x _ 1 )\nEmma slept . sleep\nx\ty\n", "train", None, r"train.tsv line 2: expected 'sentence TAB logical form"),
+        ("A cat ran .\tcat ( x _ 1 )\nEmma slept .\t \n", "train", None, "line 2: the logical form is empty"),
+        ("a\tb\nc\td\n", "dev", None, "no COGS split 'dev'.*available: train"),
+        ("a\tb\nc\td\n", "train", 3, "--n 3 is more than the 2 lines"),
+        ("a\tb\n", "train", None, "has 1 line"),
     ],
 )
 def test_cogs_bad_input(tmp_path, body, split, n, message):
@@ -176,9 +175,9 @@ def test_cogs_bad_input(tmp_path, body, split, n, message):
 
 def test_shared_cogs_parses():
     folder = SHARED_DATA / "cogs"
-    if not (folder / "test.tsv").is_file():
-        pytest.skip(f"COGS not found at {folder} (set HUB_SHARED_DATA to the shared data folder)")
-    corpus = cogs.read_cogs(folder, "test", 50)
+    if not (folder / "train.tsv").is_file():
+        pytest.skip(f"COGS train.tsv not found at {folder} (set HUB_SHARED_DATA to the shared data folder)")
+    corpus = cogs.read_cogs(folder, n=50)  # train, the paper's split, by default
     assert corpus.n == 50 and all(" ( " in form for form in corpus.texts[1])
 
 
@@ -235,9 +234,8 @@ def test_shared_mbpp_parses():
         pytest.skip(f"MBPP not found at {path} (set HUB_SHARED_DATA to the shared data folder)")
     programs = code.read_mbpp(path, None)
     assert len(programs) == 974 and all("\r" not in p.text for p in programs)
-    items = code.lens_items(programs[:20])
-    kinds = {p.kind for item in items for p in item.probes}
-    assert kinds == {"list_comma", "other_comma", "other_token", "function_name", "argument", "variable"}
+    items = code.and_items(programs[:20])
+    assert items and all(site.kind == "comma" for item in items for site in item.sites)
 
 
 # --------------------------------------------------------------------------- probe positions
@@ -247,40 +245,6 @@ def _nth(text, needle, k=0, after=0):
     for _ in range(k):
         at = text.index(needle, at + 1)
     return at
-
-
-def test_list_commas_only_between_elements():
-    list_spans, other_spans = code.comma_spans(PROGRAM)
-    call = _nth(PROGRAM, "add_all([")
-    expected = [_nth(PROGRAM, "1,", after=call) + 1, _nth(PROGRAM, "),", after=call) + 1]  # not the tuple's comma
-    assert [s for s, _ in list_spans] == expected
-    tuple_comma = _nth(PROGRAM, "2,", after=call) + 1
-    others = [s for s, _ in other_spans]
-    assert others == sorted([PROGRAM.index(","), tuple_comma, _nth(PROGRAM, "], 0") + 1])  # def params, tuple, call args
-    for start, end in list_spans + other_spans:
-        assert PROGRAM[start:end] == ","
-
-
-def test_roles_from_ast_and_tokenize():
-    spans = code.role_spans(PROGRAM)
-    got = [(PROGRAM[s:e], role) for s, e, role in spans]
-    assert got == [
-        ("add_all", "function_name"), ("values", "argument"), ("start", "argument"),
-        ("total", "variable"), ("start", "argument"),
-        ("total", "variable"), ("values", "argument"),
-        ("add_all", "function_name"),
-    ]  # 'sum' is a builtin: never probed
-    assert spans[0][0] == PROGRAM.index("add_all(values")
-    assert code.role_spans("def f(x):\n    x = x + 1\n    return x") == [(4, 5, "function_name")]  # x is argument AND variable: dropped
-
-
-def test_control_positions_seeded():
-    a = code.control_spans(PROGRAM, 2, random.Random(4))
-    assert a == code.control_spans(PROGRAM, 2, random.Random(4)) and len(a) == 2
-    assert all(PROGRAM[s:e] != "," for s, e in a)
-    (item,) = code.lens_items([code.Program(1, 1, PROGRAM)], seed=4)
-    kinds = [p.kind for p in item.probes]
-    assert kinds.count("other_token") == kinds.count("list_comma") == 2 and kinds.count("other_comma") == 3
 
 
 def test_token_at_needs_the_token_to_end_with_the_span():
@@ -293,7 +257,7 @@ def test_token_at_needs_the_token_to_end_with_the_span():
 
 
 # --------------------------------------------------------------------------- probe lens numbers
-WORDS = ["and", "function", "argument", "parameter", "variable", "plus", "minus", "times", "equals"]
+WORDS = ["and", "or", "not", "function", "argument", "parameter", "variable", "plus", "minus", "times", "equals"]
 
 
 def _task_tokenizer(texts):
@@ -396,19 +360,6 @@ def test_arithmetic_lens_equals_independent_computation(tmp_path, task_model):
     assert prompts.columns[:3] == ["prompt", "text", "n_tokens"] and {"a", "op", "b", "answer", "form"} <= set(prompts.columns)
 
 
-def test_code_lens_equals_independent_computation(tmp_path, task_model):
-    items = code.lens_items([code.Program(1, 1, PROGRAM)], seed=0)
-    analysis = TaskLens(TaskLensOptions(task={"task": "code"}), items)
-    run = run_analysis(analysis, [PROGRAM], RunConfig(out=tmp_path, progress=False), model=task_model)
-    table = run.table("task_lens")
-    _check_against_reference(task_model, items, table)
-    comma_groups = table.filter(pl.col("kind").is_in(["list_comma", "other_comma", "other_token"]))["group"].unique().to_list()
-    role_groups = sorted(table.filter(pl.col("kind") == "argument")["group"].unique().to_list())
-    assert comma_groups == ["and"] and role_groups == ["argument", "function", "variable"]
-    assert table["exact_token"].all()  # the test tokenizer isolates every punctuation character
-    assert (run.path / "plots" / "task_lens.png").is_file()
-
-
 def test_batched_equals_unbatched(tmp_path, task_model):
     items = lens_items(TaskOptions(task="arithmetic", n=5, max_operand=4, operators="+"))
     tables = []
@@ -473,26 +424,14 @@ def test_cli_similarity_task_cogs(tmp_path, task_model_dir):
     assert prompts["text"].to_list() == ["plus", "four", "and", "minus equals", "three times", "function"]
 
 
-def test_cli_logit_lens_task_code(tmp_path, task_model_dir):
-    path = _mbpp(tmp_path, [{"task_id": 3, "code": PROGRAM, "test_list": []}])
-    result = _hub("logit-lens", "--task", "code", "--mbpp", path, "--model", task_model_dir, "--out", tmp_path / "out", "--name", "k")
-    assert result.exit_code == 0, result.output
-    run = tmp_path / "out" / "k"
-    assert json.loads((run / "manifest.json").read_text())["analysis"] == "task-lens"
-    summary = pl.read_parquet(run / "task_lens_summary.parquet")
-    assert {"list_comma", "other_comma", "other_token", "function_name", "argument", "variable"} == set(summary["kind"])
-    assert pl.read_parquet(run / "prompts.parquet")["task_id"].to_list() == [3]
-    assert "list_comma / and: peak" in result.output
-    replot = runner.invoke(app, ["plot", str(run)])
-    assert replot.exit_code == 0, replot.output
-
-
 @pytest.mark.parametrize(
     "args, fragment",
     [
         (["similarity", "--task", "nope"], "unknown --task 'nope'; choose one of arithmetic, cogs, code"),
         (["similarity", "--task", "code"], "--task code has no similarity form; hub analyze similarity takes --task arithmetic or cogs"),
-        (["logit-lens", "--task", "cogs"], "--task cogs has no logit-lens form"),
+        (["logit-lens", "--task", "cogs"], "pass --cogs-dir PATH"),
+        (["similarity", "--task", "code-roles"], "--task code-roles has no similarity form"),
+        (["similarity", "--task", "cogs", "--cogs-dir", "{cogs}", "--cogs-baseline", "nope"], "unknown COGS baseline 'nope'; choose one of swap, swap-shuffle"),
         (["similarity", "--task", "cogs"], "pass --cogs-dir PATH"),
         (["logit-lens", "--task", "code"], "pass --mbpp PATH"),
         (["logit-lens", "--task", "code", "--mbpp", "{bad}"], "mbpp.jsonl line 2: not valid JSON"),
@@ -507,8 +446,9 @@ def test_cli_logit_lens_task_code(tmp_path, task_model_dir):
 )
 def test_cli_bad_task_input_is_one_line_and_writes_nothing(tmp_path, task_model_dir, args, fragment):
     bad = _mbpp(tmp_path, [GOOD, "{oops"])
+    folder = _cogs(tmp_path, "Emma saw Liam .\tsee . agent ( x _ 1 , Emma ) AND see . theme ( x _ 1 , Liam )\tin_distribution\n")
     out = tmp_path / "out"
-    result = _hub(*[a.format(bad=bad) for a in args], "--model", task_model_dir, "--out", out)
+    result = _hub(*[a.format(bad=bad, cogs=folder) for a in args], "--model", task_model_dir, "--out", out)
     assert result.exit_code == 2, result.output
     message = result.output.strip().splitlines()[-1]
     assert message.startswith("error: ") and fragment in message, message

@@ -41,6 +41,8 @@ def command(
     operators: tasks.Operators = "+-*",
     mbpp: tasks.Mbpp = None,
     with_tests: tasks.WithTests = True,
+    cogs_dir: tasks.CogsDir = None,
+    cogs_split: tasks.CogsSplit = "train",
     modality: Annotated[str, typer.Option(help="text: the prompts; image or audio: --prompts is a pairs file (.csv/.jsonl, columns media and caption) and the lens reads every media position, following the caption's words (an image/audio model). docs/modalities.md.", rich_help_panel="Media")] = "text",
     media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes.", rich_help_panel="Media")] = "{media}",
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
@@ -53,9 +55,12 @@ def command(
     position and layer; layer 0 = embeddings), targets.parquet (with --target), a manifest,
     and plots (lens heatmap, target probability by layer) as HTML and PNG.
 
-    With --task arithmetic|code the prompts and probe positions come from the task and the
+    With --task arithmetic the prompts and probe positions come from the task and the
     probe lens runs instead (analysis task-lens; docs/tasks.md): task_lens.parquet,
-    task_lens_summary.parquet and its plot; --n counts expressions or programs.
+    task_lens_summary.parquet and its plot; --n counts expressions. With --task code,
+    code-roles or cogs the semantic hub paper's code and COGS lenses run (A7, A8, A10;
+    analysis code-lens): code_lens.parquet, code_lens_summary.parquet and plots; use
+    --final-norm last for the paper's lens.
     """
     final_norm = opt.final_norm_option(final_norm_value, no_final_norm)
     # what needs no model is checked before it loads (a bad option must not cost the load)
@@ -66,7 +71,7 @@ def command(
         raise HubError(f"--lens-dtype {lens_dtype!r} is not one of {', '.join(LENS_DTYPES)}")
     task_given = {
         "--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*",
-        "--no-tests": not with_tests,
+        "--no-tests": not with_tests, "--cogs-split": cogs_split != "train",
     }  # --mbpp also comes from $HUB_MBPP, so it is not refused here
     media_given = {"--media-template": media_template != "{media}", "--no-resample": not resample}
     if modality != "text":  # the lens at the media positions of (media, caption) pairs
@@ -93,7 +98,8 @@ def command(
             "--positions": positions != "last", "--target": bool(target), "--top-k": top_k is not None,
             "--lens-dtype": lens_dtype != "model", **media_given,
         })
-        options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
+        options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests,
+                                     cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split)
         report(task_lens.run_task_lens(options, final_norm, config))
         return
     opt.reject("logit-lens on text prompts (task options need --task, media options --modality image|audio)", {**task_given, **media_given})

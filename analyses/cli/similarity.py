@@ -111,7 +111,8 @@ def command(
     max_operand: tasks.MaxOperand = 9,
     operators: tasks.Operators = "+-*",
     cogs_dir: tasks.CogsDir = None,
-    cogs_split: tasks.CogsSplit = "test",
+    cogs_split: tasks.CogsSplit = "train",
+    cogs_baseline: tasks.CogsBaseline = None,
     modality: Annotated[str, typer.Option(help="text: INPUTS are parallel texts; image or audio: INPUTS is one pairs file (.csv/.jsonl, columns media and caption) and each medium is compared with its caption (an image/audio model, e.g. llava-hf/llava-1.5-7b-hf). docs/modalities.md.", rich_help_panel="Media")] = "text",
     media_pool: Annotated[str, typer.Option(help="With --modality image|audio: last: the medium's last token position (the paper's code, A11: the last image patch of LLaVA with --media-template '{media}'); mean: the mean over its token positions (ours). --pool applies to the caption.", rich_help_panel="Media")] = "last",
     media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes, e.g. 'USER: {media}\\nASSISTANT:'.", rich_help_panel="Media")] = "{media}",
@@ -137,7 +138,7 @@ def command(
     paper = {"final_norm": norm, "baseline": settings["baseline"], "paired_baseline": paired_baseline, "protocol": protocol}
     check_layers(layers, "--layers")
     heatmap = heatmap_layer_value(heatmap_layer)
-    task_given = {"--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*", "--cogs-split": cogs_split != "test"}
+    task_given = {"--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*", "--cogs-split": cogs_split != "train", "--cogs-baseline": cogs_baseline is not None}
     media_given = {"--media-pool": media_pool != "last", "--media-template": media_template != "{media}", "--no-resample": not resample}
     text_given = {"--flores-dir": flores_dir is not None, "--skip-empty": skip_empty}
     if modality != "text":  # media vs caption pairs: the same analysis, two "languages"
@@ -163,7 +164,7 @@ def command(
             if operators == "+-*":
                 operators = "+*"
         task_options = tasks.TaskOptions(
-            task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split,
+            task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split, cogs_baseline=cogs_baseline,
             protocol=protocol if task == "arithmetic" else "hub",
         )
         if protocol == "wu2024" and task == "arithmetic":  # the paper's "Same result" / "Diff result" means

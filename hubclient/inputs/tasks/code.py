@@ -1,53 +1,36 @@
 """Code: MBPP Python programs under the logit lens (Austin et al. 2021; Wu et al. 2024 §4, Fig. 6).
 
 Each program (``code`` of an MBPP record, CRLF made LF, plus its ``test_list`` asserts unless
-``with_tests`` is off: most list literals of MBPP are in its tests) is one prompt. Probes are
-found with Python's own parser (:mod:`ast`) and tokenizer (:mod:`tokenize`), never regexes:
+``with_tests`` is off) is one prompt. Read positions come from Python's own parser
+(:mod:`ast`), as in the paper's code (``paper-protocols.md`` A7, A8):
 
-``"and"`` at commas (group ``and``: the word "and")
-    * ``list_comma``: the comma token between two consecutive elements of a list display
-      (``ast.List``); nested commas inside an element belong to that element, not the list;
-    * ``other_comma`` (control): every other comma token (call arguments, parameters, tuples,
-      dict displays, subscripts, imports);
-    * ``other_token`` (control): as many Python tokens of the program as it has list commas,
-      drawn (seeded) among its names, numbers and operators other than commas.
+A7, ``"and"`` at list commas (:func:`and_sites`, prompts with tests)
+    the comma after each element but the last of every ``ast.List`` with more than one
+    element; read there: the first token of ``" and"``, of the controls ``" or"`` and
+    ``" not"``, and the true next token (``coding/logit_lens_and.py``).
 
-Semantic roles (groups ``function``, ``argument``, ``variable``: the role words of
-:data:`ROLE_WORDS`, every group at every role position, so the role-appropriate word is
-compared with the other roles' words at the same position)
-    * ``function_name``: the name after ``def`` and every use of that name;
-    * ``argument``: each parameter (``ast.arg``, lambdas included) and every use of it;
-    * ``variable``: each name bound by assignment, ``for``, ``with``, comprehension… (an
-      ``ast.Name`` in a ``Store`` context) and every use of it.
-    A name that falls in two roles in one program (e.g. a parameter that is reassigned) is
-    left out. Attributes, keywords, builtins and imported names are never probed.
+A8, semantic roles (:func:`role_sites`, prompts without tests)
+    the ``(`` / ``,`` before each positional argument of a call ``f(...)`` to a builtin or to a
+    function defined in the program; read there: the first token of ``" " + parameter name``
+    (the role) and of ``" " + ast.unparse(argument)`` (the surface); Δ = log p(role) −
+    log p(surface) (``coding/logit_lens_semantic_role.py``).
 
-The lens is read at the span's last token (for ``count_ways``: the token ending in ``ways``).
+Offsets are characters (``ast`` columns are UTF-8 bytes and are converted; the paper's code
+uses them as characters, which differs only on lines with non-ASCII text before the site).
+The paper's prompts keep MBPP's CRLF line ends; here they are LF (a whitespace difference).
 """
 
 from __future__ import annotations
 
 import ast
-import functools
-import io
-import random
-import tokenize
+import builtins
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 from hubclient.errors import HubError
 from hubclient.inputs.prompts import iter_jsonl, read_lines
-from hubclient.inputs.tasks.items import LensItem, Probe
-
-#: Role -> English words whose lens probability is read at identifiers of that role (summed).
-ROLE_WORDS: dict[str, tuple[str, ...]] = {
-    "function_name": ("function",),
-    "argument": ("argument", "parameter"),
-    "variable": ("variable",),
-}
-#: Group names of the role probes (one per role, in ROLE_WORDS order).
-ROLE_GROUPS = {"function_name": "function", "argument": "argument", "variable": "variable"}
-AND_GROUP = {"and": ("and",)}
+from hubclient.inputs.tasks.sites import NEXT_TOKEN, Site, SiteItem
 
 
 @dataclass(frozen=True)
@@ -117,7 +100,10 @@ class _Offsets:
     ast columns are UTF-8 bytes)."""
 
     def __init__(self, text: str):
-        self.lines = text.splitlines(keepends=True)
+        # split on "\n" only, as Python's parser does for LF text (str.splitlines would also
+        # split on form feeds and other separators that may sit inside string literals)
+        self.lines = [line + "\n" for line in text.split("\n")]
+        self.lines[-1] = self.lines[-1][:-1]
         self.starts = [0]
         for line in self.lines:
             self.starts.append(self.starts[-1] + len(line))
@@ -129,124 +115,178 @@ class _Offsets:
         line = self.lines[row - 1] if row - 1 < len(self.lines) else ""
         return self.starts[row - 1] + len(line.encode("utf-8")[:col_bytes].decode("utf-8", errors="ignore"))
 
-
-# comma_spans, role_spans and control_spans each read the same program: parse and tokenise it once.
-@functools.lru_cache(maxsize=4)
-def _tree(text: str) -> ast.Module:
-    return ast.parse(text)
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        """``(start, end)`` character offsets of an ``ast`` node in the text."""
+        return self.node(node.lineno, node.col_offset), self.node(node.end_lineno, node.end_col_offset)
 
 
-@functools.lru_cache(maxsize=4)
-def _tokens(text: str) -> tuple[tokenize.TokenInfo, ...]:
-    return tuple(tokenize.generate_tokens(io.StringIO(text).readline))
+# --------------------------------------------------------------------------- A7: "and" at commas
+#: A7's targets at each comma: the word read for ``and`` and its controls (first token of
+#: ``" " + word``), and the true next token (``coding/logit_lens_and.py:68-83``).
+AND_TARGETS: tuple[tuple[str, str], ...] = (("and", "and"), ("or", "or"), ("not", "not"), ("next", NEXT_TOKEN))
 
 
-def comma_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Comma tokens of a program: ``(list_commas, other_commas)`` as ``(start, end)`` spans.
+def and_sites(text: str) -> list[Site]:
+    """A7 comma sites of one program (``paper-protocols.md`` A7; ``coding/logit_lens_and.py:31-66``).
 
-    A list comma is the first comma token after the end of element ``i`` and before the start
-    of element ``i + 1`` of an ``ast.List`` (commas nested inside an element lie inside the
-    element's own span, so they are never taken).
+    For every ``ast.List`` with more than one element (nested lists included, each list on its
+    own) and each element: from the element's end, skip spaces and newlines; the next character
+    must be ``,`` (a ``]`` means the last element: not counted; anything else, e.g. a comment,
+    is the code's "corner case": not counted). The comma's character index is the site; the
+    lens is read at the token that is exactly that comma (``match="comma-token"``: merged
+    tokens such as ``',`` are skipped when the tokenizer is known).
+
+    Returns:
+        the sites in text order, each with :data:`AND_TARGETS` and ``info`` ``{"list_size"}``.
     """
-    tree = _tree(text)
+    tree = ast.parse(text)
     offsets = _Offsets(text)
-    commas = []
-    for tok in _tokens(text):
-        if tok.type == tokenize.OP and tok.string == ",":
-            commas.append(offsets.chars(*tok.start))
-    listed: set[int] = set()
+    found: dict[int, int] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.List):
-            for left, right in zip(node.elts, node.elts[1:]):
-                after = offsets.node(left.end_lineno, left.end_col_offset)
-                before = offsets.node(right.lineno, right.col_offset)
-                for start in commas:
-                    if after <= start < before:
-                        listed.add(start)
-                        break
-    list_spans, other_spans = [], []
-    for start in commas:
-        (list_spans if start in listed else other_spans).append((start, start + 1))
-    return list_spans, other_spans
+        if not (isinstance(node, ast.List) and len(node.elts) > 1):
+            continue
+        for element in node.elts:
+            end = offsets.span(element)[1]
+            while end < len(text) and text[end] in (" ", "\n"):
+                end += 1
+            if end < len(text) and text[end] == ",":
+                found[end] = len(node.elts)
+    out = []
+    for char in sorted(found):
+        out.append(Site("comma", "comma-token", AND_TARGETS, char=char, info={"list_size": found[char]}))
+    return out
 
 
-def role_spans(text: str) -> list[tuple[int, int, str]]:
-    """Identifier occurrences with a semantic role: ``(start, end, role)``, sorted by start.
+# --------------------------------------------------------------------------- A8: parameter names
+#: Builtins whose overloads have different first parameters: skipped (``coding/logit_lens_semantic_role.py:43-45``).
+SKIPPED_BUILTINS = frozenset({"range", "max", "min", "dict", "zip", "type"})
+#: Parameter names of builtins that :func:`inspect.signature` cannot read (from ``builtins.pyi``,
+#: as hard-coded in ``coding/logit_lens_semantic_role.py:51-62``).
+BUILTIN_PARAMS: dict[str, tuple[str, ...]] = {
+    "bool": ("o",),
+    "int": ("x", "base"),
+    "float": ("x",),
+    "filter": ("function", "iterable"),
+    "map": ("func", "iter1", "iter2"),
+    "next": ("i", "default"),
+    "iter": ("object", "sentinel"),
+    "set": ("iterable",),
+    "str": ("object", "encoding", "errors"),
+}
+#: Parameter names never used as a role word (``coding/logit_lens_semantic_role.py:160``).
+SKIPPED_PARAMS = frozenset({"obj", "object"})
 
-    Roles (see the module docstring): ``function_name`` (def names and their uses),
-    ``argument`` (parameters and their uses), ``variable`` (stored names and their uses);
-    names in two roles are dropped.
+
+def builtin_param(function: str, index: int) -> str | None:
+    """Name of positional parameter ``index`` of builtin ``function``, or ``None`` when the
+    paper's code has none (a skipped builtin, a builtin neither :func:`inspect.signature` nor
+    :data:`BUILTIN_PARAMS` describes, or an index past its parameters; the paper's code
+    would raise on the last two, which MBPP never reaches with Python 3.11).
+
+    ``inspect.signature`` depends on the Python version; with Python 3.11 (checked) the
+    builtins MBPP calls read as in the paper's code (``print``'s second positional argument
+    reads ``sep``, as there).
     """
-    tree = _tree(text)
-    offsets = _Offsets(text)
-    functions: set[str] = set()
-    arguments: set[str] = set()
-    variables: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            functions.add(node.name)
-        elif isinstance(node, ast.arg):
-            arguments.add(node.arg)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            variables.add(node.id)
-    roles: dict[str, str] = {}
-    for role, names in (("function_name", functions), ("argument", arguments), ("variable", variables)):
-        for name in names:
-            roles[name] = "ambiguous" if name in roles else role
-    spans: dict[int, tuple[int, int, str]] = {}
-
-    def add(start: int, name: str) -> None:
-        role = roles.get(name)
-        if role in ROLE_WORDS and text[start : start + len(name)] == name:
-            spans[start] = (start, start + len(name), role)
-
-    toks = _tokens(text)
-    for prev, tok in zip(toks, toks[1:]):
-        if prev.type == tokenize.NAME and prev.string == "def" and tok.type == tokenize.NAME:
-            add(offsets.chars(*tok.start), tok.string)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.arg):
-            add(offsets.node(node.lineno, node.col_offset), node.arg)
-        elif isinstance(node, ast.Name):
-            add(offsets.node(node.lineno, node.col_offset), node.id)
-    return [spans[k] for k in sorted(spans)]
+    if function in SKIPPED_BUILTINS:
+        return None
+    try:
+        params = list(inspect.signature(getattr(builtins, function)).parameters)
+    except (ValueError, TypeError):
+        params = list(BUILTIN_PARAMS.get(function, ()))
+    return params[index] if index < len(params) else None
 
 
-def control_spans(text: str, count: int, rng: random.Random) -> list[tuple[int, int]]:
-    """``count`` Python tokens (names, numbers, operators other than commas) drawn without
-    replacement by ``rng``, sorted by start (fewer when the program has fewer)."""
-    offsets = _Offsets(text)
-    pool = []
-    for tok in _tokens(text):
-        if tok.type in (tokenize.NAME, tokenize.NUMBER) or (tok.type == tokenize.OP and tok.string != ","):
-            start = offsets.chars(*tok.start)
-            pool.append((start, start + len(tok.string)))
-    if count <= 0 or not pool:
-        return []
-    return sorted(rng.sample(pool, min(count, len(pool))))
+def role_sites(text: str) -> tuple[list[Site], dict[str, int]]:
+    """A8 sites of one program (``paper-protocols.md`` A8; ``coding/logit_lens_semantic_role.py:104-168``).
 
+    For every ``ast.Call`` whose function is a plain name (``f(...)``, not ``a.f(...)``) and
+    each positional argument ``k``: the key character is the ``(`` before argument 0 or the
+    ``,`` before argument ``k > 0``, found from the end of the function name / argument
+    ``k-1`` by skipping spaces and ``)``. The role word is the parameter's name: for a name in
+    ``dir(builtins)`` :func:`builtin_param`; otherwise the only ``def`` of that name in the
+    program (``args.args[k]``). Dropped (counted in the returned dict):
 
-def lens_items(programs: list[Program], seed: int = 0) -> list[LensItem]:
-    """The lens task: one prompt per program with its comma, control and role probes.
+    * ``no_param``: a skipped builtin, an imported/undefined function, a function defined
+      twice, no parameter ``k``;
+    * ``same``: the parameter's name is the argument's source (``ast.unparse``);
+    * ``paren``: the argument's source starts with ``(``;
+    * ``obj``: the parameter is ``obj`` or ``object``;
+    * ``no_key``: the character found is not ``(`` or ``,`` (the paper's code asserts).
 
-    Control positions of program ``k`` are drawn with ``random.Random(seed * 1_000_003 + k)``,
-    so they do not change when ``n`` does.
+    Two more skips need the tokenizer and happen in :mod:`analyses.code_lens`: no token ends
+    at the key (``([`` merged forward), and equal first tokens of role and surface.
+
+    Returns:
+        ``(sites, dropped)``: sites in (call, argument) walk order with targets
+        ``(("role", param), ("surface", unparse(arg)))`` and ``info`` ``{"function", "arg_index",
+        "param", "surface"}``; ``dropped``: reason -> count.
     """
-    role_groups = {}
-    for role, words in ROLE_WORDS.items():
-        role_groups[ROLE_GROUPS[role]] = words
+    tree = ast.parse(text)
+    offsets = _Offsets(text)
+    defs: dict[str, list[ast.FunctionDef]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            defs.setdefault(node.name, []).append(node)
+    builtin_names = set(dir(builtins))
+    dropped = {"no_param": 0, "same": 0, "paren": 0, "obj": 0, "no_key": 0}
+    sites: list[Site] = []
+    for call in ast.walk(tree):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.args):
+            continue
+        name = call.func.id
+        for k, arg in enumerate(call.args):
+            previous = call.args[k - 1] if k > 0 else call.func
+            key = offsets.span(previous)[1]
+            while key < len(text) and text[key] in (" ", ")"):
+                key += 1
+            if key >= len(text) or text[key] not in ("(", ","):
+                dropped["no_key"] += 1
+                continue
+            if name in builtin_names:
+                param = builtin_param(name, k)
+            else:
+                found = defs.get(name, [])
+                param = found[0].args.args[k].arg if len(found) == 1 and k < len(found[0].args.args) else None
+            if param is None:
+                dropped["no_param"] += 1
+                continue
+            surface = ast.unparse(arg)
+            if param == surface:
+                dropped["same"] += 1
+                continue
+            if surface.startswith("("):
+                dropped["paren"] += 1
+                continue
+            if param in SKIPPED_PARAMS:
+                dropped["obj"] += 1
+                continue
+            info = {"function": name, "arg_index": k, "param": param, "surface": surface}
+            sites.append(Site("argument", "ends-at", (("role", param), ("surface", surface)), char=key, info=info))
+    return sites, dropped
+
+
+def and_items(programs: list[Program]) -> list[SiteItem]:
+    """A7 prompts: the programs that have at least one comma site (the paper's code skips a
+    program without a list of two or more elements before running the model; a program whose
+    lists end every element with ``]`` or a comment has no site either and is skipped too:
+    it would add nothing)."""
     items = []
-    for k, program in enumerate(programs):
-        text = program.text
-        probes: list[Probe] = []
-        list_commas, other_commas = comma_spans(text)
-        for kind, spans in (("list_comma", list_commas), ("other_comma", other_commas)):
-            for start, end in spans:
-                probes.append(Probe(kind, start, end, text[start:end], dict(AND_GROUP)))
-        for start, end in control_spans(text, len(list_commas), random.Random(seed * 1_000_003 + k)):
-            probes.append(Probe("other_token", start, end, text[start:end], dict(AND_GROUP)))
-        for start, end, role in role_spans(text):
-            probes.append(Probe(role, start, end, text[start:end], dict(role_groups)))
-        probes.sort(key=lambda p: (p.end, p.kind))
-        items.append(LensItem(text, probes, {"task_id": program.task_id, "line": program.line}))
+    for program in programs:
+        sites = and_sites(program.text)
+        if sites:
+            items.append(SiteItem(program.text, sites, {"task_id": program.task_id, "line": program.line}))
     return items
+
+
+def role_items(programs: list[Program]) -> tuple[list[SiteItem], dict[str, int]]:
+    """A8 prompts: the programs with at least one argument site, and the summed drop counts
+    of :func:`role_sites`."""
+    items = []
+    dropped: dict[str, int] = {}
+    for program in programs:
+        sites, why = role_sites(program.text)
+        for reason, count in why.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+        if sites:
+            items.append(SiteItem(program.text, sites, {"task_id": program.task_id, "line": program.line}))
+    return items, dropped

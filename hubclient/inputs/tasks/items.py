@@ -18,7 +18,7 @@ class Probe:
     """One probed span of a prompt and the words whose lens probability is read there.
 
     Attributes:
-        kind: what the span is (``digits_prompt``, ``list_comma``, ``variable``, …); results
+        kind: what the span is (``digits_prompt``, ``words_prompt``, …); results
             are summarised per kind.
         start / end: character span in the prompt text; the lens is read at the model token
             that holds the span's LAST character (it must end exactly at ``end``).
