@@ -24,7 +24,7 @@ lens_app = typer.Typer(help="Tuned lenses: train one (tuned-lens package format)
 Text = Annotated[Optional[Path], typer.Option("--text", help="Folder of text files (one text a line) to train and evaluate on [default: the FLORES-200 folder: --flores-dir, $HUB_FLORES_DIR or the data folder].", rich_help_panel="Data")]
 HeldOut = Annotated[float, typer.Option(help="Fraction of each file's last lines held out for the KL evaluation (for FLORES: the same sentence ids in every language).", rich_help_panel="Data")]
 EvalLength = Annotated[int, typer.Option(min=2, help="Tokens per held-out chunk (BOS included).", rich_help_panel="Evaluation")]
-EvalChunks = Annotated[int, typer.Option(min=0, help="Held-out chunks evaluated (0: no evaluation; `hub lens eval` does it later) (the items of the bootstrap CI); the evaluation decodes the whole vocabulary at every layer twice per token.", rich_help_panel="Evaluation")]
+EvalChunks = Annotated[int, typer.Option(min=0, help="Held-out chunks evaluated, evenly spaced over the held-out text (0: no evaluation; `hub lens eval` does it later) (the items of the bootstrap CI); the evaluation decodes the whole vocabulary at every layer twice per token.", rich_help_panel="Evaluation")]
 
 
 def _corpus(text: Path | None, flores_dir: Path | None) -> tuple[Path, dict[str, list[str]]]:
@@ -74,14 +74,18 @@ def _plot(rows: list[dict[str, Any]], model_id: str, stem: Path) -> None:
     frame = pl.DataFrame(rows).with_columns(lens=pl.col("lens").replace({"logit": "logit lens", "tuned": "tuned lens"}))
     n = int(frame["n"].max())
     chart = ci_lines(frame, "lens", f"Held-out KL to the model's output · {model_id}", "KL(p_final ‖ p_lens), nats/token",
-                     subtitle=f"mean over {n} held-out chunks, 95% bootstrap CI", log_floor=1e-2)
+                     subtitle=f"mean over {n} held-out chunks, 95% bootstrap CI", log_floor=0.5)
     save_chart(chart, stem)
 
 
 def _evaluate(model: Any, translators: Any, texts: list[str], eval_length: int, eval_chunks: int) -> list[dict[str, Any]]:
     from hubclient.science.tuned_lens import chunk_ids, evaluate
 
-    chunks = chunk_ids(model.tokenizer, texts, eval_length)[:eval_chunks]
+    import torch
+
+    chunks = chunk_ids(model.tokenizer, texts, eval_length)
+    if chunks.shape[0] > eval_chunks:  # spread over the held-out text (every file/language), not its start
+        chunks = chunks[torch.linspace(0, chunks.shape[0] - 1, eval_chunks).round().long()]
     if chunks.shape[0] == 0:
         raise HubError(f"the held-out text makes no chunk of {eval_length} tokens; raise --held-out or lower --eval-length")
     return _kl_table(evaluate(model, translators, chunks))
