@@ -44,7 +44,8 @@ def target_tokens(tokenizer: Any, prompt: str, placeholder: str) -> tuple[list[i
     and the position of the placeholder's token (its last occurrence in the prompt).
 
     The placeholder must be one token: the prompt up to and including it must tokenise to a
-    prefix of the whole prompt's ids.
+    prefix of the whole prompt's ids, whose last token decodes to the placeholder (leading
+    space aside, as SentencePiece's ``▁?``).
 
     Returns:
         (ids ``[T]``, placeholder position in ``0..T-1``).
@@ -60,13 +61,14 @@ def target_tokens(tokenizer: Any, prompt: str, placeholder: str) -> tuple[list[i
     end = prompt.rindex(placeholder) + len(placeholder)
     ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
     head = list(tokenizer(prompt[:end], add_special_tokens=True)["input_ids"])
-    before = list(tokenizer(prompt[: end - len(placeholder)], add_special_tokens=True)["input_ids"])
-    if ids[: len(head)] != head or len(head) != len(before) + 1 or head[: len(before)] != before:
+    position = len(head) - 1
+    alone = ids[: len(head)] == head and tokenizer.decode([ids[position]]).strip() == placeholder.strip()
+    if not alone:
         raise HubError(
             f"--patch-placeholder {placeholder!r} is not one token of its own in --patch-prompt {prompt!r} "
             "for this tokenizer; choose a placeholder that tokenises alone (e.g. '?' with spaces around it)"
         )
-    return ids, len(head) - 1
+    return ids, position
 
 
 def extend_batch(batch: Any, target_ids: list[int], placeholder: int, n_layers: int, pad_id: int | None) -> Any:

@@ -116,7 +116,7 @@ def model_config(model: "HubModel", bias: bool = True) -> TunedLensConfig:
     head = model.torch_model.get_submodule(model.arch.lm_head)
     return TunedLensConfig(
         base_model_name_or_path=model.model_id, d_model=d_model, num_hidden_layers=model.n_layers,
-        bias=bias, base_model_revision=model.revision, unembed_hash=unembed_hash(head.weight),
+        bias=bias, base_model_revision=model.revision, unembed_hash=None if head.weight.is_meta else unembed_hash(head.weight),
     )
 
 
@@ -199,7 +199,7 @@ def load_lens(folder: Path | str, model: "HubModel | None" = None) -> tuple["tor
                 f"({config.base_model_name_or_path}); this model has d_model {d_model} and {model.n_layers} layers: train one with hub lens train --model {model.model_id}"
             )
         head = model.torch_model.get_submodule(model.arch.lm_head)
-        if config.unembed_hash and config.unembed_hash != unembed_hash(head.weight):
+        if config.unembed_hash and not head.weight.is_meta and config.unembed_hash != unembed_hash(head.weight):  # a remote model has no weights here
             print(f"warning: the tuned lens at {path} was trained with another unembedding (W_U hash differs; lens for {config.base_model_name_or_path})", file=sys.stderr)
     return translators, config
 
