@@ -20,17 +20,9 @@ from typing import Any
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.prompts import Positions
-from hubclient.science.lens import (
-    check_lens_choice,
-    check_lens_dtype,
-    decode_layers,
-    describe_lens,
-    lens_label,
-    lens_spec,
-    norm_label,
-    reduce_logits,
-)
-from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT, extend_batch, target_tokens
+from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
+from hubclient.science.lens import check_lens_dtype, decode_layers, lens_label, norm_label, reduce_logits
+from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.science.tokens import decoder, follow_word
 
 #: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.
@@ -84,9 +76,7 @@ class LogitLens(Analysis):
         super().__init__(options)
         if options.top_k < 1:
             raise HubError(f"--top-k must be at least 1, got {options.top_k}")
-        check_lens_choice(options.lens, options.tuned_lens, options.final_norm, options.patch_prompt, options.patch_placeholder)
-        self._lens: Any = None
-        self._patch: Any = None
+        init_lens(self)
         self._positions = Positions.parse(options.positions)
         if options.targets:
             self.tables = {**self.tables, "targets": ["prompt", "position", "layer", "target"]}
@@ -101,15 +91,12 @@ class LogitLens(Analysis):
                 or a ``lens_dtype`` that does not fit (see :func:`hubclient.science.lens.check_lens_dtype`).
         """
         self._lens_dtype = check_lens_dtype(model, self.options.lens_dtype)
-        self._lens = lens_spec(model, self.options.lens, self.options.tuned_lens)
-        if self.options.lens == "patchscope":
-            self._patch = target_tokens(model.tokenizer, self.options.patch_prompt, self.options.patch_placeholder)
+        prepare_lens(self, model)
         if self.options.top_k > model.vocab_size:
             raise HubError(f"--top-k {self.options.top_k} exceeds the vocabulary size {model.vocab_size}")
         self.target_ids = []
         for word in self.options.targets:
             self.target_ids.append(follow_word(model.tokenizer, word, "--target"))
-        self._lens_block = describe_lens(model, self.options.lens, self.options.tuned_lens, self._patch)
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         return self._positions.resolve(n_tokens, prompt_index)
@@ -118,23 +105,11 @@ class LogitLens(Analysis):
         """The usual prompt batches; with ``--lens patchscope`` each carries one copy of the
         target prompt per (selected row, layer) (:func:`hubclient.science.patchscope.extend_batch`),
         so the patchscope of every layer runs in the batch's one forward pass."""
-        if self.options.lens != "patchscope":
-            return None
-        from hubclient.exec.batching import make_batches
-
-        if self._patch is None:
-            self._patch = target_tokens(model.tokenizer, self.options.patch_prompt, self.options.patch_placeholder)
-        positions = []
-        for i, ids in enumerate(tokens):
-            positions.append(self.token_positions(ids, i))
-        out = []
-        for batch in make_batches(tokens, positions, batch_size, model.tokenizer.pad_token_id):
-            out.append(extend_batch(batch, self._patch[0], self._patch[1], model.n_layers + 1, model.tokenizer.pad_token_id))
-        return out
+        return patch_batches(self, model, tokens, batch_size)
 
     def describe_run(self) -> dict[str, Any]:
         """The lens (and the tuned lens' folder and hash, or the patchscope's target tokens)."""
-        return {"lens": self._lens_block} if getattr(self, "_lens_block", None) else {}
+        return lens_manifest(self)
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
@@ -148,7 +123,7 @@ class LogitLens(Analysis):
         def reduce(logits: Any, rows: Any) -> dict[str, Any]:
             return reduce_logits(logits, top_k, targets)
 
-        return decode_layers(model, batch, reduce, self.options.final_norm, self._lens_dtype, self._lens)
+        return decode_layers(model, batch, reduce, self.options.final_norm, self._lens_dtype, self.lens_spec)
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
