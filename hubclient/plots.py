@@ -19,12 +19,133 @@ def save_chart(chart: Any, stem: Path) -> list[str]:
         the file names written, relative to the run folder (``plots/<name>.html`` …).
     """
     check_fonts(chart)
+    strip_paths(chart)
     written = []
     for suffix, kwargs in ((".html", {}), (".png", {"scale_factor": 2})):
         path = stem.with_suffix(suffix)
         atomic_write(path, lambda tmp, s=suffix, kw=kwargs: chart.save(str(tmp), format=s[1:], **kw))
         written.append(f"{stem.parent.name}/{path.name}")
     return written
+
+
+# --------------------------------------------------------------------------- titles, colours
+_PATH: Any = None
+
+
+def short_path(text: str) -> str:
+    """``text`` with every absolute local path (``/home/u/models/tiny``, ``C:\\m\\x``, ``~/m``)
+    replaced by its last component, so chart titles never show a local folder; Hugging Face ids
+    (``google/gemma-3-270m``) stay as they are."""
+    import re
+
+    global _PATH
+    if _PATH is None:
+        _PATH = re.compile(r"(?:(?<![\w.])~|(?<![\w.])[A-Za-z]:|(?<![\w.]))((?:[/\\][^\s/\\·,;()'\"]+){2,})[/\\]?")
+    return _PATH.sub(lambda m: re.split(r"[/\\]", m.group(1))[-1], text)
+
+
+def strip_paths(chart: Any) -> Any:
+    """Apply :func:`short_path` to every title and subtitle of ``chart`` and its sub-charts
+    (layers, concatenations, facets), in place; returns ``chart``."""
+    import altair as alt
+
+    def fix(title: Any) -> Any:
+        if isinstance(title, str):
+            return short_path(title)
+        if isinstance(title, list):
+            return [fix(t) for t in title]
+        if isinstance(title, alt.TitleParams):
+            title.text = fix(title.text)
+            if title.subtitle is not alt.Undefined:
+                title.subtitle = fix(title.subtitle)
+        return title
+
+    seen: set[int] = set()
+
+    def walk(obj: Any) -> None:
+        if id(obj) in seen or not isinstance(obj, alt.SchemaBase):
+            return
+        seen.add(id(obj))
+        title = getattr(obj, "title", alt.Undefined)
+        if title is not alt.Undefined:
+            obj.title = fix(title)
+        for attr in ("layer", "vconcat", "hconcat", "concat"):
+            subs = getattr(obj, attr, alt.Undefined)
+            if isinstance(subs, list):
+                for sub in subs:
+                    walk(sub)
+        spec = getattr(obj, "spec", alt.Undefined)
+        if spec is not alt.Undefined:
+            walk(spec)
+
+    walk(chart)
+    return chart
+
+
+#: Colours of languages, the same in every figure (Tableau 10 and extensions). Keys are
+#: lower-case FLORES codes, ISO 639-1 codes and English names.
+LANGUAGE_COLOURS = {
+    "eng_latn": "#4c78a8", "en": "#4c78a8", "english": "#4c78a8",
+    "zho_hans": "#e45756", "zh": "#e45756", "chinese": "#e45756",
+    "zho_hant": "#ff9da6", "zh-hant": "#ff9da6",
+    "fra_latn": "#54a24b", "fr": "#54a24b", "french": "#54a24b",
+    "spa_latn": "#f58518", "es": "#f58518", "spanish": "#f58518",
+    "por_latn": "#eeca3b", "pt": "#eeca3b", "portuguese": "#eeca3b",
+    "arb_arab": "#b279a2", "ar": "#b279a2", "arabic": "#b279a2",
+    "vie_latn": "#72b7b2", "vi": "#72b7b2", "vietnamese": "#72b7b2",
+    "hin_deva": "#9d755d", "hi": "#9d755d", "hindi": "#9d755d",
+    "ind_latn": "#bab0ac", "id": "#bab0ac", "indonesian": "#bab0ac",
+    "deu_latn": "#439894", "de": "#439894", "german": "#439894",
+    "rus_cyrl": "#d67195", "ru": "#d67195", "russian": "#d67195",
+    "jpn_jpan": "#79706e", "ja": "#79706e", "japanese": "#79706e",
+    "kor_hang": "#83bcb6", "ko": "#83bcb6", "korean": "#83bcb6",
+}
+#: Colours of other series, assigned by a stable hash of the name (same name, same colour).
+PALETTE = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac", "#1f77b4", "#8c564b")
+
+
+def series_colour(name: str) -> str:
+    """The colour of a series: :data:`LANGUAGE_COLOURS` for a language (code or name, also as
+    the first word of a label such as ``"zho_Hans (input)"``), else a colour of
+    :data:`PALETTE` chosen by a stable hash of ``name`` (CRC-32, not Python's salted hash)."""
+    import zlib
+
+    key = str(name).strip().lower()
+    for candidate in (key, key.split(" ")[0], key.split("→")[0].strip(), key.split("->")[0].strip()):
+        if candidate in LANGUAGE_COLOURS:
+            return LANGUAGE_COLOURS[candidate]
+    return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]
+
+
+def series_scale(values: Any) -> Any:
+    """An ``alt.Scale`` giving each value of ``values`` its :func:`series_colour`; two values
+    that would share a colour (hash collisions, two languages of one family) get distinct ones
+    from :data:`PALETTE` in sorted order, so a chart never draws two series alike."""
+    import altair as alt
+
+    domain = sorted({str(v) for v in values})
+    colours: list[str] = []
+    for value in domain:
+        colour = series_colour(value)
+        if colour in colours:
+            spare = [c for c in PALETTE if c not in colours]
+            colour = spare[0] if spare else colour
+        colours.append(colour)
+    return alt.Scale(domain=domain, range=colours)
+
+
+def series_encodings(frame: Any, column: str) -> dict[str, Any]:
+    """``color`` and ``strokeDash`` encodings of ``column`` (stable colours, and a dash pattern
+    per series so the legend shows line-style swatches and series stay apart in grey print)."""
+    import altair as alt
+
+    values = frame[column].unique().to_list()
+    scale = series_scale(values)
+    dashes = [[1, 0], [6, 3], [2, 2], [8, 3, 2, 3], [4, 4], [10, 2]]
+    return {
+        "color": alt.Color(f"{column}:N", title=column, scale=scale),
+        "strokeDash": alt.StrokeDash(f"{column}:N", title=column, scale=alt.Scale(domain=scale.domain, range=[dashes[i % len(dashes)] for i in range(len(scale.domain))])),
+    }
 
 
 def lens_heatmap(frame: Any, x: str, x_title: str, title: str) -> Any:
@@ -35,7 +156,13 @@ def lens_heatmap(frame: Any, x: str, x_title: str, title: str) -> Any:
         x: column for the horizontal axis (an ordered label column).
     """
     import altair as alt
+    import polars as pl
 
+    from hubclient.science.tokens import show_whitespace
+
+    frame = frame.with_columns(pl.col("token").cast(pl.Utf8).map_elements(show_whitespace, return_dtype=pl.Utf8))
+    if frame[x].dtype == pl.Utf8:
+        frame = frame.with_columns(pl.col(x).map_elements(show_whitespace, return_dtype=pl.Utf8))
     n_x = frame[x].n_unique()
     n_layers = frame["layer"].n_unique()
     base = alt.Chart(frame).encode(
@@ -67,7 +194,7 @@ def by_layer(frame: Any, y: str, color: str, title: str, y_title: str, facet: st
         .encode(
             x=alt.X("layer:Q", title="layer (0 = embeddings)"),
             y=alt.Y(f"{y}:Q", title=y_title),
-            color=alt.Color(f"{color}:N", title=color),
+            **series_encodings(frame, color),
             tooltip=["layer", color, alt.Tooltip(f"{y}:Q", format=".4f")],
         )
         .properties(width=260, height=180)
@@ -234,15 +361,13 @@ def ci_lines(
         frame = frame.with_columns(pl.col(y, "ci_low", "ci_high").clip(lower_bound=log_floor))
         y_scale = alt.Scale(type="log", domainMin=log_floor)
         number = ".3g"
-    base = alt.Chart(frame).encode(
-        x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-        color=alt.Color(f"{color}:N", title=color),
-    )
+    lines = series_encodings(frame, color)
+    base = alt.Chart(frame).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"), color=lines["color"])
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title=y_title, scale=y_scale), y2="ci_high:Q")
     tooltip: list[Any] = ["layer", color, alt.Tooltip(f"{y}:Q", format=number), alt.Tooltip("ci_low:Q", format=number), alt.Tooltip("ci_high:Q", format=number)]
     if "n" in frame.columns:
         tooltip.append("n")
-    line = base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", scale=y_scale), tooltip=tooltip)
+    line = base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", scale=y_scale), strokeDash=lines["strokeDash"], tooltip=tooltip)
     chart = (band + line).properties(width=width, height=height)
     heading = alt.TitleParams(title, subtitle=subtitle) if subtitle else title
     if facet:

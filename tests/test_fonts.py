@@ -84,3 +84,26 @@ def test_font_dir_is_registered(tmp_path, monkeypatch):
 def test_real_fontconfig_check():
     assert plots.font_covers("A") is True  # any installed font covers Latin
     assert plots.font_covers("\U000F0000") is False  # a private-use plane code point no font has
+
+
+def test_chart_titles_lose_local_paths_and_series_keep_their_colours(tmp_path):
+    """Titles never show a local folder (Hugging Face ids stay); a language has one colour in
+    every chart, whatever other series share it; each series also has its own dash."""
+    import altair as alt
+    import polars as pl
+
+    from hubclient.plots import LANGUAGE_COLOURS, ci_lines, save_chart, short_path
+
+    assert short_path("Logit lens · /tmp/pytest-7/tiny-llama0") == "Logit lens · tiny-llama0"
+    assert short_path("Logit lens · google/gemma-3-270m") == "Logit lens · google/gemma-3-270m"
+    frame = pl.DataFrame({"layer": [0, 1, 0, 1], "mean": [0.1, 0.2, 0.3, 0.4], "ci_low": [0.0] * 4, "ci_high": [0.5] * 4, "language": ["zho_Hans", "zho_Hans", "eng_Latn", "eng_Latn"]})
+    chart = ci_lines(frame, color="language", title=f"t · {tmp_path}/models/tiny", y_title="p")
+    spec = chart.to_dict()
+    layers = spec["layer"]
+    colour = layers[0]["encoding"]["color"]["scale"]
+    assert dict(zip(colour["domain"], colour["range"])) == {"eng_Latn": LANGUAGE_COLOURS["eng_latn"], "zho_Hans": LANGUAGE_COLOURS["zho_hans"]}
+    dash = layers[1]["encoding"]["strokeDash"]["scale"]["range"]
+    assert dash[0] != dash[1]
+    save_chart(chart, tmp_path / "c")
+    assert chart.title == "t · tiny"
+    alt.Chart(frame)  # altair still importable after the walk
