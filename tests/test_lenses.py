@@ -340,7 +340,7 @@ def test_cli_train_then_lens_tuned(tmp_path, tiny_dir):
     assert result.exit_code == 0, result.output
     assert (out / "config.json").is_file() and (out / "params.pt").is_file()
     report = json.loads((out / "training.json").read_text())
-    assert report["complete"] and report["steps_done"] == 4 and len(report["heldout"]["kl"]) == 2 * 3
+    assert report["complete"] and report["steps_done"] == 4 and len(report["heldout"]["kl"]) == 3 * 3
     again = runner.invoke(app, [str(a) for a in args])
     assert again.exit_code == 2 and "already holds a lens" in again.output
     result = runner.invoke(app, ["analyze", "logit-lens", "-m", str(folder), "-p", "the cat sat", "--lens", "tuned", "--tuned-lens", str(out),

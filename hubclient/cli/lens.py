@@ -38,7 +38,8 @@ def _corpus(text: Path | None, flores_dir: Path | None) -> tuple[Path, dict[str,
 
 
 def _kl_table(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per layer and lens: mean held-out KL (nats/token) with a 95% bootstrap CI over chunks."""
+    """Per layer and lens: mean held-out KL (nats/token) with a 95% bootstrap CI over chunks, and
+    the paired difference tuned − logit over the same chunks (lens ``"tuned - logit"``)."""
     from hubclient.science.stats import bootstrap_ci
 
     rows = []
@@ -48,6 +49,11 @@ def _kl_table(result: dict[str, Any]) -> list[dict[str, Any]]:
             column = values[:, layer]
             low, high = bootstrap_ci(column) if len(column) > 1 else (float("nan"), float("nan"))
             rows.append({"lens": lens, "layer": layer, "mean": float(column.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(len(column))})
+    diff = result["tuned"] - result["logit"]  # paired over the same chunks
+    for layer in range(diff.shape[1]):
+        column = diff[:, layer]
+        low, high = bootstrap_ci(column) if len(column) > 1 else (float("nan"), float("nan"))
+        rows.append({"lens": "tuned - logit", "layer": layer, "mean": float(column.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(len(column))})
     return rows
 
 
@@ -55,11 +61,11 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("layer", "logit lens KL", "tuned lens KL", title="held-out KL(p_final || p_lens), nats/token, 95% CI over chunks")
+    table = Table("layer", "logit lens KL", "tuned lens KL", "tuned − logit (paired)", title="held-out KL(p_final || p_lens), nats/token, 95% CI over chunks")
     by = {(r["lens"], r["layer"]): r for r in rows}
     for layer in sorted({r["layer"] for r in rows}):
         cells = []
-        for lens in ("logit", "tuned"):
+        for lens in ("logit", "tuned", "tuned - logit"):
             r = by[(lens, layer)]
             cells.append(f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
         table.add_row(str(layer), *cells)
@@ -71,7 +77,7 @@ def _plot(rows: list[dict[str, Any]], model_id: str, stem: Path) -> None:
 
     from hubclient.plots import ci_lines, save_chart
 
-    frame = pl.DataFrame(rows).with_columns(lens=pl.col("lens").replace({"logit": "logit lens", "tuned": "tuned lens"}))
+    frame = pl.DataFrame([r for r in rows if r["lens"] != "tuned - logit"]).with_columns(lens=pl.col("lens").replace({"logit": "logit lens", "tuned": "tuned lens"}))
     n = int(frame["n"].max())
     chart = ci_lines(frame, "lens", f"Held-out KL to the model's output · {model_id}", "KL(p_final ‖ p_lens), nats/token",
                      subtitle=f"mean over {n} held-out chunks, 95% bootstrap CI", log_floor=0.5)
