@@ -20,7 +20,9 @@ from typing import Any
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.prompts import Positions
-from hubclient.science.lens import check_lens_dtype, decode_layers, norm_label, reduce_logits
+from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
+from hubclient.science.lens import check_lens_dtype, decode_layers, lens_label, norm_label, reduce_logits
+from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.science.tokens import decoder, follow_word
 
 #: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.
@@ -45,6 +47,12 @@ class LensOptions:
         lens_dtype: ``model`` (the model's own ``lm_head``) or a dtype for ``W_U · h`` such as
             ``bfloat16``: about 3× faster on CPUs with bf16 instructions, at bf16 precision of
             the logits (relative error ~1e-3; see benchmarks/results.md).
+        lens: ``logit`` (default), ``tuned`` (Belrose et al. 2023; needs ``tuned_lens``) or
+            ``patchscope`` (Ghandeharioun et al. 2024); docs/lenses.md.
+        tuned_lens: folder of a tuned lens (``config.json`` + ``params.pt``, hub's or the
+            tuned-lens package's format).
+        patch_prompt / patch_placeholder: the patchscope's target prompt and the token whose
+            state is replaced (:mod:`hubclient.science.patchscope`).
     """
 
     positions: str = "last"
@@ -52,6 +60,10 @@ class LensOptions:
     targets: list[str] = field(default_factory=list)
     final_norm: "bool | str" = True
     lens_dtype: str = "model"
+    lens: str = "logit"
+    tuned_lens: "str | None" = None
+    patch_prompt: str = DEFAULT_PROMPT
+    patch_placeholder: str = DEFAULT_PLACEHOLDER
 
 
 class LogitLens(Analysis):
@@ -64,6 +76,7 @@ class LogitLens(Analysis):
         super().__init__(options)
         if options.top_k < 1:
             raise HubError(f"--top-k must be at least 1, got {options.top_k}")
+        init_lens(self)
         self._positions = Positions.parse(options.positions)
         if options.targets:
             self.tables = {**self.tables, "targets": ["prompt", "position", "layer", "target"]}
@@ -78,6 +91,7 @@ class LogitLens(Analysis):
                 or a ``lens_dtype`` that does not fit (see :func:`hubclient.science.lens.check_lens_dtype`).
         """
         self._lens_dtype = check_lens_dtype(model, self.options.lens_dtype)
+        prepare_lens(self, model)
         if self.options.top_k > model.vocab_size:
             raise HubError(f"--top-k {self.options.top_k} exceeds the vocabulary size {model.vocab_size}")
         self.target_ids = []
@@ -86,6 +100,16 @@ class LogitLens(Analysis):
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         return self._positions.resolve(n_tokens, prompt_index)
+
+    def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> Any:
+        """The usual prompt batches; with ``--lens patchscope`` each carries one copy of the
+        target prompt per (selected row, layer) (:func:`hubclient.science.patchscope.extend_batch`),
+        so the patchscope of every layer runs in the batch's one forward pass."""
+        return patch_batches(self, model, tokens, batch_size)
+
+    def describe_run(self) -> dict[str, Any]:
+        """The lens (and the tuned lens' folder and hash, or the patchscope's target tokens)."""
+        return lens_manifest(self)
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
@@ -99,7 +123,7 @@ class LogitLens(Analysis):
         def reduce(logits: Any, rows: Any) -> dict[str, Any]:
             return reduce_logits(logits, top_k, targets)
 
-        return decode_layers(model, batch, reduce, self.options.final_norm, self._lens_dtype)
+        return decode_layers(model, batch, reduce, self.options.final_norm, self._lens_dtype, self.lens_spec)
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
@@ -197,6 +221,7 @@ class LogitLens(Analysis):
 
             return media_lens_plots(run)
         norm = norm_label(run.manifest["options"].get("final_norm", True))
+        lens = lens_label(run.manifest["options"])
         model_id = run.manifest["model"]["model_id"]
         prompts = run.table("prompts")
         top1 = run.table("logit_lens").filter(pl.col("rank") == 1)
@@ -204,7 +229,7 @@ class LogitLens(Analysis):
         charts: dict[str, Any] = {}
         if per_prompt.max() == 1:
             frame = top1.with_columns(column=pl.format("{}: {}", pl.col("prompt"), pl.col("input_token"))).sort("prompt", "layer")
-            charts["lens_heatmap"] = lens_heatmap(frame, "column", "prompt: input token (last position)", f"Logit lens ({norm}) · {model_id}")
+            charts["lens_heatmap"] = lens_heatmap(frame, "column", "prompt: input token (last position)", f"{lens} ({norm}) · {model_id}")
         else:
             panels = []
             for row in prompts.sort("prompt").head(MAX_PANELS).iter_rows(named=True):
@@ -214,7 +239,7 @@ class LogitLens(Analysis):
                     .with_columns(column=pl.format("{}: {}", pl.col("position"), pl.col("input_token")))
                 )
                 panels.append(lens_heatmap(frame, "column", "position: input token", f"prompt {row['prompt']}: {_short(row['text'])}"))
-            charts["lens_heatmap"] = alt.vconcat(*panels).properties(title=f"Logit lens ({norm}) · {model_id}")
+            charts["lens_heatmap"] = alt.vconcat(*panels).properties(title=f"{lens} ({norm}) · {model_id}")
         if (run.path / "targets.parquet").is_file():
             targets = run.table("targets")
             last = targets.group_by("prompt").agg(pl.col("position").max().alias("last"))
@@ -225,12 +250,12 @@ class LogitLens(Analysis):
             if at_last["prompt"].n_unique() <= 12:
                 charts["target_probability"] = by_layer(
                     at_last.sort("prompt", "target", "layer"), "probability", "target",
-                    f"Target probability by layer, last position ({norm})", "lens probability", facet="panel",
+                    f"Target probability by layer, last position ({lens}, {norm})", "lens probability", facet="panel",
                 )
             else:
                 mean = at_last.group_by("target", "layer").agg(pl.col("probability").mean()).sort("target", "layer")
                 charts["target_probability"] = by_layer(
-                    mean, "probability", "target", f"Mean target probability over {at_last['prompt'].n_unique()} prompts ({norm})", "lens probability"
+                    mean, "probability", "target", f"Mean target probability over {at_last['prompt'].n_unique()} prompts ({lens}, {norm})", "lens probability"
                 )
         return charts
 

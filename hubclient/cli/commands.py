@@ -171,6 +171,10 @@ def media_demo(
         typer.echo(f"{name}: {path}")
 
 
+from hubclient.cli.lens import lens_app  # noqa: E402 - hub lens train|eval (docs/lenses.md)
+
+app.add_typer(lens_app, name="lens")
+
 jobs_app = typer.Typer(help="Jobs of detached remote runs (`hub analyze … --remote --detach`).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 remote_app = typer.Typer(help="The NDIF service: which models it runs, how its packages compare with yours.", no_args_is_help=True)

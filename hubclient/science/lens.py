@@ -167,8 +167,10 @@ def decode_layers(
     reduce: Callable[["torch.Tensor", "torch.Tensor"], Any],
     final_norm: "bool | str" = True,
     dtype: Any = None,
+    lens: "dict[str, Any] | None" = None,
 ) -> Any:
-    """The logit lens at a batch's selected rows, at every layer, reduced chunk by chunk.
+    """The logit lens (or a tuned lens, or a patchscope) at a batch's selected rows, at every
+    layer, reduced chunk by chunk.
 
     Use inside a trace. Reads the residual stream at ``batch.row_batch``/``batch.row_position``
     for layers ``0..L`` (``[layers+1, rows, d_model]``, small), then decodes all layers' rows
@@ -187,18 +189,51 @@ def decode_layers(
             ``norm(output of the last block)``, every lower layer raw), i.e. the final norm only
             at layer ``L``.
         dtype: as :func:`unembed`.
+        lens: which lens, as plain data (so trace code needs no hub class):
+            ``None`` or ``{"kind": "logit"}``: the logit lens (as before);
+            ``{"kind": "tuned", "weight": [L, d, d], "bias": [L, d]}``: the tuned lens
+            (Belrose et al. 2023; :mod:`hubclient.science.tuned_lens`), ``h + h A_l^T + b_l``
+            at layers ``0..L-1`` (layer ``L`` as it is), always through the final norm (the
+            lens' definition, ``Unembed.forward`` of the tuned-lens package), so ``final_norm``
+            is not used; ``{"kind": "patchscope"}``: the patchscope lens (Ghandeharioun et al.
+            2024; :mod:`hubclient.science.patchscope`): the batch carries target-prompt copies
+            (``batch.meta["patchscope"]``, :func:`hubclient.science.patchscope.extend_batch`);
+            each layer's source state replaces the placeholder's state of its copy at the same
+            layer, and the copies' own next-token distribution (final norm, ``W_U``) at the read
+            position is decoded; ``final_norm`` is not used.
 
     Returns:
         what ``reduce`` returns, with the chunks joined and reshaped to ``[layers+1, rows, …]``.
     """
     import torch
 
+    kind = "logit" if lens is None else lens["kind"]
     rows_b = batch.row_batch.to(model.device)
     rows_p = batch.row_position.to(model.device)
     states = []
-    for _, hidden in model.hidden_states():
-        states.append(hidden[rows_b, rows_p])
-    stacked = torch.stack(states)  # [layers+1, rows, d_model]
+    if kind == "patchscope":
+        patch = batch.meta["patchscope"]
+        n_sel = int(batch.row_batch.shape[0])
+        start, placeholder, read = patch["start"], patch["placeholder"], patch["read"]
+        hidden = None
+        for layer, hidden in model.hidden_states():
+            targets = torch.arange(start + layer * n_sel, start + (layer + 1) * n_sel, device=hidden.device)
+            hidden[targets, placeholder] = hidden[rows_b.to(hidden.device), rows_p.to(hidden.device)]
+            n_layers_seen = layer + 1
+        copies = torch.arange(start, start + n_layers_seen * n_sel, device=hidden.device)
+        stacked = hidden[copies, read].reshape(n_layers_seen, n_sel, -1)  # [layers+1, rows, d_model]
+        final_norm = True
+    else:
+        for layer, hidden in model.hidden_states():
+            state = hidden[rows_b.to(hidden.device), rows_p.to(hidden.device)]
+            if kind == "tuned" and layer < lens["weight"].shape[0]:
+                w = lens["weight"][layer].to(device=state.device, dtype=state.dtype)
+                b = lens["bias"][layer].to(device=state.device, dtype=state.dtype)
+                state = state + state @ w.T + b
+            states.append(state.to(model.device))
+        stacked = torch.stack(states)  # [layers+1, rows, d_model]
+        if kind == "tuned":
+            final_norm = True
     n_layers, n_rows = stacked.shape[0], stacked.shape[1]
     flat = stacked.reshape(n_layers * n_rows, -1)
     row_of = torch.arange(n_rows, device=flat.device).repeat(n_layers)
@@ -224,3 +259,86 @@ def decode_layers(
         return out
     joined = torch.cat(parts, dim=0)
     return joined.reshape(n_layers, n_rows, *joined.shape[1:])
+
+
+#: ``--lens`` choices: the logit lens, the tuned lens (Belrose et al. 2023) and the patchscope
+#: lens (Ghandeharioun et al. 2024).
+LENSES = ("logit", "tuned", "patchscope")
+#: Plot/summary names of the lenses.
+LENS_LABELS = {"logit": "Logit lens", "tuned": "Tuned lens", "patchscope": "Patchscope lens"}
+
+
+def lens_label(options: Any) -> str:
+    """``"Logit lens"``, ``"Tuned lens"`` or ``"Patchscope lens"`` for a manifest's options
+    (``lens`` absent: the logit lens)."""
+    return LENS_LABELS.get((options or {}).get("lens", "logit") or "logit", "Logit lens")
+
+
+def check_lens_choice(lens: str, tuned_lens: Any, final_norm: Any, patch_prompt: str | None = None, patch_placeholder: str | None = None) -> None:
+    """Check the ``--lens`` options before a model loads.
+
+    Raises:
+        HubError: an unknown lens; ``--lens tuned`` without ``--tuned-lens PATH`` (or a folder
+            without ``config.json``/``params.pt``); ``--tuned-lens`` without ``--lens tuned``;
+            ``--final-norm off|last`` with the tuned or patchscope lens (both always decode
+            through the final norm); patchscope options with another lens, or a placeholder
+            that is not in the prompt.
+    """
+    from hubclient.errors import HubError
+
+    if lens not in LENSES:
+        raise HubError(f"--lens {lens!r} is not one of {', '.join(LENSES)}")
+    if lens == "tuned":
+        if not tuned_lens:
+            raise HubError("--lens tuned needs --tuned-lens PATH, a folder with config.json and params.pt (hub lens train writes one; the tuned-lens package's saved lenses load too)")
+        from hubclient.science.tuned_lens import check_lens_folder
+
+        check_lens_folder(tuned_lens)
+    elif tuned_lens:
+        raise HubError(f"--tuned-lens is for --lens tuned (this run uses --lens {lens})")
+    if lens != "logit" and final_norm is not True:
+        raise HubError(f"--final-norm {'last' if final_norm == 'last' else 'off'} applies to the logit lens only; --lens {lens} always decodes through the final norm (use --final-norm on)")
+    from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
+
+    prompt = DEFAULT_PROMPT if patch_prompt is None else patch_prompt
+    placeholder = DEFAULT_PLACEHOLDER if patch_placeholder is None else patch_placeholder
+    if lens != "patchscope" and (prompt != DEFAULT_PROMPT or placeholder != DEFAULT_PLACEHOLDER):
+        raise HubError(f"--patch-prompt/--patch-placeholder are for --lens patchscope (this run uses --lens {lens})")
+    if lens == "patchscope" and (not placeholder or placeholder not in prompt):
+        raise HubError(f"--patch-placeholder {placeholder!r} does not occur in --patch-prompt {prompt!r}")
+
+
+def lens_spec(model: "HubModel", lens: str, tuned_lens: Any = None) -> "dict[str, Any] | None":
+    """The ``lens`` argument of :func:`decode_layers` for ``--lens`` (call in ``prepare``):
+    ``None`` (logit), the tuned lens' tensors read from ``tuned_lens`` (checked against the
+    model), or ``{"kind": "patchscope"}``.
+
+    Raises:
+        HubError: see :func:`hubclient.science.tuned_lens.load_lens`.
+    """
+    if lens == "tuned":
+        from hubclient.science.tuned_lens import lens_tensors, load_lens
+
+        translators, _ = load_lens(tuned_lens, model)
+        return lens_tensors(translators)
+    if lens == "patchscope":
+        return {"kind": "patchscope"}
+    return None
+
+
+def describe_lens(model: "HubModel", lens: str, tuned_lens: Any = None, patch: "tuple[list[int], int] | None" = None) -> dict[str, Any]:
+    """The manifest's ``lens`` block: the lens, and for the tuned lens its folder, base model and
+    ``W_U`` hash; for the patchscope the target prompt's tokens and placeholder position."""
+    out: dict[str, Any] = {"lens": lens}
+    if lens == "tuned" and tuned_lens:
+        import json
+        from pathlib import Path
+
+        config = json.loads((Path(tuned_lens) / "config.json").read_text())
+        out.update({"tuned_lens": str(Path(tuned_lens).resolve().name), "tuned_lens_base_model": config.get("base_model_name_or_path"), "tuned_lens_unembed_hash": config.get("unembed_hash")})
+    if lens == "patchscope" and patch is not None:
+        from hubclient.science.tokens import decoder
+
+        decode = decoder(model.tokenizer)
+        out.update({"patch_tokens": list(decode(patch[0])), "patch_placeholder_position": patch[1], "patch_target_layer": "same as the source layer"})
+    return out

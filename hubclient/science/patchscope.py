@@ -1,0 +1,110 @@
+"""The patchscope lens (Ghandeharioun et al. 2024, "Patchscopes", arXiv 2401.06102, Sec. 4.1).
+
+For a source state ``h_l`` (layer ``l``, one position of a source prompt), the patchscope
+runs a *target prompt* whose placeholder token's hidden state at layer ``l*`` is replaced by
+``h_l``, and reads the target's next-token distribution at its last position::
+
+    Patchscope_l(h) = p_model(next token | T with h at (placeholder, layer l*))
+
+hub's default target is the identity prompt ``"cat -> cat; 1135 -> 1135; hello -> hello; ? ->"``
+(the placeholder ``?``; the few-shot pairs ask the model to repeat what the placeholder
+stands for) and ``l* = l`` (the same layer, as nnterp's ``patchscope_lens``,
+``nnterp/interventions.py``: ``get_layer_output(nn_model, layer)[…, index_to_patch] =
+latents[idx]``). Differences from nnterp, by design: hub patches the source rows' states in the
+*same* forward pass as the source (the target copies are extra rows of the source batch, one
+copy per (row, layer), so one forward pass per batch of prompts instead of one per layer), and
+it includes layer 0 (the embeddings). A fixed ``l* != l`` is not offered: ``l* < l`` needs the
+source's later layers before the target's earlier ones, i.e. a second forward pass.
+
+Note on the read position: with the default prompt the placeholder is not the last token, so a
+patch at the last layer ``L`` cannot reach the read position (its layer-``L`` state is already
+computed); layer ``L`` of the patchscope is the target prompt's own prediction. nnterp's
+default prompt ends at the placeholder (read = placeholder), where layer ``L`` gives the logit
+lens of the source state; pass such a prompt with ``--patch-prompt`` to get that behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from hubclient.errors import HubError
+
+if TYPE_CHECKING:
+    import torch
+
+#: The identity target prompt of Ghandeharioun et al. (2024), with ``?`` as the placeholder,
+#: ending in the arrow so the next token is what the placeholder stands for.
+DEFAULT_PROMPT = "cat -> cat; 1135 -> 1135; hello -> hello; ? ->"
+DEFAULT_PLACEHOLDER = "?"
+
+
+def target_tokens(tokenizer: Any, prompt: str, placeholder: str) -> tuple[list[int], int]:
+    """The target prompt's token ids (with the tokenizer's special tokens, as every hub prompt)
+    and the position of the placeholder's token (its last occurrence in the prompt).
+
+    The placeholder must be one token: the prompt up to and including it must tokenise to a
+    prefix of the whole prompt's ids, whose last token decodes to the placeholder (leading
+    space aside, as SentencePiece's ``▁?``).
+
+    Returns:
+        (ids ``[T]``, placeholder position in ``0..T-1``).
+
+    Raises:
+        HubError: an empty prompt, a placeholder that is not in the prompt, or one that does not
+            stand as a token of its own there (naming ``--patch-prompt``/``--patch-placeholder``).
+    """
+    if not prompt.strip():
+        raise HubError("--patch-prompt is empty; give a target prompt such as " + repr(DEFAULT_PROMPT))
+    if not placeholder or placeholder not in prompt:
+        raise HubError(f"--patch-placeholder {placeholder!r} does not occur in --patch-prompt {prompt!r}")
+    end = prompt.rindex(placeholder) + len(placeholder)
+    ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    head = list(tokenizer(prompt[:end], add_special_tokens=True)["input_ids"])
+    position = len(head) - 1
+    alone = ids[: len(head)] == head and tokenizer.decode([ids[position]]).strip() == placeholder.strip()
+    if not alone:
+        raise HubError(
+            f"--patch-placeholder {placeholder!r} is not one token of its own in --patch-prompt {prompt!r} "
+            "for this tokenizer; choose a placeholder that tokenises alone (e.g. '?' with spaces around it)"
+        )
+    return ids, position
+
+
+def extend_batch(batch: Any, target_ids: list[int], placeholder: int, n_layers: int, pad_id: int | None) -> Any:
+    """``batch`` with one copy of the target prompt per (layer, selected row) appended as
+    extra rows: copy ``(l, r)`` is row ``B + l * rows + r`` (``B`` = the batch's prompts).
+
+    The width is the longer of the batch and the target; every row stays right-padded, so the
+    prompts' rows read as before and the copies' tokens keep their positions. The batch's
+    ``meta["patchscope"]`` gets ``start`` (``B``), ``placeholder`` and ``read`` (the target's
+    last position) for :func:`hubclient.science.lens.decode_layers`.
+
+    Args:
+        batch: a :class:`hubclient.analysis.Batch` (right-padded, no media inputs).
+        target_ids: the target prompt's ids (:func:`target_tokens`).
+        placeholder: its placeholder position.
+        n_layers: hidden-state layers decoded, ``L + 1``.
+        pad_id: the tokenizer's pad id (``None``: 0; padding is masked out).
+
+    Raises:
+        HubError: a batch with media inputs (image/audio patchscopes are not supported).
+    """
+    import torch
+
+    if batch.extra:
+        raise HubError("--lens patchscope reads text prompts only; image/audio inputs are not supported")
+    n_rows = int(batch.row_batch.shape[0])
+    copies = n_layers * n_rows
+    width = max(int(batch.input_ids.shape[1]), len(target_ids))
+    pad = 0 if pad_id is None else int(pad_id)
+    ids = torch.full((batch.input_ids.shape[0] + copies, width), pad, dtype=batch.input_ids.dtype)
+    mask = torch.zeros((ids.shape[0], width), dtype=batch.attention_mask.dtype)
+    ids[: batch.input_ids.shape[0], : batch.input_ids.shape[1]] = batch.input_ids
+    mask[: batch.input_ids.shape[0], : batch.input_ids.shape[1]] = batch.attention_mask
+    target = torch.tensor(target_ids, dtype=batch.input_ids.dtype)
+    ids[batch.input_ids.shape[0] :, : len(target_ids)] = target
+    mask[batch.input_ids.shape[0] :, : len(target_ids)] = 1
+    meta = dict(batch.meta)
+    meta["patchscope"] = {"start": int(batch.input_ids.shape[0]), "placeholder": int(placeholder), "read": len(target_ids) - 1}
+    return dataclasses.replace(batch, input_ids=ids, attention_mask=mask, meta=meta)
