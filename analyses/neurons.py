@@ -197,8 +197,9 @@ class Neurons(Analysis):
             act = model.mlp_down(block).input.reshape(shape)
             if firing is None:
                 firing = act
-            means.append(torch.einsum("bs,bsf->bf", norm, act.float()))
-            active.append(torch.einsum("bs,bsf->bf", weights, (firing > 0).float()))
+            here = act.device  # this block's device (a model split by device_map); results back to model.device
+            means.append(torch.einsum("bs,bsf->bf", norm.to(here), act.float()).to(weights.device))
+            active.append(torch.einsum("bs,bsf->bf", weights.to(here), (firing > 0).float().to(here)).to(weights.device))
         return {"mean": torch.stack(means), "active": torch.stack(active)}
 
     # ------------------------------------------------------------------ rows

@@ -35,12 +35,16 @@ def lens() -> LogitLens:
 
 class ServerProcess:
     """``python -m hubclient.testing.server`` in its own process (as a user runs it): the
-    client's and the server's unpickling of shipped code must not share one interpreter."""
+    client's and the server's unpickling of shipped code must not share one interpreter.
 
-    def __init__(self, models: list[str], key: str | None = KEY, timeout: float = 120):
+    ``strict`` (default): requests run in the server's execution process where hub cannot be
+    imported, under NDIF's import allow-list (``--strict``); ``extra``: more server options
+    (``--autocast-bf16``, ``--device-map …``)."""
+
+    def __init__(self, models: list[str], key: str | None = KEY, timeout: float = 120, strict: bool = True, extra: tuple[str, ...] = ()):
         import time
 
-        args = [sys.executable, "-m", "hubclient.testing.server", "--port", "0"]
+        args = [sys.executable, "-m", "hubclient.testing.server", "--port", "0", "--strict" if strict else "--no-strict", *extra]
         for model in models:
             args += ["--model", model]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -69,6 +73,12 @@ class ServerProcess:
         import httpx
 
         return httpx.get(f"{self.url}/_jobs", timeout=10).json()
+
+    def sandbox(self) -> dict:
+        """Per served model, what its strict execution process reported at start."""
+        import httpx
+
+        return httpx.get(f"{self.url}/_sandbox", timeout=10).json()
 
     def stop(self) -> None:
         self.proc.terminate()
