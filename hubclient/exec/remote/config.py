@@ -98,8 +98,15 @@ def register_code(analysis: Any) -> list[str]:
         names.append(top)
     for name in names:
         nnsight.register(sys.modules[name])
+        if name not in SHIPPED:
+            SHIPPED.append(name)
     plain_dataclass_reprs(names)
     return names
+
+
+#: The packages registered for shipping by value in this process (:func:`register_code`);
+#: :func:`hubclient.exec.remote.shipping.ndif_pickling` ships their modules as stand-ins.
+SHIPPED: list[str] = []
 
 
 def plain_dataclass_reprs(packages: list[str]) -> int:

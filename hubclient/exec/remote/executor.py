@@ -41,6 +41,8 @@ class RemoteExecutor:
         """The model without weights (:func:`hubclient.models.remote.load_remote_model`)."""
         from hubclient.models.remote import load_remote_model
 
+        if config.device_map is not None:
+            raise HubError("--device-map applies to local runs; NDIF places its models over its GPUs itself: drop --device-map with --remote")
         return load_remote_model(config.model, revision=config.revision)
 
     def describe(self, model: "HubModel") -> dict[str, Any] | None:
