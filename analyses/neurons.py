@@ -128,6 +128,7 @@ class Neurons(Analysis):
     """MLP neurons by language and meaning (see the module docstring)."""
 
     name = "neurons"
+    transfer_keys = ("mean",)  # --remote: travel in --transfer-dtype (float16 by default); "active" counts stay exact
     tables = {"activations": ["layer", "prompt"], "lape_counts": ["layer", "language", "batch"]}
 
     def __init__(self, options: NeuronOptions, languages: list[str], sentences: list[int]):

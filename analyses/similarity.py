@@ -155,6 +155,7 @@ class Similarity(Analysis):
     """Cross-lingual hidden-state similarity (see the module docstring)."""
 
     name = "similarity"
+    transfer_keys = ("vectors",)  # --remote: travel in --transfer-dtype (float16 by default)
     tables = {"vectors": ["layer", "prompt"]}
 
     def dropped_tables(self) -> dict[str, str]:

@@ -123,8 +123,10 @@ def local_run(tiny_dir, tmp_path_factory):
 
 
 def remote_config(tiny_dir, server, tmp_path, **kwargs) -> RunConfig:
+    """A remote run's config; vector-valued results travel in float32 here (the tests compare
+    them with local runs to 1e-5; the float16 default is tested with its own tolerance)."""
     base = dict(model=str(tiny_dir("llama")), out=tmp_path, name="remote", batch_size=2, progress=False,
-                remote=True, ndif_host=server.url if server is not None else None, timeout=60, retries=3)
+                remote=True, ndif_host=server.url if server is not None else None, timeout=60, retries=3, transfer_dtype="float32")
     base.update(kwargs)
     return RunConfig(**base)
 

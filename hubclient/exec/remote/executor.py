@@ -12,7 +12,7 @@ from hubclient.exec.remote.backend import JobTimeout, ResultVanished, _status_co
 from hubclient.exec.remote.config import configure, describe, model_key, redact, register_code
 from hubclient.exec.remote.jobs import JobBook, _fail, _now, _record, _where, summarize
 from hubclient.exec.remote.preflight import preflight
-from hubclient.exec.trace import trace_batch
+from hubclient.exec.trace import restore_dtypes, trace_batch
 from hubclient.run.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class RemoteExecutor:
         """
         host, key = self._prepare(model, analysis)
         backend = make_backend(key, blocking=True, env=model.lm._remoteable_get_env(), timeout=self.config.timeout, retries=self.config.retries)
+        backend.transfer_dtype = self.config.transfer_dtype
         try:
             saved = trace_batch(model, analysis, batch, backend=backend)
         except HubError:
@@ -116,7 +117,7 @@ class RemoteExecutor:
                 if record and record.get("state") in ("submitted", "timeout") and record.get("job_id"):
                     backend = make_backend(key, blocking=False, job_id=record["job_id"], **common)
                     try:
-                        saved = backend.follow()["saved"]
+                        saved = restore_dtypes(backend.follow()["saved"])
                     except Exception as exc:
                         if not (record.get("blocking") and _status_code(exc) in (404, 500)):
                             _fail(book, record, batch, exc)
@@ -126,6 +127,7 @@ class RemoteExecutor:
                         book.put({**record, "state": "lost", "error": "blocking job not kept by the server; sent again", "updated": _now()})
                 if saved is None:
                     backend = make_backend(key, blocking=not config.detach, **common)
+                    backend.transfer_dtype = config.transfer_dtype
                     try:
                         saved = trace_batch(model, analysis, batch, backend=backend)
                     except HubError:
