@@ -72,6 +72,15 @@ class RemoteExecutor:
         Raises:
             HubError: the request failed (one line, see :func:`explain`).
         """
+        if self.config.dry_run:  # a setup request (steering vectors…): sized, not sent; zeros of the right shapes
+            import torch
+
+            from hubclient.exec.remote.dryrun import request_bytes, result_shapes
+
+            register_code(analysis)
+            size = request_bytes(model, analysis, batch, model_key(model), self.config.transfer_dtype)
+            print(f"dry run: {analysis.name} setup request: {size:,} bytes (not sent; its results are zeros here)", file=sys.stdout)
+            return {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in result_shapes(model, analysis, batch, "float32").items()}
         host, key = self._prepare(model, analysis)
         backend = make_backend(key, blocking=True, env=model.lm._remoteable_get_env(), timeout=self.config.timeout, retries=self.config.retries)
         backend.transfer_dtype = self.config.transfer_dtype
