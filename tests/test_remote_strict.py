@@ -187,3 +187,45 @@ def test_request_sizes_stay_small(tiny_dir, server, tmp_path):
     sizes = [r["bytes_sent"] for r in run.manifest["remote"]["requests"]]
     assert sizes and max(sizes) < 200_000, sizes
     assert pl.Series(sizes).min() > 1_000
+
+
+def test_dry_run_sizes_match_a_real_run(tiny_dir, server, tmp_path, capsys):
+    """--dry-run on the tiny model: the request bytes it reports are the bytes a real run
+    sends (same serialisation), and the expected result bytes are within the torch.save
+    container (< 4 KB) below what comes back; nothing is sent and no run folder is made."""
+    texts, langs, sents = corpus()
+    jobs_before = len(server.jobs())
+    config = remote_config(tiny_dir, server, tmp_path, name="dry", batch_size=4, transfer_dtype="float16", dry_run=True)
+    with pytest.raises(SystemExit) as done:
+        run_analysis(Similarity(SimilarityOptions(languages=["en", "xx", "yy"]), langs, sents), texts, config,
+                     prompt_columns={"language": langs, "sentence": sents})
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "nothing was sent" in out and "vectors: [4, 4, 32] float16" in out
+    assert len(server.jobs()) == jobs_before and not (tmp_path / "dry").exists()
+    sent = int(out.split("request of batch 0")[1].split(": ")[1].split(" bytes")[0].replace(",", ""))
+    expected = int(out.split("result of batch 0 (expected, raw tensors): ")[1].split(" bytes")[0].replace(",", ""))
+    assert expected == 4 * 4 * 32 * 2
+    real = _similarity(tiny_dir, tmp_path, "real", server=server, transfer_dtype="float16")
+    first = real.manifest["remote"]["requests"][0]
+    assert abs(first["bytes_sent"] - sent) < 200, (first["bytes_sent"], sent)
+    assert expected <= first["bytes_received"] < expected + 4096
+
+
+def test_dry_run_of_a_70b_config(tmp_path):
+    """The Llama-3.1-70B config (meta weights, tiny tokenizer): the logit lens' expected result
+    is [81 layers, rows, top-k] ids/logits/probs + entropy, and the command exits 0."""
+    from typer.testing import CliRunner
+
+    from hubclient.cli import app
+
+    folder = Path(__file__).parent / "data" / "llama-3.1-70b"
+    result = CliRunner().invoke(app, ["analyze", "logit-lens", "-p", "the cat sat on the mat", "-p", "paris", "--top-k", "10", "--model", str(folder),
+                                      "--remote", "--dry-run", "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "top_ids: [81, 2, 10] int64" in result.output and "entropy: [81, 2] float32" in result.output
+    expected = 81 * 2 * 10 * (8 + 4 + 4) + 81 * 2 * 4
+    assert f"result of batch 0 (expected, raw tensors): {expected:,} bytes" in result.output
+    assert not any(tmp_path.iterdir())
+    local = CliRunner().invoke(app, ["analyze", "logit-lens", "-p", "x", "--model", str(folder), "--dry-run", "--out", str(tmp_path)])
+    assert local.exit_code == 2 and "--dry-run sizes a remote run: add --remote" in local.output
