@@ -426,7 +426,7 @@ def test_similarity_remote_through_the_cli_equals_local(tiny_dir, server, tmp_pa
     """``hub analyze similarity --remote``: same vectors and statistics as the local run."""
     files = _parallel_files(tmp_path, [("the cat sat on the mat", "the cat sat"), ("a dog ran in the park", "the dog ran"), ("one two three", "four five six")])
     local = _similarity_cli(tiny_dir("llama"), tmp_path, "local", files)
-    remote_run = _similarity_cli(tiny_dir("llama"), tmp_path, "remote", files, "--remote", "--ndif-host", server.url)
+    remote_run = _similarity_cli(tiny_dir("llama"), tmp_path, "remote", files, "--remote", "--ndif-host", server.url, "--transfer-dtype", "float32")
     for table in ("similarity", "vectors", "prompts"):
         assert pl.read_parquet(remote_run / f"{table}.parquet").equals(pl.read_parquet(local / f"{table}.parquet")), table
     block = json.loads((remote_run / "manifest.json").read_text())["remote"]
