@@ -129,7 +129,7 @@ def test_shipped_modules_are_stand_ins_and_cached_functions_uncached():
     shipped_hashlib, shipped_stats, shipped_cached = loaded()
     assert isinstance(shipped_hashlib, NotOnServer) and isinstance(shipped_stats, NotOnServer)
     with pytest.raises(AttributeError, match="'hubclient.science.stats' is not shipped to the NDIF server"):
-        shipped_stats.bootstrap_ci
+        _ = shipped_stats.bootstrap_ci
     assert shipped_cached(4) == 8
 
 
@@ -229,3 +229,27 @@ def test_dry_run_of_a_70b_config(tmp_path):
     assert not any(tmp_path.iterdir())
     local = CliRunner().invoke(app, ["analyze", "logit-lens", "-p", "x", "--model", str(folder), "--dry-run", "--out", str(tmp_path)])
     assert local.exit_code == 2 and "--dry-run sizes a remote run: add --remote" in local.output
+
+
+def test_detached_float16_vectors_are_restored_at_collection(tiny_dir, server, tmp_path):
+    """--detach + hub jobs collect with the float16 default: the collected vectors are float32
+    within float16 rounding of the local ones (the job's result holds float16)."""
+    import time
+
+    from hubclient import remote
+
+    here = _similarity(tiny_dir, tmp_path, "local")
+    run = _similarity(tiny_dir, tmp_path, "detached", server=server, transfer_dtype="float16", detach=True)
+    assert run.manifest["status"] == "submitted"
+    deadline = time.time() + 120
+    while True:
+        run, pending = remote.collect(run.path, progress=False)
+        if not pending:
+            break
+        assert time.time() < deadline, pending
+        time.sleep(0.5)
+    ours = np.stack(run.table("vectors")["vector"].to_numpy())
+    theirs = np.stack(here.table("vectors")["vector"].to_numpy())
+    assert run.table("vectors").schema["vector"] == here.table("vectors").schema["vector"]
+    assert not np.array_equal(ours, theirs)
+    np.testing.assert_allclose(ours, theirs, rtol=2**-11, atol=1e-6)
