@@ -757,7 +757,7 @@ def run_models(
         model = None
         checkpoint = {"label": label, "model": name, "revision": revision, "step": training_step(name, revision), "weights_sha256": None, "run": slug}
         if not config.remote:
-            model = load_model(name, config.device, config.dtype, revision=revision)
+            model = load_model(name, config.device, config.dtype, revision=revision, device_map=config.device_map)
             checkpoint["weights_sha256"] = weights_sha256(model.torch_model)
         analysis = Neurons(options, languages, sentences)
         analysis.label = label

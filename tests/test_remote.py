@@ -2,9 +2,11 @@
 
 The real nnsight client (its ``RemoteBackend``: websocket ``/subscribe``, ``POST /request``,
 ``/response/{id}`` polling, result download) talks to :mod:`hubclient.testing.server` on a free
-127.0.0.1 port. Remote results are compared with a local run of the same analysis on the same
-tiny model (bit for bit: same weights, same batches, same CPU kernels). Every test is bounded
-in time (the client's ``timeout``, subprocess timeouts).
+127.0.0.1 port, in its strict mode (requests run in a process where hub cannot be imported,
+under NDIF's import allow-list). Remote results are compared with a local run of the same
+analysis on the same tiny model (bit for bit: same weights, same batches, same CPU kernels;
+vector-valued results travel in float32 for that, ``remote_config``). Every test is bounded in
+time (the client's ``timeout``, subprocess timeouts).
 """
 
 from __future__ import annotations
@@ -445,7 +447,7 @@ def test_gemma_logit_lens_remote_equals_local_and_moves_little(tmp_path):
     try:
         run = run_analysis(LogitLens(options), texts, RunConfig(out=tmp_path, name="remote", progress=False, remote=True, ndif_host=srv.url, timeout=300))
         files = _parallel_files(tmp_path, [("The cat sleeps on the mat.", "Le chat dort sur le tapis."), ("I like green tea.", "J'aime le thé vert.")])
-        remote_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-remote", files, "--remote", "--ndif-host", srv.url)
+        remote_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-remote", files, "--remote", "--ndif-host", srv.url, "--transfer-dtype", "float32")
     finally:
         srv.stop()
     local_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-local", files, "--device", "cpu", "--dtype", "float32")

@@ -213,7 +213,9 @@ class HubModel:
         return None
 
     def describe(self) -> dict[str, Any]:
-        """What a manifest records about the model (JSON-serialisable)."""
+        """What a manifest records about the model (JSON-serialisable); ``device_map``: where
+        accelerate placed each module of a model spread over several devices (``--device-map``)."""
+        placed = getattr(self.torch_model, "hf_device_map", None)
         return {
             "model_id": self.model_id,
             "revision": self.revision,
@@ -226,6 +228,7 @@ class HubModel:
             "dtype": self.dtype,
             "notes": list(self.notes),
             **({"modality": self.modality} if self.modality else {}),
+            **({"device_map": {k: str(v) for k, v in placed.items()}} if isinstance(placed, dict) else {}),
         }
 
 
