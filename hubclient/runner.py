@@ -87,7 +87,11 @@ def run_analysis(
 
     Raises:
         HubError: bad model, prompts, positions or options (before any file is written), or a
-            ``resume`` folder whose inputs or options differ from this call's.
+            ``resume`` folder whose inputs or options differ from this call's; ``dry_run``
+            without ``remote``.
+        SystemExit: code 0 after a ``config.dry_run`` (``--remote --dry-run``) printed the
+            request and result sizes (:func:`hubclient.exec.remote.dryrun.dry_run`); nothing
+            was sent or written.
     """
     started = time.time()
     if config.dry_run and not config.remote:
