@@ -253,3 +253,19 @@ def test_detached_float16_vectors_are_restored_at_collection(tiny_dir, server, t
     assert run.table("vectors").schema["vector"] == here.table("vectors").schema["vector"]
     assert not np.array_equal(ours, theirs)
     np.testing.assert_allclose(ours, theirs, rtol=2**-11, atol=1e-6)
+
+
+def test_local_only_attributes_are_not_shipped():
+    """translation-lens' dictionaries (CC-CEDICT: MBs) serve prepare() only: the shipped copy
+    has none, the analysis itself keeps them (hub jobs collect and rows still see them)."""
+    from analyses.translation_lens import TranslationLens, TranslationOptions
+    from hubclient.exec.trace import shippable
+    from hubclient.inputs.dictionary import from_pairs
+
+    dictionaries = {"en-fr": from_pairs("en", "fr", [("cat", "chat")])}
+    analysis = TranslationLens(TranslationOptions(directions=["en-fr"]), dictionaries=dictionaries)
+    slim = shippable(analysis)
+    assert slim is not analysis and slim.dictionaries is None and slim.options is analysis.options
+    assert analysis.dictionaries == dictionaries
+    plain = Similarity(SimilarityOptions(languages=["en"]), ["en"], [0])
+    assert shippable(plain) is plain

@@ -42,6 +42,7 @@ def trace_batch(model: Any, analysis: Analysis, batch: Batch, backend: Any = Non
         kwargs = {}
     else:
         inputs, kwargs = batch.inputs, {"backend": backend}
+        analysis = shippable(analysis)
     if analysis.generates:
         with torch.inference_mode(), warnings.catch_warnings():
             # an open tracer.iter[:] loop ends at the last step by design; nnsight warns about it
@@ -67,6 +68,21 @@ def trace_batch(model: Any, analysis: Analysis, batch: Batch, backend: Any = Non
     if backend is not None and not backend.blocking:
         return None
     return restore_dtypes({k: _to_cpu(v) for k, v in saved.items()})
+
+
+def shippable(analysis: Analysis) -> Analysis:
+    """The analysis as a request ships it: a shallow copy without the attributes its class
+    names in ``local_only`` (data used only before or after the trace, e.g. translation-lens'
+    dictionaries: 2.2 MB of CC-CEDICT in every request otherwise), or the analysis itself."""
+    import copy
+
+    names = getattr(type(analysis), "local_only", ())
+    if not names:
+        return analysis
+    slim = copy.copy(analysis)
+    for name in names:
+        setattr(slim, name, None)
+    return slim
 
 
 #: ``--transfer-dtype`` choices.
