@@ -267,5 +267,5 @@ def test_local_only_attributes_are_not_shipped():
     slim = shippable(analysis)
     assert slim is not analysis and slim.dictionaries is None and slim.options is analysis.options
     assert analysis.dictionaries == dictionaries
-    plain = Similarity(SimilarityOptions(languages=["en"]), ["en"], [0])
+    plain = Similarity(SimilarityOptions(languages=["en", "xx"]), ["en", "xx"], [0, 0])
     assert shippable(plain) is plain
