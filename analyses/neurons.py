@@ -128,6 +128,7 @@ class Neurons(Analysis):
     """MLP neurons by language and meaning (see the module docstring)."""
 
     name = "neurons"
+    transfer_keys = ("mean",)  # --remote: travel in --transfer-dtype (float16 by default); "active" counts stay exact
     tables = {"activations": ["layer", "prompt"], "lape_counts": ["layer", "language", "batch"]}
 
     def __init__(self, options: NeuronOptions, languages: list[str], sentences: list[int]):
@@ -197,8 +198,9 @@ class Neurons(Analysis):
             act = model.mlp_down(block).input.reshape(shape)
             if firing is None:
                 firing = act
-            means.append(torch.einsum("bs,bsf->bf", norm, act.float()))
-            active.append(torch.einsum("bs,bsf->bf", weights, (firing > 0).float()))
+            here = act.device  # this block's device (a model split by device_map); results back to model.device
+            means.append(torch.einsum("bs,bsf->bf", norm.to(here), act.float()).to(weights.device))
+            active.append(torch.einsum("bs,bsf->bf", weights.to(here), (firing > 0).float().to(here)).to(weights.device))
         return {"mean": torch.stack(means), "active": torch.stack(active)}
 
     # ------------------------------------------------------------------ rows
@@ -755,7 +757,7 @@ def run_models(
         model = None
         checkpoint = {"label": label, "model": name, "revision": revision, "step": training_step(name, revision), "weights_sha256": None, "run": slug}
         if not config.remote:
-            model = load_model(name, config.device, config.dtype, revision=revision)
+            model = load_model(name, config.device, config.dtype, revision=revision, device_map=config.device_map)
             checkpoint["weights_sha256"] = weights_sha256(model.torch_model)
         analysis = Neurons(options, languages, sentences)
         analysis.label = label

@@ -48,6 +48,7 @@ from typing import Any
 
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
+from hubclient.exec.multimodal import pool_weights  # module level: trace() runs on the server, where importing hub fails
 from hubclient.inputs import ranges
 from hubclient.inputs.parallel import ParallelCorpus, read_languages
 from hubclient.plots import ci_lines
@@ -256,6 +257,7 @@ class Similarity(Analysis):
     """Cross-lingual hidden-state similarity (see the module docstring)."""
 
     name = "similarity"
+    transfer_keys = ("vectors",)  # --remote: travel in --transfer-dtype (float16 by default)
     tables = {"vectors": ["layer", "prompt"]}
 
     def dropped_tables(self) -> dict[str, str]:
@@ -339,8 +341,6 @@ class Similarity(Analysis):
         wanted = set(self.layers)
         n = batch.input_ids.shape[0]
         if self.media_id is not None:  # media vs caption: weights over media positions / caption tokens
-            from hubclient.exec.multimodal import pool_weights
-
             weights = pool_weights(batch, self.media_id, self.options.media_pool, self.options.pool, self.bos_id).to(device)
         elif self.options.pool == "last":
             rows = torch.arange(n, device=device)
@@ -356,10 +356,11 @@ class Similarity(Analysis):
             if layer in wanted:
                 if final_norm is True or (final_norm == "last" and layer == top):
                     hidden = model.final_norm(hidden)
+                here = hidden.device  # this layer's device (a model split by device_map); pooled back to model.device
                 if weights is None:
-                    pooled.append(hidden[rows, last].float())
+                    pooled.append(hidden[rows.to(here), last.to(here)].float().to(device))
                 else:
-                    pooled.append(torch.einsum("bs,bsd->bd", weights, hidden.float()))
+                    pooled.append(torch.einsum("bs,bsd->bd", weights.to(here), hidden.float()).to(device))
         return {"vectors": torch.stack(pooled)}
 
     # ------------------------------------------------------------------ rows

@@ -153,6 +153,7 @@ class TranslationLens(Analysis):
     """
 
     name = "translation-lens"
+    local_only = ("dictionaries",)  # --remote: used in prepare only; not shipped with every request
     tables = {"translation_lens": ["prompt", "position", "layer", "kind"]}
 
     def __init__(self, options: TranslationOptions, dictionaries: dict[str, Dictionary] | None = None):

@@ -87,9 +87,15 @@ def run_analysis(
 
     Raises:
         HubError: bad model, prompts, positions or options (before any file is written), or a
-            ``resume`` folder whose inputs or options differ from this call's.
+            ``resume`` folder whose inputs or options differ from this call's; ``dry_run``
+            without ``remote``.
+        SystemExit: code 0 after a ``config.dry_run`` (``--remote --dry-run``) printed the
+            request and result sizes (:func:`hubclient.exec.remote.dryrun.dry_run`); nothing
+            was sent or written.
     """
     started = time.time()
+    if config.dry_run and not config.remote:
+        raise HubError("--dry-run sizes a remote run: add --remote (nothing is sent)")
     executor = executor or executor_for(config)
     if media is not None:
         from hubclient.exec.multimodal import media_key
@@ -117,6 +123,11 @@ def run_analysis(
     analysis.prepare(model, prompts, tokens)
     analysis.setup(model, executor)
     batches = batches_for(analysis, model, tokens, config.batch_size, extras)
+    if config.dry_run:  # --remote --dry-run: print the request/result sizes, send nothing, write nothing
+        from hubclient.exec.remote.dryrun import dry_run
+
+        dry_run(config, model, analysis, batches)
+        raise SystemExit(0)
     executor.check(model, analysis)
 
     if previous is not None:

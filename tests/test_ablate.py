@@ -190,7 +190,7 @@ def test_neurons_and_ablation_run_remotely(tiny_dir, neurons_run, tmp_path):
         files = json.loads((neurons_run / "manifest.json").read_text())["options"]["sources"]
         neurons = _cli("analyze", "neurons", "--langs", ",".join(files), "--n", 3, "--model", tiny_dir("llama"), "--out", tmp_path,
                        "--name", "neurons-remote", "--no-progress", "--no-plots", "--z-threshold", 1, "--batch-size", 4,
-                       "--remote", "--ndif-host", srv.url, "--timeout", 60)
+                       "--remote", "--ndif-host", srv.url, "--timeout", 60, "--transfer-dtype", "float32")
         remote = _cli("intervene", "ablate", "--from", neurons_run, "--n", 2, "--perplexity", "sentences", "--ablate", "en", "--model", tiny_dir("llama"), "--out", tmp_path,
                       "--name", "remote", "--no-progress", "--no-plots", "--batch-size", 4, "--remote", "--ndif-host", srv.url, "--timeout", 60)
         windows = _cli("intervene", "ablate", "--from", neurons_run, "--offset", 0, "--window", 6, "--ablate", "en", "--model", tiny_dir("llama"),

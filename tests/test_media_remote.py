@@ -55,7 +55,7 @@ def test_image_similarity_remote_equals_local(tmp_path, folders, server):
     pairs = write_pairs(tmp_path, "image")
     common = ["--modality", "image", pairs, "--model", folders["llava"], "--out", tmp_path, "--no-progress", "--no-plots", "--batch-size", "2"]
     hub("analyze", "similarity", *common, "--name", "local")
-    hub("analyze", "similarity", *common, "--name", "remote", "--remote", "--ndif-host", server.url, "--timeout", "120")
+    hub("analyze", "similarity", *common, "--name", "remote", "--remote", "--ndif-host", server.url, "--timeout", "120", "--transfer-dtype", "float32")
     for table in ("similarity", "vectors", "prompts"):
         assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
     block = json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]

@@ -2,9 +2,11 @@
 
 The real nnsight client (its ``RemoteBackend``: websocket ``/subscribe``, ``POST /request``,
 ``/response/{id}`` polling, result download) talks to :mod:`hubclient.testing.server` on a free
-127.0.0.1 port. Remote results are compared with a local run of the same analysis on the same
-tiny model (bit for bit: same weights, same batches, same CPU kernels). Every test is bounded
-in time (the client's ``timeout``, subprocess timeouts).
+127.0.0.1 port, in its strict mode (requests run in a process where hub cannot be imported,
+under NDIF's import allow-list). Remote results are compared with a local run of the same
+analysis on the same tiny model (bit for bit: same weights, same batches, same CPU kernels;
+vector-valued results travel in float32 for that, ``remote_config``). Every test is bounded in
+time (the client's ``timeout``, subprocess timeouts).
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ def lens() -> LogitLens:
 
 class ServerProcess:
     """``python -m hubclient.testing.server`` in its own process (as a user runs it): the
-    client's and the server's unpickling of shipped code must not share one interpreter."""
+    client's and the server's unpickling of shipped code must not share one interpreter.
 
-    def __init__(self, models: list[str], key: str | None = KEY, timeout: float = 120):
+    ``strict`` (default): requests run in the server's execution process where hub cannot be
+    imported, under NDIF's import allow-list (``--strict``); ``extra``: more server options
+    (``--autocast-bf16``, ``--device-map …``)."""
+
+    def __init__(self, models: list[str], key: str | None = KEY, timeout: float = 120, strict: bool = True, extra: tuple[str, ...] = ()):
         import time
 
-        args = [sys.executable, "-m", "hubclient.testing.server", "--port", "0"]
+        args = [sys.executable, "-m", "hubclient.testing.server", "--port", "0", "--strict" if strict else "--no-strict", *extra]
         for model in models:
             args += ["--model", model]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -69,6 +75,12 @@ class ServerProcess:
         import httpx
 
         return httpx.get(f"{self.url}/_jobs", timeout=10).json()
+
+    def sandbox(self) -> dict:
+        """Per served model, what its strict execution process reported at start."""
+        import httpx
+
+        return httpx.get(f"{self.url}/_sandbox", timeout=10).json()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -113,8 +125,10 @@ def local_run(tiny_dir, tmp_path_factory):
 
 
 def remote_config(tiny_dir, server, tmp_path, **kwargs) -> RunConfig:
+    """A remote run's config; vector-valued results travel in float32 here (the tests compare
+    them with local runs to 1e-5; the float16 default is tested with its own tolerance)."""
     base = dict(model=str(tiny_dir("llama")), out=tmp_path, name="remote", batch_size=2, progress=False,
-                remote=True, ndif_host=server.url if server is not None else None, timeout=60, retries=3)
+                remote=True, ndif_host=server.url if server is not None else None, timeout=60, retries=3, transfer_dtype="float32")
     base.update(kwargs)
     return RunConfig(**base)
 
@@ -414,7 +428,7 @@ def test_similarity_remote_through_the_cli_equals_local(tiny_dir, server, tmp_pa
     """``hub analyze similarity --remote``: same vectors and statistics as the local run."""
     files = _parallel_files(tmp_path, [("the cat sat on the mat", "the cat sat"), ("a dog ran in the park", "the dog ran"), ("one two three", "four five six")])
     local = _similarity_cli(tiny_dir("llama"), tmp_path, "local", files)
-    remote_run = _similarity_cli(tiny_dir("llama"), tmp_path, "remote", files, "--remote", "--ndif-host", server.url)
+    remote_run = _similarity_cli(tiny_dir("llama"), tmp_path, "remote", files, "--remote", "--ndif-host", server.url, "--transfer-dtype", "float32")
     for table in ("similarity", "vectors", "prompts"):
         assert pl.read_parquet(remote_run / f"{table}.parquet").equals(pl.read_parquet(local / f"{table}.parquet")), table
     block = json.loads((remote_run / "manifest.json").read_text())["remote"]
@@ -433,7 +447,7 @@ def test_gemma_logit_lens_remote_equals_local_and_moves_little(tmp_path):
     try:
         run = run_analysis(LogitLens(options), texts, RunConfig(out=tmp_path, name="remote", progress=False, remote=True, ndif_host=srv.url, timeout=300))
         files = _parallel_files(tmp_path, [("The cat sleeps on the mat.", "Le chat dort sur le tapis."), ("I like green tea.", "J'aime le thé vert.")])
-        remote_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-remote", files, "--remote", "--ndif-host", srv.url)
+        remote_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-remote", files, "--remote", "--ndif-host", srv.url, "--transfer-dtype", "float32")
     finally:
         srv.stop()
     local_sim = _similarity_cli("gemma-3-270m", tmp_path, "similarity-local", files, "--device", "cpu", "--dtype", "float32")

@@ -71,6 +71,12 @@ Detach = Annotated[bool, typer.Option("--detach", help="With --remote: submit ev
 NdifHost = Annotated[Optional[str], typer.Option("--ndif-host", help="NDIF host URL (overrides NDIF_HOST and nnsight's config), e.g. http://127.0.0.1:8289 for the local test server.", rich_help_panel="Remote (NDIF)")]
 Timeout = Annotated[float, typer.Option("--timeout", min=1, help="With --remote: seconds one job may take from submission to result.", rich_help_panel="Remote (NDIF)")]
 Retries = Annotated[int, typer.Option("--retries", min=0, help="With --remote: retries (with backoff) after a 5xx answer or a dropped connection.", rich_help_panel="Remote (NDIF)")]
+DeviceMap = Annotated[
+    Optional[str],
+    typer.Option("--device-map", help="Spread a model too large for one GPU over several devices (accelerate): auto, balanced, or JSON such as '{\"model.layers.0\": 0, \"\": \"cpu\"}'. Local runs only (NDIF places its models itself).", rich_help_panel="Model", show_default=False),
+]
+TransferDtype = Annotated[str, typer.Option("--transfer-dtype", help="With --remote: dtype of vector-valued results on the way back (similarity vectors, neuron activations): float16, bfloat16 or float32.", rich_help_panel="Remote (NDIF)")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="With --remote: build the first request for --model (no weights needed), print its size and the expected result bytes per prompt, send nothing.", rich_help_panel="Remote (NDIF)")]
 
 Prompt = Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A prompt (repeatable).", rich_help_panel="Input")]
 PromptsFile = Annotated[
@@ -154,6 +160,9 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "ndif_host": (NdifHost, None),
     "timeout": (Timeout, 3600.0),
     "retries": (Retries, 3),
+    "device_map": (DeviceMap, None),
+    "transfer_dtype": (TransferDtype, "float16"),
+    "dry_run": (DryRun, False),
 }
 
 

@@ -27,7 +27,8 @@ class LocalExecutor:
         self.config = config
 
     def load_model(self, config: "RunConfig") -> "HubModel":
-        """The model with its weights (:func:`hubclient.models.load_model`), at ``config.revision``.
+        """The model with its weights (:func:`hubclient.models.load_model`), at ``config.revision``,
+        spread over devices by ``config.device_map`` when given.
 
         Raises:
             HubError: as :func:`hubclient.models.load_model` (a ``--revision`` with a local path or
@@ -35,7 +36,7 @@ class LocalExecutor:
         """
         from hubclient.models.loading import load_model
 
-        return load_model(config.model, device=config.device, dtype=config.dtype, revision=config.revision)
+        return load_model(config.model, device=config.device, dtype=config.dtype, revision=config.revision, device_map=config.device_map)
 
     def describe(self, model: "HubModel") -> dict[str, Any] | None:
         """Local runs add nothing to the manifest (the model block says where it ran)."""

@@ -213,7 +213,9 @@ class HubModel:
         return None
 
     def describe(self) -> dict[str, Any]:
-        """What a manifest records about the model (JSON-serialisable)."""
+        """What a manifest records about the model (JSON-serialisable); ``device_map``: where
+        accelerate placed each module of a model spread over several devices (``--device-map``)."""
+        placed = getattr(self.torch_model, "hf_device_map", None)
         return {
             "model_id": self.model_id,
             "revision": self.revision,
@@ -226,6 +228,7 @@ class HubModel:
             "dtype": self.dtype,
             "notes": list(self.notes),
             **({"modality": self.modality} if self.modality else {}),
+            **({"device_map": {k: str(v) for k, v in placed.items()}} if isinstance(placed, dict) else {}),
         }
 
 
@@ -474,7 +477,39 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", revision: str | None = None) -> HubModel:
+def parse_device_map(value: Any) -> Any:
+    """``--device-map``: ``None``; ``auto``, ``balanced``, ``balanced_low_0`` or ``sequential``
+    (accelerate places the blocks over the visible GPUs, then the CPU); or a JSON object of
+    module name -> device (``{"model.layers.0": 0, "": "cpu"}``; ``""`` is the whole model).
+
+    Raises:
+        HubError: another string, JSON that is not an object, or accelerate not installed.
+    """
+    if value is None or isinstance(value, dict):
+        parsed = value
+    elif value in DEVICE_MAPS:
+        parsed = value
+    elif str(value).strip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise HubError(f"--device-map {value!r} is not valid JSON ({exc}); give e.g. '{{\"\": \"cpu\"}}'") from None
+    else:
+        raise HubError(f"--device-map {value!r}: give {', '.join(DEVICE_MAPS)}, or a JSON object of module name -> device")
+    if parsed is not None:
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            raise HubError("--device-map needs accelerate: pip install accelerate") from None
+    return parsed
+
+
+#: The named ``--device-map`` strategies (transformers/accelerate).
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", revision: str | None = None,
+               device_map: Any = None) -> HubModel:
     """Load ``--model`` (embedded name, ``.gguf`` file, model folder or Hub repo id) for tracing.
 
     Args:
@@ -483,15 +518,19 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
         dtype: ``auto`` (fp32 on CPU, bf16 on CUDA), ``float32``, ``bfloat16`` or ``float16``.
         revision: a Hugging Face Hub revision (branch, tag or commit, e.g. ``global_step1000``)
             of a repo id; ``None`` is the default branch.
+        device_map: ``--device-map`` (:func:`parse_device_map`): the model's blocks spread over
+            several devices by accelerate instead of all on ``device``; ``HubModel.device`` is
+            then the device of the input embeddings (where inputs go).
 
     Returns:
-        a :class:`HubModel` in eval mode on ``device``.
+        a :class:`HubModel` in eval mode on ``device`` (or spread by ``device_map``).
 
     Raises:
         HubError: a path that does not exist, a folder without ``config.json``, a repo id that
-            is neither on the Hub nor in its cache, an unsupported architecture, or a
-            ``revision`` for anything but a repo id.
+            is neither on the Hub nor in its cache, an unsupported architecture, a
+            ``revision`` for anything but a repo id, or a bad ``device_map``.
     """
+    device_map = parse_device_map(device_map)
     if revision is not None and (name in EMBEDDED or _looks_like_path(name)):
         raise HubError(f"--revision {revision!r} applies to a Hugging Face repo id, not to {name!r}; pass each local checkpoint folder as --model")
     wanted = revision
@@ -531,24 +570,29 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
         model_id, revision, source, path = name, None, "hub", name
         check_hub_reachable(name)
 
-    hf_model, tokenizer, processor = _from_pretrained(path, name, torch_dtype, wanted)
+    hf_model, tokenizer, processor = _from_pretrained(path, name, torch_dtype, wanted, device_map=device_map)
     if revision is None:
         revision = getattr(hf_model.config, "_commit_hash", None)
     hf_model.name_or_path = model_id
+    if device_map is not None:
+        dev = str(hf_model.get_input_embeddings().weight.device)
     return wrap_model(hf_model, tokenizer, model_id=model_id, revision=revision, source=source, notes=notes, device=dev, processor=processor)
 
 
-def _from_pretrained(path: str, name: str, torch_dtype: Any, revision: str | None = None) -> tuple[Any, Any, Any]:
+def _from_pretrained(path: str, name: str, torch_dtype: Any, revision: str | None = None, device_map: Any = None) -> tuple[Any, Any, Any]:
     """(model, tokenizer, processor or ``None``); multimodal families load with their own
-    auto class (``ArchSpec.auto_class``) and their processor; ``revision``: the Hub revision."""
-    pinned = {} if revision is None else {"revision": revision}
+    auto class (``ArchSpec.auto_class``) and their processor; ``revision``: the Hub revision;
+    ``device_map``: passed to ``from_pretrained`` (accelerate places the modules)."""
+    pinned: dict[str, Any] = {} if revision is None else {"revision": revision}
+    if device_map is not None:
+        pinned["device_map"] = device_map
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     try:
-        config = AutoConfig.from_pretrained(path, **pinned)
+        config = AutoConfig.from_pretrained(path, **{k: v for k, v in pinned.items() if k == "revision"})
     except (OSError, ValueError) as exc:
         raise HubError(
             f"could not load model {name!r}: it is not a local folder or .gguf file, and the "
@@ -562,7 +606,7 @@ def _from_pretrained(path: str, name: str, torch_dtype: Any, revision: str | Non
         return model, processor.tokenizer, processor
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **pinned)
-        tokenizer = AutoTokenizer.from_pretrained(path, **pinned)
+        tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in pinned.items() if k == "revision"})
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HubError(f"could not load the weights or tokenizer of {name!r}: {first}") from None
@@ -620,7 +664,8 @@ def wrap_model(
     arch = spec_for_config(hf_model.config)
     check_modules(arch, hf_model)
     hf_model.eval()
-    hf_model.to(device)
+    if getattr(hf_model, "hf_device_map", None) is None:  # a model spread by a device_map stays where accelerate put it
+        hf_model.to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if arch.modality is not None and processor is None:

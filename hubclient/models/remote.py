@@ -61,33 +61,8 @@ def load_remote_model(name: str, revision: str | None = None) -> RemoteHubModel:
     from hubclient.models import loading as m
     from hubclient.models.arch import check_modules, spec_for_config
 
-    notes: list[str] = []
-    if revision is not None and (name in m.EMBEDDED or m._looks_like_path(name)):
-        raise HubError(f"--revision {revision!r} applies to a Hugging Face repo id, not to {name!r}; pass each local checkpoint folder as --model")
-    wanted = revision
-    if name in m.EMBEDDED:
-        spec = m.EMBEDDED[name]
-        folder = m._embedded_folder(spec)
-        path, model_id, source = str(folder), spec.repo_id, f"remote:embedded:{spec.distribution}"
-        revision = "gguf-sha256:" + json.loads((folder / m.CHECKSUMS).read_text())["gguf_sha256"]
-        notes.append(spec.note)
-    elif m._looks_like_path(name):
-        local = Path(name).expanduser()
-        if not local.exists():
-            raise HubError(f"model path {name!r} does not exist; pass a model folder, a .gguf file or a Hugging Face repo id")
-        if local.is_file():
-            if local.suffix != ".gguf":
-                raise HubError(f"model file {name!r} is not a .gguf file; pass a model folder or a .gguf file")
-            m.check_gguf(local)
-            sha = m.sha256_file(local)
-            path, revision = str(m.convert_gguf(local, sha)), f"gguf-sha256:{sha}"
-        elif not (local / "config.json").is_file():
-            raise HubError(f"model folder {name!r} has no config.json; is it a transformers model folder?")
-        else:
-            path = str(local)
-        model_id, source = str(local), f"remote:directory:{local}"
-    else:
-        path, model_id, source = name, name, "remote:hub"
+    path, model_id, source, revision, notes = resolve_source(name, revision)
+    wanted = None if name in m.EMBEDDED or m._looks_like_path(name) else revision
     try:
         config = AutoConfig.from_pretrained(path, revision=wanted)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=wanted)
@@ -111,3 +86,47 @@ def load_remote_model(name: str, revision: str | None = None) -> RemoteHubModel:
         lm=lm, arch=arch, tokenizer=tokenizer, model_id=model_id, revision=revision, source=source,
         device="cpu", dtype="set by the server", notes=notes, processor=processor,
     )
+
+
+def resolve_source(name: str, revision: str | None = None) -> tuple[str, str, str, str | None, list[str]]:
+    """Where the config and tokenizer of ``--model`` are read from, without loading anything.
+
+    Returns:
+        ``(path, model_id, source, revision, notes)``: the folder or repo id ``from_pretrained``
+        reads, the id that names the model (and goes into nnsight's model key), the manifest's
+        source, the revision (a weights checksum for the embedded model and GGUF files) and the
+        caveats to record.
+
+    Raises:
+        HubError: a ``revision`` with the embedded model or a local path, a path that does not
+            exist, a file that is not ``.gguf``, a folder without ``config.json``.
+    """
+    from hubclient.models import loading as m
+
+    notes: list[str] = []
+    if revision is not None and (name in m.EMBEDDED or m._looks_like_path(name)):
+        raise HubError(f"--revision {revision!r} applies to a Hugging Face repo id, not to {name!r}; pass each local checkpoint folder as --model")
+    if name in m.EMBEDDED:
+        spec = m.EMBEDDED[name]
+        folder = m._embedded_folder(spec)
+        path, model_id, source = str(folder), spec.repo_id, f"remote:embedded:{spec.distribution}"
+        revision = "gguf-sha256:" + json.loads((folder / m.CHECKSUMS).read_text())["gguf_sha256"]
+        notes.append(spec.note)
+    elif m._looks_like_path(name):
+        local = Path(name).expanduser()
+        if not local.exists():
+            raise HubError(f"model path {name!r} does not exist; pass a model folder, a .gguf file or a Hugging Face repo id")
+        if local.is_file():
+            if local.suffix != ".gguf":
+                raise HubError(f"model file {name!r} is not a .gguf file; pass a model folder or a .gguf file")
+            m.check_gguf(local)
+            sha = m.sha256_file(local)
+            path, revision = str(m.convert_gguf(local, sha)), f"gguf-sha256:{sha}"
+        elif not (local / "config.json").is_file():
+            raise HubError(f"model folder {name!r} has no config.json; is it a transformers model folder?")
+        else:
+            path = str(local)
+        model_id, source = str(local), f"remote:directory:{local}"
+    else:
+        path, model_id, source = name, name, "remote:hub"
+    return path, model_id, source, revision, notes

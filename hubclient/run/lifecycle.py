@@ -61,6 +61,13 @@ class RunConfig:
         timeout: with ``remote``: seconds one job may take, from submission to result.
         retries: with ``remote``: retries of a request after a 5xx answer or a dropped
             connection.
+        device_map: ``--device-map``: local runs, spread the model over devices (``auto``,
+            ``balanced`` or a JSON object of module name -> device; accelerate); ``None``: all
+            on ``device``.
+        transfer_dtype: with ``remote``: the dtype vector-valued results (similarity vectors,
+            neuron activations) travel in (``float16``, ``bfloat16`` or ``float32``).
+        dry_run: with ``remote``: build the first request, report its size and the expected
+            result size per prompt, send nothing.
     """
 
     model: str = "gemma-3-270m"
@@ -78,6 +85,9 @@ class RunConfig:
     ndif_host: str | None = None
     timeout: float = 3600.0
     retries: int = 3
+    device_map: str | None = None
+    transfer_dtype: str = "float16"
+    dry_run: bool = False
 
 
 def versions() -> dict[str, str | None]:

@@ -38,9 +38,11 @@ def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True, 
             :func:`check_lens_dtype`).
 
     Returns:
-        float32 logits ``[..., vocab]``, soft-capped like the model's own output where the
-        family soft-caps (Gemma 2). With ``final_norm`` on, the last layer's logits equal the
-        model's own.
+        float32 logits ``[..., vocab]`` on ``hidden``'s device, soft-capped like the model's own
+        output where the family soft-caps (Gemma 2). With ``final_norm`` on, the last layer's
+        logits equal the model's own. On a model split over devices (``device_map``) the norm
+        and ``lm_head`` run where they sit (accelerate moves their inputs there) and the logits
+        come back to ``hidden``'s device.
     """
     import torch
 
@@ -52,11 +54,12 @@ def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True, 
     if dtype is None:
         logits = model.lm_head(h).float()
     else:
-        logits = torch.nn.functional.linear(h.to(dtype), model.unembedding_weight(dtype)).float()
+        weight = model.unembedding_weight(dtype)
+        logits = torch.nn.functional.linear(h.to(device=weight.device, dtype=dtype), weight).float()
     cap = model.logit_softcap
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return logits
+    return logits.to(hidden.device)
 
 
 #: ``--lens-dtype`` choices: ``model`` (the lm_head as the model runs it) or a torch dtype name.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hubclient.science.lens import decode_layers
 from hubclient.science.tokens import spelled_ids, word_ids
 
 if TYPE_CHECKING:
@@ -115,8 +116,8 @@ def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", grou
     """
     import torch
 
-    from hubclient.science.lens import decode_layers
-
+    # decode_layers is imported at module level: this function runs on the server, where an
+    # import of hub code would fail (hub is shipped by value, not installed there).
     if ids.shape[0] == 0:
         empty = torch.zeros((model.n_layers + 1, 0, n_groups))
         return {"sum": empty, "max": empty.clone()}
@@ -125,7 +126,7 @@ def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", grou
     for g in range(n_groups):
         masks.append((group == g).to(model.device))
 
-    def reduce(logits: Any, rows: Any) -> Any:
+    def reduce(logits: Any, rows: Any) -> Any:  # logits on model.device (decode_layers)
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         probs = torch.exp(logits.gather(1, ids[rows]) - lse)  # [chunk, width]
         zero = torch.zeros_like(probs)

@@ -14,14 +14,25 @@ It speaks the protocol the nnsight 0.8 client expects of NDIF (see
 - ``GET /status``: the deployments (the models this server was started with);
 - ``GET /env``: the server's Python and package versions.
 
-Jobs run one at a time in a worker thread: the blob is deserialized against the served model
+Jobs run one at a time: the blob is deserialized against the served model
 (``RequestModel.deserialize`` with the model's persistent objects), the trace body is executed
 under ``torch.inference_mode``, and the values it saved are ``torch.save``-d (zstd-compressed
 when the request asks for it).
 
-Security: requests are pickled code that this server executes, with no sandbox. It binds to
-127.0.0.1 only, checks the API key when one is set, caps request and result sizes, and must
-never be exposed beyond the machine.
+Two ways to execute (``strict``):
+
+- **strict** (``--strict``, the default of the tests' server): every request runs in a separate
+  execution process per model (:mod:`hubclient.testing.strict_worker`, started with
+  ``python -I -S``) where ``hubclient``, ``analyses`` and the checkout cannot be imported, under
+  an import allow-list modelled on NDIF's (``Module X is not whitelisted``), optionally under
+  bf16 autocast (``autocast``) and with the model placed by a ``device_map`` as NDIF's
+  deployments are. A request that needs hub code it did not ship fails here as on NDIF.
+- **in-process** (``--no-strict``): the model is loaded with hub's own loader in the server
+  process and requests run there (hub importable: misses what the strict mode catches).
+
+Security: requests are pickled code that this server executes; the allow-list is a check of
+what a request needs, not a sandbox. The server binds to 127.0.0.1 only, checks the API key
+when one is set, caps request and result sizes, and must never be exposed beyond the machine.
 
 Faults (for tests; :class:`Faults`, settable at start or with ``POST /_faults`` from loopback):
 answer ``POST /request`` with 500s, end jobs in ERROR, drop the websocket mid-job, delay jobs,
@@ -34,6 +45,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import socket
 import sys
 import threading
@@ -41,6 +53,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
@@ -105,12 +118,15 @@ class Faults:
 
 @dataclass
 class Served:
-    """One served model: its name, the loaded :class:`~hubclient.models.HubModel`, its key."""
+    """One served model: its name, its key, and where its requests run: the loaded
+    :class:`~hubclient.models.HubModel` and its persistent objects (in-process), or a
+    :class:`StrictWorker` (strict mode; ``hub`` and ``persistent`` are then ``None``)."""
 
     name: str
     hub: Any
     model_key: str
-    persistent: dict[str, Any]
+    persistent: dict[str, Any] | None
+    worker: "StrictWorker | None" = None
 
     @property
     def repo_id(self) -> str:
@@ -155,12 +171,132 @@ def load_served(name: str, device: str = "cpu", dtype: str = "float32") -> Serve
     return Served(name=name, hub=hub, model_key=served_model_key(hub.lm), persistent=hub.lm._remoteable_persistent_objects())
 
 
+class WorkerError(Exception):
+    """A request failed in the strict execution process; the message is the job's error."""
+
+
+class StrictWorker:
+    """The execution process of one model in strict mode (:mod:`hubclient.testing.strict_worker`).
+
+    The process is started with ``python -I -S`` and the site-packages folders only, so neither
+    ``hubclient`` nor ``analyses`` nor the checkout is importable there (checked at start: the
+    process reports ``importable`` and a worker where either is importable is refused). It loads
+    the model itself with transformers (``device_map`` when given) and answers one request at
+    a time.
+
+    Args:
+        name: anything ``--model`` accepts; its config and tokenizer are resolved here with
+            :func:`hubclient.models.remote.load_remote_model`, which also gives the model key the
+            client computes.
+        device: where the weights go without a ``device_map`` (``cpu``, ``cuda``…).
+        dtype: the weights' dtype name.
+        device_map: a transformers ``device_map`` (``"auto"``, ``"balanced"`` or a dict of module
+            name -> device), as NDIF loads deployments with ``device_map="auto"``.
+        autocast: run requests under ``torch.autocast(dtype=bfloat16)``, as NDIF does.
+        timeout: seconds to wait for the process to load the model.
+
+    Raises:
+        RuntimeError: the process could not load the model, or hub is importable in it.
+    """
+
+    SCRIPT = str(Path(__file__).with_name("strict_worker.py"))
+
+    def __init__(self, name: str, device: str = "cpu", dtype: str = "float32", device_map: Any = None,
+                 autocast: bool = False, timeout: float = 600):
+        import site
+        import subprocess
+        import tempfile
+
+        from hubclient.models.remote import load_remote_model, resolve_source
+
+        meta = load_remote_model(name)
+        self.model_key = served_model_key(meta.lm)
+        path, model_id, *_ = resolve_source(name)
+        checkout = str(Path(__file__).resolve().parents[2])
+        folders = [p for p in [*site.getsitepackages(), *sys.path] if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
+        config = {
+            "path": path, "model_id": model_id, "auto_class": meta.arch.auto_class, "task": meta.arch.task,
+            "processor": meta.processor is not None, "dtype": dtype, "device": device, "device_map": device_map,
+            "autocast": autocast, "checkout": checkout, "site_packages": list(dict.fromkeys(folders)),
+        }
+        self.log = tempfile.TemporaryFile()
+        self._cwd = tempfile.TemporaryDirectory(prefix="hub-strict-")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", self.SCRIPT, json.dumps(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log, cwd=self._cwd.name, env=env,
+        )
+        self.lock = threading.Lock()
+        self.info = self._read(timeout)
+        if not self.info.get("ready"):
+            self.stop()
+            raise RuntimeError(f"the strict execution process could not load {name}: {self.info.get('error')}\n{self.tail()}")
+        if any(self.info["importable"].values()):
+            self.stop()
+            raise RuntimeError(f"the strict execution process can import {self.info['importable']}; it must not")
+
+    def _read(self, timeout: float | None = None) -> dict[str, Any]:
+        import pickle
+        import struct
+
+        head = self.proc.stdout.read(4)
+        if len(head) < 4:
+            raise WorkerError(f"the strict execution process ended (exit status {self.proc.poll()}): {self.tail()}")
+        (size,) = struct.unpack(">I", head)
+        return pickle.loads(self.proc.stdout.read(size))
+
+    def tail(self, chars: int = 3000) -> str:
+        """The last ``chars`` characters the process wrote to stderr."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-chars:]
+
+    def run(self, blob: bytes, compress: bool, env: dict[str, Any]) -> bytes:
+        """Execute one request there; return its result bytes.
+
+        Raises:
+            WorkerError: the request failed there (the message is the job's error).
+        """
+        import pickle
+        import struct
+
+        with self.lock:
+            body = pickle.dumps({"blob": blob, "compress": compress, "env": env}, protocol=4)
+            self.proc.stdin.write(struct.pack(">I", len(body)) + body)
+            self.proc.stdin.flush()
+            answer = self._read()
+        if "error" in answer:
+            raise WorkerError(answer["error"])
+        return answer["data"]
+
+    def stop(self) -> None:
+        """End the process (closes its stdin; kills it after 10 s)."""
+        import subprocess
+
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def load_strict(name: str, device: str = "cpu", dtype: str = "float32", device_map: Any = None, autocast: bool = False) -> Served:
+    """Serve ``name`` in strict mode (see :class:`StrictWorker`)."""
+    worker = StrictWorker(name, device=device, dtype=dtype, device_map=device_map, autocast=autocast)
+    return Served(name=name, hub=None, model_key=worker.model_key, persistent=None, worker=worker)
+
+
 def execute(served: Served, blob: bytes, compress: bool, env: dict[str, Any]) -> bytes:
     """Run one request against ``served``; return the ``torch.save`` bytes of what it saved.
 
     The inverse of the client's ``RequestModel.serialize``: rebuild the tracer against the live
-    model, run its body, keep the values the body marked with ``nnsight.save``.
+    model, run its body, keep the values the body marked with ``nnsight.save``. In strict mode
+    this happens in the model's :class:`StrictWorker`.
+
+    Raises:
+        WorkerError: strict mode, the request failed in the execution process.
     """
+    if served.worker is not None:
+        return served.worker.run(blob, compress, env)
     import torch
     from nnsight.schema.request import RequestModel
     from nnsight.tracing.tracer import _saves, dec, inc
@@ -210,6 +346,11 @@ class NdifTestServer:
         faults: faults to inject (:class:`Faults`).
         max_request_bytes / max_result_bytes: size caps (413 / job ERROR when exceeded).
         inline_result_bytes: results up to this size go back on the websocket.
+        device / dtype: where and in which dtype the models' weights are loaded.
+        strict: run requests in an execution process per model where hub is not importable,
+            under NDIF's import allow-list (:class:`StrictWorker`); ``False``: in this process.
+        device_map: strict mode, a transformers ``device_map`` for loading the models.
+        autocast: strict mode, execute under bf16 autocast.
     """
 
     def __init__(
@@ -222,10 +363,18 @@ class NdifTestServer:
         inline_result_bytes: int = INLINE_RESULT_BYTES,
         device: str = "cpu",
         dtype: str = "float32",
+        strict: bool = False,
+        device_map: Any = None,
+        autocast: bool = False,
     ):
         self.served: dict[str, Served] = {}
         for model in models:
-            served = model if isinstance(model, Served) else load_served(model, device, dtype)
+            if isinstance(model, Served):
+                served = model
+            elif strict:
+                served = load_strict(model, device, dtype, device_map=device_map, autocast=autocast)
+            else:
+                served = load_served(model, device, dtype)
             self.served[served.model_key] = served
         self.api_key = api_key
         self.faults = faults or Faults()
@@ -370,6 +519,12 @@ class NdifTestServer:
                 raise HTTPException(403, "jobs can only be listed from loopback")
             return {job.id: {"history": job.history, "blocking": bool(job.session_id)} for job in self.jobs.values()}
 
+        @app.get("/_sandbox")
+        async def sandbox(request: Request) -> Any:
+            if request.client is None or request.client.host != HOST:
+                raise HTTPException(403, "loopback only")
+            return {s.repo_id: (s.worker.info if s.worker is not None else None) for s in self.served.values()}
+
         @app.post("/_faults")
         async def set_faults(request: Request) -> Any:
             if request.client is None or request.client.host != HOST:
@@ -430,7 +585,8 @@ class NdifTestServer:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # the job's failure goes to the client, the server goes on
-                await self._send(job, ResponseModel(id=job.id, status=Status.ERROR, description=f"{type(exc).__name__}: {exc}"))
+                text = str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}"
+                await self._send(job, ResponseModel(id=job.id, status=Status.ERROR, description=text))
             finally:
                 job.blob = b""
                 if self.faults.after > 0:
@@ -462,6 +618,9 @@ class NdifTestServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+        for served in self.served.values():
+            if served.worker is not None:
+                served.worker.stop()
 
     def __enter__(self) -> "NdifTestServer":
         if not self.url:
@@ -487,6 +646,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http-500", type=int, default=0, help="fault: answer the first N requests with 500")
     parser.add_argument("--drop", type=int, default=0, help="fault: drop the websocket of the first N jobs mid-job")
     parser.add_argument("--nnsight-version", default=None, help="fault: pretend to run this nnsight version")
+    parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
+                        help="run requests in a process where hub is not importable, under NDIF's import allow-list (default); --no-strict: in this process")
+    parser.add_argument("--device-map", default=None, help="strict mode: transformers device_map for the models (auto, balanced, or JSON such as '{\"\": \"cpu\"}')")
+    parser.add_argument("--autocast-bf16", action="store_true", help="strict mode: execute requests under torch.autocast(bfloat16), as NDIF does")
     args = parser.parse_args(argv)
     import os
 
@@ -497,10 +660,12 @@ def main(argv: list[str] | None = None) -> None:
     server = NdifTestServer(
         args.model or ["gemma-3-270m"], api_key=key, faults=faults, device=args.device, dtype=args.dtype,
         max_request_bytes=int(args.max_request_mb * 2**20), max_result_bytes=int(args.max_result_mb * 2**20),
+        strict=args.strict, device_map=_device_map(args.device_map), autocast=args.autocast_bf16,
     )
     url = server.start(args.port)
     for served in server.served.values():
-        print(f"serving {served.repo_id}", flush=True)
+        where = f" (strict: execution process on {', '.join(served.worker.info['devices'])})" if served.worker is not None else ""
+        print(f"serving {served.repo_id}{where}", flush=True)
     print(f"NDIF test server on {url}  (use: NDIF_HOST={url} hub analyze … --remote)", flush=True)
     try:
         while server._thread is not None and server._thread.is_alive():
@@ -509,6 +674,13 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         server.stop()
+
+
+def _device_map(value: str | None) -> Any:
+    """``--device-map``: ``None``, ``auto``/``balanced``/…, or a JSON object."""
+    if value is None or not value.strip().startswith("{"):
+        return value
+    return json.loads(value)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,11 @@ What happens on ``hub analyze <name> --remote``:
 2. **The model is built without weights** (meta device) from its config and tokenizer
    (:func:`load_remote_model`); it is addressed on the server by nnsight's model key.
 3. **Project code is shipped with the request**: the ``hubclient`` package and the analysis'
-   own package are registered with ``nnsight.register`` (serialised by value), so the server
-   needs nothing but nnsight, torch and transformers.
+   own package are registered with ``nnsight.register`` (functions and classes serialised by
+   value), so the server needs nothing but nnsight, torch and transformers; only what NDIF's
+   import allow-list admits is shipped (:mod:`.shipping`: modules named by shipped code travel
+   as stand-ins, cached functions uncached). ``--dry-run`` sizes a request without sending it
+   (:mod:`.dryrun`).
 4. **One request per batch** (``--batch-size`` prompts; a "chunk"): each is the runner's trace
    body, sent with :class:`HubBackend`, a thin subclass of nnsight's ``RemoteBackend`` that
    counts bytes, shows job states in the progress bar, retries 5xx answers and dropped

@@ -11,6 +11,7 @@ from hubclient.errors import HubError
 from hubclient.exec.remote.backend import make_backend
 from hubclient.exec.remote.config import configure, model_key, redact
 from hubclient.exec.remote.jobs import JobBook, _fail, _now, _open_remote_run, summarize
+from hubclient.exec.trace import restore_dtypes
 
 
 def collect(run_dir: Path, host: str | None = None, progress: bool = True) -> tuple[Any, list[dict[str, Any]]]:
@@ -67,7 +68,7 @@ def collect(run_dir: Path, host: str | None = None, progress: bool = True) -> tu
         if result is None:
             pending.append({**record, "state": str(backend.status.value if backend.status else "UNKNOWN")})
             continue
-        run.write_parts(batch.index, analysis.rows(model, batch, result["saved"]))
+        run.write_parts(batch.index, analysis.rows(model, batch, restore_dtypes(result["saved"])))
         book.put({**record, "state": "collected", "bytes_received": backend.bytes_received, "seconds_collect": round(time.time() - started, 3), "updated": _now()})
     run.update_manifest(remote={**remote, **summarize(run)})
     if pending:

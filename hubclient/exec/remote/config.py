@@ -83,6 +83,10 @@ def model_key(model: HubModel) -> str:
 def register_code(analysis: Any) -> list[str]:
     """Ship ``hubclient`` and the analysis' package with every request (``nnsight.register``).
 
+    The dataclasses of those packages get their plain generated ``__repr__`` back
+    (:func:`plain_dataclass_reprs`), so shipping them does not pull in ``_thread``, which NDIF's
+    deserialisation allow-list refuses.
+
     Returns:
         the registered top-level package names.
     """
@@ -94,7 +98,45 @@ def register_code(analysis: Any) -> list[str]:
         names.append(top)
     for name in names:
         nnsight.register(sys.modules[name])
+        if name not in SHIPPED:
+            SHIPPED.append(name)
+    plain_dataclass_reprs(names)
     return names
+
+
+#: The packages registered for shipping by value in this process (:func:`register_code`);
+#: :func:`hubclient.exec.remote.shipping.ndif_pickling` ships their modules as stand-ins.
+SHIPPED: list[str] = []
+
+
+def plain_dataclass_reprs(packages: list[str]) -> int:
+    """Unwrap the ``__repr__`` that ``dataclasses`` generates for the dataclasses of ``packages``.
+
+    ``dataclasses`` wraps every generated ``__repr__`` in a recursion guard whose globals are
+    the ``dataclasses`` module's, holding ``_thread``; a class shipped by value (cloudpickle,
+    ``nnsight.register``) ships that wrapper with them, and NDIF refuses the request while
+    deserialising it (``Module _thread is not whitelisted``: ``_thread`` is not on its
+    allow-list). The unwrapped function prints the same; it only loses the guard against a
+    dataclass that contains itself, which none here does.
+
+    Returns:
+        the number of classes changed.
+    """
+    import dataclasses
+
+    changed = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for value in list(vars(module).values()):
+            if not (isinstance(value, type) and value.__module__ == name and dataclasses.is_dataclass(value)):
+                continue
+            wrapper = value.__dict__.get("__repr__")
+            inner = getattr(wrapper, "__wrapped__", None)
+            if inner is not None and getattr(wrapper, "__globals__", None) is vars(dataclasses):
+                value.__repr__ = inner
+                changed += 1
+    return changed
 
 
 def describe(config: Any, model: HubModel) -> dict[str, Any]:

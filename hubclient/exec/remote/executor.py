@@ -12,7 +12,7 @@ from hubclient.exec.remote.backend import JobTimeout, ResultVanished, _status_co
 from hubclient.exec.remote.config import configure, describe, model_key, redact, register_code
 from hubclient.exec.remote.jobs import JobBook, _fail, _now, _record, _where, summarize
 from hubclient.exec.remote.preflight import preflight
-from hubclient.exec.trace import trace_batch
+from hubclient.exec.trace import restore_dtypes, trace_batch
 from hubclient.run.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class RemoteExecutor:
         """The model without weights (:func:`hubclient.models.remote.load_remote_model`)."""
         from hubclient.models.remote import load_remote_model
 
+        if config.device_map is not None:
+            raise HubError("--device-map applies to local runs; NDIF places its models over its GPUs itself: drop --device-map with --remote")
         return load_remote_model(config.model, revision=config.revision)
 
     def describe(self, model: "HubModel") -> dict[str, Any] | None:
@@ -70,8 +72,18 @@ class RemoteExecutor:
         Raises:
             HubError: the request failed (one line, see :func:`explain`).
         """
+        if self.config.dry_run:  # a setup request (steering vectors…): sized, not sent; zeros of the right shapes
+            import torch
+
+            from hubclient.exec.remote.dryrun import request_bytes, result_shapes
+
+            register_code(analysis)
+            size = request_bytes(model, analysis, batch, model_key(model), self.config.transfer_dtype)
+            print(f"dry run: {analysis.name} setup request: {size:,} bytes (not sent; its results are zeros here)", file=sys.stdout)
+            return {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in result_shapes(model, analysis, batch, "float32").items()}
         host, key = self._prepare(model, analysis)
         backend = make_backend(key, blocking=True, env=model.lm._remoteable_get_env(), timeout=self.config.timeout, retries=self.config.retries)
+        backend.transfer_dtype = self.config.transfer_dtype
         try:
             saved = trace_batch(model, analysis, batch, backend=backend)
         except HubError:
@@ -114,7 +126,7 @@ class RemoteExecutor:
                 if record and record.get("state") in ("submitted", "timeout") and record.get("job_id"):
                     backend = make_backend(key, blocking=False, job_id=record["job_id"], **common)
                     try:
-                        saved = backend.follow()["saved"]
+                        saved = restore_dtypes(backend.follow()["saved"])
                     except Exception as exc:
                         if not (record.get("blocking") and _status_code(exc) in (404, 500)):
                             _fail(book, record, batch, exc)
@@ -124,6 +136,7 @@ class RemoteExecutor:
                         book.put({**record, "state": "lost", "error": "blocking job not kept by the server; sent again", "updated": _now()})
                 if saved is None:
                     backend = make_backend(key, blocking=not config.detach, **common)
+                    backend.transfer_dtype = config.transfer_dtype
                     try:
                         saved = trace_batch(model, analysis, batch, backend=backend)
                     except HubError:
