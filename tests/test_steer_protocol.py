@@ -12,11 +12,10 @@ import polars as pl
 import pytest
 import torch
 
-from analyses.steer import SteerOptions, Steer, range_call_tables, run_steer, seed_summary, steering_word_ids, unembedding_vector
+from analyses.steer import SteerOptions, Steer, range_call_tables, seed_summary, steering_word_ids, unembedding_vector
 from hubclient.edits import AddEdit, generate_with_edits
 from hubclient.exec.sampling import TLSampler
 from hubclient.inputs.tasks.range_calls import arguments, classify, range_calls
-from hubclient.runner import RunConfig
 
 from conftest import SHARED_DATA
 from test_steer import _hf_generate

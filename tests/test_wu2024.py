@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from analyses.arithmetic_lens import ArithmeticLensOptions, run_arithmetic_lens

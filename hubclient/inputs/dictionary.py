@@ -29,6 +29,10 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: A word of the input text: ``(start, end, word)`` with character offsets ``text[start:end]``.
 Span = tuple[int, int, str]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from hubclient.errors import HubError
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 #: The identity target prompt of Ghandeharioun et al. (2024), with ``?`` as the placeholder,
 #: ending in the arrow so the next token is what the placeholder stands for.

@@ -120,8 +120,6 @@ def similarity_corpus(options: TaskOptions) -> ParallelCorpus:
         return arithmetic.corpus(arithmetic.generate(options.n, options.max_operand, options.operators, options.data_seed))
     from hubclient.inputs.tasks import cogs
 
-    from hubclient.inputs.data import cogs_folder
-
     folder = _need(_cogs_folder(options), "--cogs-dir", f"the COGS folder holding {options.cogs_split}.tsv", "cogs")
     if options.cogs_baseline is not None:
         return cogs.read_cogs_baseline(folder, options.cogs_split, options.n, options.cogs_baseline)
