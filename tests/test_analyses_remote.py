@@ -127,6 +127,7 @@ def test_language_probs_detach_then_collect_equals_local(tiny_dir, server, tmp_p
     assert not (run_dir / "language_probs.parquet").exists()
     deadline = time.time() + 60
     while not all(j["history"][-1] == "COMPLETED" for j in server.jobs().values() if not j["blocking"]):
+        assert not any(j["history"][-1] == "ERROR" for j in server.jobs().values()), server.jobs()
         assert time.time() < deadline
         time.sleep(0.2)
     collect = _hub("jobs", "collect", str(run_dir), "--no-progress", env=env)

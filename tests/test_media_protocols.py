@@ -174,8 +174,8 @@ def test_caption_nouns_lens_equals_independent(tmp_path, model_dir):
             ids = [vocab[k] for k in keywords]
             return probs[:, :, ids].mean(axis=1).sum(axis=1) / len(keywords) * len(nouns[i])
 
-        np.testing.assert_allclose(got_m[i], alignment(nouns[i]), rtol=1e-5)
-        np.testing.assert_allclose(got_b[i], alignment(nouns[expected_base[i]]), rtol=1e-5)
+        np.testing.assert_allclose(got_m[i], alignment(nouns[i]), rtol=1e-4)  # float32 trace vs float64 numpy on probabilities ~1e-15
+        np.testing.assert_allclose(got_b[i], alignment(nouns[expected_base[i]]), rtol=1e-4)
         assert not np.allclose(got_m[i], got_b[i])
     diff = run.table("media_lens_summary").filter(pl.col("set") == "difference").sort("layer")["mean"].to_numpy()
     np.testing.assert_allclose(diff, np.mean([got_m[i] - got_b[i] for i in range(3)], axis=0), rtol=1e-6)

@@ -133,6 +133,47 @@ def test_shipped_modules_are_stand_ins_and_cached_functions_uncached():
     assert shipped_cached(4) == 8
 
 
+def test_unlisted_classes_and_their_instances_travel_as_stand_ins():
+    """A shipped function naming ``pathlib.Path`` (a class of a module NDIF refuses) and a
+    ``Path`` object in shipped data deserialise under the worker's allow-list; without the
+    stand-ins the whole request fails with ``Module pathlib is not whitelisted`` (what
+    language-probs, translation-lens and media-lens did once)."""
+    import io
+    from pathlib import Path
+
+    import cloudpickle
+    from nnsight.intervention.serialization import dumps
+
+    from hubclient.exec.remote.shipping import NotOnServer, ndif_pickling
+    from hubclient.testing import strict_worker
+
+    data = {"folder": Path("/somewhere"), "n": 3}
+
+    def uses_path():
+        return Path, data
+
+    import hubclient
+
+    ours = [sys.modules[__name__]] + ([] if cloudpickle.cloudpickle._is_registered_pickle_by_value(hubclient) else [hubclient])
+    for module in ours:  # as register_code does for a run
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        plain = dumps(uses_path)
+        with ndif_pickling([__name__.split(".")[0], "hubclient"]):
+            blob = dumps(uses_path)
+    finally:
+        for module in ours:
+            cloudpickle.unregister_pickle_by_value(module)
+    unpickler = strict_worker._unpickler_class(strict_worker.DESERIALIZATION)
+    with strict_worker.Guard(strict_worker.DESERIALIZATION):
+        with pytest.raises(Exception, match="pathlib"):
+            unpickler(io.BytesIO(plain), {}).load()
+        loaded = unpickler(io.BytesIO(blob), {}).load()
+    shipped_path, shipped_data = loaded()
+    assert isinstance(shipped_path, NotOnServer) and "pathlib" in shipped_path.module_name
+    assert isinstance(shipped_data["folder"], NotOnServer) and shipped_data["n"] == 3
+
+
 def _similarity(tiny_dir, tmp_path, name, **remote):
     texts, langs, sents = corpus()
     analysis = Similarity(SimilarityOptions(languages=["en", "xx", "yy"]), langs, sents)

@@ -41,7 +41,7 @@ def test_local_executor_passes_the_revision(monkeypatch):
 
     seen = {}
 
-    def fake(name, device="auto", dtype="auto", revision=None):
+    def fake(name, device="auto", dtype="auto", revision=None, **kwargs):
         seen.update(name=name, revision=revision)
         return "model"
 

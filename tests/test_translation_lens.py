@@ -408,7 +408,7 @@ def test_wu2024_bos_variant_keeps_bos_and_shifts_positions(tmp_path, tiny_hub_mo
     assert [t.position for t in analysis.targets[0]] == [t.position + 1 for t in plain.targets[0]]  # BOS in front
     for (position, layer), (p_in, p_max, _) in _reference_wu(model, texts[0], analysis.targets[0], bos=True).items():
         got = table.filter((pl.col("position") == position) & (pl.col("layer") == layer)).sort("kind")
-        assert got["log_probability"].to_list() == pytest.approx([p_in, p_max], rel=1e-5, abs=1e-6)
+        assert got["log_probability"].to_list() == pytest.approx([p_in, p_max], rel=1e-4, abs=1e-6)  # float32 log-softmax vs numpy float64
 
 
 def test_wu2024_rejects_en_zh():

@@ -17,7 +17,10 @@ things in that closure break on NDIF although the server never uses them:
 :func:`ndif_pickling` changes exactly those two reductions while a request is serialised:
 a module outside the allow-list, or one of the shipped packages, travels as
 :class:`NotOnServer` (a stand-in that raises a clear error if trace code really uses it on the
-server), and a cached function of a shipped package travels as its uncached function. Every
+server), so does a class or function that would be pickled by reference to a module outside
+the allow-list (``pathlib.Path`` named in a shipped method; instances of such a class, e.g. a
+``Path`` attribute, unpickle as the stand-in), and a cached function of a shipped package
+travels as its uncached function. Every
 other object is pickled as nnsight pickles it.
 
 Sources: NDIF's allow-list is ``src/ndif/services/ray/nn/security/whitelist.yaml`` of
@@ -75,6 +78,10 @@ class NotOnServer:
             f"and NDIF admits only allow-listed modules): import {attr!r} by name in the trace code's module"
         )
 
+    def __call__(self, *args: Any, **kwargs: Any) -> "NotOnServer":
+        # an instance of a stand-in class (e.g. a pathlib.Path attribute) unpickles as the stand-in
+        return self
+
     def __reduce__(self) -> Any:
         return (NotOnServer, (self.module_name,))
 
@@ -114,6 +121,17 @@ def ndif_pickling(packages: list[str]) -> Iterator[None]:
 
     class NdifPickler(base):  # type: ignore[misc, valid-type]
         dispatch_table = ChainMap({types.ModuleType: module_reduce, functools._lru_cache_wrapper: cached_reduce}, base.dispatch_table)
+
+        def reducer_override(self, obj: Any) -> Any:
+            # a class or function pickled by reference to a module NDIF does not admit (e.g.
+            # pathlib.Path named in a shipped method, or the class of a Path attribute) travels
+            # as a stand-in instead of failing the whole request at deserialisation
+            reduced = super().reducer_override(obj)
+            if reduced is NotImplemented and isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+                module = getattr(obj, "__module__", None)  # NotImplemented: pickled by reference
+                if isinstance(module, str) and module.split(".")[0] not in shipped and not on_allow_list(module):
+                    return (NotOnServer, (f"{module}.{getattr(obj, '__qualname__', '?')}",))
+            return reduced
 
     serialization.CustomCloudPickler = NdifPickler
     try:
