@@ -380,6 +380,13 @@ def test_media_lens_tuned_equals_independent(tmp_path, tmp_path_factory):
     text = PAPER_TEMPLATES["caption-nouns"].replace("{media}", "<image>")
     w_u = hf.get_output_embeddings().weight.detach().double()
     table = run.table("media_lens").filter(pl.col("set") == "matching").sort("prompt", "layer")
+    # logit-lens --modality image with the tuned lens, the same prompt: every caption word's probability
+    from analyses.media_runs import MediaLensOptions, run_lens
+
+    words = run_lens(
+        tmp_path / "pairs.csv", MediaLensOptions(top_k=2, modality="image", media_template=PAPER_TEMPLATES["caption-nouns"], lens="tuned", tuned_lens=str(lens)),
+        None, RunConfig(model=str(folder), out=tmp_path, name="w", batch_size=2, progress=False, plots=False),
+    ).table("caption_words")
     for i, path in enumerate(paths):
         enc = processor(text=[text], images=[image.open(path).convert("RGB")], return_tensors="pt")
         with torch.no_grad():
@@ -397,6 +404,11 @@ def test_media_lens_tuned_equals_independent(tmp_path, tmp_path_factory):
         nouns = captions[i][1].split(";")
         expected = probs[:, :, [vocab[k] for k in nouns]].mean(axis=1).sum(axis=1)  # / |keywords| * |nouns| = 1
         np.testing.assert_allclose(table.filter(pl.col("prompt") == i)["value"].to_numpy(), expected, rtol=1e-4)
+        mine = words.filter(pl.col("prompt") == i)
+        assert mine.height > 0
+        at = {int(p): k for k, p in enumerate(positions)}
+        for row in mine.iter_rows(named=True):
+            assert row["probability"] == pytest.approx(probs[row["layer"], at[row["position"]], row["token_id"]], rel=1e-4, abs=1e-8)
     assert len(baselines) == 3
 
 
