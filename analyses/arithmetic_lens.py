@@ -19,7 +19,8 @@ The paper prints the mean of each over all items, per layer ("Number" vs "Text")
 variants. The paper reports layers 1..L; layer 0 (the embeddings) is stored too. On a family
 with a final logit soft-cap (Gemma 2) the lens applies the cap as the model's output does
 (:func:`hubclient.science.lens.unembed`); the paper's plain matmul would not (its models have none;
-nor does Gemma 3).
+nor does Gemma 3). ``--lens tuned|patchscope`` (:mod:`analyses.lenses`, docs/lenses.md) reads the
+same two log-probabilities from that lens' distribution (always through the final norm).
 
 This is *not* ``hub analyze logit-lens --task arithmetic``: that probe reads the answer after
 ``3+5=`` (our own variant, the "answer probe"; ``docs/tasks.md``).
@@ -40,11 +41,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from analyses.lenses import LensBatches, LensChoice, init_lens, lens_manifest, lens_words, prepare_lens
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.tasks import arithmetic
 from hubclient.plots import ci_lines
-from hubclient.science.lens import decode_layers, norm_label, norm_mode
+from hubclient.science.lens import LENS_LABELS, decode_layers, norm_mode
 from hubclient.science.tokens import decoder, encode_text
 
 #: The two forms followed, in the order of the trace's last axis.
@@ -87,15 +89,16 @@ def paper_token_id(tokenizer: Any, text: str, prefix_space: bool) -> tuple[int, 
 
 
 @dataclass
-class ArithmeticLensOptions:
-    """Options of the arithmetic lens (recorded in the manifest).
+class ArithmeticLensOptions(LensChoice):
+    """Options of the arithmetic lens (recorded in the manifest); the ``--lens`` fields of
+    :class:`analyses.lenses.LensChoice`.
 
     Attributes:
         operators: the paper's operators to keep, ``+*`` (both: the paper), ``+`` or ``*``.
         n: ``None`` (all 1,123 items: the paper) or a seeded subset of ``n`` items.
         data_seed: seed of that subset.
         final_norm: ``"last"`` (the paper's lens, default), ``True`` or ``False``; see
-            :func:`hubclient.science.lens.decode_layers`.
+            :func:`hubclient.science.lens.decode_layers` (``True`` with another ``lens``).
         seed / bootstrap: the bootstrap of the 95% CIs over items.
     """
 
@@ -116,7 +119,7 @@ def items_for(options: ArithmeticLensOptions) -> list[arithmetic.PaperItem]:
     return arithmetic.sample_paper_items(arithmetic.paper_items(options.operators), options.n, options.data_seed)
 
 
-class ArithmeticLens(Analysis):
+class ArithmeticLens(LensBatches, Analysis):
     """The paper's arithmetic logit lens (see the module docstring).
 
     Args:
@@ -124,7 +127,8 @@ class ArithmeticLens(Analysis):
         items: the items; prompt ``i`` of the run is ``items[i].lens_prompt``.
 
     Raises:
-        HubError: an unknown ``final_norm``, ``bootstrap < 1``, no items.
+        HubError: an unknown ``final_norm``, ``bootstrap < 1``, no items, bad ``--lens``
+            options (:func:`analyses.lenses.init_lens`).
     """
 
     name = "arithmetic-lens"
@@ -140,13 +144,16 @@ class ArithmeticLens(Analysis):
         self.items = list(items)
         self.ids: list[list[int]] = []
         self.multi: dict[str, int] = {}
+        init_lens(self)
 
     def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
         """Resolve each item's two token ids (digit, no space; word, with a space).
 
         Raises:
-            HubError: a digit or number word that is not in the vocabulary.
+            HubError: a digit or number word that is not in the vocabulary; a lens that does
+                not fit the model (:func:`analyses.lenses.prepare_lens`).
         """
+        prepare_lens(self, model)
         if len(prompts) != len(self.items):
             raise ValueError("prompts and items differ in number")
         cache: dict[tuple[str, bool], tuple[int, int]] = {}
@@ -169,8 +176,9 @@ class ArithmeticLens(Analysis):
             warnings.warn(f"words of several tokens, their first token is followed (as the paper's code): {shown}", stacklevel=2)
 
     def describe_run(self) -> dict[str, Any]:
-        """The manifest's ``multi_token_words``: followed words that take several tokens."""
-        return {"multi_token_words": dict(self.multi)}
+        """The manifest's ``multi_token_words`` (followed words that take several tokens) and
+        the lens (:func:`analyses.lenses.lens_manifest`)."""
+        return {"multi_token_words": dict(self.multi), **lens_manifest(self)}
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
@@ -188,7 +196,7 @@ class ArithmeticLens(Analysis):
             lse = torch.logsumexp(logits, dim=-1, keepdim=True)
             return logits.gather(1, ids[rows]) - lse
 
-        return {"logprob": decode_layers(model, batch, reduce, self.options.final_norm)}
+        return {"logprob": decode_layers(model, batch, reduce, self.options.final_norm, None, self.lens_spec)}
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
@@ -235,8 +243,8 @@ class ArithmeticLens(Analysis):
         summary = run.table("arithmetic_lens_summary").filter(pl.col("form").is_in(list(FORMS)))
         summary = summary.with_columns(form=pl.col("form").replace({"number": "digit (\"3\")", "text": "English word (\"␣three\")"}))
         n = int(summary["n"][0])
-        title = f"Arithmetic logit lens at the end of '8=5+' (paper A5) · {run.manifest['model']['model_id']}"
-        sub = f"mean log-prob of the missing operand, N={n} items ({o.get('operators', '+*')}); {norm_label(o.get('final_norm', 'last'))}; band = 95% bootstrap CI over items"
+        title = f"Arithmetic {LENS_LABELS.get(o.get('lens') or 'logit', 'Logit lens').lower()} at the end of '8=5+' (paper A5) · {run.manifest['model']['model_id']}"
+        sub = f"mean log-prob of the missing operand, N={n} items ({o.get('operators', '+*')}); {lens_words(o, 'last')}; band = 95% bootstrap CI over items"
         return {"arithmetic_lens": ci_lines(summary, color="form", title=title, subtitle=sub, y_title="mean log-probability (nats)", width=420, height=260)}
 
 

@@ -27,6 +27,8 @@ Trace: the residual stream at every layer (0 = embeddings) at the read rows, dec
 ``h_l @ W_U`` below ``L``, the model's output at ``L``; ``lib/logit_lens.py:55-66``) and
 reduced in the trace to ``logit[target] − logsumexp(logits)``: ``[layers+1, rows, targets]``.
 The paper reports layers 1..L (its index ``l`` is our layer ``l``); layer 0 is stored too.
+``--lens tuned|patchscope`` (:mod:`analyses.lenses`, docs/lenses.md) decodes the same rows
+through that lens instead (always with the final norm), reduced the same way.
 
 Tables: ``code_lens.parquet`` (one row per site and layer: prompt, site, kind, position,
 token, the site's info columns, one ``logp_<target>`` column per target, ``next_token`` for
@@ -39,10 +41,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from analyses.lenses import LensBatches, LensChoice, init_lens, lens_manifest, lens_words, prepare_lens
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.tasks.sites import NEXT_TOKEN, SiteItem
-from hubclient.science.lens import decode_layers, norm_label
+from hubclient.science.lens import decode_layers
 from hubclient.science.tokens import decoder, encode_text, token_offsets
 
 #: Experiment of each task (``options.experiment``).
@@ -54,8 +57,9 @@ N_BOOT = 1000
 
 
 @dataclass
-class SiteLensOptions:
-    """Options of the site lens (recorded in the manifest).
+class SiteLensOptions(LensChoice):
+    """Options of the site lens (recorded in the manifest); the ``--lens`` fields of
+    :class:`analyses.lenses.LensChoice`.
 
     Attributes:
         experiment: ``and`` (A7), ``roles`` (A8) or ``cogs-roles`` (A10).
@@ -63,7 +67,7 @@ class SiteLensOptions:
             surface``; the COGS roles).
         task: the :class:`hubclient.inputs.tasks.TaskOptions` that made the prompts, as a dict.
         final_norm: ``"last"`` (the paper's lens), ``True`` or ``False``
-            (:func:`hubclient.science.lens.decode_layers`).
+            (:func:`hubclient.science.lens.decode_layers`); ``True`` with another ``lens``.
         data: counts of the data step (sites dropped before the tokenizer, …).
     """
 
@@ -132,7 +136,7 @@ def find_position(text: str, site: Any, ids: list[int], offsets: list[tuple[int,
     return found[0], ""
 
 
-class SiteLens(Analysis):
+class SiteLens(LensBatches, Analysis):
     """Lens log-probabilities of named targets at resolved sites (see the module docstring).
 
     Args:
@@ -150,6 +154,7 @@ class SiteLens(Analysis):
         self.items = list(items)
         self.rows_of: dict[int, list[_Row]] = {}
         self.skipped: dict[str, int] = {}
+        init_lens(self)
 
     # ------------------------------------------------------------------ before the trace
     def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
@@ -162,8 +167,10 @@ class SiteLens(Analysis):
         the same first token, ``coding/logit_lens_semantic_role.py:174-176``).
 
         Raises:
-            HubError: a tokenizer without character offsets, or no usable site at all.
+            HubError: a tokenizer without character offsets, no usable site at all, or a lens
+                that does not fit the model (:func:`analyses.lenses.prepare_lens`).
         """
+        prepare_lens(self, model)
         tokenizer = model.tokenizer
         if len(prompts) != len(self.items):
             raise ValueError("prompts and items differ in number")
@@ -207,8 +214,8 @@ class SiteLens(Analysis):
             warnings.warn(f"{total - used} of {total} sites skipped as the paper's code skips them: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}", stacklevel=2)
 
     def describe_run(self) -> dict[str, Any]:
-        """Manifest: the sites kept and the ones skipped at the tokenizer step, by reason."""
-        return {"sites_used": sum(len(r) for r in self.rows_of.values()), "sites_skipped": dict(sorted(self.skipped.items()))}
+        """Manifest: the sites kept and the ones skipped at the tokenizer step, by reason; the lens."""
+        return {"sites_used": sum(len(r) for r in self.rows_of.values()), "sites_skipped": dict(sorted(self.skipped.items())), **lens_manifest(self)}
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         """Token positions of the prompt's usable sites, in site order."""
@@ -244,7 +251,7 @@ class SiteLens(Analysis):
             lse = torch.logsumexp(logits, dim=-1, keepdim=True)
             return logits.gather(1, ids[rows]) - lse
 
-        return {"logp": decode_layers(model, batch, reduce, self.options.final_norm)}
+        return {"logp": decode_layers(model, batch, reduce, self.options.final_norm, None, self.lens_spec)}
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
@@ -424,7 +431,7 @@ def plots(run: Any) -> dict[str, Any]:
 
     options = run.manifest["options"]
     experiment = options.get("experiment", "and")
-    norm = norm_label(options.get("final_norm", "last"))
+    norm = lens_words(options, "last")
     model_id = run.manifest["model"]["model_id"]
     summary = run.table("code_lens_summary")
     charts: dict[str, Any] = {}
@@ -503,11 +510,12 @@ def site_items(task_options: Any) -> tuple[list[SiteItem], list[str], dict[str, 
     return tasks.site_items(task_options)
 
 
-def run_site_lens(task_options: Any, final_norm: "bool | str", config: Any, model: Any = None) -> Any:
+def run_site_lens(task_options: Any, final_norm: "bool | str", config: Any, model: Any = None, lens: "dict[str, Any] | None" = None) -> Any:
     """Build the task's prompts and sites, run :class:`SiteLens`, return the finished run.
 
     ``model``: an already-loaded :class:`~hubclient.models.HubModel` (tests, notebooks);
-    ``None`` loads ``config.model``.
+    ``None`` loads ``config.model``. ``lens``: the :class:`analyses.lenses.LensChoice` fields
+    as keywords (``None``: the logit lens).
 
     Raises:
         HubError: see :func:`site_items` and :meth:`SiteLens.prepare`.
@@ -516,7 +524,7 @@ def run_site_lens(task_options: Any, final_norm: "bool | str", config: Any, mode
 
     items, targets, data = site_items(task_options)
     experiment = EXPERIMENTS[task_options.task]
-    analysis = SiteLens(SiteLensOptions(experiment=experiment, targets=targets, task=task_options.describe(), final_norm=final_norm, data=data), items)
+    analysis = SiteLens(SiteLensOptions(experiment=experiment, targets=targets, task=task_options.describe(), final_norm=final_norm, data=data, **(lens or {})), items)
     keys = dict.fromkeys(key for item in items for key in item.columns)
     columns = {key: [item.columns.get(key) for item in items] for key in keys}
     return run_analysis(analysis, [item.text for item in items], config, model=model, prompt_columns=columns)

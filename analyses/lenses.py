@@ -10,14 +10,20 @@ An analysis whose options carry ``lens``, ``tuned_lens``, ``patch_prompt`` and
 * passes ``analysis.lens_spec`` as ``lens=`` to :func:`hubclient.science.lens.decode_layers`
   (or :func:`hubclient.science.probes.group_probabilities`) in its trace,
 * and adds :func:`lens_manifest` to ``describe_run``.
+
+The shorter way, used by task-lens, code-lens, arithmetic-lens and media-lens: options that
+inherit :class:`LensChoice`, an analysis that inherits :class:`LensBatches` (its
+``make_batches``), and plot titles through :func:`lens_words`. Which analyses take which lens:
+the table of docs/lenses.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from hubclient.science.lens import check_lens_choice, describe_lens, lens_spec
-from hubclient.science.patchscope import extend_batch, target_tokens
+from hubclient.science.lens import LENS_LABELS, check_lens_choice, describe_lens, lens_spec, norm_label
+from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT, extend_batch, target_tokens
 
 
 def init_lens(analysis: Any) -> None:
@@ -75,3 +81,56 @@ def lens_manifest(analysis: Any) -> dict[str, Any]:
     """``{"lens": {...}}`` for ``describe_run`` once :func:`prepare_lens` ran (else ``{}``)."""
     block = getattr(analysis, "lens_block", None)
     return {"lens": block} if block else {}
+
+
+@dataclass
+class LensChoice:
+    """The ``--lens`` fields of an analysis' options (recorded in its manifest); an options
+    dataclass inherits them.
+
+    Attributes:
+        lens: ``logit`` (default), ``tuned`` (Belrose et al. 2023; needs ``tuned_lens``) or
+            ``patchscope`` (Ghandeharioun et al. 2024); docs/lenses.md.
+        tuned_lens: folder of a tuned lens (``config.json`` + ``params.pt``).
+        patch_prompt / patch_placeholder: the patchscope's target prompt and the token whose
+            state is replaced (:mod:`hubclient.science.patchscope`).
+    """
+
+    lens: str = "logit"
+    tuned_lens: "str | None" = None
+    patch_prompt: str = DEFAULT_PROMPT
+    patch_placeholder: str = DEFAULT_PLACEHOLDER
+
+
+class LensBatches:
+    """Mixin of an :class:`~hubclient.analysis.Analysis` that takes ``--lens``: its
+    ``make_batches`` is :func:`patch_batches` (the runner's batches, with the patchscope's
+    target-prompt copies under ``--lens patchscope``)."""
+
+    def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> Any:
+        """See :func:`patch_batches`."""
+        return patch_batches(self, model, tokens, batch_size)
+
+
+def text_only_lens(lens: str, what: str) -> None:
+    """Refuse ``--lens patchscope`` for an analysis of image/audio prompts (the target-prompt
+    copies would need the media inputs too; :func:`hubclient.science.patchscope.extend_batch`).
+
+    Raises:
+        HubError: ``lens`` is ``patchscope``, naming the lenses that work.
+    """
+    from hubclient.errors import HubError
+
+    if lens == "patchscope":
+        raise HubError(f"--lens patchscope reads text prompts only; {what} reads image/audio positions: use --lens logit or --lens tuned")
+
+
+def lens_words(options: "dict[str, Any] | None", default_norm: Any = True) -> str:
+    """The lens as plot titles name it, from a manifest's options: ``"logit lens, final norm"``
+    (the final-norm mode, ``default_norm`` when the options lack it), ``"tuned lens"`` or
+    ``"patchscope lens"``."""
+    options = options or {}
+    lens = options.get("lens") or "logit"
+    if lens == "logit":
+        return f"logit lens, {norm_label(options.get('final_norm', default_norm))}"
+    return LENS_LABELS.get(lens, lens).lower()

@@ -20,9 +20,8 @@ from typing import Any
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.prompts import Positions
-from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
+from analyses.lenses import LensChoice, init_lens, lens_manifest, patch_batches, prepare_lens
 from hubclient.science.lens import check_lens_dtype, decode_layers, lens_label, norm_label, reduce_logits
-from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.science.tokens import decoder, follow_word
 
 #: Top-k tokens kept per (prompt, position, layer) when --top-k is not given.
@@ -32,8 +31,9 @@ MAX_PANELS = 6
 
 
 @dataclass
-class LensOptions:
-    """Options of the logit lens.
+class LensOptions(LensChoice):
+    """Options of the logit lens; the ``--lens`` fields (``lens``, ``tuned_lens``,
+    ``patch_prompt``, ``patch_placeholder``) of :class:`analyses.lenses.LensChoice`.
 
     Attributes:
         positions: ``last``, ``all`` or indices such as ``0,3,-1`` (BOS counts as position 0).
@@ -47,12 +47,6 @@ class LensOptions:
         lens_dtype: ``model`` (the model's own ``lm_head``) or a dtype for ``W_U · h`` such as
             ``bfloat16``: about 3× faster on CPUs with bf16 instructions, at bf16 precision of
             the logits (relative error ~1e-3; see benchmarks/results.md).
-        lens: ``logit`` (default), ``tuned`` (Belrose et al. 2023; needs ``tuned_lens``) or
-            ``patchscope`` (Ghandeharioun et al. 2024); docs/lenses.md.
-        tuned_lens: folder of a tuned lens (``config.json`` + ``params.pt``, hub's or the
-            tuned-lens package's format).
-        patch_prompt / patch_placeholder: the patchscope's target prompt and the token whose
-            state is replaced (:mod:`hubclient.science.patchscope`).
     """
 
     positions: str = "last"
@@ -60,10 +54,6 @@ class LensOptions:
     targets: list[str] = field(default_factory=list)
     final_norm: "bool | str" = True
     lens_dtype: str = "model"
-    lens: str = "logit"
-    tuned_lens: "str | None" = None
-    patch_prompt: str = DEFAULT_PROMPT
-    patch_placeholder: str = DEFAULT_PLACEHOLDER
 
 
 class LogitLens(Analysis):

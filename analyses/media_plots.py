@@ -31,12 +31,12 @@ def media_lens_plots(run: Any) -> dict[str, Any]:
     position) of the first pair."""
     import polars as pl
 
+    from analyses.lenses import lens_words
     from hubclient.plots import by_layer, lens_heatmap
-    from hubclient.science.lens import norm_label
 
     manifest = run.manifest
     model_id = model_title(manifest["model"]["model_id"])
-    norm = norm_label(manifest["options"].get("final_norm", True))
+    norm = lens_words(manifest["options"], True)
     charts: dict[str, Any] = {}
     if (run.path / "caption_words.parquet").is_file():
         words = run.table("caption_words")
@@ -72,7 +72,7 @@ def media_lens_plots(run: Any) -> dict[str, Any]:
         )
         caption = run.table("prompts").filter(pl.col("prompt") == 0)["caption"][0]
         charts["lens_heatmap"] = lens_heatmap(
-            frame, "column", "media position", f"Logit lens at the media positions of pair 0 ({caption!r}; {norm}) · {model_id}"
+            frame, "column", "media position", f"Lens at the media positions of pair 0 ({caption!r}; {norm}) · {model_id}"
         )
     return charts
 
@@ -99,8 +99,8 @@ def protocol_lens_plot(run: Any) -> dict[str, Any]:
     table, not drawn."""
     import polars as pl
 
+    from analyses.lenses import lens_words
     from hubclient.plots import ci_lines
-    from hubclient.science.lens import norm_label
 
     path = run.path / "media_lens_summary.parquet"
     if not path.is_file():
@@ -118,6 +118,6 @@ def protocol_lens_plot(run: Any) -> dict[str, Any]:
         .sort("target", "layer")
     )
     n = int(frame["n"].max()) if frame.height else 0
-    title = f"{experiment} lens at the media positions ({norm_label(options.get('final_norm', True))}) · {model_title(manifest['model']['model_id'])}"
+    title = f"{experiment} lens at the media positions ({lens_words(options, True)}) · {model_title(manifest['model']['model_id'])}"
     chart = ci_lines(frame, "target", title, PROTOCOL_Y.get(experiment, "value"), subtitle=f"mean over {n} media, 95% bootstrap CI")
     return {"media_lens": chart}

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analyses.lenses import LensChoice, init_lens, lens_manifest, prepare_lens, text_only_lens
 from analyses.logit_lens import LensOptions, LogitLens, _decoder
 from analyses.media_plots import HEATMAP_POSITIONS, media_lens_plots  # noqa: F401 (re-exported)
 from analyses.similarity import Similarity, SimilarityOptions, apply_template
@@ -155,8 +156,9 @@ class MediaLens(LogitLens):
 
         Raises:
             HubError: an unknown modality, ``--target`` (the captions name the words), bad
-                ``top_k``.
+                ``top_k``, ``--lens patchscope`` (text prompts only; logit and tuned work).
         """
+        text_only_lens(options.lens, "logit-lens --modality")
         if options.targets:
             raise HubError("--target does not apply with --modality: the lens follows each pair's caption words")
         check_modality(options.modality)
@@ -232,7 +234,7 @@ class MediaLens(LogitLens):
                 out[f"word_{stat}"] = out.pop(f"target_{stat}")
             return out
 
-        return decode_layers(model, batch, reduce, self.options.final_norm)
+        return decode_layers(model, batch, reduce, self.options.final_norm, None, self.lens_spec)
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Any, saved: dict[str, Any]) -> dict[str, Any]:
@@ -460,15 +462,18 @@ def patch_masks(mask_ids: Any, labels: dict[int, str], processor: Any, n_positio
 
 
 @dataclass
-class MediaProtocolOptions:
-    """Options of ``hub analyze media-lens`` (recorded in the manifest).
+class MediaProtocolOptions(LensChoice):
+    """Options of ``hub analyze media-lens`` (recorded in the manifest); the ``--lens`` fields
+    of :class:`analyses.lenses.LensChoice` (``logit`` or ``tuned``: a patchscope would need the
+    media in its target-prompt copies).
 
     Attributes:
         experiment: one of :data:`EXPERIMENTS`.
         modality: ``image`` or ``audio`` (set from the experiment).
         media_template: the prompt with a ``{media}`` slot (``None``: :data:`PAPER_TEMPLATES`).
         final_norm: the lens' final norm: ``"last"`` (the paper's code: raw layers, the model's
-            output at ``L``), ``True`` or ``False`` (:func:`hubclient.science.lens.decode_layers`).
+            output at ``L``), ``True`` or ``False`` (:func:`hubclient.science.lens.decode_layers`);
+            ``True`` with the tuned lens.
         nouns: A13's noun source (:func:`caption_nouns`).
         control: A12's control word (the paper: ``white``).
         seed: the baseline's random seed (``None``: the paper's, :data:`PAPER_SEEDS`).
@@ -531,13 +536,16 @@ class MediaProtocolLens(Analysis):
 
         Raises:
             HubError: an unknown experiment, a modality that does not fit it, a pair without
-                the columns it needs (``mask`` + ``labels`` for segmentation), no nouns.
+                the columns it needs (``mask`` + ``labels`` for segmentation), no nouns; bad
+                ``--lens`` options, ``--lens patchscope`` (:func:`analyses.lenses.text_only_lens`).
         """
         import random
 
         if options.experiment not in EXPERIMENTS:
             raise HubError(f"unknown media-lens experiment {options.experiment!r}; choose {', '.join(EXPERIMENTS)}")
+        text_only_lens(options.lens, "media-lens")
         super().__init__(options)
+        init_lens(self)
         pool = list(pool) if pool is not None else list(pairs)
         self.pairs = list(pairs)
         seed = options.seed if options.seed is not None else PAPER_SEEDS.get(options.experiment, 0)
@@ -613,6 +621,7 @@ class MediaProtocolLens(Analysis):
         import numpy as np
 
         require_modality(model, self.options.modality)
+        prepare_lens(self, model)
         self.media_id = model.media_token_id
         cache: dict[str, int | None] = {}
 
@@ -661,6 +670,7 @@ class MediaProtocolLens(Analysis):
             "protocol": EXPERIMENTS[self.options.experiment][0],
             "baselines": list(self.baseline_of),
             "words_without_token": sorted(set(self.dropped)),
+            **lens_manifest(self),
         }
 
     def token_positions(self, tokens: list[int], prompt_index: int) -> list[int]:
@@ -683,7 +693,7 @@ class MediaProtocolLens(Analysis):
             lse = torch.logsumexp(logits, dim=-1)
             return {"lp": logits.gather(1, words[rows]) - lse[:, None], "top1": logits.argmax(dim=-1)}
 
-        return decode_layers(model, batch, reduce, self.options.final_norm)
+        return decode_layers(model, batch, reduce, self.options.final_norm, None, self.lens_spec)
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Any, saved: dict[str, Any]) -> dict[str, Any]:

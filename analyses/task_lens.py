@@ -20,7 +20,8 @@ how many tokens the group's shortest full word takes (1 = single-token word).
 Traces: the residual stream at every layer (0 = embeddings) at the probe positions.
 Reduces (inside the trace): ``softmax(W_U · norm(h_l))`` (Eq. 2; final norm optional) at those
 rows to the sum and max probability per group (:func:`hubclient.science.probes.group_probabilities`);
-only ``[layers+1, rows, groups]`` numbers leave the trace.
+only ``[layers+1, rows, groups]`` numbers leave the trace. ``--lens tuned|patchscope``
+(:mod:`analyses.lenses`, docs/lenses.md) replaces ``p_l`` by that lens' distribution.
 Stores: ``task_lens.parquet`` (prompt, probe, kind, span, position, token, exact_token, layer, group, targets,
 full_tokens, probability, max_probability); ``task_lens_summary.parquet`` (per kind, group and
 layer: the mean over prompts of each prompt's mean over its probes of that kind, with a 95%
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyses.language_probs import summarize
-from hubclient.science.lens import norm_label
+from analyses.lenses import LensBatches, LensChoice, init_lens, lens_manifest, lens_words, prepare_lens
 from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
@@ -54,12 +55,13 @@ KIND_LABELS = {
 
 
 @dataclass
-class TaskLensOptions:
-    """Options of the task lens (recorded in the manifest).
+class TaskLensOptions(LensChoice):
+    """Options of the task lens (recorded in the manifest); the ``--lens`` fields of
+    :class:`analyses.lenses.LensChoice`.
 
     Attributes:
         task: the :class:`hubclient.inputs.tasks.TaskOptions` that made the prompts, as a dict.
-        final_norm: apply the model's final norm before ``W_U``.
+        final_norm: apply the model's final norm before ``W_U`` (logit lens only).
     """
 
     task: dict[str, Any] = field(default_factory=dict)
@@ -77,7 +79,7 @@ class _Row:
     full_tokens: list[int]
 
 
-class TaskLens(Analysis):
+class TaskLens(LensBatches, Analysis):
     """The probe lens over task prompts (see the module docstring).
 
     Args:
@@ -99,6 +101,7 @@ class TaskLens(Analysis):
                     if group not in self.groups:
                         self.groups.append(group)
         self.rows_of: dict[int, list[_Row]] = {}
+        init_lens(self)
 
     # ------------------------------------------------------------------ before the trace
     def prepare(self, model: Any, prompts: list[str], tokens: list[list[int]]) -> None:
@@ -106,8 +109,10 @@ class TaskLens(Analysis):
 
         Raises:
             HubError: a tokenizer without character offsets, prompts that are not the items'
-                texts, or no usable probe at all.
+                texts, no usable probe at all, or a lens that does not fit the model
+                (:func:`analyses.lenses.prepare_lens`).
         """
+        prepare_lens(self, model)
         tokenizer = model.tokenizer
         if not getattr(tokenizer, "is_fast", False):
             raise HubError("the task lens needs a fast tokenizer (character offsets) to find the probed tokens")
@@ -179,6 +184,10 @@ class TaskLens(Analysis):
         if multi:
             warnings.warn(f"{multi} of {used} probes have a group word of several tokens; its first token is followed (column full_tokens says how many)", stacklevel=2)
 
+    def describe_run(self) -> dict[str, Any]:
+        """The lens (:func:`analyses.lenses.lens_manifest`)."""
+        return lens_manifest(self)
+
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         """Token positions of the prompt's usable probes, in probe order (repeats allowed)."""
         out = []
@@ -203,7 +212,7 @@ class TaskLens(Analysis):
         for _, row in self._batch_rows(batch):
             per_row.append(row.ids)
         ids, group = pad_groups(per_row, len(self.groups))
-        return group_probabilities(model, batch, ids, group, len(self.groups), self.options.final_norm)
+        return group_probabilities(model, batch, ids, group, len(self.groups), self.options.final_norm, self.lens_spec)
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +281,7 @@ class TaskLens(Analysis):
 
         summary = run.table("task_lens_summary")
         options = run.manifest["options"]
-        norm = norm_label(options.get("final_norm", True))
+        norm = lens_words(options, True)
         task = options.get("task", {}).get("task", "task")
         model_id = run.manifest["model"]["model_id"]
         frame = summary.with_columns(
@@ -301,11 +310,13 @@ def _token_at(text: str, ids: list[int], offsets: list[tuple[int, int]], probe: 
     return None
 
 
-def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig, model: Any = None) -> Any:
+def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig, model: Any = None, lens: "dict[str, Any] | None" = None) -> Any:
     """Build the task's prompts and probes, run :class:`TaskLens`, return the finished run.
 
     ``model``: an already-loaded :class:`~hubclient.models.HubModel` (tests, notebooks);
     ``None`` loads ``config.model``. The task's per-prompt columns go to ``prompts.parquet``.
+    ``lens``: the :class:`analyses.lenses.LensChoice` fields as keywords (``None``: the logit
+    lens; :func:`analyses.cli.lens_options.lens_fields` makes them).
 
     ``--task code``, ``code-roles`` and ``cogs`` (the paper's A7, A8, A10) run
     :func:`analyses.code_lens.run_site_lens` instead.
@@ -316,9 +327,9 @@ def run_task_lens(task_options: TaskOptions, final_norm: bool, config: RunConfig
     if task_options.task in tasks.SITE_TASKS:  # code and COGS: analyses/code_lens.py
         from analyses.code_lens import run_site_lens
 
-        return run_site_lens(task_options, final_norm, config, model=model)
+        return run_site_lens(task_options, final_norm, config, model=model, lens=lens)
     items = tasks.lens_items(task_options)
-    analysis = TaskLens(TaskLensOptions(task=task_options.describe(), final_norm=final_norm), items)
+    analysis = TaskLens(TaskLensOptions(task=task_options.describe(), final_norm=final_norm, **(lens or {})), items)
     keys = dict.fromkeys(key for item in items for key in item.columns)  # first-seen order
     columns = {key: [item.columns.get(key) for item in items] for key in keys}
     return run_analysis(analysis, [item.text for item in items], config, model=model, prompt_columns=columns)

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from analyses.cli import lens_options as lo
 from analyses.arithmetic_lens import ANALYSIS, ArithmeticLensOptions, run_arithmetic_lens, summary_lines
 from hubclient.cli import options as opt
 from hubclient.inputs.tasks import arithmetic
@@ -26,9 +27,13 @@ def command(
     operators: Annotated[str, typer.Option("--operators", help="The paper's operators to keep: +* (both, the paper: 846 + and 277 * items), + or *.", rich_help_panel=PANEL)] = "+*",
     n: Annotated[Optional[int], typer.Option("--n", help="A seeded random subset of N items, in the paper's order (default: all 1,123, the paper).", rich_help_panel=PANEL)] = None,
     data_seed: Annotated[int, typer.Option("--data-seed", help="Seed of the --n subset.", rich_help_panel=PANEL)] = 0,
-    final_norm_value: Annotated[str, typer.Option("--final-norm", help="last (default, the paper's lens: raw layers below L, the model's output at L), on (every layer through the final norm) or off.", rich_help_panel="Lens")] = "last",
+    final_norm_value: lo.PaperFinalNorm = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap over items.", rich_help_panel=PANEL)] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.", rich_help_panel=PANEL)] = stats.N_BOOTSTRAP,
+    lens: lo.Lens = "logit",
+    tuned_lens: lo.TunedLens = None,
+    patch_prompt: lo.PatchPrompt = lo.DEFAULT_PROMPT,
+    patch_placeholder: lo.PatchPlaceholder = lo.DEFAULT_PLACEHOLDER,
     *,
     config: RunConfig,
 ) -> None:
@@ -39,10 +44,11 @@ def command(
     digit ('3', no space) and of the English word (' three', with a space). Writes
     arithmetic_lens.parquet, arithmetic_lens_summary.parquet (mean log-prob per layer with a 95%
     bootstrap CI over items; text-number is the per-item difference), prompts, a manifest, a plot.
+    --lens tuned|patchscope reads the same two log-probabilities through that lens (docs/lenses.md).
     """
-    from hubclient.science.lens import norm_mode
-
-    options = ArithmeticLensOptions(operators=operators, n=n, data_seed=data_seed, final_norm=norm_mode(final_norm_value), seed=seed, bootstrap=bootstrap)
+    final_norm = lo.final_norm_for(final_norm_value, lens, "last")
+    lens_kw = lo.lens_fields(lens, tuned_lens, patch_prompt, patch_placeholder, final_norm)
+    options = ArithmeticLensOptions(operators=operators, n=n, data_seed=data_seed, final_norm=final_norm, seed=seed, bootstrap=bootstrap, **lens_kw)
     arithmetic.sample_paper_items(arithmetic.paper_items(operators), n, data_seed)  # bad input fails before a model loads
     run = run_arithmetic_lens(options, config)
     opt.report(run, summary_lines)

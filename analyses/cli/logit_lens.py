@@ -12,13 +12,14 @@ from typing import Annotated, Optional
 import typer
 
 from analyses.cli import lens_options as lo
+from analyses.lenses import text_only_lens
 from analyses.logit_lens import ANALYSIS, DEFAULT_TOP_K, LensOptions, LogitLens
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
 from hubclient.inputs import tasks
 from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig, run_analysis
-from hubclient.science.lens import LENS_DTYPES, check_lens_choice
+from hubclient.science.lens import LENS_DTYPES
 
 __all__ = ["ANALYSIS", "command"]
 
@@ -74,8 +75,7 @@ def command(
             raise HubError(f"--target {word!r} is empty; give a word such as ' Paris'")
     if lens_dtype not in LENS_DTYPES:
         raise HubError(f"--lens-dtype {lens_dtype!r} is not one of {', '.join(LENS_DTYPES)}")
-    check_lens_choice(lens, tuned_lens, final_norm, patch_prompt, patch_placeholder)
-    lens_given = {"--lens": lens != "logit"}
+    lens_kw = lo.lens_fields(lens, tuned_lens, patch_prompt, patch_placeholder, final_norm)
     task_given = {
         "--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*",
         "--no-tests": not with_tests, "--cogs-split": cogs_split != "train",
@@ -87,11 +87,12 @@ def command(
         mode = f"logit-lens --modality {modality} (it reads (media, caption) pairs from --prompts FILE and every media position)"
         opt.reject(mode, {
             "--task": task is not None, "--prompt": bool(prompt), "--column": column is not None, "--dataset": dataset is not None,
-            "--positions": positions != "last", "--lens-dtype": lens_dtype != "model", **task_given, **lens_given,
+            "--positions": positions != "last", "--lens-dtype": lens_dtype != "model", **task_given,
         })
+        text_only_lens(lens, f"logit-lens --modality {modality}")
         options = media_runs.MediaLensOptions(
             top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm,
-            modality=modality, media_template=media_template, resample=resample,
+            modality=modality, media_template=media_template, resample=resample, **lens_kw,
         )
         opt.report(media_runs.run_lens(media_runs.single_pairs_file([str(prompts)] if prompts else None, modality), options, n, config))
         return
@@ -103,14 +104,13 @@ def command(
         opt.reject(mode, {
             "--prompt": bool(prompt), "--prompts": prompts is not None, "--dataset": dataset is not None, "--column": column is not None,
             "--positions": positions != "last", "--target": bool(target), "--top-k": top_k is not None,
-            "--lens-dtype": lens_dtype != "model", **media_given, **lens_given,
+            "--lens-dtype": lens_dtype != "model", **media_given,
         })
         options = tasks.TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests,
                                      cogs_dir=str(cogs_dir) if cogs_dir else None, cogs_split=cogs_split)
-        report(task_lens.run_task_lens(options, final_norm, config))
+        report(task_lens.run_task_lens(options, final_norm, config, lens=lens_kw))
         return
     opt.reject("logit-lens on text prompts (task options need --task, media options --modality image|audio)", {**task_given, **media_given})
-    analysis = LogitLens(LensOptions(positions=positions, top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype,
-                                    lens=lens, tuned_lens=str(tuned_lens) if tuned_lens else None, patch_prompt=patch_prompt, patch_placeholder=patch_placeholder))
+    analysis = LogitLens(LensOptions(positions=positions, top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm, lens_dtype=lens_dtype, **lens_kw))
     texts = read_prompts(prompt, prompts, column, n, dataset=dataset)
     opt.report(run_analysis(analysis, texts, config), analysis.summary)

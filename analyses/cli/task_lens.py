@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from analyses.cli import lens_options as lo
 from analyses.task_lens import ANALYSIS, run_task_lens, summary_lines
 from hubclient.cli import options as opt
 from hubclient.inputs import tasks
@@ -32,6 +33,10 @@ def command(
     with_tests: tasks.WithTests = True,
     final_norm_value: opt.FinalNorm = "on",
     no_final_norm: opt.NoFinalNorm = False,
+    lens: lo.Lens = "logit",
+    tuned_lens: lo.TunedLens = None,
+    patch_prompt: lo.PatchPrompt = lo.DEFAULT_PROMPT,
+    patch_placeholder: lo.PatchPlaceholder = lo.DEFAULT_PLACEHOLDER,
     *,
     config: RunConfig,
 ) -> None:
@@ -39,8 +44,10 @@ def command(
 
     Writes task_lens.parquet (lens probability per probe, layer and word group),
     task_lens_summary.parquet (mean and 95% CI by layer per probe kind and group), prompts,
-    a manifest and the plot.
+    a manifest and the plot. --lens tuned|patchscope reads the same probes through that lens
+    (docs/lenses.md).
     """
     final_norm = opt.final_norm_option(final_norm_value, no_final_norm)
+    lens_kw = lo.lens_fields(lens, tuned_lens, patch_prompt, patch_placeholder, final_norm)
     options = TaskOptions(task=task, n=n, data_seed=data_seed, max_operand=max_operand, operators=operators, mbpp=str(mbpp) if mbpp else None, with_tests=with_tests)
-    report(run_task_lens(options, final_norm, config))
+    report(run_task_lens(options, final_norm, config, lens=lens_kw))

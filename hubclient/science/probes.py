@@ -92,7 +92,7 @@ def pad_groups(rows: list[list[list[int]]], n_groups: int) -> tuple["torch.Tenso
     return ids_t, group_t
 
 
-def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", group: "torch.Tensor", n_groups: int, final_norm: "bool | str" = True) -> dict[str, "torch.Tensor"]:
+def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", group: "torch.Tensor", n_groups: int, final_norm: "bool | str" = True, lens: "dict[str, Any] | None" = None) -> dict[str, "torch.Tensor"]:
     """Lens probability of each group of tokens at the batch's selected rows, every layer.
 
     Use inside a trace (plain loops only: it is part of the trace body). For row ``r``, layer
@@ -108,6 +108,9 @@ def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", grou
             batch, in the batch's row order.
         n_groups: G.
         final_norm: as :func:`hubclient.science.lens.decode_layers` (``True``, ``False`` or ``"last"``).
+        lens: as :func:`hubclient.science.lens.decode_layers` (``None``: the logit lens; the
+            tuned lens' tensors; ``{"kind": "patchscope"}`` with a batch extended by
+            :func:`hubclient.science.patchscope.extend_batch`), so ``p_l`` is that lens' distribution.
 
     Returns:
         ``{"sum": [layers+1, rows, G], "max": [layers+1, rows, G]}`` float32; layer 0 =
@@ -138,4 +141,4 @@ def group_probabilities(model: "HubModel", batch: Any, ids: "torch.Tensor", grou
             maxes.append(inside.amax(-1))
         return {"sum": torch.stack(sums, dim=-1), "max": torch.stack(maxes, dim=-1)}
 
-    return decode_layers(model, batch, reduce, final_norm)
+    return decode_layers(model, batch, reduce, final_norm, None, lens)
