@@ -38,8 +38,7 @@ each layer (the paper's Fig. 4), one colour per language in every figure
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
 from hubclient.analysis import Analysis, Batch
@@ -49,6 +48,13 @@ from hubclient.inputs.prompts import Positions
 from hubclient.science.lens import decode_layers, lens_label, norm_label
 from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.plots import ci_lines  # noqa: F401 (also the old import path analyses.language_probs.ci_lines)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# ``Path`` is imported inside the functions that call it: the analysis class travels to NDIF by
+# value with every function it reaches, and a module-level ``Path`` would pickle ``pathlib``,
+# which NDIF's import allow-list refuses (docs/remote.md).
 
 
 # --------------------------------------------------------------------------- inputs
@@ -72,6 +78,8 @@ def take(texts: list[str], n: int | None, source: str) -> list[str]:
 
 def parse_lang_file(value: str) -> tuple[str, Path]:
     """``LANG=FILE`` (``--lang``) -> ``(LANG, FILE)``; ``HubError`` on another form."""
+    from pathlib import Path
+
     lang, sep, file = value.partition("=")
     if not sep or not lang.strip() or not file.strip():
         raise HubError(f"bad --lang {value!r}: use LANG=FILE, e.g. --lang zh=prompts_zh.txt")
@@ -94,6 +102,8 @@ def flores_matrix_folder(folder: Path | None) -> Path:
         HubError: no FLORES folder (naming ``--flores-dir``, ``$HUB_FLORES_DIR``, ``hub data get
             flores200`` and ``--matrix wordfreq``).
     """
+    from pathlib import Path
+
     from hubclient.inputs.parallel import FLORES_ENV, flores_folder
 
     resolved = flores_folder(folder)
@@ -113,6 +123,8 @@ def read_corpus_folder(folder: Path, suffix: str | None = None) -> dict[str, lis
     Raises:
         HubError: not a folder, or no files.
     """
+    from pathlib import Path
+
     folder = Path(folder)
     if not folder.is_dir():
         raise HubError(f"matrix corpus {str(folder)!r} is not a folder; pass a folder of per-language text files (one text a line, e.g. zh.txt)")
@@ -163,6 +175,8 @@ def matrix_corpus(source: str, flores_dir: Path | None = None, languages: list[s
     Raises:
         HubError: an unknown value, or the errors of the readers.
     """
+    from pathlib import Path
+
     if source == "flores":
         folder = flores_matrix_folder(flores_dir)
         suffix = ".dev" if any(folder.glob("*.dev")) else ".devtest"
@@ -591,6 +605,8 @@ def pooled_summary(frame: Any, keys: list[str], total: str, count: str, n_boot: 
 def model_label(model_id: str) -> str:
     """The model's name for plot titles: a Hub id as it is, a local folder by its last part
     (no local paths in titles)."""
+    from pathlib import Path
+
     text = str(model_id).rstrip("/\\")
     if "/" in text and (text.startswith(("/", ".", "~")) or Path(text).exists()):
         return Path(text).name
