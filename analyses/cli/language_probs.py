@@ -4,7 +4,9 @@ Input languages are named the one way every multilingual command takes them: pos
 files and/or FLORES codes (``--flores-dir`` / ``$HUB_FLORES_DIR``), plus the old spellings
 ``--flores CODE`` and ``--lang LANG=FILE``. The languages need not be parallel here.
 ``--protocol wu2024`` is the semantic hub paper's Fig. 4 as its code computes it (A3 of
-paper-protocols.md); ``--matrix`` chooses the token-to-language matrix.
+paper-protocols.md); ``--matrix`` chooses the token-to-language matrix; ``--lens
+logit|tuned|patchscope`` the decoder of the layers (docs/lenses.md; with the tuned lens or the
+patchscope the final norm is on at every layer, whatever the protocol).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from analyses.cli import lens_options as lo
 from analyses.language_probs import ANALYSIS, MATRIX_SOURCES, PAPER_DOCS, LanguageProbs, LanguageProbsOptions, parse_lang_file, take
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import flores_codes, flores_folder, language_sources
 from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.lens import check_lens_choice
 
 __all__ = ["ANALYSIS", "command", "collect_inputs"]
 
@@ -52,6 +56,10 @@ def command(
     final_norm_value: FinalNormOrProtocol = None,
     no_final_norm: opt.NoFinalNorm = False,
     positions: Annotated[str, typer.Option(help="Positions averaged over: all (the paper), last (fast: one per text), or a list such as 1,-1; special tokens are left out under --protocol hub.", rich_help_panel="Lens")] = "all",
+    lens: lo.Lens = "logit",
+    tuned_lens: lo.TunedLens = None,
+    patch_prompt: lo.PatchPrompt = lo.DEFAULT_PROMPT,
+    patch_placeholder: lo.PatchPlaceholder = lo.DEFAULT_PLACEHOLDER,
     *,
     config: RunConfig,
 ) -> None:
@@ -60,12 +68,15 @@ def command(
     M [vocab, languages] comes from token counts of FLORES-200 text by default (cached per
     tokenizer). Writes language_probs.parquet (per text, layer, language),
     language_probs_summary.parquet (mean and 95% CI per input language, layer, language) and
-    the plot (Wu et al. 2024, Fig. 4).
+    the plot (Wu et al. 2024, Fig. 4). --lens tuned|patchscope replaces the logit lens'
+    distribution by the tuned lens' or the patchscope's.
     """
     if protocol not in ("hub", "wu2024"):
         raise HubError(f"unknown --protocol {protocol!r}; use wu2024 (the paper's code) or hub")
-    default_norm = "on" if no_final_norm or protocol != "wu2024" else "last"  # --no-final-norm alone means off
+    # --no-final-norm alone means off; the tuned lens and the patchscope decode through the norm
+    default_norm = "on" if no_final_norm or protocol != "wu2024" or lens != "logit" else "last"
     final_norm = opt.final_norm_option(final_norm_value or default_norm, no_final_norm)
+    check_lens_choice(lens, tuned_lens, final_norm, patch_prompt, patch_placeholder)
     if matrix not in MATRIX_SOURCES and not matrix.startswith(("folder:", "hf:")):
         raise HubError(f"unknown --matrix {matrix!r}; use flores, folder:PATH, hf:NAME or wordfreq")
     opt.reject(f"language-probs --matrix {matrix} (--languages chooses wordfreq lists)", {"--languages": matrix != "wordfreq" and bool(languages)})
@@ -96,6 +107,7 @@ def command(
         languages=measured, input_languages=labels, final_norm=final_norm, positions=positions, protocol=protocol,
         matrix=matrix, flores_dir=str(flores_dir) if flores_dir is not None else None,
         matrix_languages=hf_languages, matrix_docs=matrix_docs, matrix_column=matrix_column,
+        lens=lens, tuned_lens=str(tuned_lens) if tuned_lens else None, patch_prompt=patch_prompt, patch_placeholder=patch_placeholder,
     ))
     opt.report(run_analysis(analysis, texts, config, prompt_columns={"input_language": labels}), analysis.summary)
 

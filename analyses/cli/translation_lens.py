@@ -11,6 +11,10 @@ Three input modes, chosen once: the Wendler et al. cloze setting (``--cloze-dir`
 way every multilingual command takes them: positional files and/or FLORES codes
 (``zho_Hans`` reads as ``zh-en``, ``eng_Latn`` as ``en-zh``), or none with ``--flores-dir`` /
 ``$HUB_FLORES_DIR`` (the ``--direction``'s FLORES files). An option of another mode is an error.
+
+``--lens logit|tuned|patchscope`` (docs/lenses.md) works in every mode; with the tuned lens or
+the patchscope the final norm is on at every layer (``--protocol wu2024``'s default ``last`` is
+the logit lens' convention only).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from analyses.translation_lens import (
     ANALYSIS, CLOZE_LANGUAGES, DIRECTIONS, FLORES_CODES, PROTOCOLS, WENDLER_LANGUAGES, TranslationLens, TranslationOptions,
     cloze_prompts, wendler_cloze_prompts, wendler_translation_prompts,
 )
+from analyses.cli import lens_options as lo
 from analyses.language_probs import take
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
@@ -31,6 +36,7 @@ from hubclient.inputs.data import cloze_folder
 from hubclient.inputs.parallel import FLORES_ENV, flores_folder, language_sources
 from hubclient.inputs.prompts import read_prompts
 from hubclient.runner import RunConfig, run_analysis
+from hubclient.science.lens import check_lens_choice
 
 __all__ = ["ANALYSIS", "command"]
 
@@ -58,6 +64,10 @@ def command(
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N texts (per direction or cloze language); error when fewer exist.", rich_help_panel="Input")] = None,
     final_norm_value: Annotated[Optional[str], typer.Option("--final-norm", help="Final norm in the lens: on, off, or last (only layer L: the semantic hub paper's code) [default: last with --protocol wu2024, else on].", rich_help_panel="Lens", show_default=False)] = None,
     no_final_norm: opt.NoFinalNorm = False,
+    lens: lo.Lens = "logit",
+    tuned_lens: lo.TunedLens = None,
+    patch_prompt: lo.PatchPrompt = lo.DEFAULT_PROMPT,
+    patch_placeholder: lo.PatchPlaceholder = lo.DEFAULT_PLACEHOLDER,
     *,
     config: RunConfig,
 ) -> None:
@@ -66,11 +76,15 @@ def command(
     Chinese -> English (and the mirror) with CC-CEDICT and jieba on running text, or the Wendler
     et al. cloze setting (--cloze-dir). Writes translation_lens.parquet (per text, position,
     layer, kind), translation_lens_summary.parquet (mean and 95% CI by layer) and the plot.
+    --lens tuned|patchscope decodes the layers with the tuned lens or the patchscope instead.
     """
     if protocol not in PROTOCOLS:
         raise HubError(f"unknown --protocol {protocol!r}; use wu2024, wendler2024 or hub")
-    default_norm = "on" if no_final_norm or protocol != "wu2024" else "last"  # --no-final-norm alone means off
+    # --no-final-norm alone means off; the tuned lens and the patchscope decode through the norm
+    default_norm = "on" if no_final_norm or protocol != "wu2024" or lens != "logit" else "last"
     final_norm = opt.final_norm_option(final_norm_value or default_norm, no_final_norm)
+    check_lens_choice(lens, tuned_lens, final_norm, patch_prompt, patch_placeholder)
+    lens_kwargs = {"lens": lens, "tuned_lens": str(tuned_lens) if tuned_lens else None, "patch_prompt": patch_prompt, "patch_placeholder": patch_placeholder}
     if aggregate not in (None, "sum", "max"):
         raise HubError(f"unknown --aggregate {aggregate!r}; use max or sum")
     combine = aggregate or ("max" if protocol == "wu2024" else "sum")
@@ -103,7 +117,7 @@ def command(
             texts.extend(part)
             words.extend(part_words)
             labels.extend([label] * len(part))
-        analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting=task, cloze_words=words, protocol="wendler2024", aggregate="sum"))
+        analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting=task, cloze_words=words, protocol="wendler2024", aggregate="sum", **lens_kwargs))
         opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}), analysis.summary)
         return
     if protocol == "wu2024":
@@ -125,7 +139,7 @@ def command(
             texts.extend(part)
             words.extend(part_words)
             labels.extend([f"{language} cloze"] * len(part))
-        analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting="cloze", cloze_words=words, aggregate=combine))
+        analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, setting="cloze", cloze_words=words, aggregate=combine, **lens_kwargs))
         opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}), analysis.summary)
         return
     opt.reject("translation-lens without --cloze-dir (no word lists found: pass --cloze-dir DIR or run hub data get latent-language-words)", {"--cloze-lang": bool(cloze_lang)})
@@ -158,5 +172,5 @@ def command(
             part = take(read_prompts(file=path, column=column if Path(given).is_file() else None), n, str(path))
             texts.extend(part)
             labels.extend([label] * len(part))
-    analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, protocol=protocol, aggregate=combine, cedict=str(cedict_file) if cedict_file is not None else None, bos=bos))
+    analysis = TranslationLens(TranslationOptions(directions=labels, final_norm=final_norm, protocol=protocol, aggregate=combine, cedict=str(cedict_file) if cedict_file is not None else None, bos=bos, **lens_kwargs))
     opt.report(run_analysis(analysis, texts, config, prompt_columns={"direction": labels}), analysis.summary)
