@@ -133,6 +133,55 @@ def test_shipped_modules_are_stand_ins_and_cached_functions_uncached():
     assert shipped_cached(4) == 8
 
 
+def test_classes_and_functions_outside_the_allow_list_are_placeholders():
+    """A shipped function naming ``Path`` and ``os.getcwd`` as globals, and a ``Path`` held as
+    data, deserialise under NDIF's allow-list (they used to fail the whole request with ``Module
+    pathlib is not whitelisted``: media-lens' pairs, steer's data folder); used on the server
+    they raise clear errors. Allow-listed and cloudpickle-reduced objects stay real."""
+    import io
+    import os
+    import types
+    from pathlib import Path
+
+    import cloudpickle
+    import torch
+    from nnsight.intervention.serialization import dumps
+
+    from hubclient.exec.remote.shipping import FunctionNotOnServer, ValueNotOnServer, ndif_pickling
+    from hubclient.testing import strict_worker
+
+    data = {"file": Path("/tmp/x.txt"), "ns": types.SimpleNamespace(a=1), "t": torch.arange(3)}
+    getcwd = os.getcwd  # a builtin function of posix, by reference
+
+    def uses_globals():
+        return Path, getcwd, data
+
+    import hubclient
+
+    ours = [sys.modules[__name__]] + ([] if cloudpickle.cloudpickle._is_registered_pickle_by_value(hubclient) else [hubclient])
+    for module in ours:  # as register_code does for a run
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        with pytest.raises(Exception, match="Module (pathlib|posix) is not whitelisted"):  # without ndif_pickling: refused, as on NDIF
+            with strict_worker.Guard(strict_worker.DESERIALIZATION):
+                strict_worker._unpickler_class(strict_worker.DESERIALIZATION)(io.BytesIO(dumps(uses_globals)), {}).load()
+        with ndif_pickling([__name__.split(".")[0], "hubclient"]):
+            blob = dumps(uses_globals)
+    finally:
+        for module in ours:
+            cloudpickle.unregister_pickle_by_value(module)
+    with strict_worker.Guard(strict_worker.DESERIALIZATION):
+        loaded = strict_worker._unpickler_class(strict_worker.DESERIALIZATION)(io.BytesIO(blob), {}).load()
+    path_class, getcwd, shipped = loaded()
+    assert issubclass(path_class, ValueNotOnServer) and isinstance(getcwd, FunctionNotOnServer)
+    assert isinstance(shipped["file"], ValueNotOnServer)
+    with pytest.raises(AttributeError, match="PosixPath value is not available on the NDIF server"):
+        _ = shipped["file"].name
+    with pytest.raises(RuntimeError, match=r"posix\.getcwd is not available on the NDIF server"):
+        getcwd()
+    assert shipped["ns"].a == 1 and torch.equal(shipped["t"], torch.arange(3))
+
+
 def _similarity(tiny_dir, tmp_path, name, **remote):
     texts, langs, sents = corpus()
     analysis = Similarity(SimilarityOptions(languages=["en", "xx", "yy"]), langs, sents)
