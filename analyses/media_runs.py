@@ -525,6 +525,9 @@ class MediaProtocolLens(Analysis):
 
     name = "media-lens"
     tables = {"media_lens": ["prompt", "layer", "set"]}
+    #: --remote: the media pairs (``pathlib.Path`` file names, which NDIF's allow-list refuses to
+    #: unpickle) are read here; the trace needs only ``id_table``, ``media_id`` and the options.
+    local_only = ("pairs",)
 
     def __init__(self, options: MediaProtocolOptions, pairs: list[MediaPair], pool: list[MediaPair] | None = None):
         """Bind the media and draw each one's targets and baseline (no model needed).

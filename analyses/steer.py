@@ -9,7 +9,8 @@ each vector × layer × coefficient, ``--batch-size`` rows per ``generate`` call
 ``--detach``) like every analysis.
 
 Other vectors: ``--vector unembed:A,B`` is ``W_U[a] − W_U[b]`` (first tokens; paper-protocols.md
-A18-A20, :func:`unembedding_vector`), ``[1, d_model]``, read from the local weights.
+A18-A20, :func:`unembedding_vector`), ``[1, d_model]``, read from the local weights (with
+``--remote`` by one setup request, :func:`hubclient.exec.edits.unembedding_rows`).
 ``--protocol wu2024`` is the semantic hub sentiment steering (A16; the CLI builds its prompts,
 pairs and defaults, :func:`paper_layer` its layer); ``--seeds`` samples every unit once per seed
 through :class:`hubclient.exec.sampling.TLSampler`; ``--task range-calls`` is A18
@@ -51,7 +52,7 @@ from typing import Any, ClassVar
 
 
 from hubclient.errors import HubError
-from hubclient.exec.edits import AddEdit, GenerateWithEdits, contrast_tokens, decode_generation, edit_batch, parse_layers, parse_numbers, steering_vectors
+from hubclient.exec.edits import AddEdit, GenerateWithEdits, contrast_tokens, decode_generation, edit_batch, parse_layers, parse_numbers, steering_vectors, unembedding_rows
 from hubclient.runner import RunConfig, run_analysis
 from hubclient.science.tokens import decoder, word_ids
 
@@ -211,19 +212,23 @@ def steering_word_ids(tokenizer: Any, words: list[str]) -> set[int]:
     return ids
 
 
-def unembedding_vector(model: Any, word_a: str, word_b: str) -> tuple[Any, tuple[int, int]]:
+def unembedding_vector(model: Any, word_a: str, word_b: str, executor: Any = None) -> tuple[Any, tuple[int, int]]:
     """``W_U[a] − W_U[b]``, ``[1, d_model]`` float32 (CPU), with ``a``/``b`` the first token of
     ``tokenizer(word, add_special_tokens=False)`` (``lib/logit_lens.py`` ``get_unembedding`` of
     ZhaofengWu/semantic-hub; paper-protocols.md A18-A20). ``W_U`` is the ``lm_head`` weight
     ``[vocab, d_model]`` (tied to the embeddings for Gemma); the logit soft-cap and the final norm
     play no part.
 
+    Args:
+        executor: where ``W_U`` is read when the weights are not here (``--remote``: one
+            request, :func:`hubclient.exec.edits.unembedding_rows`).
+
     Returns:
         (vector, (a, b) token ids).
 
     Raises:
         HubError: an empty word, a word whose first token is the unknown token, or a model
-            without local weights (``--remote``: unembedding vectors need the weights here).
+            without local weights and no executor.
     """
     import torch
 
@@ -236,11 +241,9 @@ def unembedding_vector(model: Any, word_a: str, word_b: str) -> tuple[Any, tuple
         if tok.unk_token_id is not None and found[0] == tok.unk_token_id:
             raise HubError(f"--vector unembed: {word!r} is not in this model's vocabulary (its first token is {tok.unk_token!r})")
         ids.append(found[0])
-    weight = model.torch_model.get_submodule(model.arch.lm_head).weight
-    if weight.device.type == "meta":
-        raise HubError("--vector unembed reads W_U from the model's weights, which a --remote model does not have here; run it locally")
+    rows = unembedding_rows(model, ids, executor)
     with torch.no_grad():
-        vector = (weight[ids[0]].float() - weight[ids[1]].float()).cpu().unsqueeze(0)
+        vector = (rows[0] - rows[1]).unsqueeze(0)
     return vector, (ids[0], ids[1])
 
 
@@ -256,6 +259,9 @@ class Steer(GenerateWithEdits):
 
     name: ClassVar[str] = "steer"
     tables: ClassVar[dict[str, list[str]]] = {"generations": ["prompt", "seed", "steered", "vector", "layer", "coeff"]}
+    #: --remote: the sentiment data folder (a ``pathlib.Path``, which NDIF's allow-list refuses
+    #: to unpickle) trains the classifier here; it is not shipped with requests.
+    local_only: ClassVar[tuple[str, ...]] = ("data",)
 
     def __init__(self, options: SteerOptions, data: Path | None = None, languages: list[str] | None = None):
         sample = options.sample or options.seeds is not None
@@ -303,9 +309,19 @@ class Steer(GenerateWithEdits):
         vectors (``--vector unembed:A,B``) come from the local ``W_U``.
 
         Raises:
-            HubError: rows to add beyond a prompt's end; see :func:`unembedding_vector`.
+            HubError: rows to add beyond a prompt's end; ``--perplexity self`` or ``--relevance
+                self`` on a remote executor (both read the model's weights here, which a
+                ``--remote`` model does not have; refused before anything is sent); see
+                :func:`unembedding_vector`.
         """
         o, plan = self.options, self.steer_plan
+        if getattr(executor, "remote", False):
+            local = [f"--{name} self" for name in ("perplexity", "relevance") if getattr(o, name) == "self"]
+            if local:
+                raise HubError(
+                    f"{' and '.join(local)} score continuations with the model's weights on this machine, which a --remote model does not have; "
+                    "add --perplexity none --relevance none (generations, sampling and the internal score run on NDIF), or run locally"
+                )
         plan.vectors = []
         for i in range(len(o.positive)):
             name = f"{o.positive[i]} - {o.negative[i]}"
@@ -322,7 +338,7 @@ class Steer(GenerateWithEdits):
             plan.vectors.append((name, by_layer, language))
         for spec in o.unembed:
             word_a, word_b = _unembed_words(spec)
-            vector, _ = unembedding_vector(model, word_a, word_b)
+            vector, _ = unembedding_vector(model, word_a, word_b, executor)
             by_layer = {}
             for layer in plan.layers:
                 by_layer[layer] = vector

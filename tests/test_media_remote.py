@@ -86,3 +86,33 @@ def test_segmentation_media_lens_remote_equals_local(tmp_path, folders, server):
         assert result.exit_code == 0, result.output
     for table in ("media_lens", "media_lens_summary", "prompts"):
         assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
+
+
+@pytest.mark.parametrize("experiment", ["colour", "label-words"])
+def test_colour_and_label_words_media_lens_remote_equal_local(tmp_path, folders, server, experiment):
+    """The other media-lens experiments (A12 colour on the image model: the command writes its
+    solid images; A15 label-words on the audio model: each clip's label vs a random disjoint
+    label) through --remote give the local tables."""
+    import numpy as np
+    import soundfile
+
+    from media_tiny import SAMPLING_RATE
+    from test_media_protocols import hub as hub_media
+
+    if experiment == "colour":
+        inputs, folder = [], folders["llava"]
+    else:
+        rows = []
+        for i, label in enumerate(["dog, cat", "car engine", "bird", "cat"]):
+            t = np.arange(int(SAMPLING_RATE * (0.3 + 0.1 * i))) / SAMPLING_RATE
+            soundfile.write(str(tmp_path / f"a{i}.wav"), 0.3 * np.sin(2 * np.pi * (220 + 90 * i) * t), SAMPLING_RATE)
+            rows.append(f'a{i}.wav,"{label}"')
+        (tmp_path / "audio.csv").write_text("media,caption\n" + "\n".join(rows) + "\n")
+        inputs, folder = [tmp_path / "audio.csv"], folders["qwen2_audio"]
+    common = ["analyze", "media-lens", experiment, *inputs, "--model", folder, "--out", tmp_path, "--no-progress", "--no-plots", "--bootstrap", "20"]
+    for name, extra in (("local", []), ("remote", ["--remote", "--ndif-host", server.url, "--timeout", "120"])):
+        result = hub_media(*common, "--name", name, *extra)
+        assert result.exit_code == 0, result.output
+    for table in ("media_lens", "media_lens_summary", "prompts"):
+        assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
+    assert json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]["requests"]

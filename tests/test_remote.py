@@ -633,3 +633,21 @@ def test_similarity_detach_exits_0_and_collect_keeps_the_submitted_options(tiny_
     assert manifest["status"] == "complete" and manifest["plots"] == [] and not (run_dir / "plots").exists()
     assert not (run_dir / "vectors.parquet").exists() and "vectors" in manifest["dropped_tables"] and "vectors" not in manifest["rows"]
     assert (run_dir / "similarity.parquet").is_file()
+
+
+def test_dropped_stream_of_a_blocking_job_on_ndif_is_lost_then_resent_on_resume(tiny_dir, server, tmp_path, local_run):
+    """On NDIF a blocking job whose websocket drops cannot be followed (``/response/{id}``
+    answers 500): hub says so (not "try again later" after pointless retries), never resends it
+    by itself, and ``--resume`` sends only that chunk again."""
+    server.set_faults(drop=1, ndif_jobs=True)
+    n_jobs = len(server.jobs())
+    with pytest.raises(HubError, match=r"batch 0 .*the server no longer has the result \(its websocket dropped while the job ran, "
+                                       r"and the server keeps no record of blocking jobs \(/response answered 500\); use --detach for long jobs\)"):
+        run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name="dropped", retries=1))
+    assert len(server.jobs()) == n_jobs + 1  # sent once, not again
+    records = [json.loads(p.read_text()) for p in (tmp_path / "dropped" / "jobs").glob("batch-*.json")]
+    assert [r["state"] for r in records] == ["lost"]
+    server.set_faults(ndif_jobs=True)
+    run = run_analysis(lens(), PROMPTS, remote_config(tiny_dir, server, tmp_path, name=None, resume=tmp_path / "dropped", retries=1))
+    assert_same_tables(run, local_run)
+    assert len(server.jobs()) == n_jobs + 3  # batch 0 again, then batch 1

@@ -133,24 +133,28 @@ def test_shipped_modules_are_stand_ins_and_cached_functions_uncached():
     assert shipped_cached(4) == 8
 
 
-def test_unlisted_classes_and_their_instances_travel_as_stand_ins():
-    """A shipped function naming ``pathlib.Path`` (a class of a module NDIF refuses) and a
-    ``Path`` object in shipped data deserialise under the worker's allow-list; without the
-    stand-ins the whole request fails with ``Module pathlib is not whitelisted`` (what
-    language-probs, translation-lens and media-lens did once)."""
+def test_classes_and_functions_outside_the_allow_list_are_placeholders():
+    """A shipped function naming ``Path`` and ``os.getcwd`` as globals, and a ``Path`` held as
+    data, deserialise under NDIF's allow-list (they used to fail the whole request with ``Module
+    pathlib is not whitelisted``: media-lens' pairs, steer's data folder); used on the server
+    they raise clear errors. Allow-listed and cloudpickle-reduced objects stay real."""
     import io
+    import os
+    import types
     from pathlib import Path
 
     import cloudpickle
+    import torch
     from nnsight.intervention.serialization import dumps
 
-    from hubclient.exec.remote.shipping import NotOnServer, ndif_pickling
+    from hubclient.exec.remote.shipping import FunctionNotOnServer, ValueNotOnServer, ndif_pickling
     from hubclient.testing import strict_worker
 
-    data = {"folder": Path("/somewhere"), "n": 3}
+    data = {"file": Path("/tmp/x.txt"), "ns": types.SimpleNamespace(a=1), "t": torch.arange(3)}
+    getcwd = os.getcwd  # a builtin function of posix, by reference
 
-    def uses_path():
-        return Path, data
+    def uses_globals():
+        return Path, getcwd, data
 
     import hubclient
 
@@ -158,20 +162,24 @@ def test_unlisted_classes_and_their_instances_travel_as_stand_ins():
     for module in ours:  # as register_code does for a run
         cloudpickle.register_pickle_by_value(module)
     try:
-        plain = dumps(uses_path)
+        with pytest.raises(Exception, match="Module (pathlib|posix) is not whitelisted"):  # without ndif_pickling: refused, as on NDIF
+            with strict_worker.Guard(strict_worker.DESERIALIZATION):
+                strict_worker._unpickler_class(strict_worker.DESERIALIZATION)(io.BytesIO(dumps(uses_globals)), {}).load()
         with ndif_pickling([__name__.split(".")[0], "hubclient"]):
-            blob = dumps(uses_path)
+            blob = dumps(uses_globals)
     finally:
         for module in ours:
             cloudpickle.unregister_pickle_by_value(module)
-    unpickler = strict_worker._unpickler_class(strict_worker.DESERIALIZATION)
     with strict_worker.Guard(strict_worker.DESERIALIZATION):
-        with pytest.raises(Exception, match="pathlib"):
-            unpickler(io.BytesIO(plain), {}).load()
-        loaded = unpickler(io.BytesIO(blob), {}).load()
-    shipped_path, shipped_data = loaded()
-    assert isinstance(shipped_path, NotOnServer) and "pathlib" in shipped_path.module_name
-    assert isinstance(shipped_data["folder"], NotOnServer) and shipped_data["n"] == 3
+        loaded = strict_worker._unpickler_class(strict_worker.DESERIALIZATION)(io.BytesIO(blob), {}).load()
+    path_class, getcwd, shipped = loaded()
+    assert issubclass(path_class, ValueNotOnServer) and isinstance(getcwd, FunctionNotOnServer)
+    assert isinstance(shipped["file"], ValueNotOnServer)
+    with pytest.raises(AttributeError, match="PosixPath value is not available on the NDIF server"):
+        _ = shipped["file"].name
+    with pytest.raises(RuntimeError, match=r"posix\.getcwd is not available on the NDIF server"):
+        getcwd()
+    assert shipped["ns"].a == 1 and torch.equal(shipped["t"], torch.arange(3))
 
 
 def _similarity(tiny_dir, tmp_path, name, **remote):

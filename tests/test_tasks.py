@@ -398,11 +398,13 @@ def test_cli_similarity_task_arithmetic(tmp_path, task_model_dir):
     assert (run / "plots" / "similarity_by_layer.png").is_file()
 
 
-def test_cli_logit_lens_task_arithmetic_remote_equals_local(tmp_path, task_model_dir):
-    """The probe lens through --remote (the project's NDIF test server) gives the local tables."""
+@pytest.mark.parametrize("command", ["logit-lens", "task-lens"])
+def test_cli_logit_lens_task_arithmetic_remote_equals_local(tmp_path, task_model_dir, command):
+    """The probe lens through --remote (the project's NDIF test server) gives the local tables,
+    as `logit-lens --task arithmetic` and as its own command `task-lens`."""
     from test_remote import ServerProcess
 
-    args = ("logit-lens", "--task", "arithmetic", "--n", "6", "--max-operand", "4", "--operators", "+-", "--model", task_model_dir, "--out", tmp_path, "--no-plots")
+    args = (command, "--task", "arithmetic", "--n", "6", "--max-operand", "4", "--operators", "+-", "--model", task_model_dir, "--out", tmp_path, "--no-plots")
     srv = ServerProcess([str(task_model_dir)], key=None)
     try:
         remote = _hub(*args, "--name", "remote", "--remote", "--ndif-host", srv.url, "--timeout", "60")

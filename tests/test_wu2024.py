@@ -439,6 +439,7 @@ def test_remote_equals_local(tmp_path, model_dir):
     try:
         for name, (args, _) in runs.items():
             common = ["analyze", *args, "--model", str(model_dir), "--out", str(tmp_path), "--no-plots", "--no-progress"]
+            # vectors travel in float32 here (the float16 default moves cosines by ~1e-4; tested in test_remote_strict.py)
             remote = runner.invoke(app, [*common, "--name", f"{name}-remote", "--remote", "--ndif-host", srv.url, "--timeout", "60", "--transfer-dtype", "float32"])
             assert remote.exit_code == 0, remote.output
     finally:

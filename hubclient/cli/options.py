@@ -77,6 +77,7 @@ DeviceMap = Annotated[
 ]
 TransferDtype = Annotated[str, typer.Option("--transfer-dtype", help="With --remote: dtype of vector-valued results on the way back (similarity vectors, neuron activations): float16, bfloat16 or float32.", rich_help_panel="Remote (NDIF)")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="With --remote: build the first request for --model (no weights needed), print its size and the expected result bytes per prompt, send nothing.", rich_help_panel="Remote (NDIF)")]
+Preflight = Annotated[bool, typer.Option("--preflight/--no-preflight", help="With --remote: before sending, check the host's /status lists --model HOT and RUNNING under its exact model key (default). --no-preflight skips that check (says so in one line), e.g. when /status lists the model under another key; the Python/nnsight check of /env still runs.", rich_help_panel="Remote (NDIF)")]
 
 Prompt = Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A prompt (repeatable).", rich_help_panel="Input")]
 PromptsFile = Annotated[
@@ -163,6 +164,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "device_map": (DeviceMap, None),
     "transfer_dtype": (TransferDtype, "float16"),
     "dry_run": (DryRun, False),
+    "preflight": (Preflight, True),
 }
 
 
@@ -214,7 +216,7 @@ def analysis_command(func: Callable[..., Any] | None = None, *, multi_model: boo
 
 
 #: Options that may accompany a bare ``--resume RUN_DIR`` (how to run, not what to compute).
-RESUME_ALONE_OK = ("resume", "progress", "plots", "ndif_host", "timeout", "retries")
+RESUME_ALONE_OK = ("resume", "progress", "plots", "ndif_host", "timeout", "retries", "preflight")
 
 
 def _from_command_line(ctx: Any, name: str) -> bool:

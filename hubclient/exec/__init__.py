@@ -82,10 +82,12 @@ def executor_for(config: "RunConfig") -> Executor:
     """The executor ``config`` asks for: remote with ``--remote``, else local.
 
     Raises:
-        HubError: ``--detach`` without ``--remote``.
+        HubError: ``--detach`` or ``--no-preflight`` without ``--remote``.
     """
     if config.detach and not config.remote:
         raise HubError("--detach needs --remote (it leaves jobs on NDIF); add --remote")
+    if not getattr(config, "preflight", True) and not config.remote:
+        raise HubError("--no-preflight skips the check of NDIF's /status before a --remote run; a local run has none: drop --no-preflight or add --remote")
     if config.remote:
         from hubclient.exec.remote.executor import RemoteExecutor
 

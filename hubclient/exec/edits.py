@@ -199,6 +199,52 @@ def _read_states(model: "HubModel", tokens: list[list[int]], layers: list[int], 
     return out
 
 
+class UnembeddingRows(Analysis):
+    """Read rows of ``W_U`` (the ``lm_head`` weight, ``[vocab, d_model]``): the trace behind
+    unembedding steering vectors (``--vector unembed:A,B``) when the weights are not here
+    (``--remote``). The body reads the weight and saves ``{"rows": [len(ids), d_model]}``
+    float32; the forward pass of its one-token batch is stopped after the body.
+
+    Args:
+        ids: token ids (rows of ``W_U``).
+    """
+
+    name: ClassVar[str] = "unembedding-rows"
+
+    def __init__(self, ids: list[int]):
+        super().__init__({"ids": list(ids)})
+        self.ids = list(ids)
+
+    def trace(self, model: "HubModel", batch: Batch) -> dict[str, Any]:
+        """Body: ``{"rows": W_U[ids]}`` ``[len(ids), d_model]`` float32."""
+        import torch
+
+        weight = model.lm_head.weight
+        ids = torch.tensor(self.ids, dtype=torch.long).to(weight.device)
+        return {"rows": weight[ids].float()}
+
+
+def unembedding_rows(model: "HubModel", ids: list[int], executor: Any = None) -> "torch.Tensor":
+    """``W_U[ids]`` (rows of the ``lm_head`` weight), ``[len(ids), d_model]`` float32 on the CPU:
+    read here when the weights are here, else through ``executor`` (one request to NDIF).
+
+    Raises:
+        HubError: the weights are not here (``--remote``) and no executor was given.
+    """
+    weight = model.torch_model.get_submodule(model.arch.lm_head).weight
+    if weight.device.type != "meta":
+        import torch
+
+        with torch.no_grad():
+            return weight[list(ids)].float().cpu()
+    if executor is None:
+        raise HubError("the unembedding rows are read from the model's weights, which a --remote model does not have here; run it locally")
+    from hubclient.exec.batching import make_batches
+
+    batch = make_batches([[int(ids[0])]], [[0]], 1, model.tokenizer.pad_token_id)[0]
+    return executor.call(model, UnembeddingRows(ids), batch)["rows"].float().cpu()
+
+
 def contrast_tokens(model: "HubModel", positive: str, negative: str) -> tuple[list[int], list[int], int]:
     """Token ids of two contrast prompts, the shorter padded at the end to the longer's length.
 

@@ -68,6 +68,10 @@ class RunConfig:
             neuron activations) travel in (``float16``, ``bfloat16`` or ``float32``).
         dry_run: with ``remote``: build the first request, report its size and the expected
             result size per prompt, send nothing.
+        preflight: with ``remote``: check ``/status`` before sending (the model must be HOT and
+            RUNNING there); ``False`` (``--no-preflight``) skips that check and says so in one
+            line; the Python/nnsight check of ``/env`` still runs
+            (:func:`hubclient.exec.remote.preflight.preflight`).
     """
 
     model: str = "gemma-3-270m"
@@ -88,6 +92,7 @@ class RunConfig:
     device_map: str | None = None
     transfer_dtype: str = "float16"
     dry_run: bool = False
+    preflight: bool = True
 
 
 def versions() -> dict[str, str | None]:

@@ -36,7 +36,8 @@ when one is set, caps request and result sizes, and must never be exposed beyond
 
 Faults (for tests; :class:`Faults`, settable at start or with ``POST /_faults`` from loopback):
 answer ``POST /request`` with 500s, end jobs in ERROR, drop the websocket mid-job, delay jobs,
-make a result URL vanish, pretend to run another nnsight version.
+make a result URL vanish, pretend to run another nnsight version, list the models as WARM/COLD
+in ``/status``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ class Faults:
             request from a client with another major.minor is refused with 400, as NDIF does.
         result_ttl: seconds a result URL stays valid after the job completes; later downloads
             answer 403, as NDIF's presigned object-store URLs do after 2 hours.
+        deployment_level: list the served models in ``/status`` at this level (``"WARM"``,
+            ``"COLD"``; without ``application_state`` unless ``"HOT"``), as NDIF lists models that
+            are not loaded on GPUs. Only ``/status`` changes: requests still run (as when
+            ``/status`` disagrees with what the host serves); the real NDIF fails a request for
+            a model that really is not HOT.
     """
 
     http_500: int = 0
@@ -104,6 +110,7 @@ class Faults:
     ndif_jobs: bool = False
     python_version: str | None = None
     result_ttl: float | None = None
+    deployment_level: str | None = None
 
     def take(self, name: str) -> bool:
         """Use one count of fault ``name``; True when it fires."""
@@ -503,9 +510,11 @@ class NdifTestServer:
         async def status() -> Any:
             deployments = {}
             for served in self.served.values():
+                level = self.faults.deployment_level or "HOT"
                 deployments[served.repo_id] = {
                     "model_key": served.model_key, "repo_id": served.repo_id, "revision": None,
-                    "task": "text-generation", "deployment_level": "HOT", "application_state": "RUNNING",
+                    "task": "text-generation", "deployment_level": level,
+                    **({"application_state": "RUNNING"} if level == "HOT" else {}),
                 }
             return {"deployments": deployments}
 
@@ -646,6 +655,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http-500", type=int, default=0, help="fault: answer the first N requests with 500")
     parser.add_argument("--drop", type=int, default=0, help="fault: drop the websocket of the first N jobs mid-job")
     parser.add_argument("--nnsight-version", default=None, help="fault: pretend to run this nnsight version")
+    parser.add_argument("--deployment-level", default=None, help="fault: list the served models in /status at this level (WARM, COLD) instead of HOT; requests still run")
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
                         help="run requests in a process where hub is not importable, under NDIF's import allow-list (default); --no-strict: in this process")
     parser.add_argument("--device-map", default=None, help="strict mode: transformers device_map for the models (auto, balanced, or JSON such as '{\"\": \"cpu\"}')")
@@ -656,7 +666,8 @@ def main(argv: list[str] | None = None) -> None:
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not key:
         parser.error(f"--api-key-env {args.api_key_env}: that environment variable is empty")
-    faults = Faults(http_500=args.http_500, error=args.fail_jobs, drop=args.drop, delay=args.delay, nnsight_version=args.nnsight_version)
+    faults = Faults(http_500=args.http_500, error=args.fail_jobs, drop=args.drop, delay=args.delay, nnsight_version=args.nnsight_version,
+                    deployment_level=args.deployment_level)
     server = NdifTestServer(
         args.model or ["gemma-3-270m"], api_key=key, faults=faults, device=args.device, dtype=args.dtype,
         max_request_bytes=int(args.max_request_mb * 2**20), max_result_bytes=int(args.max_result_mb * 2**20),

@@ -84,7 +84,7 @@ def explain(exc: BaseException, where: str, host: str, job_id: str | None = None
     elif isinstance(exc, RemoteError) and job_id:
         message = f"{where}{job} failed on the server: {text}"
     elif code is not None and code >= 500:
-        message = f"{where}: NDIF at {host} answered {code} ({text}) after {config.DEFAULT_RETRIES} retries; try again later"
+        message = f"{where}: NDIF at {host} answered {code} ({text}) after the retries (--retries); try again later"
     elif _transient(exc):
         message = f"{where}: could not reach NDIF at {host} ({type(exc).__name__}: {text}); check --ndif-host / NDIF_HOST and `hub remote status`"
     else:
@@ -213,7 +213,15 @@ def _backend_class() -> type:
                         raise
                     if self.blocking and self.job_id is not None:
                         # The job is on the server and only the stream broke: follow it there.
-                        result = self.follow()
+                        try:
+                            result = self.follow()
+                        except Exception as lost:
+                            if _status_code(lost) in (404, 500):  # NDIF keeps no record of blocking jobs
+                                raise ResultVanished(
+                                    "its websocket dropped while the job ran, and the server keeps no record of blocking jobs "
+                                    f"(/response answered {_status_code(lost)}); use --detach for long jobs"
+                                ) from None
+                            raise
                         self._push(result, tracer)
                         return result
                     if attempt == self.retries or not (_transient(exc) or isinstance(exc, (pydantic.ValidationError, OSError))):

@@ -28,7 +28,7 @@ class RemoteExecutor:
 
     Args:
         config: the run's options (``ndif_host``, ``detach``, ``timeout``, ``retries``,
-            ``progress``).
+            ``progress``, ``preflight``).
     """
 
     remote = True
@@ -54,7 +54,7 @@ class RemoteExecutor:
         key = model_key(model)
         register_code(analysis)
         if self._checked != key:
-            preflight(key, host, timeout=min(30.0, self.config.timeout))
+            preflight(key, host, timeout=min(30.0, self.config.timeout), deployments=getattr(self.config, "preflight", True))
             self._checked = key
         return host, key
 

@@ -30,11 +30,15 @@ def check_python(server_python: str, host: str) -> None:
         )
 
 
-def preflight(key: str, host: str, timeout: float = 30.0) -> None:
+def preflight(key: str, host: str, timeout: float = 30.0, deployments: bool = True) -> None:
     """Check before sending anything that ``host`` is reachable and serves the model.
 
-    Uses ``GET /status`` (the deployments) and ``GET /env`` (nnsight version: a mismatch is
-    warned about; the server refuses the request if it must).
+    Uses ``GET /status`` (the deployments) and ``GET /env`` (:func:`check_env`: the Python
+    major.minor must match, an nnsight mismatch is warned about).
+
+    ``deployments=False`` (``--no-preflight``) skips ``/status`` and prints one line saying so
+    (stderr); the ``/env`` check still runs, because NDIF refuses a request from another Python
+    anyway and an unreachable ``/env`` is not an error.
 
     A deployment serves the model when it is ``HOT`` with ``application_state`` ``RUNNING``
     (NDIF lists WARM and COLD entries too, which would accept the request and then fail it) and
@@ -43,6 +47,7 @@ def preflight(key: str, host: str, timeout: float = 30.0) -> None:
 
     Args:
         timeout: seconds for each of the two requests (``--timeout`` caps it).
+        deployments: check ``/status`` (default); ``False`` skips it (``--no-preflight``).
 
     Raises:
         HubError: host unreachable, a host that does not answer like NDIF (HTML, 404), or the
@@ -51,6 +56,14 @@ def preflight(key: str, host: str, timeout: float = 30.0) -> None:
     """
     import httpx
 
+    if not deployments:
+        import sys
+
+        wanted = json.loads(key.split(":", 1)[1])["repo_id"]
+        print(f"preflight skipped (--no-preflight): not checking that {wanted} is HOT and RUNNING at {host}; "
+              "if it is not, the server fails the job", file=sys.stderr)
+        check_env(host, timeout)
+        return
     try:
         response = httpx.get(f"{host}/status", timeout=httpx.Timeout(min(10.0, timeout), read=timeout))
     except httpx.HTTPError as exc:
@@ -62,10 +75,10 @@ def preflight(key: str, host: str, timeout: float = 30.0) -> None:
     if not isinstance(body, dict) or not isinstance(body.get("deployments"), dict):
         kind = response.headers.get("content-type", "?").split(";")[0]
         raise HubError(f"{host} is not an NDIF server (HTTP {response.status_code} {kind} from /status); check --ndif-host / NDIF_HOST")
-    deployments = body["deployments"]
+    listed = body["deployments"]
     wanted = json.loads(key.split(":", 1)[1])
     running, states = [], []
-    for name, value in deployments.items():
+    for name, value in listed.items():
         repo = value.get("repo_id", name)
         same = value.get("model_key") == key if value.get("model_key") else repo == wanted["repo_id"]
         hot = value.get("deployment_level", "HOT") == "HOT" and value.get("application_state") == "RUNNING"
@@ -80,8 +93,21 @@ def preflight(key: str, host: str, timeout: float = 30.0) -> None:
         state = f" (it is {', '.join(states)} there: not loaded on GPUs)" if states else ""
         raise HubError(
             f"{wanted['repo_id']} is not served by NDIF at {host} now{state}; models running there: {served}. "
-            "Pick one with --model, or run locally"
+            "Pick one with --model, or run locally (--no-preflight sends the request without this check)"
         )
+    check_env(host, timeout)
+
+
+def check_env(host: str, timeout: float = 30.0) -> None:
+    """``GET /env``: refuse a Python major.minor that differs from the server's
+    (:func:`check_python`) and warn about an nnsight version that differs. A host without a
+    usable ``/env`` passes (the server has the last word).
+
+    Raises:
+        HubError: the server runs another Python major.minor.
+    """
+    import httpx
+
     try:
         env = httpx.get(f"{host}/env", timeout=httpx.Timeout(min(10.0, timeout), read=timeout)).json()
         server_nnsight = env.get("packages", {}).get("nnsight")

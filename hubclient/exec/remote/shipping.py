@@ -13,15 +13,19 @@ things in that closure break on NDIF although the server never uses them:
   module), ``_thread`` … fail the whole request (``Module X is not whitelisted``).
 - **cached functions** (``functools.lru_cache``): pickled by reference to their module, which
   the server cannot import.
+- **classes and functions of modules outside the allow-list**, pickled by reference: a shipped
+  method that names ``Path`` (``from pathlib import Path`` at the top of its module) although
+  only local code paths call it, or a ``pathlib.Path`` held as data (a file name) by an object
+  that travels. The server would refuse the whole request (``Module pathlib is not whitelisted``).
 
-:func:`ndif_pickling` changes exactly those two reductions while a request is serialised:
+:func:`ndif_pickling` changes exactly those reductions while a request is serialised:
 a module outside the allow-list, or one of the shipped packages, travels as
 :class:`NotOnServer` (a stand-in that raises a clear error if trace code really uses it on the
-server), so does a class or function that would be pickled by reference to a module outside
-the allow-list (``pathlib.Path`` named in a shipped method; instances of such a class, e.g. a
-``Path`` attribute, unpickle as the stand-in), and a cached function of a shipped package
-travels as its uncached function. Every
-other object is pickled as nnsight pickles it.
+server), a cached function of a shipped package travels as its uncached function, a function of
+a module outside the allow-list as :class:`FunctionNotOnServer` (raises when called) and such a
+class as a placeholder class (:func:`class_not_on_server`: its instances, e.g. an unpickled
+``Path``, are :class:`ValueNotOnServer` placeholders that raise when used). Every other object
+is pickled as nnsight pickles it.
 
 Sources: NDIF's allow-list is ``src/ndif/services/ray/nn/security/whitelist.yaml`` of
 github.com/ndif-team/ndif (``modules`` and ``deserialization_modules``); its deserialisation
@@ -78,15 +82,57 @@ class NotOnServer:
             f"and NDIF admits only allow-listed modules): import {attr!r} by name in the trace code's module"
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> "NotOnServer":
-        # an instance of a stand-in class (e.g. a pathlib.Path attribute) unpickles as the stand-in
-        return self
-
     def __reduce__(self) -> Any:
         return (NotOnServer, (self.module_name,))
 
     def __repr__(self) -> str:
         return f"<module {self.module_name!r} not shipped to the server>"
+
+
+class FunctionNotOnServer:
+    """Stands in, on the server, for a function of a module outside NDIF's allow-list that shipped
+    code names as a global; calling it raises a clear error."""
+
+    def __init__(self, name: str):
+        self.qualified_name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"{self.qualified_name} is not available on the NDIF server (its module is not on NDIF's import allow-list, "
+            "so hub does not ship it): trace code may use only torch, math and the other allow-listed modules"
+        )
+
+    def __reduce__(self) -> Any:
+        return (FunctionNotOnServer, (self.qualified_name,))
+
+    def __repr__(self) -> str:
+        return f"<{self.qualified_name} not shipped to the server>"
+
+
+class ValueNotOnServer:
+    """An object of a class that is not shipped (:func:`class_not_on_server`), as the server
+    unpickles it: whatever it was built from is dropped; any attribute read raises."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise AttributeError(
+            f"a {type(self).__name__} value is not available on the NDIF server (its module is not on NDIF's import allow-list, "
+            "so hub does not ship it): use it before or after the trace, not inside"
+        )
+
+
+def class_not_on_server(name: str) -> type:
+    """A placeholder class named ``name`` (``"pathlib.PosixPath"``), subclass of
+    :class:`ValueNotOnServer`: what a class of a module outside NDIF's allow-list becomes on the
+    server, so that objects of it that travel as data unpickle (as placeholders)."""
+    return type(name.rsplit(".", 1)[-1], (ValueNotOnServer,), {"qualified_name": name})
 
 
 def _uncached(function: Any) -> Any:
@@ -97,7 +143,9 @@ def _uncached(function: Any) -> Any:
 def ndif_pickling(packages: list[str]) -> Iterator[None]:
     """While serialising a request: modules outside NDIF's allow-list and modules of the
     shipped ``packages`` travel as :class:`NotOnServer`; cached functions of ``packages``
-    travel uncached (see the module docstring)."""
+    travel uncached; classes and functions of modules outside the allow-list travel as
+    placeholders (:func:`class_not_on_server`, :class:`FunctionNotOnServer`; see the module
+    docstring)."""
     from collections import ChainMap
 
     import cloudpickle.cloudpickle as cp
@@ -119,19 +167,33 @@ def ndif_pickling(packages: list[str]) -> Iterator[None]:
 
     base = serialization.CustomCloudPickler
 
+    def by_reference_elsewhere(obj: Any) -> str | None:
+        """``module.qualname`` of a class or function that would be pickled by reference to a
+        module outside the allow-list (and outside the shipped packages), else ``None``."""
+        if not isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            return None
+        module = getattr(obj, "__module__", None)
+        if not isinstance(module, str) or not module or module.split(".")[0] in shipped or on_allow_list(module):
+            return None
+        if not isinstance(obj, types.BuiltinFunctionType):  # builtins are always by reference
+            try:
+                if not cp._should_pickle_by_reference(obj):
+                    return None
+            except Exception:
+                return None
+        return f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+
     class NdifPickler(base):  # type: ignore[misc, valid-type]
         dispatch_table = ChainMap({types.ModuleType: module_reduce, functools._lru_cache_wrapper: cached_reduce}, base.dispatch_table)
 
         def reducer_override(self, obj: Any) -> Any:
-            # a class or function pickled by reference to a module NDIF does not admit (e.g.
-            # pathlib.Path named in a shipped method, or the class of a Path attribute) travels
-            # as a stand-in instead of failing the whole request at deserialisation
             reduced = super().reducer_override(obj)
-            if reduced is NotImplemented and isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
-                module = getattr(obj, "__module__", None)  # NotImplemented: pickled by reference
-                if isinstance(module, str) and module.split(".")[0] not in shipped and not on_allow_list(module):
-                    return (NotOnServer, (f"{module}.{getattr(obj, '__qualname__', '?')}",))
-            return reduced
+            if reduced is not NotImplemented:  # by value, or cloudpickle's own reduction (types.SimpleNamespace…)
+                return reduced
+            name = by_reference_elsewhere(obj)
+            if name is not None:
+                return (class_not_on_server, (name,)) if isinstance(obj, type) else (FunctionNotOnServer, (name,))
+            return NotImplemented
 
     serialization.CustomCloudPickler = NdifPickler
     try:
