@@ -526,6 +526,57 @@ def _apply_edits(model: "HubModel", order: list[int], prepared: dict[int, list[t
                 hidden[row, column : column + delta.shape[0], :] += delta
 
 
+@dataclass
+class ReplaceEdit:
+    """Set the residual stream of one batch row to a fixed vector at chosen prompt positions
+    (pyvene ``VanillaIntervention`` with a constant source, as in Wu et al. 2024's vision
+    intervention, paper-protocols.md A19), in the prompt's forward pass only.
+
+    Attributes:
+        layer: residual layer ``1..L`` (output of block ``l``; pyvene ``block_output`` of
+            0-based layer ``l-1``).
+        positions: unpadded prompt positions whose hidden state is replaced.
+        vector: ``[d_model]``: the value written at every one of ``positions``.
+    """
+
+    layer: int
+    positions: list[int]
+    vector: "torch.Tensor"
+
+
+def replace_meta(edits: list[list[ReplaceEdit]], offsets: list[int]) -> dict[str, Any]:
+    """Batch ``meta`` for :func:`apply_replacements`: per layer, ``(row, padded columns [k]
+    long, vector [d_model] float32)`` (columns = ``offsets[row] + position``), and the layers in
+    forward order.
+
+    Raises:
+        HubError: a layer below 1 (layer 0 is the embeddings, not a block output).
+    """
+    import torch
+
+    by_layer: dict[int, list[tuple[int, Any, Any]]] = {}
+    for row, row_edits in enumerate(edits):
+        for e in row_edits:
+            if e.layer < 1:
+                raise HubError(f"a replacement edit needs a block output, layer 1..L; got layer {e.layer}")
+            columns = torch.tensor([offsets[row] + p for p in e.positions], dtype=torch.long)
+            by_layer.setdefault(e.layer, []).append((row, columns, e.vector.float().reshape(-1).contiguous()))
+    return {"replace": by_layer, "replace_order": sorted(by_layer)}
+
+
+def apply_replacements(model: "HubModel", order: list[int], prepared: dict[int, list[tuple[int, Any, Any]]]) -> None:
+    """Inside a generate body (prompt forward pass): at each layer in ``order`` (forward
+    order), set ``h_l[row, columns, :] = vector`` for each prepared ``(row, columns, vector)``
+    of :func:`replace_meta`, the columns and vector moved to that layer's device (and the vector
+    to its dtype). Plain loops only (trace body)."""
+    for layer in order:
+        hidden = site_value(model, "resid", layer)
+        for row, columns, vector in prepared[layer]:
+            value = _device_tensor(vector, hidden)
+            index = _device_tensor(columns, hidden)
+            hidden[row, index, :] = value
+
+
 def _set_logprobs(model: "HubModel", sets: list[Any]) -> Any:
     """Inside a trace: ``[batch, n_sets]`` log-probability mass of each token set at the last
     column of the model's logits (``log sum_{t in S} softmax(z)_t``)."""

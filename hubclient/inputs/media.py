@@ -388,6 +388,72 @@ def write_solid_colours(out: Path, colours: tuple[str, ...] = tuple(SOLID_COLOUR
     return write_pairs(out / "colours.csv", rows)
 
 
+#: The two-colour images of the vision intervention (A19, ``vision/intervention.py``): the top
+#: half one colour, the bottom half another, from these four.
+TWO_COLOURS = ("red", "green", "blue", "black")
+
+
+def two_colour_cases() -> list[dict[str, str]]:
+    """The 48 cases of A19: 12 ordered pairs ``(top, bottom)`` of distinct colours from
+    :data:`TWO_COLOURS` × 2 new colours (neither of the pair) × 2 sides (``top``: the top half's
+    colour is replaced, ``old = top``; ``bottom``: ``old = bottom``), in that nesting order.
+
+    Returns:
+        dicts with ``top``, ``bottom``, ``side``, ``old``, ``new``.
+    """
+    cases = []
+    for top in TWO_COLOURS:
+        for bottom in TWO_COLOURS:
+            if top == bottom:
+                continue
+            for new in TWO_COLOURS:
+                if new in (top, bottom):
+                    continue
+                for side in ("top", "bottom"):
+                    cases.append({"top": top, "bottom": bottom, "side": side, "old": top if side == "top" else bottom, "new": new})
+    return cases
+
+
+def write_two_colours(out: Path, size: int = 256) -> Path:
+    """Write the 12 two-colour PNGs of A19 (``size``×``size``; rows ``0..size/2-1`` the top
+    colour, the rest the bottom colour, RGB as :data:`SOLID_COLOURS`) and a pairs file with one
+    row per case of :func:`two_colour_cases` (48 rows; each image appears 4 times).
+
+    Args:
+        out: folder (created); gets ``two-<top>-<bottom>.png`` and ``two-colours.csv``.
+        size: width and height in pixels (the paper: 256); even.
+
+    Returns:
+        the pairs file ``out/two-colours.csv``, columns ``media, caption, top, bottom, side,
+        old, new`` (caption ``"<top> and <bottom>"``).
+
+    Raises:
+        HubError: an odd or non-positive ``size``.
+    """
+    if size < 2 or size % 2:
+        raise HubError(f"two-colour images need an even size of at least 2 pixels, got {size}")
+    image_mod = _need("PIL.Image", "making the two-colour images")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = set()
+    columns = ["media", "caption", "top", "bottom", "side", "old", "new"]
+    rows = []
+    for case in two_colour_cases():
+        name = f"two-{case['top']}-{case['bottom']}.png"
+        if name not in written:
+            image = image_mod.new("RGB", (size, size), SOLID_COLOURS[case["bottom"]])
+            image.paste(SOLID_COLOURS[case["top"]], (0, 0, size, size // 2))
+            image.save(out / name)
+            written.add(name)
+        rows.append([name, f"{case['top']} and {case['bottom']}", *(case[c] for c in columns[2:])])
+    path = out / "two-colours.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
 def read_label_mask(path: Path, where: str = "") -> Any:
     """A segmentation mask as pixel ids, ``numpy.int64`` ``[H, W]`` (row ``y``, column ``x``).
 

@@ -1,0 +1,191 @@
+"""The vision intervention (paper-protocols.md A19: ``hub intervene steer --task colour-edit``) on
+a tiny random LLaVA whose vocabulary holds the colour words.
+
+The reference is independent of hub: the plain transformers model loaded from the same folder,
+one case at a time, ``generate`` (greedy) with forward hooks on the language model's decoder
+layers that set the layer's output at the chosen image positions to ``W_U[new] − W_U[old]``
+(read from ``get_output_embeddings().weight``) in the prompt's forward pass only (pyvene
+``VanillaIntervention`` at ``block_output`` of 0-based layers ``s−1..L−1``, ``intervene_on_prompt``).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hubclient.errors import HubError
+from hubclient.runner import RunConfig
+
+pytest.importorskip("soundfile", reason="the media extra (soundfile) is not installed")
+Image = pytest.importorskip("PIL.Image", reason="the media extra (Pillow) is not installed")
+
+from media_tiny import save_media_model  # noqa: E402
+
+TEMPLATE = "USER: {media} ASSISTANT:"
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    return save_media_model("llava", tmp_path_factory.mktemp("steer-llava"))
+
+
+@pytest.fixture(scope="module")
+def cases_file(tmp_path_factory):
+    from hubclient.inputs.media import write_two_colours
+
+    return write_two_colours(tmp_path_factory.mktemp("two-colours"), size=32)
+
+
+def reference(folder, image_path, positions_half, start, new, old, sign=1.0, n_new=5):
+    """Generated ids of the plain HF model with the replacement hooks (``start`` None: no edit).
+
+    ``positions_half``: "top" / "bottom" (first / second half of the image positions)."""
+    import transformers as tf
+
+    model = tf.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    processor = tf.AutoProcessor.from_pretrained(folder)
+    tok = processor.tokenizer
+    enc = processor(text=[TEMPLATE.replace("{media}", "<image>")], images=[Image.open(image_path).convert("RGB")], return_tensors="pt")
+    ids = enc["input_ids"][0]
+    image = (ids == model.config.image_token_id).nonzero().flatten().tolist()
+    half = len(image) // 2
+    cols = image[:half] if positions_half == "top" else image[half:]
+    W = model.get_output_embeddings().weight.detach()
+    vec = sign * (W[tok(new, add_special_tokens=False)["input_ids"][0]] - W[tok(old, add_special_tokens=False)["input_ids"][0]])
+    layers = model.model.language_model.layers
+    handles = []
+
+    def hook(mod, args, out):
+        hidden = out[0] if isinstance(out, tuple) else out
+        if hidden.shape[1] > 1:  # the prompt's forward pass only
+            hidden[:, cols, :] = vec
+        return out
+
+    if start is not None:
+        for layer in range(start, len(layers) + 1):  # hub layer l = output of block l = layers[l-1]
+            handles.append(layers[layer - 1].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=n_new, do_sample=False, pad_token_id=tok.pad_token_id)
+    finally:
+        for h in handles:
+            h.remove()
+    new_ids = []
+    for t in out[0, ids.shape[0]:].tolist():
+        if t == tok.eos_token_id:
+            break
+        new_ids.append(t)
+    return new_ids
+
+
+def test_two_colour_writer(tmp_path):
+    from hubclient.inputs.media import read_pairs, two_colour_cases, write_two_colours
+
+    cases = two_colour_cases()
+    assert len(cases) == 48
+    assert len({tuple(c.values()) for c in cases}) == 48
+    for c in cases:
+        assert c["top"] != c["bottom"] and c["new"] not in (c["top"], c["bottom"])
+        assert c["old"] == c[c["side"]]
+    path = write_two_colours(tmp_path, size=8)
+    pairs = read_pairs(path)
+    assert len(pairs) == 48 and len({p.media for p in pairs}) == 12
+    rgb = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "black": (0, 0, 0)}
+    for p in pairs:
+        img = Image.open(p.media).convert("RGB")
+        assert img.size == (8, 8)
+        assert img.getpixel((5, 0)) == rgb[p.extra["top"]] and img.getpixel((5, 3)) == rgb[p.extra["top"]]
+        assert img.getpixel((0, 4)) == rgb[p.extra["bottom"]] and img.getpixel((7, 7)) == rgb[p.extra["bottom"]]
+        assert p.caption == f"{p.extra['top']} and {p.extra['bottom']}"
+
+
+def test_parse_rule():
+    from analyses.media_steer import is_correct, parse_colours
+
+    assert parse_colours("Red and blue.") == {"red", "blue"}
+    assert is_correct(" green and blue. The top", old="red", new="green")
+    assert not is_correct(" red and green.", old="red", new="green")  # old still named
+    assert not is_correct(" blue and black.", old="red", new="green")  # new not named
+    assert not is_correct(" green and blue? yes", old="red", new="green")  # a second '?'
+    assert not is_correct(" green and blue, blue and black.", old="red", new="green")  # two distinct pairs
+    assert is_correct(" green and blue. red and black", old="red", new="green")  # after the first '.' is ignored
+
+
+def test_colour_edit_matches_hooked_generate(llava_dir, cases_file, tmp_path):
+    from analyses.media_steer import ColourEditOptions, run_colour_edit
+    from hubclient.inputs.media import read_pairs
+
+    pairs = read_pairs(cases_file)
+    chosen = [pairs[0], pairs[1], pairs[7]]  # top and bottom side of one image, another image
+    assert {p.extra["side"] for p in chosen} == {"top", "bottom"}
+    options = ColourEditOptions(starts="1,2", max_new_tokens=5, template=TEMPLATE)
+    config = RunConfig(model=str(llava_dir), out=tmp_path, name="ce", batch_size=4, progress=False, plots=True)
+    run = run_colour_edit(options, chosen, config)
+    gen = run.table("generations")
+    assert gen.height == 3 * 3  # cases × (unedited, start 1, start 2)
+    differs = {"half": 0, "range": 0, "sign": 0}
+    for r in gen.iter_rows(named=True):
+        p = chosen[r["case"]]
+        c = p.extra
+        expected = reference(llava_dir, p.media, c["side"], r["start_layer"], c["new"], c["old"])
+        assert r["token_ids"] == expected, (r["case"], r["start_layer"])
+        if r["start_layer"] is not None:
+            other = "bottom" if c["side"] == "top" else "top"
+            differs["half"] += reference(llava_dir, p.media, other, r["start_layer"], c["new"], c["old"]) != expected
+            differs["sign"] += reference(llava_dir, p.media, c["side"], r["start_layer"], c["new"], c["old"], sign=-1.0) != expected
+            if r["start_layer"] == 1:  # off by one (pyvene i read as hub i): layers 2..L
+                differs["range"] += reference(llava_dir, p.media, c["side"], 2, c["new"], c["old"]) != expected
+    # the test can tell a wrong half, sign or layer range from the right one
+    assert all(v > 0 for v in differs.values()), differs
+    rates = run.table("success_rates")
+    assert rates["n"].to_list() == [3, 3, 3]
+    assert rates["start_layer"].to_list() == [None, 1, 2]
+    for r in rates.iter_rows(named=True):
+        assert r["lo"] <= r["rate"] <= r["hi"]
+        assert r["correct"] == gen.filter(pl.col("start_layer").eq_missing(r["start_layer"]))["correct"].sum()
+    assert (run.path / "plots" / "colour_edit.html").is_file()
+
+
+def test_bad_inputs_fail_before_loading(tmp_path, cases_file):
+    from analyses.cli import steer
+    from hubclient.cli import app
+    from hubclient.cli.commands import intervene_app  # noqa: F401
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"media,caption,top,bottom,side,old,new\n{cases_file.parent / 'two-red-green.png'},x,red,green,left,red,blue\n")
+    missing = tmp_path / "missing.csv"
+    missing.write_text(f"media,caption\n{cases_file.parent / 'two-red-green.png'},x\n")
+    wrong_old = tmp_path / "old.csv"
+    wrong_old.write_text(f"media,caption,top,bottom,side,old,new\n{cases_file.parent / 'two-red-green.png'},x,red,green,top,green,blue\n")
+    model = str(tmp_path / "no-such-model")  # never loaded: every error comes first
+    for pairs_file, message in ((bad, "side must be top or bottom"), (missing, "missing top, bottom, side, old, new"), (wrong_old, "is not the top colour")):
+        with pytest.raises(HubError, match=message):
+            steer.colour_edit(pairs_file, TEMPLATE, None, None, None, RunConfig(model=model, out=tmp_path))
+    with pytest.raises(HubError, match="exactly once"):
+        steer.colour_edit(bad, "no slot", None, None, None, RunConfig(model=model, out=tmp_path))
+    with pytest.raises(HubError, match="drop --remote"):
+        steer.colour_edit(cases_file, TEMPLATE, None, None, None, RunConfig(model=model, out=tmp_path, remote=True))
+    result = cli.invoke(app, ["intervene", "steer", "--task", "colour-edit", "--vector", "unembed:a,b", "--model", model, "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--vector" in result.output
+    del steer
+
+
+def test_text_only_model_refused(tiny_dir, cases_file, tmp_path):
+    from analyses.media_steer import ColourEditOptions, run_colour_edit
+    from hubclient.inputs.media import read_pairs
+
+    config = RunConfig(model=str(tiny_dir), out=tmp_path, name="t", progress=False, plots=False)
+    with pytest.raises(HubError):
+        run_colour_edit(ColourEditOptions(template=TEMPLATE), read_pairs(cases_file, 1), config)
+
+
+def test_layer_zero_refused(llava_dir, cases_file, tmp_path):
+    from analyses.media_steer import ColourEditOptions, run_colour_edit
+    from hubclient.inputs.media import read_pairs
+
+    config = RunConfig(model=str(llava_dir), out=tmp_path, name="z", progress=False, plots=False)
+    with pytest.raises(HubError, match="embeddings"):
+        run_colour_edit(ColourEditOptions(starts="0,1", template=TEMPLATE), read_pairs(cases_file, 1), config)
