@@ -27,9 +27,24 @@ TEMPLATE = "USER: {media} ASSISTANT:"
 cli = CliRunner()
 
 
+PLACEHOLDER = {"llava": "<image>", "gemma3": "<start_of_image>"}
+
+
 @pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    return save_media_model("llava", tmp_path_factory.mktemp("steer-llava"))
+def media_dirs(tmp_path_factory):
+    cache = {}
+
+    def make(family):
+        if family not in cache:
+            cache[family] = save_media_model(family, tmp_path_factory.mktemp(f"steer-{family}"))
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def llava_dir(media_dirs):
+    return media_dirs("llava")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +54,40 @@ def cases_file(tmp_path_factory):
     return write_two_colours(tmp_path_factory.mktemp("two-colours"), size=32)
 
 
-def reference(folder, image_path, positions_half, start, new, old, sign=1.0, n_new=5):
+def reference_logits(folder, family, image_path, half, start, new, old, sign=1.0):
+    """Last-position logits ``[vocab]`` of the plain HF forward with the replacement hooks at
+    hub layers ``start..L`` (``start`` None: none)."""
+    import transformers as tf
+
+    model = tf.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    processor = tf.AutoProcessor.from_pretrained(folder)
+    tok = processor.tokenizer
+    enc = processor(text=[TEMPLATE.replace("{media}", PLACEHOLDER[family])], images=[Image.open(image_path).convert("RGB")], return_tensors="pt")
+    image_id = getattr(model.config, "image_token_id", None) or model.config.image_token_index
+    image = (enc["input_ids"][0] == image_id).nonzero().flatten().tolist()
+    cols = image[: len(image) // 2] if half == "top" else image[len(image) // 2 :]
+    W = model.get_output_embeddings().weight.detach()
+    vec = sign * (W[tok(new, add_special_tokens=False)["input_ids"][0]] - W[tok(old, add_special_tokens=False)["input_ids"][0]])
+    layers = model.model.language_model.layers
+    handles = []
+
+    def hook(mod, args, out):
+        hidden = out[0] if isinstance(out, tuple) else out
+        hidden[:, cols, :] = vec
+        return out
+
+    if start is not None:
+        for layer in range(start, len(layers) + 1):
+            handles.append(layers[layer - 1].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            return model(**enc).logits[0, -1].float()
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def reference(folder, image_path, positions_half, start, new, old, sign=1.0, n_new=5, family="llava"):
     """Generated ids of the plain HF model with the replacement hooks (``start`` None: no edit).
 
     ``positions_half``: "top" / "bottom" (first / second half of the image positions)."""
@@ -48,9 +96,10 @@ def reference(folder, image_path, positions_half, start, new, old, sign=1.0, n_n
     model = tf.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
     processor = tf.AutoProcessor.from_pretrained(folder)
     tok = processor.tokenizer
-    enc = processor(text=[TEMPLATE.replace("{media}", "<image>")], images=[Image.open(image_path).convert("RGB")], return_tensors="pt")
+    enc = processor(text=[TEMPLATE.replace("{media}", PLACEHOLDER[family])], images=[Image.open(image_path).convert("RGB")], return_tensors="pt")
     ids = enc["input_ids"][0]
-    image = (ids == model.config.image_token_id).nonzero().flatten().tolist()
+    image_id = getattr(model.config, "image_token_id", None) or model.config.image_token_index
+    image = (ids == image_id).nonzero().flatten().tolist()
     half = len(image) // 2
     cols = image[:half] if positions_half == "top" else image[half:]
     W = model.get_output_embeddings().weight.detach()
@@ -114,15 +163,17 @@ def test_parse_rule():
     assert is_correct(" green and blue. red and black", old="red", new="green")  # after the first '.' is ignored
 
 
-def test_colour_edit_matches_hooked_generate(llava_dir, cases_file, tmp_path):
+@pytest.mark.parametrize("family", ["llava", "gemma3"])
+def test_colour_edit_matches_hooked_generate(family, media_dirs, cases_file, tmp_path):
     from analyses.media_steer import ColourEditOptions, run_colour_edit
     from hubclient.inputs.media import read_pairs
 
+    folder = media_dirs(family)
     pairs = read_pairs(cases_file)
     chosen = [pairs[0], pairs[1], pairs[7]]  # top and bottom side of one image, another image
     assert {p.extra["side"] for p in chosen} == {"top", "bottom"}
     options = ColourEditOptions(starts="1,2", max_new_tokens=5, template=TEMPLATE)
-    config = RunConfig(model=str(llava_dir), out=tmp_path, name="ce", batch_size=4, progress=False, plots=True)
+    config = RunConfig(model=str(folder), out=tmp_path, name="ce", batch_size=4, progress=False, plots=True)
     run = run_colour_edit(options, chosen, config)
     gen = run.table("generations")
     assert gen.height == 3 * 3  # cases × (unedited, start 1, start 2)
@@ -130,16 +181,17 @@ def test_colour_edit_matches_hooked_generate(llava_dir, cases_file, tmp_path):
     for r in gen.iter_rows(named=True):
         p = chosen[r["case"]]
         c = p.extra
-        expected = reference(llava_dir, p.media, c["side"], r["start_layer"], c["new"], c["old"])
+        expected = reference(folder, p.media, c["side"], r["start_layer"], c["new"], c["old"], family=family)
         assert r["token_ids"] == expected, (r["case"], r["start_layer"])
         if r["start_layer"] is not None:
             other = "bottom" if c["side"] == "top" else "top"
-            differs["half"] += reference(llava_dir, p.media, other, r["start_layer"], c["new"], c["old"]) != expected
-            differs["sign"] += reference(llava_dir, p.media, c["side"], r["start_layer"], c["new"], c["old"], sign=-1.0) != expected
+            differs["half"] += reference(folder, p.media, other, r["start_layer"], c["new"], c["old"], family=family) != expected
+            differs["sign"] += reference(folder, p.media, c["side"], r["start_layer"], c["new"], c["old"], sign=-1.0, family=family) != expected
             if r["start_layer"] == 1:  # off by one (pyvene i read as hub i): layers 2..L
-                differs["range"] += reference(llava_dir, p.media, c["side"], 2, c["new"], c["old"]) != expected
-    # the test can tell a wrong half, sign or layer range from the right one
-    assert all(v > 0 for v in differs.values()), differs
+                differs["range"] += reference(folder, p.media, c["side"], 2, c["new"], c["old"], family=family) != expected
+    if family == "llava":  # the tiny Gemma 3 greedily emits <unk> whatever the edit: see the logits test
+        # the test can tell a wrong half, sign or layer range from the right one
+        assert all(v > 0 for v in differs.values()), differs
     rates = run.table("success_rates")
     assert rates["n"].to_list() == [3, 3, 3]
     assert rates["start_layer"].to_list() == [None, 1, 2]
@@ -147,6 +199,50 @@ def test_colour_edit_matches_hooked_generate(llava_dir, cases_file, tmp_path):
         assert r["lo"] <= r["rate"] <= r["hi"]
         assert r["correct"] == gen.filter(pl.col("start_layer").eq_missing(r["start_layer"]))["correct"].sum()
     assert (run.path / "plots" / "colour_edit.html").is_file()
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3"])
+def test_replacement_logits(family, media_dirs, cases_file):
+    """The replacement edit hub sends (:func:`apply_replacements` on the batches of
+    :class:`ColourEdit`) gives the hooked HF forward's logits, and a wrong half, sign or layer
+    range would not."""
+    from analyses.media_steer import ColourEdit, ColourEditOptions
+    from hubclient.exec.edits import apply_replacements
+    from hubclient.exec.multimodal import encode
+    from hubclient.inputs.media import read_pairs
+    from hubclient.models import load_model
+
+    folder = media_dirs(family)
+    model = load_model(str(folder), device="cpu", dtype="float32")
+    pairs = read_pairs(cases_file)
+    chosen = [pairs[0], pairs[1]]  # the top and the bottom side of red/green, new blue
+    analysis = ColourEdit(ColourEditOptions(starts="1,2", template=TEMPLATE), chosen)
+    prompts = [TEMPLATE] * len(chosen)
+    tokens, _ = encode(model, prompts, chosen)
+    analysis.prepare(model, prompts, tokens)
+    analysis.setup(model, None)
+    batches = analysis.make_batches(model, tokens, batch_size=6)
+    assert len(batches) == 1 and batches[0].meta["rows"] == [(0, None), (0, 1), (0, 2), (1, None), (1, 1), (1, 2)]
+    batch = batches[0]
+    with torch.no_grad():
+        with model.lm.trace(batch.inputs):
+            apply_replacements(model, batch.meta["replace_order"], batch.meta["replace"])
+            logits = model.lm.output.logits[:, -1, :].save()
+    logits = logits.float()
+    for row, (case, start) in enumerate(batch.meta["rows"]):
+        c = chosen[case].extra
+        expected = reference_logits(folder, family, chosen[case].media, c["side"], start, c["new"], c["old"])
+        torch.testing.assert_close(logits[row], expected, rtol=1e-4, atol=1e-4)
+        if start is not None:
+            other = "bottom" if c["side"] == "top" else "top"
+            wrong = [
+                reference_logits(folder, family, chosen[case].media, other, start, c["new"], c["old"]),
+                reference_logits(folder, family, chosen[case].media, c["side"], start, c["new"], c["old"], sign=-1.0),
+                reference_logits(folder, family, chosen[case].media, c["side"], start + 1, c["new"], c["old"]),
+                reference_logits(folder, family, chosen[case].media, c["side"], None, c["new"], c["old"]),
+            ]
+            for other_logits in wrong:
+                assert (other_logits - expected).abs().max() > 1e-2
 
 
 def test_bad_inputs_fail_before_loading(tmp_path, cases_file):
