@@ -262,8 +262,8 @@ def test_bad_inputs_fail_before_loading(tmp_path, cases_file):
             steer.colour_edit(pairs_file, TEMPLATE, None, None, None, RunConfig(model=model, out=tmp_path))
     with pytest.raises(HubError, match="exactly once"):
         steer.colour_edit(bad, "no slot", None, None, None, RunConfig(model=model, out=tmp_path))
-    with pytest.raises(HubError, match="drop --remote"):
-        steer.colour_edit(cases_file, TEMPLATE, None, None, None, RunConfig(model=model, out=tmp_path, remote=True))
+    with pytest.raises(HubError, match="--n must be"):
+        steer.colour_edit(cases_file, TEMPLATE, None, None, 0, RunConfig(model=model, out=tmp_path))
     result = cli.invoke(app, ["intervene", "steer", "--task", "colour-edit", "--vector", "unembed:a,b", "--model", model, "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--vector" in result.output
     del steer
@@ -285,3 +285,35 @@ def test_layer_zero_refused(llava_dir, cases_file, tmp_path):
     config = RunConfig(model=str(llava_dir), out=tmp_path, name="z", progress=False, plots=False)
     with pytest.raises(HubError, match="embeddings"):
         run_colour_edit(ColourEditOptions(starts="0,1", template=TEMPLATE), read_pairs(cases_file, 1), config)
+
+
+def test_colour_edit_remote_equals_local(llava_dir, cases_file, tmp_path, monkeypatch):
+    """The strict NDIF test server (hub not importable there) runs the same replacement edits:
+    the generations equal a local run's; the W_U rows are read by the server too."""
+    import nnsight
+
+    from analyses.media_steer import ColourEditOptions, run_colour_edit
+    from hubclient import remote
+    from hubclient.inputs.media import read_pairs
+    from test_remote import KEY, ServerProcess
+
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", KEY)
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", nnsight.CONFIG.API.HOST)
+    monkeypatch.setattr(remote.config, "POLL_INTERVAL", 0.05)
+    srv = ServerProcess([str(llava_dir)])
+    try:
+        pairs = read_pairs(cases_file, 2)
+        options = ColourEditOptions(starts="1,2", max_new_tokens=4, template=TEMPLATE)
+        local = run_colour_edit(options, pairs, RunConfig(model=str(llava_dir), out=tmp_path, name="local", batch_size=3, progress=False, plots=False))
+        far = run_colour_edit(options, pairs, RunConfig(model=str(llava_dir), out=tmp_path, name="remote", batch_size=3, progress=False, plots=False,
+                                                      remote=True, ndif_host=srv.url, timeout=120))
+    finally:
+        srv.stop()
+    for table in ("generations", "success_rates"):
+        assert far.table(table).equals(local.table(table)), table
+    gen = local.table("generations")
+    assert gen["edited"].sum() == 4
+    unedited = {r["case"]: r["token_ids"] for r in gen.filter(~pl.col("edited")).iter_rows(named=True)}
+    assert any(r["token_ids"] != unedited[r["case"]] for r in gen.filter(pl.col("edited")).iter_rows(named=True))  # the edit acts
+    block = far.manifest["remote"]
+    assert block["requests"] and all(r["state"] == "collected" for r in block["requests"])

@@ -52,16 +52,17 @@ def colour_edit(pairs: Path | None, template: str, layer: str | None, max_new_to
     inputs before loading a model, write the 48 two-colour cases when no pairs file is given,
     run and report.
 
+    ``--remote`` works (the processor runs here, the pixel values, replacement vectors and
+    positions travel with each request; checked against the strict test server).
+
     Raises:
-        HubError: ``--remote`` (not yet checked against a server), a bad template or pairs file
-            (missing case columns, bad side/old/new).
+        HubError: a bad template or pairs file (missing case columns, bad side/old/new), all
+            before a model is loaded.
     """
     from analyses.media_steer import ColourEdit, ColourEditOptions, check_cases, run_colour_edit
     from hubclient.exec.multimodal import check_template
     from hubclient.inputs.media import read_pairs, write_two_colours
 
-    if config.remote:
-        raise HubError("--task colour-edit runs locally only: its image inputs and multi-layer replacement edit have not been checked against an NDIF server; drop --remote")
     check_template(template)
     if pairs is None:
         pairs = write_two_colours(Path(config.out) / "two-colours")
