@@ -151,6 +151,17 @@ def test_two_colour_writer(tmp_path):
         assert p.caption == f"{p.extra['top']} and {p.extra['bottom']}"
 
 
+def test_two_colour_cli(tmp_path):
+    from hubclient.cli import app
+
+    result = cli.invoke(app, ["media", "two-colours", str(tmp_path / "tc"), "--size", "16"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "tc" / "two-colours.csv").read_text().splitlines()) == 49
+    assert len(list((tmp_path / "tc").glob("two-*.png"))) == 12
+    result = cli.invoke(app, ["media", "two-colours", str(tmp_path / "odd"), "--size", "15"])
+    assert result.exit_code != 0 and "even size" in result.output
+
+
 def test_parse_rule():
     from analyses.media_steer import is_correct, parse_colours
 

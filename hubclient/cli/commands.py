@@ -171,6 +171,21 @@ def media_demo(
         typer.echo(f"{name}: {path}")
 
 
+@media_app.command("two-colours")
+@opt.cli_command
+def media_two_colours(
+    out: Annotated[Path, typer.Argument(help="Folder to write into (created): two-<top>-<bottom>.png + two-colours.csv.")],
+    size: Annotated[int, typer.Option(min=2, help="Width and height in pixels (even; the paper: 256).")] = 256,
+) -> None:
+    """Write the 48 two-colour cases of the vision intervention (paper-protocols.md A19): 12
+    images (top half one colour, bottom half another, from red/green/blue/black) and a pairs file
+    with one row per case (top, bottom, side, old, new), for `hub intervene steer --task
+    colour-edit --pairs OUT/two-colours.csv`."""
+    from hubclient.inputs.media import write_two_colours
+
+    typer.echo(f"cases: {write_two_colours(out, size=size)}")
+
+
 from hubclient.cli.lens import lens_app  # noqa: E402 - hub lens train|eval (docs/lenses.md)
 
 app.add_typer(lens_app, name="lens")
