@@ -41,7 +41,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.lenses import LensBatches, LensChoice, init_lens, lens_manifest, lens_words, prepare_lens
+from analyses.lenses import LensBatches, LensChoice, PromptRows, init_lens, lens_manifest, lens_words, prepare_lens
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.tasks.sites import NEXT_TOKEN, SiteItem
@@ -136,7 +136,7 @@ def find_position(text: str, site: Any, ids: list[int], offsets: list[tuple[int,
     return found[0], ""
 
 
-class SiteLens(LensBatches, Analysis):
+class SiteLens(PromptRows, LensBatches, Analysis):
     """Lens log-probabilities of named targets at resolved sites (see the module docstring).
 
     Args:
@@ -145,6 +145,7 @@ class SiteLens(LensBatches, Analysis):
     """
 
     name = "code-lens"
+    rows_name = "sites"
     tables = {"code_lens": ["prompt", "site", "layer"]}
 
     def __init__(self, options: SiteLensOptions, items: list[SiteItem]):
@@ -216,22 +217,6 @@ class SiteLens(LensBatches, Analysis):
     def describe_run(self) -> dict[str, Any]:
         """Manifest: the sites kept and the ones skipped at the tokenizer step, by reason; the lens."""
         return {"sites_used": sum(len(r) for r in self.rows_of.values()), "sites_skipped": dict(sorted(self.skipped.items())), **lens_manifest(self)}
-
-    def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
-        """Token positions of the prompt's usable sites, in site order."""
-        out = []
-        for row in self.rows_of[prompt_index]:
-            out.append(row.position)
-        return out
-
-    def _batch_rows(self, batch: Batch) -> list[tuple[int, _Row]]:
-        out = []
-        for prompt in batch.prompt_index:
-            for row in self.rows_of[prompt]:
-                out.append((prompt, row))
-        if len(out) != len(batch.row_position):
-            raise RuntimeError("batch rows do not match the sites")
-        return out
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:

