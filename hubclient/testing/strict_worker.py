@@ -8,7 +8,7 @@ This file is run as a *script*, never imported as part of ``hubclient``::
 and ``-S`` (``site`` is not imported, so no ``.pth`` file runs: the editable-install finder of
 ``pip install -e .`` is never installed) give an interpreter with the standard library only.
 The config adds the site-packages folders back as plain ``sys.path`` entries (nnsight, torch,
-transformers), minus anything under the project checkout, and a finder that refuses the
+transformers; also when the venv lives inside the checkout, as in CI), and a finder that refuses the
 project's packages (``hubclient``, ``analyses``) in case they are installed there non-editable.
 So a request that needs hub code it did not ship fails here as on NDIF.
 
@@ -75,14 +75,16 @@ def refuse(name):
 
 def _isolate(config):
     """``sys.path``: the standard library (already there) plus the site-packages folders of the
-    config, minus the checkout; a meta-path finder refusing the project's packages."""
+    config (not the checkout root); a meta-path finder refusing the project's packages."""
     import importlib.abc
     import importlib.machinery
 
+    # Site-packages folders are kept even inside the checkout (CI's ``.venv`` lives there): with
+    # ``-S`` no ``.pth`` runs, so an editable install's finder is not installed, and NoProject
+    # refuses the project's packages by name. Only the checkout root itself is left out.
     checkout = os.path.realpath(config["checkout"])
     for path in config["site_packages"]:
-        real = os.path.realpath(path)
-        if real == checkout or real.startswith(checkout + os.sep):
+        if os.path.realpath(path) == checkout:
             continue
         if path not in sys.path:
             sys.path.append(path)
