@@ -166,6 +166,18 @@ def tiny_hub_model():
     return make
 
 
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    """The NDIF test server (a separate process, strict by default) serving the tiny llama and
+    requiring ``test_remote.KEY``; one per test module. A module that needs other models
+    defines its own ``server``."""
+    from test_remote import ServerProcess
+
+    srv = ServerProcess([str(tiny_dir("llama"))])
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def flores_dir() -> Path:
     """The shared FLORES-200 devtest folder; skips the test when it is absent."""

@@ -28,16 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_language_probs import FREQS  # noqa: E402
 from test_language_probs import TEXTS as LP_TEXTS  # noqa: E402
 from test_neurons import LANGS, corpus  # noqa: E402
-from test_remote import ServerProcess, _hub, assert_key_absent, client_setup, remote_config  # noqa: E402
+from test_remote import _hub, assert_key_absent, client_setup, remote_config  # noqa: E402
 from test_translation_lens import TEXTS as TL_TEXTS  # noqa: E402
 from test_translation_lens import _toy  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    srv = ServerProcess([str(tiny_dir("llama"))])
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(autouse=True)

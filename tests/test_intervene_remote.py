@@ -33,13 +33,6 @@ STEER_WORDS = dict(positive_words=["cat", "park"], negative_words=["dog", "mat"]
 PROMPTS = ["the cat sat on the mat", "a dog ran in the park", "one two three"]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    srv = ServerProcess([str(tiny_dir("llama"))])
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(autouse=True)
 def client(monkeypatch, server):
     client_setup(monkeypatch)

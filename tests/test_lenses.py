@@ -144,13 +144,15 @@ def _hooked_patchscope(model, target_ids, placeholder, state, layer):
 
 
 def _source_states(model, text):
-    """Residual stream of every layer ``0..L`` (raw, the last before the final norm) ``[L+1, T, d]``."""
+    """Residual stream of every layer ``0..L`` (raw, the last before the final norm) ``[L+1, T, d]``
+    of ``text`` (a string, tokenised with special tokens, or a list of token ids as given)."""
     hf = model.torch_model
     captured = {}
+    inputs = model.tokenizer(text, return_tensors="pt") if isinstance(text, str) else {"input_ids": torch.tensor([text])}
     handle = hf.model.layers[-1].register_forward_hook(lambda m, a, o: captured.__setitem__("last", o[0] if isinstance(o, tuple) else o))
     try:
         with torch.no_grad():
-            out = hf(**model.tokenizer(text, return_tensors="pt"), output_hidden_states=True)
+            out = hf(**inputs, output_hidden_states=True)
     finally:
         handle.remove()
     states = [h[0] for h in out.hidden_states[:-1]] + [captured["last"][0]]

@@ -38,7 +38,8 @@ from hubclient.science import tuned_lens as tl
 from hubclient.science.patchscope import target_tokens
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_remote import ServerProcess, client_setup, remote_config  # noqa: E402
+from test_lenses import _hooked_patchscope, _source_states  # noqa: E402
+from test_remote import client_setup, remote_config  # noqa: E402
 
 # toy en -> fr dictionary over the tiny word-level vocabulary (conftest.SENTENCES)
 PAIRS = [("cat", "dog"), ("cat", "park"), ("mat", "paris"), ("sat", "ran"), ("park", "france"), ("dog", "cat"), ("the", "a")]
@@ -109,51 +110,6 @@ def _tuned_probs(model, params, text, bos=True):
     return np.stack(layers)
 
 
-def _source_states(model, ids):
-    """Residual stream ``[L+1, T, d]`` of the ids (layer L before the final norm, by a hook)."""
-    hf = model.torch_model
-    captured = {}
-    handle = hf.model.layers[-1].register_forward_hook(lambda m, a, o: captured.__setitem__("last", o[0] if isinstance(o, tuple) else o))
-    try:
-        with torch.no_grad():
-            out = hf(input_ids=torch.tensor([ids]), output_hidden_states=True)
-    finally:
-        handle.remove()
-    return torch.stack([h[0] for h in out.hidden_states[:-1]] + [captured["last"][0]])
-
-
-def _hooked(model, target_ids, placeholder, state, layer):
-    """Next-token distribution (numpy) of the target prompt with ``state`` written over the
-    placeholder's residual stream at ``layer`` (0: the input of block 0), by a torch hook."""
-    hf = model.torch_model
-
-    def replace(tensor):
-        tensor = tensor.clone()
-        tensor[0, placeholder] = state
-        return tensor
-
-    if layer == 0:
-        def pre(module, args, kwargs):
-            if args:
-                return (replace(args[0]),) + tuple(args[1:]), kwargs
-            kwargs = dict(kwargs)
-            kwargs["hidden_states"] = replace(kwargs["hidden_states"])
-            return args, kwargs
-
-        handle = hf.model.layers[0].register_forward_pre_hook(pre, with_kwargs=True)
-    else:
-        def post(module, args, output):
-            return (replace(output[0]),) + tuple(output[1:]) if isinstance(output, tuple) else replace(output)
-
-        handle = hf.model.layers[layer - 1].register_forward_hook(post)
-    try:
-        with torch.no_grad():
-            logits = hf(input_ids=torch.tensor([target_ids])).logits[0, -1].double()
-    finally:
-        handle.remove()
-    return torch.softmax(logits, -1).numpy()
-
-
 def _patch_probs(model, ids, positions):
     """``{(position, layer): distribution}`` of the patchscope for the source ``ids``."""
     target_ids, ph = target_tokens(model.tokenizer, PATCH_PROMPT, PATCH_PLACEHOLDER)
@@ -161,7 +117,7 @@ def _patch_probs(model, ids, positions):
     out = {}
     for pos in positions:
         for layer in range(model.n_layers + 1):
-            out[(pos, layer)] = _hooked(model, target_ids, ph, states[layer, pos], layer)
+            out[(pos, layer)] = _hooked_patchscope(model, target_ids, ph, states[layer, pos], layer)
     return out
 
 
@@ -338,13 +294,6 @@ def test_cli_lens_options(tmp_path, tiny_dir):
 
 
 # --------------------------------------------------------------------------- remote
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    srv = ServerProcess([str(tiny_dir("llama"))])
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture()
 def client(monkeypatch, server):
     client_setup(monkeypatch)

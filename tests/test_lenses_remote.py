@@ -20,16 +20,9 @@ from hubclient.runner import RunConfig, run_analysis
 from hubclient.science import tuned_lens as tl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_remote import ServerProcess, client_setup, remote_config  # noqa: E402
+from test_remote import client_setup, remote_config  # noqa: E402
 
 PROMPTS = ["the cat sat on the mat", "one two three four", "a dog ran in the park"]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    srv = ServerProcess([str(tiny_dir("llama"))])
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -90,14 +90,6 @@ class ServerProcess:
             self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    """A test server (separate process) serving the tiny llama, requiring ``KEY``."""
-    srv = ServerProcess([str(tiny_dir("llama"))])
-    yield srv
-    srv.stop()
-
-
 def client_setup(monkeypatch) -> None:
     """The nnsight client configured as a user would be (key from NDIF_API_KEY), fast backoff."""
     import nnsight

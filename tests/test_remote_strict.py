@@ -27,13 +27,6 @@ from test_remote import ROOT, ServerProcess, client_setup, remote_config  # noqa
 from test_similarity import corpus  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    srv = ServerProcess([str(tiny_dir("llama"))])
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(autouse=True)
 def client(monkeypatch):
     client_setup(monkeypatch)
