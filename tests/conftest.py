@@ -49,6 +49,25 @@ def build_tokenizer():
     )
 
 
+def word_tokenizer(texts, extra=()):
+    """Word-level tokenizer for tiny models that must know the words under test: whitespace
+    split, every punctuation character alone, digits one by one; the vocabulary is
+    ``<pad> <unk> <bos> <eos>`` then, sorted, ``extra`` and every word of ``texts``; BOS is
+    prepended."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated"), pre_tokenizers.Digits(individual_digits=True)])
+    words = set(extra)
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(text))
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<bos>", "<eos>"] + sorted(words))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+
+
 def tiny_config(family: str, vocab: int):
     """A 3-layer, d_model-32 config of ``family`` (``config.model_type``)."""
     import transformers as tf

@@ -26,7 +26,7 @@ from hubclient.inputs.tasks import TaskOptions, code, cogs, similarity_corpus, s
 from hubclient.inputs.tasks.sites import Site
 from hubclient.runner import RunConfig, run_analysis
 
-from conftest import SHARED_DATA, spread_weights, tiny_config
+from conftest import SHARED_DATA, spread_weights, tiny_config, word_tokenizer
 
 runner = CliRunner()
 
@@ -215,19 +215,8 @@ def test_shared_mbpp_sites():
 
 # --------------------------------------------------------------------------- tiny model
 def _tokenizer(texts, extra=()):
-    """Word-level tokenizer: whitespace split, then every punctuation character alone."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated"), pre_tokenizers.Digits(individual_digits=True)])
-    words = set(extra)
-    for text in texts:
-        words.update(w for w, _ in pre.pre_tokenize_str(text))
-    vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<bos>", "<eos>"] + sorted(words))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    """Word-level tokenizer (:func:`conftest.word_tokenizer`)."""
+    return word_tokenizer(texts, extra)
 
 
 @pytest.fixture(scope="module")

@@ -37,9 +37,8 @@ from hubclient.science import tuned_lens as tl
 from hubclient.science.patchscope import target_tokens
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import spread_weights, tiny_config  # noqa: E402
+from conftest import spread_weights, tiny_config, word_tokenizer  # noqa: E402
 from test_code_lens import AND_PROGRAM, _mbpp  # noqa: E402
-from test_code_lens import _tokenizer as word_tokenizer  # noqa: E402
 from test_lenses import _hooked_patchscope, _source_states  # noqa: E402
 
 runner = CliRunner()

@@ -23,7 +23,7 @@ from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 from hubclient.tasks import Probe, TaskOptions, arithmetic, code, cogs, lens_items, similarity_corpus
 
-from conftest import SHARED_DATA, spread_weights, tiny_config
+from conftest import SHARED_DATA, spread_weights, tiny_config, word_tokenizer
 
 runner = CliRunner()
 
@@ -261,19 +261,9 @@ WORDS = ["and", "or", "not", "function", "argument", "parameter", "variable", "p
 
 
 def _task_tokenizer(texts):
-    """Word-level tokenizer: whitespace split, then every punctuation character alone."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated"), pre_tokenizers.Digits(individual_digits=True)])
-    words = set(WORDS) | {arithmetic.number_words(v) for v in range(0, 21)} | {str(d) for d in range(10)}
-    for text in texts:
-        words.update(w for w, _ in pre.pre_tokenize_str(text))
-    vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<bos>", "<eos>"] + sorted(words))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    """Word-level tokenizer (:func:`conftest.word_tokenizer`) that knows WORDS, the number words
+    0..20 and the digits."""
+    return word_tokenizer(texts, set(WORDS) | {arithmetic.number_words(v) for v in range(0, 21)} | {str(d) for d in range(10)})
 
 
 @pytest.fixture(scope="module")

@@ -23,28 +23,18 @@ from hubclient.inputs.tasks import arithmetic
 from hubclient.runner import RunConfig, run_analysis
 from hubclient.science import stats
 
-from conftest import spread_weights, tiny_config
+from conftest import spread_weights, tiny_config, word_tokenizer
 
 runner = CliRunner()
 
 
 # --------------------------------------------------------------------------- a tiny model that knows the words
 def _tokenizer(texts):
-    """Word-level tokenizer: whitespace split, punctuation alone, digits one by one; the
-    vocabulary holds every word of ``texts`` plus the digits and zero..ninety."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated"), pre_tokenizers.Digits(individual_digits=True)])
+    """Word-level tokenizer (:func:`conftest.word_tokenizer`) whose vocabulary holds every word
+    of ``texts`` plus the digits and zero..ninety."""
     words = {str(d) for d in range(10)} | {arithmetic.paper_number_words(v) for v in range(20)}
     words |= {"twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "plus", "times", "This", "represents", "这代表了"}
-    for text in texts:
-        words.update(w for w, _ in pre.pre_tokenize_str(text))
-    vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<bos>", "<eos>"] + sorted(words))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    return word_tokenizer(texts, words)
 
 
 TEXTS = {
