@@ -139,17 +139,25 @@ def spread_weights(model) -> None:
                     p.add_(torch.empty_like(p).uniform_(-0.5, 0.5))
 
 
-def build_tiny(family: str, seed: int = 0):
-    """(hf_model, tokenizer) for a tiny random model of ``family``, in eval mode, float32."""
+def tiny_model_for(tokenizer, family: str = "llama", seed: int = 0, max_positions: int | None = None):
+    """(hf_model, tokenizer): a tiny random model of ``family`` sized to ``tokenizer``'s
+    vocabulary (``torch.manual_seed(seed)``, :func:`spread_weights`), in eval mode, float32;
+    ``max_positions`` overrides the config's ``max_position_embeddings``."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     config = tiny_config(family, len(tokenizer))
+    if max_positions is not None:
+        config.max_position_embeddings = max_positions
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     spread_weights(model)
     return model.eval(), tokenizer
+
+
+def build_tiny(family: str, seed: int = 0):
+    """(hf_model, tokenizer) for a tiny random model of ``family``, in eval mode, float32."""
+    return tiny_model_for(build_tokenizer(), family, seed)
 
 
 @pytest.fixture(scope="session")

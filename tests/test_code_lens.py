@@ -26,7 +26,7 @@ from hubclient.inputs.tasks import TaskOptions, code, cogs, similarity_corpus, s
 from hubclient.inputs.tasks.sites import Site
 from hubclient.runner import RunConfig, run_analysis
 
-from conftest import SHARED_DATA, spread_weights, tiny_config, word_tokenizer
+from conftest import SHARED_DATA, tiny_model_for, word_tokenizer
 
 runner = CliRunner()
 
@@ -221,18 +221,12 @@ def _tokenizer(texts, extra=()):
 
 @pytest.fixture(scope="module")
 def parts():
-    from transformers import AutoModelForCausalLM
 
     texts = [AND_PROGRAM, SHORT_ROLES, ROLE_PROGRAM] + [row[0] for row in COGS_LINES]
     tokenizer = _tokenizer(texts, extra=["and", "or", "not", "agent", "theme", "recipient", "iterable", "args", "sep"])
     for word in ("and", "or", "not", "agent", "theme", "recipient", "Emma", "Liam", "iterable"):  # the words under test are tokens
         assert tokenizer.convert_tokens_to_ids(word) != tokenizer.unk_token_id
-    torch.manual_seed(0)
-    config = tiny_config("llama", len(tokenizer))
-    config.max_position_embeddings = 256
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    spread_weights(model)
-    return model.eval(), tokenizer
+    return tiny_model_for(tokenizer, seed=0, max_positions=256)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from hubclient.science import tuned_lens as tl
 from hubclient.science.patchscope import target_tokens
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import spread_weights, tiny_config, word_tokenizer  # noqa: E402
+from conftest import tiny_model_for, word_tokenizer  # noqa: E402
 from test_code_lens import AND_PROGRAM, _mbpp  # noqa: E402
 from test_lenses import _hooked_patchscope, _source_states  # noqa: E402
 
@@ -52,7 +52,6 @@ TASK = TaskOptions(task="arithmetic", n=4, max_operand=4, operators="+-", data_s
 def parts():
     """(hf_model, tokenizer): a tiny Llama whose vocabulary covers the arithmetic task's
     prompts and number words, the paper's arithmetic items, an MBPP program and the target prompt."""
-    from transformers import AutoModelForCausalLM
 
     texts = [AND_PROGRAM, PATCH["patch_prompt"]]
     texts += [t for e in arithmetic.generate(None, max_operand=4, operators="+-", seed=0) for t in (e.digits, e.words)]
@@ -60,12 +59,7 @@ def parts():
     words = ["and", "or", "not", "plus", "minus", "equals"] + [arithmetic.number_words(v) for v in range(21)]
     words += [arithmetic.paper_number_words(v) for v in range(10)]
     tokenizer = word_tokenizer(texts, extra=words)
-    torch.manual_seed(2)
-    config = tiny_config("llama", len(tokenizer))
-    config.max_position_embeddings = 256
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    spread_weights(model)
-    return model.eval(), tokenizer
+    return tiny_model_for(tokenizer, seed=2, max_positions=256)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 from hubclient.tasks import Probe, TaskOptions, arithmetic, code, cogs, lens_items, similarity_corpus
 
-from conftest import SHARED_DATA, spread_weights, tiny_config, word_tokenizer
+from conftest import SHARED_DATA, tiny_model_for, word_tokenizer
 
 runner = CliRunner()
 
@@ -269,14 +269,10 @@ def _task_tokenizer(texts):
 @pytest.fixture(scope="module")
 def task_model_parts():
     """(hf_model, tokenizer) of a tiny llama whose vocabulary covers the test prompts."""
-    from transformers import AutoModelForCausalLM
 
     texts = [PROGRAM] + [t for e in arithmetic.generate(None, max_operand=4, operators="+-", seed=0) for t in (e.digits, e.words)]
     tokenizer = _task_tokenizer(texts)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer)), dtype=torch.float32)
-    spread_weights(model)
-    return model.eval(), tokenizer
+    return tiny_model_for(tokenizer, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from hubclient.inputs.tasks import arithmetic
 from hubclient.runner import RunConfig, run_analysis
 from hubclient.science import stats
 
-from conftest import spread_weights, tiny_config, word_tokenizer
+from conftest import tiny_model_for, word_tokenizer
 
 runner = CliRunner()
 
@@ -48,15 +48,11 @@ TEXTS = {
 def parts():
     """(hf_model, tokenizer): a tiny Llama (3 layers) whose vocabulary covers the paper's
     arithmetic prompts, both forms, and the test sentences."""
-    from transformers import AutoModelForCausalLM
 
     items = arithmetic.paper_items()
     texts = [t for i in items for t in (i.digits, i.words, i.lens_prompt)] + [t for v in TEXTS.values() for t in v]
     tokenizer = _tokenizer(texts)
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer)), dtype=torch.float32)
-    spread_weights(model)
-    return model.eval(), tokenizer
+    return tiny_model_for(tokenizer, seed=1)
 
 
 @pytest.fixture(scope="module")
