@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubclient.errors import HubError
+from hubclient.fs import atomic_write
 from hubclient.inputs.prompts import iter_jsonl, take_first
 
 MODALITIES = ("image", "audio")
@@ -317,12 +318,19 @@ def demo_audio(out: Path, voice: str = "en-us") -> list[tuple[str, str]]:
     return rows
 
 
-def write_pairs(path: Path, rows: list[tuple[str, str]]) -> Path:
-    """Write ``(media, caption)`` rows as a pairs ``.csv`` (header ``media,caption``)."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["media", "caption"])
-        writer.writerows(rows)
+def write_pairs(path: Path, rows: list[Any], columns: tuple[str, ...] = ("media", "caption")) -> Path:
+    """Write rows (``(media, caption)`` by default; one value per name of ``columns``) as a pairs
+    ``.csv`` with ``columns`` as its header, atomically (:func:`hubclient.fs.atomic_write`: a
+    failed write leaves no half-written file)."""
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(list(columns))
+            writer.writerows(rows)
+
+    atomic_write(path, write)
     return path
 
 
@@ -446,12 +454,7 @@ def write_two_colours(out: Path, size: int = 256) -> Path:
             image.save(out / name)
             written.add(name)
         rows.append([name, f"{case['top']} and {case['bottom']}", *(case[c] for c in columns[2:])])
-    path = out / "two-colours.csv"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    return path
+    return write_pairs(out / "two-colours.csv", rows, tuple(columns))
 
 
 def read_label_mask(path: Path, where: str = "") -> Any:
@@ -505,6 +508,20 @@ def parse_segment_labels(text: str, where: str = "") -> dict[int, str]:
     return out
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON document at ``path``.
+
+    Raises:
+        HubError: an unreadable or invalid file, naming ``what`` it should be.
+    """
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HubError(f"cannot read {what} {path}: {exc}") from None
+
+
 def coco_caption_pairs(captions_json: Path, images_dir: Path, out_csv: Path, n: int | None = None) -> Path:
     """A pairs file from COCO ``captions_val2017.json``: one (image, caption) pair per caption
     annotation, in file order, the first ``n`` (paper-protocols.md A11/A13,
@@ -515,13 +532,9 @@ def coco_caption_pairs(captions_json: Path, images_dir: Path, out_csv: Path, n: 
     Raises:
         HubError: an unreadable JSON file.
     """
-    import json
     import os
 
-    try:
-        data = json.loads(Path(captions_json).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise HubError(f"cannot read COCO captions {captions_json}: {exc}") from None
+    data = _read_json(captions_json, "COCO captions")
     files = {image["id"]: image["file_name"] for image in data["images"]}
     rows = []
     for item in data["annotations"]:
@@ -543,33 +556,25 @@ def coco_panoptic_pairs(panoptic_json: Path, images_dir: Path, masks_dir: Path, 
     Raises:
         HubError: an unreadable JSON file.
     """
-    import json
     import os
 
-    try:
-        data = json.loads(Path(panoptic_json).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise HubError(f"cannot read COCO panoptic annotations {panoptic_json}: {exc}") from None
+    data = _read_json(panoptic_json, "COCO panoptic annotations")
     categories = {c["id"]: c["name"] for c in data["categories"] if "-" not in c["name"]}
     files = {image["id"]: image["file_name"] for image in data["images"]}
     base = Path(out_csv).resolve().parent
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with out_csv.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["media", "caption", "mask", "labels"])
-        for idx, ann in enumerate(data["annotations"]):
-            if n is not None and idx >= n:
-                break
-            labels = {s["id"]: categories[s["category_id"]] for s in ann["segments_info"] if s["category_id"] in categories}
-            names = sorted(set(labels.values()))
-            writer.writerow([
-                os.path.relpath((Path(images_dir) / files[ann["image_id"]]).resolve(), base),
-                ", ".join(names) or "(none)",
-                os.path.relpath((Path(masks_dir) / ann["file_name"]).resolve(), base),
-                ";".join(f"{k}:{v}" for k, v in labels.items()),
-            ])
-    return out_csv
+    rows = []
+    for idx, ann in enumerate(data["annotations"]):
+        if n is not None and idx >= n:
+            break
+        labels = {s["id"]: categories[s["category_id"]] for s in ann["segments_info"] if s["category_id"] in categories}
+        names = sorted(set(labels.values()))
+        rows.append([
+            os.path.relpath((Path(images_dir) / files[ann["image_id"]]).resolve(), base),
+            ", ".join(names) or "(none)",
+            os.path.relpath((Path(masks_dir) / ann["file_name"]).resolve(), base),
+            ";".join(f"{k}:{v}" for k, v in labels.items()),
+        ])
+    return write_pairs(Path(out_csv), rows, ("media", "caption", "mask", "labels"))
 
 
 def vggsound_pairs(csv_file: Path, wav_dir: Path, out_csv: Path, n: int | None = None) -> Path:
