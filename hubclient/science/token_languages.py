@@ -207,16 +207,7 @@ def language_matrix(
             pass  # a damaged cache file is rebuilt below
     matrix = build_matrix(texts, frequencies if frequencies is not None else wordfreq_tables(languages))
     if cache:
-        from hubclient.fs import atomic_write
-
-        def write(tmp: Path) -> None:
-            with tmp.open("wb") as fh:
-                np.save(fh, matrix)
-
-        try:
-            atomic_write(path, write)
-        except OSError:
-            pass  # an unwritable cache only costs a rebuild next time
+        _save(path, matrix)
     return matrix, columns
 
 
@@ -335,6 +326,7 @@ def corpus_matrix(tokenizer: Any, corpus: Mapping[str, Sequence[str]], cache: bo
 
 
 def _save(path: Path, matrix: Any) -> None:
+    """Cache ``matrix`` at ``path`` as ``.npy``, atomically; an unwritable cache is skipped."""
     import numpy as np
 
     from hubclient.fs import atomic_write
