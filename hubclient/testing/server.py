@@ -60,6 +60,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 
+from hubclient.testing.strict_worker import _to_cpu
+
 HOST = "127.0.0.1"
 #: Default caps (bytes) on an uploaded request and on a job's result.
 MAX_REQUEST_BYTES = 64 << 20
@@ -329,18 +331,6 @@ def execute(served: Served, blob: bytes, compress: bool, env: dict[str, Any]) ->
 
         data = zstandard.ZstdCompressor(level=6).compress(data)
     return data
-
-
-def _to_cpu(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
 
 
 class NdifTestServer:
