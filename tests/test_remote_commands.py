@@ -26,7 +26,7 @@ from hubclient.errors import HubError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import SHARED_DATA  # noqa: E402
-from test_intervene_remote import PROMPTS, assert_same, client, configs, server  # noqa: E402,F401  (fixtures)
+from test_intervene_remote import PROMPTS, assert_same, client, configs  # noqa: E402,F401  (client: fixture; server: conftest)
 from test_remote import _hub  # noqa: E402
 
 WORDS = ["--positive-words", "park,paris", "--negative-words", "ten,nine"]

@@ -18,7 +18,7 @@ from hubclient.errors import HubError
 from hubclient.runner import RunConfig, run_analysis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_remote import PROMPTS, _hub, assert_same_tables, client, lens, local_run, remote_config, server  # noqa: E402,F401  (fixtures)
+from test_remote import PROMPTS, _hub, assert_same_tables, client, lens, local_run, remote_config  # noqa: E402,F401  (fixtures; server: conftest)
 
 
 def test_warm_model_is_refused_before_sending_and_no_preflight_sends_it(tiny_dir, server, tmp_path, local_run, capsys):  # noqa: F811

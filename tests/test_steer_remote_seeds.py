@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from analyses.steer import SteerOptions, run_steer
-from test_intervene_remote import PROMPTS, assert_same, client, configs, server  # noqa: F401  (fixtures)
+from test_intervene_remote import PROMPTS, assert_same, client, configs  # noqa: F401  (client: fixture; server: conftest)
 
 
 def test_seeded_sampler_remote_equals_local(tiny_dir, server, tmp_path):  # noqa: F811
