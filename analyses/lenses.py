@@ -56,15 +56,26 @@ def prepare_lens(analysis: Any, model: Any) -> None:
     analysis.lens_block = describe_lens(model, lens, getattr(o, "tuned_lens", None), analysis.lens_patch)
 
 
-def patch_batches(analysis: Any, model: Any, tokens: list[list[int]], batch_size: int) -> Any:
+def patch_batches(analysis: Any, model: Any, tokens: list[list[int]], batch_size: int, extras: "list[Any] | None" = None) -> Any:
     """``make_batches`` for ``--lens patchscope``: the prompts' usual batches (positions from
-    ``analysis.token_positions``), each with its target-prompt copies
-    (:func:`hubclient.science.patchscope.extend_batch`); ``None`` for the other lenses (the
-    runner's default batching)."""
+    ``analysis.token_positions``; with image/audio ``extras``, the processor tensors joined as
+    the runner joins them), each with its target-prompt copies
+    (:func:`hubclient.science.patchscope.extend_batch`: per-token processor tensors get zero
+    rows for the copies, per-medium ones stay); ``None`` for the other lenses (the runner's
+    default batching).
+
+    Warns (``warnings.warn``, one ``warning:`` line in the CLI) when the largest batch runs more
+    than :data:`COPY_WARN_TOKENS` token positions: the copies are ``(L+1) ×`` selected rows, each
+    as wide as the batch (docs/lenses.md, "cost").
+
+    Raises:
+        HubError: ``batch_size`` < 1; see :func:`hubclient.science.patchscope.target_tokens`.
+    """
     o = analysis.options
     if getattr(o, "lens", "logit") != "patchscope":
         return None
     from hubclient.exec.batching import make_batches
+    from hubclient.exec.multimodal import PER_TOKEN
 
     if getattr(analysis, "lens_patch", None) is None:
         analysis.lens_patch = target_tokens(model.tokenizer, o.patch_prompt, o.patch_placeholder)
@@ -72,9 +83,39 @@ def patch_batches(analysis: Any, model: Any, tokens: list[list[int]], batch_size
     for i, ids in enumerate(tokens):
         positions.append(analysis.token_positions(ids, i))
     out = []
-    for batch in make_batches(tokens, positions, batch_size, model.tokenizer.pad_token_id):
-        out.append(extend_batch(batch, analysis.lens_patch[0], analysis.lens_patch[1], model.n_layers + 1, model.tokenizer.pad_token_id))
+    n_layers = model.n_layers + 1
+    for batch in make_batches(tokens, positions, batch_size, model.tokenizer.pad_token_id, extras):
+        out.append(extend_batch(batch, analysis.lens_patch[0], analysis.lens_patch[1], n_layers, model.tokenizer.pad_token_id, PER_TOKEN))
+    warn_copy_cost(out, n_layers)
     return out
+
+
+#: Token positions (rows × width) of one patchscope forward pass above which
+#: :func:`patch_batches` warns: 2^20, e.g. 1,000 copies of a 1,000-token media prompt.
+COPY_WARN_TOKENS = 1 << 20
+
+
+def warn_copy_cost(batches: list[Any], n_layers: int) -> None:
+    """Warn when the largest patchscope batch runs more than :data:`COPY_WARN_TOKENS` token
+    positions (``rows × width``, ``rows`` = prompts + ``n_layers`` × selected rows), naming its
+    size and ``--batch-size``."""
+    import warnings
+
+    worst = None
+    for batch in batches:
+        rows, width = int(batch.input_ids.shape[0]), int(batch.input_ids.shape[1])
+        if worst is None or rows * width > worst[0] * worst[1]:
+            worst = (rows, width, len(batch.prompt_index), int(batch.row_batch.shape[0]))
+    if worst is None or worst[0] * worst[1] <= COPY_WARN_TOKENS:
+        return
+    rows, width, prompts, selected = worst
+    warnings.warn(
+        f"--lens patchscope: the largest batch runs {rows:,} rows of {width:,} tokens ({prompts} prompt(s) and "
+        f"{n_layers} layers x {selected:,} positions = {rows - prompts:,} target-prompt copies), "
+        f"{rows / max(prompts, 1):,.0f} times the rows of the logit lens; lower --batch-size (1: one prompt per forward pass) "
+        "if it runs out of memory (docs/lenses.md, patchscope cost)",
+        stacklevel=2,
+    )
 
 
 def lens_manifest(analysis: Any) -> dict[str, Any]:
@@ -104,12 +145,16 @@ class LensChoice:
 
 class LensBatches:
     """Mixin of an :class:`~hubclient.analysis.Analysis` that takes ``--lens``: its
-    ``make_batches`` is :func:`patch_batches` (the runner's batches, with the patchscope's
-    target-prompt copies under ``--lens patchscope``)."""
+    ``make_batches`` and ``make_media_batches`` are :func:`patch_batches` (the runner's
+    batches, with the patchscope's target-prompt copies under ``--lens patchscope``)."""
 
     def make_batches(self, model: Any, tokens: list[list[int]], batch_size: int) -> Any:
         """See :func:`patch_batches`."""
         return patch_batches(self, model, tokens, batch_size)
+
+    def make_media_batches(self, model: Any, tokens: list[list[int]], batch_size: int, extras: list[Any]) -> Any:
+        """See :func:`patch_batches` (image/audio prompts: ``extras`` their processor tensors)."""
+        return patch_batches(self, model, tokens, batch_size, extras)
 
 
 class PromptRows:
@@ -141,19 +186,6 @@ class PromptRows:
         if len(out) != len(batch.row_position):
             raise RuntimeError(f"batch rows do not match the {self.rows_name}")
         return out
-
-
-def text_only_lens(lens: str, what: str) -> None:
-    """Refuse ``--lens patchscope`` for an analysis of image/audio prompts (the target-prompt
-    copies would need the media inputs too; :func:`hubclient.science.patchscope.extend_batch`).
-
-    Raises:
-        HubError: ``lens`` is ``patchscope``, naming the lenses that work.
-    """
-    from hubclient.errors import HubError
-
-    if lens == "patchscope":
-        raise HubError(f"--lens patchscope reads text prompts only; {what} reads image/audio positions: use --lens logit or --lens tuned")
 
 
 def lens_words(options: "dict[str, Any] | None", default_norm: Any = True) -> str:

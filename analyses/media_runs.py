@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analyses.lenses import LensChoice, init_lens, lens_manifest, prepare_lens, text_only_lens
+from analyses.lenses import LensBatches, LensChoice, init_lens, lens_manifest, patch_batches, prepare_lens
 from analyses.logit_lens import LensOptions, LogitLens, _decoder
 from analyses.media_plots import HEATMAP_POSITIONS, media_lens_plots  # noqa: F401 (re-exported)
 from analyses.similarity import Similarity, SimilarityOptions, apply_template
@@ -156,9 +156,8 @@ class MediaLens(LogitLens):
 
         Raises:
             HubError: an unknown modality, ``--target`` (the captions name the words), bad
-                ``top_k``, ``--lens patchscope`` (text prompts only; logit and tuned work).
+                ``top_k``, bad ``--lens`` options.
         """
-        text_only_lens(options.lens, "logit-lens --modality")
         if options.targets:
             raise HubError("--target does not apply with --modality: the lens follows each pair's caption words")
         check_modality(options.modality)
@@ -207,6 +206,11 @@ class MediaLens(LogitLens):
     def token_positions(self, tokens: list[int], prompt_index: int) -> list[int]:
         """Every media position of the prompt (where the processor put the media tokens)."""
         return media_positions(tokens, self.media_id)
+
+    def make_media_batches(self, model: Any, tokens: list[list[int]], batch_size: int, extras: list[Any]) -> Any:
+        """The runner's media batches; with ``--lens patchscope`` each carries its target-prompt
+        copies, text rows without the medium (:func:`analyses.lenses.patch_batches`)."""
+        return patch_batches(self, model, tokens, batch_size, extras)
 
     def _row_words(self, batch: Any) -> Any:
         """``[rows, W]`` token ids of each selected row's caption words (0-padded; the padding
@@ -464,8 +468,8 @@ def patch_masks(mask_ids: Any, labels: dict[int, str], processor: Any, n_positio
 @dataclass
 class MediaProtocolOptions(LensChoice):
     """Options of ``hub analyze media-lens`` (recorded in the manifest); the ``--lens`` fields
-    of :class:`analyses.lenses.LensChoice` (``logit`` or ``tuned``: a patchscope would need the
-    media in its target-prompt copies).
+    of :class:`analyses.lenses.LensChoice` (``logit``, ``tuned`` or ``patchscope``: the
+    target prompt is text, without the medium; docs/lenses.md).
 
     Attributes:
         experiment: one of :data:`EXPERIMENTS`.
@@ -497,7 +501,7 @@ class MediaProtocolOptions(LensChoice):
     label_pool: str | None = None
 
 
-class MediaProtocolLens(Analysis):
+class MediaProtocolLens(LensBatches, Analysis):
     """The paper's lens experiments at media positions (A12-A15; see the block comment above).
 
     Traces: the residual stream at every media position, layers ``0..L``. Reduces (inside the
@@ -540,13 +544,12 @@ class MediaProtocolLens(Analysis):
         Raises:
             HubError: an unknown experiment, a modality that does not fit it, a pair without
                 the columns it needs (``mask`` + ``labels`` for segmentation), no nouns; bad
-                ``--lens`` options, ``--lens patchscope`` (:func:`analyses.lenses.text_only_lens`).
+                ``--lens`` options (:func:`analyses.lenses.init_lens`).
         """
         import random
 
         if options.experiment not in EXPERIMENTS:
             raise HubError(f"unknown media-lens experiment {options.experiment!r}; choose {', '.join(EXPERIMENTS)}")
-        text_only_lens(options.lens, "media-lens")
         super().__init__(options)
         init_lens(self)
         pool = list(pool) if pool is not None else list(pairs)

@@ -162,6 +162,16 @@ class Analysis:
         """
         return None
 
+    def make_media_batches(self, model: "HubModel", tokens: list[list[int]], batch_size: int, extras: list[dict[str, Any] | None]) -> list[Batch] | None:
+        """:meth:`make_batches` for a run with image/audio prompts: ``extras`` holds, per
+        prompt, its processor tensors (``None`` for a text prompt), which the batches must carry
+        (:func:`hubclient.exec.batching.make_batches` joins them). The default is
+        :meth:`make_batches` (``None``: the runner's batches, with the media tensors). A lens
+        analysis overrides it for ``--lens patchscope`` (:class:`analyses.lenses.LensBatches`).
+        Same rules as :meth:`make_batches`.
+        """
+        return self.make_batches(model, tokens, batch_size)
+
     def dropped_tables(self) -> dict[str, str]:
         """Tables to delete once ``finish`` and the plots have used them (table -> why, for the
         manifest), e.g. large per-input vectors the user chose not to keep. Default none."""

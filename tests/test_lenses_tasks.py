@@ -30,7 +30,6 @@ from analyses.arithmetic_lens import ArithmeticLensOptions, run_arithmetic_lens
 from analyses.code_lens import run_site_lens
 from analyses.task_lens import run_task_lens
 from hubclient.cli.commands import app
-from hubclient.errors import HubError
 from hubclient.inputs.tasks import TaskOptions, arithmetic, code, lens_items
 from hubclient.runner import RunConfig
 from hubclient.science import tuned_lens as tl
@@ -320,8 +319,6 @@ def test_cli_lens_on_each_command(tmp_path, tiny_folder, lens_folder):
     (("arithmetic-lens", "--n", 3, "--lens", "tuned", "--tuned-lens", "{lens}", "--final-norm", "last"), "--final-norm last applies to the logit lens only"),
     (("code-lens", "--task", "code", "--lens", "tuned"), "--tuned-lens PATH"),
     (("task-lens", "--patch-prompt", "a ? b"), "are for --lens patchscope"),
-    (("media-lens", "colour", "--lens", "patchscope"), "text prompts only"),
-    (("logit-lens", "--modality", "image", "--prompts", "{lens}", "--lens", "patchscope"), "text prompts only"),
 ])
 def test_cli_bad_lens_options_fail_before_the_model(tmp_path, lens_folder, args, fragment):
     args = [str(a).replace("{lens}", lens_folder[0]) for a in args]
@@ -329,13 +326,6 @@ def test_cli_bad_lens_options_fail_before_the_model(tmp_path, lens_folder, args,
     assert result.exit_code == 2, result.output
     assert fragment in result.output
     assert not any(tmp_path.glob("*/manifest.json"))
-
-
-def test_media_lens_refuses_patchscope_in_the_analysis():
-    from analyses.media_runs import MediaProtocolLens, MediaProtocolOptions
-
-    with pytest.raises(HubError, match="text prompts only"):
-        MediaProtocolLens(MediaProtocolOptions(experiment="colour", lens="patchscope"), [])
 
 
 # --------------------------------------------------------------------------- media-lens (LLaVA)

@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 import typer
 
 from analyses.cli import lens_options as lo
-from analyses.lenses import text_only_lens
 from analyses.logit_lens import ANALYSIS, DEFAULT_TOP_K, LensOptions, LogitLens
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
@@ -89,7 +88,6 @@ def command(
             "--task": task is not None, "--prompt": bool(prompt), "--column": column is not None, "--dataset": dataset is not None,
             "--positions": positions != "last", "--lens-dtype": lens_dtype != "model", **task_given,
         })
-        text_only_lens(lens, f"logit-lens --modality {modality}")
         options = media_runs.MediaLensOptions(
             top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm,
             modality=modality, media_template=media_template, resample=resample, **lens_kw,

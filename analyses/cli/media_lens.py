@@ -14,7 +14,6 @@ from typing import Annotated, Optional
 import typer
 
 from analyses.cli import lens_options as lo
-from analyses.lenses import text_only_lens
 from analyses.media_runs import EXPERIMENTS, NOUN_SOURCES, MediaProtocolLens, MediaProtocolOptions, protocol_summary, run_media_lens
 from hubclient.cli import options as opt
 from hubclient.errors import HubError
@@ -38,8 +37,10 @@ def command(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="label-words: a file of every label, one a line, that the random label is drawn from (the paper: all VGGSound labels; default: the pairs file's labels).", rich_help_panel=PANEL, show_default=False)] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of the 95% CI over media.", rich_help_panel=PANEL)] = 1000,
     final_norm_value: lo.PaperFinalNorm = None,
-    lens: Annotated[str, typer.Option("--lens", help="Decoder of the hidden states: logit (W_U · norm(h), the paper's) or tuned (Belrose et al. 2023, --tuned-lens PATH). The patchscope needs text prompts. docs/lenses.md.", rich_help_panel="Lens")] = "logit",
+    lens: Annotated[str, typer.Option("--lens", help="Decoder of the hidden states: logit (W_U · norm(h), the paper's), tuned (Belrose et al. 2023, --tuned-lens PATH) or patchscope (Ghandeharioun et al. 2024: each media position's state patched into the text --patch-prompt, which has no medium; (L+1) x media positions copies per medium, see docs/lenses.md for the cost). docs/lenses.md.", rich_help_panel="Lens")] = "logit",
     tuned_lens: lo.TunedLens = None,
+    patch_prompt: lo.PatchPrompt = lo.DEFAULT_PROMPT,
+    patch_placeholder: lo.PatchPlaceholder = lo.DEFAULT_PLACEHOLDER,
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Input")] = True,
     *,
     config: RunConfig,
@@ -50,11 +51,11 @@ def command(
     media_lens_summary.parquet (mean over media with a 95% bootstrap CI, and the paired
     difference), prompts.parquet (with each medium's baseline), a manifest and a plot.
     The lens defaults to the paper's (--final-norm last); --lens tuned decodes through a tuned
-    lens instead. docs/modalities.md, docs/lenses.md.
+    lens instead, --lens patchscope through the text target prompt (--patch-prompt, without the
+    medium). docs/modalities.md, docs/lenses.md.
     """
     final_norm = lo.final_norm_for(final_norm_value, lens, "last")
-    text_only_lens(lens, "media-lens")
-    lens_kw = lo.lens_fields(lens, tuned_lens, lo.DEFAULT_PROMPT, lo.DEFAULT_PLACEHOLDER, final_norm)
+    lens_kw = lo.lens_fields(lens, tuned_lens, patch_prompt, patch_placeholder, final_norm)
     if experiment not in EXPERIMENTS:
         raise HubError(f"unknown experiment {experiment!r}; choose {', '.join(EXPERIMENTS)}")
     if nouns not in NOUN_SOURCES:

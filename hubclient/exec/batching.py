@@ -103,8 +103,8 @@ def _collate(extras: list[dict[str, Any] | None] | None, idx: list[int], width: 
 
 
 def batches_for(analysis: Any, model: Any, tokens: list[list[int]], batch_size: int, extras: list[dict[str, Any] | None] | None = None) -> list[Batch]:
-    """The batches of a run: ``analysis.make_batches`` when the analysis batches its own units
-    (interventions), else the prompts cut by :func:`make_batches` at the positions
+    """The batches of a run: ``analysis.make_batches`` (``make_media_batches`` with image/audio
+    ``extras``) when the analysis batches its own units (interventions, the patchscope), else the prompts cut by :func:`make_batches` at the positions
     ``analysis.token_positions`` gives.
 
     Raises:
@@ -112,7 +112,10 @@ def batches_for(analysis: Any, model: Any, tokens: list[list[int]], batch_size: 
     """
     if batch_size < 1:
         raise HubError(f"--batch-size must be at least 1, got {batch_size}")
-    own = analysis.make_batches(model, tokens, batch_size)
+    if extras is None:
+        own = analysis.make_batches(model, tokens, batch_size)
+    else:
+        own = analysis.make_media_batches(model, tokens, batch_size, extras)
     if own is not None:
         return own
     positions = []

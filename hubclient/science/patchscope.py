@@ -71,7 +71,9 @@ def target_tokens(tokenizer: Any, prompt: str, placeholder: str) -> tuple[list[i
     return ids, position
 
 
-def extend_batch(batch: Any, target_ids: list[int], placeholder: int, n_layers: int, pad_id: int | None) -> Any:
+def extend_batch(
+    batch: Any, target_ids: list[int], placeholder: int, n_layers: int, pad_id: int | None, per_token: tuple[str, ...] = ()
+) -> Any:
     """``batch`` with one copy of the target prompt per (layer, selected row) appended as
     extra rows: copy ``(l, r)`` is row ``B + l * rows + r`` (``B`` = the batch's prompts).
 
@@ -80,31 +82,52 @@ def extend_batch(batch: Any, target_ids: list[int], placeholder: int, n_layers: 
     ``meta["patchscope"]`` gets ``start`` (``B``), ``placeholder`` and ``read`` (the target's
     last position) for :func:`hubclient.science.lens.decode_layers`.
 
+    Image/audio batches (``batch.extra`` non-empty): the copies are text rows, so they carry no
+    media tokens and the model scatters the encoder's features into the prompts' media
+    positions only (LLaVA, Gemma 3 and Qwen2-Audio fill the positions whose id is the media
+    token, in batch order). Per-token processor tensors (``per_token``, ``[B, seq]``, e.g.
+    Gemma 3's ``token_type_ids``) get zero rows for the copies and are right-padded with 0 to
+    the new width, as :func:`hubclient.exec.multimodal.collate` pads them; per-medium tensors
+    (``pixel_values``, ``input_features``, ``feature_attention_mask``…) are kept as they are.
+    The copies are as wide as the batch: a media batch of width ``T`` with ``R`` selected rows
+    runs ``B + n_layers * R`` rows of ``T`` tokens (docs/lenses.md, "cost").
+
     Args:
-        batch: a :class:`hubclient.analysis.Batch` (right-padded, no media inputs).
+        batch: a :class:`hubclient.analysis.Batch` (right-padded).
         target_ids: the target prompt's ids (:func:`target_tokens`).
         placeholder: its placeholder position.
         n_layers: hidden-state layers decoded, ``L + 1``.
         pad_id: the tokenizer's pad id (``None``: 0; padding is masked out).
+        per_token: the keys of ``batch.extra`` with one value per token
+            (:data:`hubclient.exec.multimodal.PER_TOKEN`); every other key is per medium.
 
     Raises:
-        HubError: a batch with media inputs (image/audio patchscopes are not supported).
+        HubError: a per-token tensor whose shape is not the batch's ``[B, seq]`` (fix the
+            processor key in ``PER_TOKEN``).
     """
     import torch
 
-    if batch.extra:
-        raise HubError("--lens patchscope reads text prompts only; image/audio inputs are not supported")
     n_rows = int(batch.row_batch.shape[0])
     copies = n_layers * n_rows
-    width = max(int(batch.input_ids.shape[1]), len(target_ids))
+    n_prompts, old_width = int(batch.input_ids.shape[0]), int(batch.input_ids.shape[1])
+    width = max(old_width, len(target_ids))
     pad = 0 if pad_id is None else int(pad_id)
-    ids = torch.full((batch.input_ids.shape[0] + copies, width), pad, dtype=batch.input_ids.dtype)
+    ids = torch.full((n_prompts + copies, width), pad, dtype=batch.input_ids.dtype)
     mask = torch.zeros((ids.shape[0], width), dtype=batch.attention_mask.dtype)
-    ids[: batch.input_ids.shape[0], : batch.input_ids.shape[1]] = batch.input_ids
-    mask[: batch.input_ids.shape[0], : batch.input_ids.shape[1]] = batch.attention_mask
+    ids[:n_prompts, :old_width] = batch.input_ids
+    mask[:n_prompts, :old_width] = batch.attention_mask
     target = torch.tensor(target_ids, dtype=batch.input_ids.dtype)
-    ids[batch.input_ids.shape[0] :, : len(target_ids)] = target
-    mask[batch.input_ids.shape[0] :, : len(target_ids)] = 1
+    ids[n_prompts:, : len(target_ids)] = target
+    mask[n_prompts:, : len(target_ids)] = 1
+    extra = {}
+    for key, value in batch.extra.items():
+        if key in per_token:
+            if tuple(value.shape) != (n_prompts, old_width):
+                raise HubError(f"the processor tensor {key!r} has shape {tuple(value.shape)}, not the batch's {(n_prompts, old_width)}; it is not per token: remove it from PER_TOKEN in hubclient/exec/multimodal.py")
+            grown = torch.zeros((n_prompts + copies, width), dtype=value.dtype)
+            grown[:n_prompts, :old_width] = value
+            value = grown
+        extra[key] = value
     meta = dict(batch.meta)
-    meta["patchscope"] = {"start": int(batch.input_ids.shape[0]), "placeholder": int(placeholder), "read": len(target_ids) - 1}
-    return dataclasses.replace(batch, input_ids=ids, attention_mask=mask, meta=meta)
+    meta["patchscope"] = {"start": n_prompts, "placeholder": int(placeholder), "read": len(target_ids) - 1}
+    return dataclasses.replace(batch, input_ids=ids, attention_mask=mask, extra=extra, meta=meta)
