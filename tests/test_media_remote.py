@@ -116,3 +116,24 @@ def test_colour_and_label_words_media_lens_remote_equal_local(tmp_path, folders,
     for table in ("media_lens", "media_lens_summary", "prompts"):
         assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
     assert json.loads((tmp_path / "remote" / "manifest.json").read_text())["remote"]["requests"]
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_audio"])
+def test_media_patchscope_remote_equals_local(tmp_path, folders, server, family):
+    """``logit-lens --modality image|audio --lens patchscope`` on the strict test server: the
+    target-prompt copies (text rows, zero per-token rows, the media tensors once per medium) are
+    built on the client, the patch runs in the server's trace; the tables equal a local run's.
+    Fails if the patchscope's trace code needs hub on the server, or the copies differ."""
+    modality = "audio" if family == "qwen2_audio" else "image"
+    pairs = write_pairs(tmp_path, modality)
+    common = [
+        "--modality", modality, "--prompts", pairs, "--model", folders[family], "--out", tmp_path, "--no-progress", "--no-plots", "--top-k", "3",
+        "--batch-size", "2", "--lens", "patchscope", "--patch-prompt", "cat cat dog dog the sat", "--patch-placeholder", "the",
+    ]
+    hub("analyze", "logit-lens", *common, "--name", "local")
+    hub("analyze", "logit-lens", *common, "--name", "remote", "--remote", "--ndif-host", server.url, "--timeout", "120", "--transfer-dtype", "float32")
+    for table in ("logit_lens", "caption_words", "prompts"):
+        assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
+    manifest = json.loads((tmp_path / "remote" / "manifest.json").read_text())
+    assert manifest["options"]["lens"] == "patchscope" and manifest["lens"]["patch_placeholder_position"] == 5
+    assert manifest["remote"]["requests"] and all(r["state"] == "collected" for r in manifest["remote"]["requests"])
