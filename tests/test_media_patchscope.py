@@ -310,3 +310,30 @@ def test_cli_media_lens_patchscope_runs_and_records_the_lens(tmp_path, model_dir
     assert pl.read_parquet(tmp_path / "cli" / "media_lens_summary.parquet").height > 0
     assert (tmp_path / "cli" / "plots" / "media_lens.png").stat().st_size > 0
     assert "patchscope lens" in (tmp_path / "cli" / "plots" / "media_lens.html").read_text()
+
+
+def test_large_patchscope_batches_warn_with_their_size(tmp_path, model_dir, monkeypatch):
+    """Above ``COPY_WARN_TOKENS`` token positions a batch warns with its rows, width and copies
+    (here the threshold is lowered: 2 LLaVA images, 16 positions each, 4 layers, 17 tokens)."""
+    import analyses.lenses as lenses
+    from analyses.media_runs import MediaLens, MediaLensOptions
+    from hubclient.exec.multimodal import encode
+    from hubclient.inputs.media import read_pairs
+    from hubclient.models import load_model
+
+    model = load_model(str(model_dir("llava")), device="cpu")
+    pairs = read_pairs(write_pairs(tmp_path, "image"))[:2]
+    tokens, extras = encode(model, ["{media}"] * 2, pairs)
+    prompt, placeholder = TARGETS[0]
+    analysis = MediaLens(MediaLensOptions(lens="patchscope", patch_prompt=prompt, patch_placeholder=placeholder), [p.caption for p in pairs])
+    analysis.prepare(model, ["{media}"] * 2, tokens)
+    monkeypatch.setattr(lenses, "COPY_WARN_TOKENS", 130 * 17 - 1)
+    with pytest.warns(UserWarning, match=r"130 rows of 17 tokens \(2 prompt\(s\) and 4 layers x 32 positions = 128 target-prompt copies\)"):
+        batches = lenses.patch_batches(analysis, model, tokens, 2, extras)
+    assert batches[0].input_ids.shape == (130, 17)
+    monkeypatch.setattr(lenses, "COPY_WARN_TOKENS", 130 * 17)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lenses.patch_batches(analysis, model, tokens, 2, extras)
