@@ -112,8 +112,8 @@ def warn_copy_cost(batches: list[Any], n_layers: int) -> None:
     warnings.warn(
         f"--lens patchscope: the largest batch runs {rows:,} rows of {width:,} tokens ({prompts} prompt(s) and "
         f"{n_layers} layers x {selected:,} positions = {rows - prompts:,} target-prompt copies), "
-        f"{rows / max(prompts, 1):,.0f} times the rows of the logit lens; lower --batch-size (1: one prompt per forward pass) "
-        "if it runs out of memory (docs/lenses.md, patchscope cost)",
+        f"{rows / max(prompts, 1):,.0f} times the rows of the logit lens; lower --batch-size (1: one prompt per forward pass), "
+        "or with image/audio prompts read fewer media positions with --max-positions N, if it runs out of memory (docs/lenses.md, patchscope cost)",
         stacklevel=2,
     )
 

@@ -40,7 +40,7 @@ from hubclient.errors import HubError
 from hubclient.science.lens import decode_layers, reduce_logits
 from hubclient.analysis import Analysis
 from hubclient.inputs.media import MediaPair, check_modality, read_pairs
-from hubclient.exec.multimodal import MEDIA_SLOT, check_template, media_positions, require_modality
+from hubclient.exec.multimodal import MEDIA_SLOT, check_template, media_positions, require_modality, spread_positions
 from hubclient.runner import RunConfig, run_analysis
 from hubclient.science.tokens import word_ids
 
@@ -48,6 +48,16 @@ from hubclient.science.tokens import word_ids
 STOPWORDS = frozenset(
     "a an the of on in at to and or is are was were be this that it its with for by from as into over under".split()
 )
+
+
+def check_max_positions(limit: int | None) -> None:
+    """Validate ``--max-positions``.
+
+    Raises:
+        HubError: a limit below 1.
+    """
+    if limit is not None and limit < 1:
+        raise HubError(f"--max-positions must be at least 1 (or left out: every media position), got {limit}")
 
 
 def caption_words(caption: str) -> list[str]:
@@ -140,11 +150,14 @@ class MediaLensOptions(LensOptions):
         modality: ``image`` or ``audio``.
         media_template: the text around the medium, with a ``{media}`` slot.
         resample: resample audio at other rates (else they are an error).
+        max_positions: read at most this many media positions per medium, evenly spaced
+            (:func:`hubclient.exec.multimodal.spread_positions`); ``None``: all of them.
     """
 
     modality: str = "image"
     media_template: str = MEDIA_SLOT
     resample: bool = True
+    max_positions: int | None = None
 
 
 class MediaLens(LogitLens):
@@ -160,6 +173,7 @@ class MediaLens(LogitLens):
         """
         if options.targets:
             raise HubError("--target does not apply with --modality: the lens follows each pair's caption words")
+        check_max_positions(options.max_positions)
         check_modality(options.modality)
         super().__init__(options)
         self.tables = {**self.tables, "caption_words": ["prompt", "position", "layer", "word"]}
@@ -204,8 +218,9 @@ class MediaLens(LogitLens):
         return media_lens_plots(run)
 
     def token_positions(self, tokens: list[int], prompt_index: int) -> list[int]:
-        """Every media position of the prompt (where the processor put the media tokens)."""
-        return media_positions(tokens, self.media_id)
+        """The media positions of the prompt (where the processor put the media tokens): all of
+        them, or ``max_positions`` evenly spaced ones."""
+        return spread_positions(media_positions(tokens, self.media_id), self.options.max_positions)[0]
 
     def make_media_batches(self, model: Any, tokens: list[list[int]], batch_size: int, extras: list[Any]) -> Any:
         """The runner's media batches; with ``--lens patchscope`` each carries its target-prompt
@@ -487,6 +502,9 @@ class MediaProtocolOptions(LensChoice):
             from, e.g. all VGGSound labels as the paper
             (:func:`hubclient.inputs.media.vggsound_pairs` writes it); ``None``: the pairs
             file's labels. Either way sorted, as the code's ``sorted(set(...))``.
+        max_positions: read at most this many media positions per medium, evenly spaced
+            (:func:`hubclient.exec.multimodal.spread_positions`; A14 keeps each category's
+            patches among them); ``None``: all, as the paper. Not the paper's quantity when set.
     """
 
     experiment: str = "caption-nouns"
@@ -499,6 +517,7 @@ class MediaProtocolOptions(LensChoice):
     bootstrap: int = 1000
     resample: bool = True
     label_pool: str | None = None
+    max_positions: int | None = None
 
 
 class MediaProtocolLens(LensBatches, Analysis):
@@ -550,6 +569,7 @@ class MediaProtocolLens(LensBatches, Analysis):
 
         if options.experiment not in EXPERIMENTS:
             raise HubError(f"unknown media-lens experiment {options.experiment!r}; choose {', '.join(EXPERIMENTS)}")
+        check_max_positions(options.max_positions)
         super().__init__(options)
         init_lens(self)
         pool = list(pool) if pool is not None else list(pairs)
@@ -646,9 +666,13 @@ class MediaProtocolLens(LensBatches, Analysis):
                 n_pos = len(media_positions(tokens[p], self.media_id))
                 mask_ids, labels = self.masks_src[p]
                 masks = dict(patch_masks(mask_ids, labels, model.processor, n_pos))
+                sampled = spread_positions(list(range(n_pos)), self.options.max_positions)[1]
                 kept = []
                 for g, (name, fake) in enumerate(zip(true, base)):
                     if name not in masks or token(name) is None or token(fake) is None:
+                        continue
+                    masks[name] = masks[name][sampled]  # the patches among the positions read
+                    if not masks[name].any():
                         continue
                     cols.append(("matching", len(kept), len(ids)))
                     ids.append(token(name))
@@ -680,8 +704,9 @@ class MediaProtocolLens(LensBatches, Analysis):
         }
 
     def token_positions(self, tokens: list[int], prompt_index: int) -> list[int]:
-        """Every media position of the prompt."""
-        return media_positions(tokens, self.media_id)
+        """The media positions of the prompt: all (the paper), or ``max_positions`` evenly
+        spaced ones (:func:`hubclient.exec.multimodal.spread_positions`)."""
+        return spread_positions(media_positions(tokens, self.media_id), self.options.max_positions)[0]
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Any) -> dict[str, Any]:

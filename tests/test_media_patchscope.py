@@ -337,3 +337,30 @@ def test_large_patchscope_batches_warn_with_their_size(tmp_path, model_dir, monk
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lenses.patch_batches(analysis, model, tokens, 2, extras)
+
+
+def test_max_positions_patchscope_reads_the_sampled_positions(tmp_path, model_dir):
+    """``--max-positions 4`` with ``--lens patchscope`` (logit-lens --modality image, tiny LLaVA,
+    16 image positions): the stored rows are at the media positions of indexes 0, 5, 10, 15
+    (evenly spaced, first and last kept), the batch carries (L+1) × 4 copies per image instead
+    of × 16, and the numbers equal the hooked reference there."""
+    from analyses.media_runs import MediaLensOptions, run_lens
+
+    folder = model_dir("llava")
+    pairs = write_pairs(tmp_path, "image")
+    prompt, placeholder = TARGETS[0]
+    options = MediaLensOptions(top_k=2, modality="image", lens="patchscope", patch_prompt=prompt, patch_placeholder=placeholder, max_positions=4)
+    run = run_lens(pairs, options, None, config(folder, tmp_path, "ps4"))
+    ref = Reference(folder, "llava")
+    target_ids, ph = ref.target(prompt, placeholder)
+    top = run.table("logit_lens")
+    for p, path in enumerate(media_files(pairs)):
+        states, positions = ref.source_states(ref.encode(path))
+        assert len(positions) == 16
+        kept = [positions[i] for i in (0, 5, 10, 15)]
+        assert top.filter(pl.col("prompt") == p)["position"].unique().sort().to_list() == kept
+        for layer in (0, 2):
+            for pos in kept:
+                probs = ref.patched(target_ids, ph, states[layer, pos], layer)
+                rows = top.filter((pl.col("prompt") == p) & (pl.col("position") == pos) & (pl.col("layer") == layer)).sort("rank")
+                np.testing.assert_allclose(rows["probability"].to_numpy(), np.sort(probs)[::-1][:2], rtol=1e-4, atol=1e-6)

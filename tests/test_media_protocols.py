@@ -475,3 +475,41 @@ def test_label_pool_file_and_dataset_writers(tmp_path):
     (tmp_path / "panoptic.json").write_text(json.dumps(panoptic))
     got = read_pairs(coco_panoptic_pairs(tmp_path / "panoptic.json", images, tmp_path / "masks", tmp_path / "pan.csv"))
     assert got[0].extra["labels"] == "5:person" and got[0].extra["mask"] == "masks/000000000001.png"
+
+
+def test_segmentation_lens_max_positions_reads_the_sampled_patches(tmp_path, model_dir):
+    """``--max-positions 6`` of the 16 image positions reads positions ``round(linspace(0, 15,
+    6))`` = 0, 3, 6, 9, 12, 15; A14 then averages each category over its patches among them
+    (person 3, 6, 12; sky 15; dog 0, 12), recomputed here from the full reference lens; with all
+    positions the value differs, so reading all of them (or the first six) would fail."""
+    from analyses.media_runs import PAPER_TEMPLATES, MediaProtocolOptions, run_media_lens
+
+    folder = model_dir("llava")
+    paths, pairs, patches = write_segmentation(tmp_path)
+    options = MediaProtocolOptions(experiment="segmentation", bootstrap=20, max_positions=6)
+    run = run_media_lens(options, pairs, None, config(folder, tmp_path, "s6"))
+    assert run.manifest["options"]["max_positions"] == 6
+    lps, tok = reference_lens(folder, "llava", PAPER_TEMPLATES["segmentation"], paths)
+    vocab = tok.get_vocab()
+    sampled = {0, 3, 6, 9, 12, 15}
+    got = by_prompt(run.table("media_lens"), "matching")
+    for i in range(2):
+        kept = {name: sorted(set(p) & sampled) for name, p in patches[i].items()}
+        expected = np.mean([np.exp(lps[i][:, kept[n], vocab[n]].mean(axis=1)) for n in kept], axis=0)
+        np.testing.assert_allclose(got[i], expected, rtol=1e-5)
+        every = np.mean([np.exp(lps[i][:, patches[i][n], vocab[n]].mean(axis=1)) for n in kept], axis=0)
+        assert not np.allclose(got[i], every)
+
+
+def test_max_positions_spread_and_errors(tmp_path, model_dir):
+    from hubclient.exec.multimodal import spread_positions
+
+    assert spread_positions(list(range(10, 26)), 6) == ([10, 13, 16, 19, 22, 25], [0, 3, 6, 9, 12, 15])
+    assert spread_positions([4, 5, 6], 8) == ([4, 5, 6], [0, 1, 2])
+    assert spread_positions([4, 5, 6], None) == ([4, 5, 6], [0, 1, 2])
+    assert spread_positions(list(range(5)), 1) == ([0], [0])
+    from analyses.media_runs import MediaProtocolOptions, run_media_lens
+
+    _, pairs, _ = write_segmentation(tmp_path)
+    with pytest.raises(HubError, match="--max-positions must be at least 1"):
+        run_media_lens(MediaProtocolOptions(experiment="segmentation", max_positions=0), pairs, None, config(model_dir("llava"), tmp_path, "bad"))

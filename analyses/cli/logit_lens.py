@@ -51,6 +51,7 @@ def command(
     modality: Annotated[str, typer.Option(help="text: the prompts; image or audio: --prompts is a pairs file (.csv/.jsonl, columns media and caption) and the lens reads every media position, following the caption's words (an image/audio model). docs/modalities.md.", rich_help_panel="Media")] = "text",
     media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes.", rich_help_panel="Media")] = "{media}",
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
+    max_positions: Annotated[Optional[int], typer.Option("--max-positions", min=1, help="With --modality image|audio: read at most N media positions per medium, evenly spaced (first and last kept) [default: all]. For --lens patchscope, whose copies grow with the positions (docs/lenses.md).", rich_help_panel="Media", show_default=False)] = None,
     *,
     config: RunConfig,
 ) -> None:
@@ -79,7 +80,7 @@ def command(
         "--data-seed": data_seed != 0, "--max-operand": max_operand != 9, "--operators": operators != "+-*",
         "--no-tests": not with_tests, "--cogs-split": cogs_split != "train",
     }  # --mbpp also comes from $HUB_MBPP, so it is not refused here
-    media_given = {"--media-template": media_template != "{media}", "--no-resample": not resample}
+    media_given = {"--media-template": media_template != "{media}", "--no-resample": not resample, "--max-positions": max_positions is not None}
     if modality != "text":  # the lens at the media positions of (media, caption) pairs
         from analyses import media_runs
 
@@ -90,7 +91,7 @@ def command(
         })
         options = media_runs.MediaLensOptions(
             top_k=DEFAULT_TOP_K if top_k is None else top_k, targets=list(target), final_norm=final_norm,
-            modality=modality, media_template=media_template, resample=resample, **lens_kw,
+            modality=modality, media_template=media_template, resample=resample, max_positions=max_positions, **lens_kw,
         )
         opt.report(media_runs.run_lens(media_runs.single_pairs_file([str(prompts)] if prompts else None, modality), options, n, config))
         return

@@ -42,6 +42,7 @@ def command(
     patch_prompt: lo.PatchPrompt = lo.DEFAULT_PROMPT,
     patch_placeholder: lo.PatchPlaceholder = lo.DEFAULT_PLACEHOLDER,
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Input")] = True,
+    max_positions: Annotated[Optional[int], typer.Option("--max-positions", min=1, help="Read at most N media positions per medium, evenly spaced in the medium's order (first and last kept) [default: all, as the paper]. For --lens patchscope, whose copies grow with the positions (docs/lenses.md); the quantities are then means over that sample, not the paper's.", rich_help_panel=PANEL, show_default=False)] = None,
     *,
     config: RunConfig,
 ) -> None:
@@ -70,7 +71,7 @@ def command(
     })
     options = MediaProtocolOptions(
         experiment=experiment, media_template=media_template, final_norm=final_norm, nouns=nouns, control=control,
-        seed=seed, bootstrap=bootstrap, resample=resample, label_pool=str(labels) if labels else None, **lens_kw,
+        seed=seed, bootstrap=bootstrap, resample=resample, label_pool=str(labels) if labels else None, max_positions=max_positions, **lens_kw,
     )
     run = run_media_lens(options, pairs, n, config)
     opt.report(run, protocol_summary)

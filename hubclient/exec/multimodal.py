@@ -86,6 +86,26 @@ def media_positions(tokens: list[int], media_token_id: int) -> list[int]:
     return out
 
 
+def spread_positions(positions: list[int], limit: int | None) -> tuple[list[int], list[int]]:
+    """At most ``limit`` of ``positions``, evenly spaced over them (first and last kept):
+    indexes ``round(linspace(0, k-1, limit))`` (NumPy's round half to even), duplicates dropped.
+    ``--max-positions`` of the media lenses: a sample of the media positions for lenses whose
+    cost grows with them (the patchscope's copies, docs/lenses.md); ``None`` keeps them all.
+
+    Returns:
+        ``(kept positions, their indexes in positions)``, both in the input order.
+    """
+    import numpy as np
+
+    if limit is None or len(positions) <= limit:
+        return list(positions), list(range(len(positions)))
+    index = list(dict.fromkeys(np.rint(np.linspace(0, len(positions) - 1, limit)).astype(int).tolist()))
+    kept = []
+    for i in index:
+        kept.append(positions[i])
+    return kept, index
+
+
 def chat_prompt(model: "HubModel", text: str) -> str:
     """A media prompt in the model's own chat template: one user turn whose content is the
     text of ``text`` (after :data:`CHAT_PREFIX`) with the medium where ``{media}`` stands,
