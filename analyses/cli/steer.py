@@ -131,8 +131,8 @@ def command(
     positive: Annotated[list[str], typer.Option("--positive", help="Positive contrast prompt (repeatable, paired with --negative; any language) [default: Good, unless --vector is given].", rich_help_panel="Steering")] = [],  # noqa: B006
     negative: Annotated[list[str], typer.Option("--negative", help="Negative contrast prompt (repeatable) [default: Bad].", rich_help_panel="Steering")] = [],  # noqa: B006
     vector: Annotated[list[str], typer.Option("--vector", help="unembed:WORD_A,WORD_B: the vector W_U[first token of A] − W_U[first token of B] (repeatable; paper-protocols.md A18-A20), added at --layer (pyvene block_output l = hub layer l+1).", rich_help_panel="Steering")] = [],  # noqa: B006
-    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer(s) to add the vector at: 6, 2,6,10 or 2:12:2 (0 = embeddings; layer l = output of block l) [default: 6; --protocol wu2024: round(17·L/32)].", rich_help_panel="Steering")] = None,
-    coeff: Annotated[Optional[str], typer.Option("--coeff", "-c", help="Coefficient(s): 5, 0,2,5 or 0:8:2 [default: 5].", rich_help_panel="Steering")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer(s) to add the vector at: 6, 2,6,10 or 2:12:2 (0 = embeddings; layer l = output of block l) [default: 6; --protocol wu2024: round(17·L/32); --task animal-class: one layer, floor(14·L/40 + 0.5)].", rich_help_panel="Steering")] = None,
+    coeff: Annotated[Optional[str], typer.Option("--coeff", "-c", help="Coefficient(s): 5, 0,2,5 or 0:8:2 [default: 5; --task animal-class: the strengths s, 10:100:10].", rich_help_panel="Steering")] = None,
     positions: Annotated[Optional[str], typer.Option(help="first (ActAdd: vector row i at prompt position i), last (the last row at each prompt's last token), N (rows from position N), or all (last-token difference at every position and step) [default: first; --task range-calls: last].", rich_help_panel="Steering")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens to generate [default: 20; --protocol/--task: 32].", rich_help_panel="Generation")] = None,
     sample: Annotated[bool, typer.Option("--sample/--greedy", help="Seeded sampling instead of greedy decoding.", rich_help_panel="Generation")] = False,
@@ -154,7 +154,9 @@ def command(
 
     Writes generations.parquet (steered and unsteered), side_by_side.parquet, effects.parquet,
     with --seeds seed_summary.parquet, with --task range-calls range_items/range_calls.parquet,
-    a manifest (with the classifier's held-out accuracy) and plots.
+    a manifest (with the classifier's held-out accuracy) and plots. --task colour-edit writes
+    generations/success_rates.parquet; --task animal-class scores, clip_strengths and
+    class_strengths.parquet.
     """
     from hubclient.inputs.sentiment import protocol_prompts
 
