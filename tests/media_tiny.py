@@ -17,8 +17,16 @@ MEDIA_FAMILIES = ["llava", "gemma3", "qwen2_audio"]
 IMAGE_FAMILIES = ["llava", "gemma3"]
 SAMPLING_RATE = 16000
 #: Words the media tokenizers know besides ``conftest.SENTENCES``': the colour lens' colours and
-#: control, nouns and category / label names of the protocol lens tests.
-MEDIA_WORDS = ["red", "green", "blue", "black", "white", "frisbee", "person", "sky", "grass", "bird", "car", "engine", "siren", "man"]
+#: control, nouns and category / label names of the protocol lens tests; the animal words and the
+#: Yes/No readout of the audio intervention (A20, tests/test_audio_steer.py).
+MEDIA_WORDS = [
+    "red", "green", "blue", "black", "white", "frisbee", "person", "sky", "grass", "bird", "car", "engine",
+    "siren", "man", "Yes", "No", "Is", "this", "animal", "a", "mammal", "bull", "canary", "cat", "cattle",
+    "cheetah", "chicken", "chimpanzee", "chinchilla", "chipmunk", "cow", "coyote", "cricket", "crow",
+    "dinosaurs", "dog", "duck", "eagle", "elephant", "elk", "ferret", "fox", "francolin", "frog", "gibbon",
+    "goat", "goose", "horse", "lions", "magpie", "mosquito", "mouse", "otter", "owl", "parrot", "penguins",
+    "pheasant", "pig", "sheep", "snake", "turkey", "warbler", "whale", "zebra"
+]
 
 
 def build_media_tokenizer():
