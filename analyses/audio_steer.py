@@ -18,13 +18,14 @@ What this module traces, reduces and stores:
 * **Edit.** Hub layer ``l`` = output of block ``l`` (= HF ``hidden_states[l]``), so the paper's
   pyvene layer 13 is hub layer **14**. ``h_l[b, p] += s · (W_U[new] − W_U[old])`` at every audio
   position ``p`` (the positions whose input id is the audio token: Qwen2-Audio's ``<|AUDIO|>``
-  frames), on that layer's device. ``W_U`` rows are those of the first token of each word,
-  ``tokenizer(word, add_special_tokens=False)["input_ids"][0]`` (as the paper's
-  ``get_unembedding``). Default layer for a model with ``L`` blocks: ``floor(14·L/40 + 0.5)``
+  frames), on that layer's device. ``W_U`` rows are those of the first token of each word's word-initial form
+  ``" " + word`` (:func:`first_token`; the paper's ``get_unembedding`` takes
+  ``tokenizer(word)[0]``, which for its Llama tokenizer is that form, ``▁fox``). Default layer for a model with ``L`` blocks: ``floor(14·L/40 + 0.5)``
   (SALMONN's Vicuna-13B has 40 layers; 11 on Qwen2-Audio-7B's 32), ``--layer`` overrides.
 * **Readout, inside the trace.** ``softmax(z_last)`` over the vocabulary at each row's last real
-  position, and only ``[P(Yes), P(No)]`` per row leave the trace (first tokens of ``"Yes"`` and
-  ``"No"``, which must each be one token).
+  position, and only ``[P(Yes), P(No)]`` per row leave the trace (``Yes`` and ``No``, each one token: `` Yes`` after
+  the default ``ASSISTANT:`` prompt, as the paper's ``▁Yes``; ``Yes`` in a ``chat:`` template,
+  where the assistant turn starts on a new line; :func:`readout_spelling`).
 * **Draws.** ``numpy.random.default_rng(seed)``; for each clip in file order, for each strength
   in ``--coeff`` order, ``new = words[rng.integers(len(words))]`` over the **sorted** words of
   the other class. (The authors draw with Python ``random`` over a set, whose order is not
@@ -183,20 +184,38 @@ def draw_new_words(animals: list[str], strengths: list[float], seed: int) -> lis
     return out
 
 
-def first_token(tokenizer: Any, word: str, single: bool = False) -> int:
-    """The first token of ``tokenizer(word, add_special_tokens=False)`` (the paper's
-    ``get_unembedding`` / Yes-No readout).
+def first_token(tokenizer: Any, word: str, single: bool = False, spelling: str = "space+written") -> int:
+    """The token of ``word`` that the edit and the readout use: the first token of its
+    word-initial form ``" " + word`` (``spelling="space+written"``, the rule of the media lenses'
+    :func:`analyses.media_runs.word_token`), which for the paper's Llama tokenizer is its
+    ``tokenizer(word, add_special_tokens=False)[0]`` (SentencePiece adds the ``▁``: ``▁fox``,
+    ``▁Yes``); with ``spelling="written"`` the word as written (``Yes``, the first token of an
+    assistant turn in a chat template). A bare space token is skipped
+    (:func:`hubclient.science.tokens.word_ids`, rule ``first-real``; ``single``: the spelling
+    must be exactly one token).
 
     Raises:
-        HubError: no token, the unknown token, or (``single``) more than one token.
+        HubError: no real token, the unknown token, or (``single``) more than one token.
     """
-    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    from hubclient.science.tokens import word_ids
+
+    ids = word_ids(tokenizer, word, "single" if single else "first-real", spelling)
+    if ids:
+        return int(ids[0])
+    raw = tokenizer(word, add_special_tokens=False)["input_ids"]
     unk = getattr(tokenizer, "unk_token_id", None)
-    if not ids or (unk is not None and ids[0] == unk):
-        raise HubError(f"the word {word!r} is not in this model's vocabulary (its first token is {'missing' if not ids else 'the unknown token'})")
-    if single and len(ids) != 1:
-        raise HubError(f"{word!r} is {len(ids)} tokens for this tokenizer; the Yes/No readout needs one token each ({ids})")
-    return int(ids[0])
+    if single and len(raw) > 1 and unk not in raw:
+        raise HubError(f"{word!r} is {len(raw)} tokens for this tokenizer; the Yes/No readout needs one token each ({raw})")
+    raise HubError(f"the word {word!r} is not in this model's vocabulary (its first token is {'missing' if not raw else 'the unknown token'})")
+
+
+def readout_spelling(template: str) -> str:
+    """How the answer word is spelled after the prompt: ``"written"`` (``Yes``) when the
+    template is a chat turn (``chat:…``: the assistant turn starts on a new line), else
+    ``"space+written"`` (`` Yes`` after SALMONN's ``ASSISTANT:``, the paper's ``▁Yes``)."""
+    from hubclient.exec.multimodal import CHAT_PREFIX
+
+    return "written" if template.startswith(CHAT_PREFIX) else "space+written"
 
 
 class AnimalClass(Analysis):
@@ -259,7 +278,8 @@ class AnimalClass(Analysis):
         elif not 1 <= self.options.layer <= n_layers:
             raise HubError(f"--layer {self.options.layer}: the audio intervention adds at a block output, hub layers 1..{n_layers} (the paper's pyvene layer 13 = hub layer 14; 0 is the embeddings)")
         tok = model.tokenizer
-        self.readout = [first_token(tok, w, single=True) for w in READOUT]
+        spelling = readout_spelling(self.options.template)
+        self.readout = [first_token(tok, w, single=True, spelling=spelling) for w in READOUT]
         if self.readout[0] == self.readout[1]:
             raise HubError("'Yes' and 'No' are the same token for this tokenizer")
         needed = set(self.animals)
@@ -291,7 +311,7 @@ class AnimalClass(Analysis):
         collide = sorted({f"{n}/{o}" for (n, o) in self.vectors if self.word_ids[n] == self.word_ids[o]})
         return {
             "layer": self.layer, "layer_rule": "hub layer l = output of block l = HF hidden_states[l]; paper: pyvene layer 13 = hub 14 of 40; default floor(14*L/40 + 0.5)",
-            "strengths": self.strengths, "readout_token_ids": dict(zip(READOUT, self.readout)), "word_token_ids": self.word_ids,
+            "strengths": self.strengths, "readout_token_ids": dict(zip(READOUT, self.readout)), "readout_spelling": readout_spelling(self.options.template), "word_token_ids": self.word_ids,
             "clips": len(self.pairs), "clips_per_class": counts, "skipped_non_animal_rows": self.skipped,
             "audio_positions": sorted({len(p) for p in self.positions}),
             "draws": f"numpy.random.default_rng({self.options.seed}); per clip in order, per strength in order; integers(len) over the sorted other-class words",

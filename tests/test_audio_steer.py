@@ -225,17 +225,40 @@ def test_bad_inputs_fail_before_loading(tmp_path, clips):
         result = cli.invoke(app, ["intervene", "steer", "--task", "animal-class", "--pairs", str(clips), *extra, "--model", model, "--out", str(tmp_path)])
         assert result.exit_code != 0 and extra[0] in result.output, result.output
 
-    class Split:
-        unk_token_id = 1
+    from media_tiny import build_media_tokenizer
 
-        def __call__(self, word, add_special_tokens=False):
-            return {"input_ids": [5, 6] if word == "Yes" else ([1] if word == "Nope" else [7])}
-
+    words = build_media_tokenizer()  # word level: "Yes" and "No" are words of it, "Nope" is not
     with pytest.raises(HubError, match="needs one token each"):
-        first_token(Split(), "Yes", single=True)
+        first_token(words, "Yes No", single=True)
     with pytest.raises(HubError, match="not in this model's vocabulary"):
-        first_token(Split(), "Nope")
-    assert first_token(Split(), "Yes") == 5
+        first_token(words, "Nope")
+    assert first_token(words, "Yes", single=True) == words.convert_tokens_to_ids("Yes")
+
+
+def test_word_initial_and_chat_spellings_of_the_tokens():
+    """On a byte-level BPE tokenizer (Qwen2's kind: no automatic word-initial space), the default
+    ``ASSISTANT:`` prompt reads ``ĠYes``/``ĠNo`` and edits with ``Ġfox`` (the paper's Llama
+    ``▁Yes``/``▁fox``), a ``chat:`` template reads the bare ``Yes``/``No``: a readout or edit
+    that took ``tokenizer(word)[0]`` on this tokenizer would pick the bare tokens and fail."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from analyses.audio_steer import DEFAULT_TEMPLATE, first_token, readout_spelling
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(["Yes No fox dog. Yes, No, fox, dog:\nYes\nNo\nfox"] * 50, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core)
+    ids = {piece: tok.convert_tokens_to_ids(piece) for piece in ("Yes", "ĠYes", "No", "ĠNo", "fox", "Ġfox")}
+    assert len(set(ids.values())) == 6 and None not in ids.values()
+    spaced = readout_spelling(DEFAULT_TEMPLATE)
+    chat = readout_spelling("chat:{media}Is this animal a mammal?")
+    assert (spaced, chat) == ("space+written", "written")
+    assert first_token(tok, "Yes", single=True, spelling=spaced) == ids["ĠYes"]
+    assert first_token(tok, "No", single=True, spelling=spaced) == ids["ĠNo"]
+    assert first_token(tok, "Yes", single=True, spelling=chat) == ids["Yes"]
+    assert first_token(tok, "fox") == ids["Ġfox"]
 
 
 def test_text_only_model_refused(tiny_dir, clips, tmp_path):
