@@ -247,6 +247,19 @@ def test_bad_media_and_wrong_models_fail_clearly(tmp_path, media_model, tiny_dir
     assert result.exit_code == 2
     assert "pairs.csv:3:" in result.output and "8000 Hz" in result.output and "16000 Hz" in result.output
     assert not out.exists() or not any(out.iterdir())
+    # audio clips given to an image model (a task that does not name the modality): the file
+    # kind and the model kind are named, not "not a readable image"
+    from hubclient.errors import HubError
+    from hubclient.exec.multimodal import encode
+    from hubclient.inputs.media import read_pairs
+    from hubclient.models import load_model
+
+    llava = load_model(str(media_model("llava")), device="cpu")
+    with pytest.raises(HubError, match=r"pairs.csv:2: m0.wav is an audio file, but .* reads images; use an audio language model"):
+        encode(llava, ["{media}"], read_pairs(audio)[:1])
+    qwen = load_model(str(media_model("qwen2_audio")), device="cpu")
+    with pytest.raises(HubError, match=r"m0.png is an image, but .* reads audio; use an image language model"):
+        encode(qwen, ["{media}"], read_pairs(good)[:1])
 
 
 def test_media_positions_missing_template_slot():

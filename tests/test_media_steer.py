@@ -284,8 +284,8 @@ def test_text_only_model_refused(tiny_dir, cases_file, tmp_path):
     from analyses.media_steer import ColourEditOptions, run_colour_edit
     from hubclient.inputs.media import read_pairs
 
-    config = RunConfig(model=str(tiny_dir), out=tmp_path, name="t", progress=False, plots=False)
-    with pytest.raises(HubError):
+    config = RunConfig(model=str(tiny_dir()), out=tmp_path, name="t", progress=False, plots=False)
+    with pytest.raises(HubError, match="text only"):
         run_colour_edit(ColourEditOptions(template=TEMPLATE), read_pairs(cases_file, 1), config)
 
 

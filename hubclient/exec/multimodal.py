@@ -141,9 +141,20 @@ def load_media(model: "HubModel", pair: MediaPair, resample: bool = True) -> Any
     extractor's sampling rate (resampled unless ``resample`` is off).
 
     Raises:
-        HubError: as :func:`hubclient.inputs.media.load_image` / :func:`~hubclient.inputs.media.load_audio`,
+        HubError: an audio file for an image model or an image for an audio model (by suffix);
+            as :func:`hubclient.inputs.media.load_image` / :func:`~hubclient.inputs.media.load_audio`,
             naming the pairs file and line.
     """
+    from hubclient.inputs.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+
+    other = AUDIO_SUFFIXES if model.modality == "image" else IMAGE_SUFFIXES
+    if pair.media.suffix.lower() in other:
+        kind = "an audio file" if model.modality == "image" else "an image"
+        reads = "images" if model.modality == "image" else "audio"
+        raise HubError(
+            f"{pair.where()}: {pair.media.name} is {kind}, but {model.model_id!r} ({model.arch.family}) reads {reads}; "
+            f"use {'an audio language model (Qwen2-Audio)' if model.modality == 'image' else 'an image language model (LLaVA, Gemma 3)'} or a pairs file of {reads}"
+        )
     if model.modality == "image":
         return load_image(pair.media, where=pair.where())
     rate = int(model.processor.feature_extractor.sampling_rate)
