@@ -41,6 +41,7 @@ def command(
     lens: Annotated[str, typer.Option("--lens", help="Decoder of the hidden states: logit (W_U · norm(h), the paper's) or tuned (Belrose et al. 2023, --tuned-lens PATH). The patchscope needs text prompts. docs/lenses.md.", rich_help_panel="Lens")] = "logit",
     tuned_lens: lo.TunedLens = None,
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Input")] = True,
+    mask_added_tokens: Annotated[Optional[bool], typer.Option("--mask-added-tokens/--no-mask-added-tokens", help="Mask every added token of the tokenizer and every image-code token out of the lens softmax, renormalised over the rest (the paper's A13 code on Chameleon) [default: on for caption-nouns on Chameleon, else off].", rich_help_panel=PANEL, show_default=False)] = None,
     *,
     config: RunConfig,
 ) -> None:
@@ -69,7 +70,8 @@ def command(
     })
     options = MediaProtocolOptions(
         experiment=experiment, media_template=media_template, final_norm=final_norm, nouns=nouns, control=control,
-        seed=seed, bootstrap=bootstrap, resample=resample, label_pool=str(labels) if labels else None, **lens_kw,
+        seed=seed, bootstrap=bootstrap, resample=resample, label_pool=str(labels) if labels else None,
+        mask_added=mask_added_tokens, **lens_kw,
     )
     run = run_media_lens(options, pairs, n, config)
     opt.report(run, protocol_summary)
