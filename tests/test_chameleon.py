@@ -422,3 +422,40 @@ def test_colour_edit_replacement_logits_on_chameleon(tmp_path, cham_dir, ref):
                 _hooked_logits(ref, enc, halves[c["side"]], None, vec),
             ):
                 assert (wrong - expected)[finite].abs().max() > 1e-2
+
+
+@pytest.fixture(scope="module")
+def cham_server(cham_dir):
+    """The strict NDIF test server (hub not importable in its worker) serving the tiny Chameleon."""
+    from test_remote import ServerProcess
+
+    srv = ServerProcess([str(cham_dir)])
+    yield srv
+    srv.stop()
+
+
+def test_remote_equals_local_on_chameleon(tmp_path, monkeypatch, cham_dir, cham_server, pairs_file):
+    """``--remote``: A11 (the sep position) and A13 (the masked softmax) traced on the strict
+    test server give tables equal to local runs."""
+    import nnsight
+    from typer.testing import CliRunner
+
+    from hubclient import remote
+    from hubclient.cli import app
+    from test_remote import KEY
+
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", KEY)
+    monkeypatch.setattr(remote.config, "POLL_INTERVAL", 0.05)
+    far = ["--remote", "--ndif-host", cham_server.url, "--timeout", "120", "--transfer-dtype", "float32"]
+    runs = {
+        "similarity": (["analyze", "similarity", "--modality", "image", pairs_file], ("similarity", "vectors")),
+        "nouns": (["analyze", "media-lens", "caption-nouns", pairs_file], ("media_lens", "media_lens_summary")),
+    }
+    for name, (args, tables) in runs.items():
+        for where, extra in (("local", []), ("remote", far)):
+            common = ["--model", cham_dir, "--out", tmp_path, "--name", f"{name}-{where}", "--no-progress", "--no-plots", "--batch-size", "2"]
+            result = CliRunner().invoke(app, [str(a) for a in args + common + extra])
+            assert result.exit_code == 0, result.output
+        for table in tables:
+            got = pl.read_parquet(tmp_path / f"{name}-remote" / f"{table}.parquet")
+            assert got.equals(pl.read_parquet(tmp_path / f"{name}-local" / f"{table}.parquet")), (name, table)
