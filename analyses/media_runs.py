@@ -308,6 +308,9 @@ PAPER_TEMPLATES = {
     "segmentation": "USER: What is in the image?\n{media} ASSISTANT:",
     "label-words": "USER: {media}\nASSISTANT:",
 }
+#: The released code's Chameleon prompts (``lib/logit_lens.py:104-112``; its processor appends the
+#: sep token): the default of these experiments when the model is Chameleon.
+CHAMELEON_TEMPLATES = {"caption-nouns": "What is in the image?\n{media}", "segmentation": "What is in the image?\n{media}"}
 #: The released code's seeds: A14 ``random.seed(1)``, A15 ``random.seed(0)``.
 PAPER_SEEDS = {"segmentation": 1, "label-words": 0}
 #: How each experiment names its two sets in plots and summaries.
@@ -492,7 +495,8 @@ class MediaProtocolOptions(LensChoice):
     Attributes:
         experiment: one of :data:`EXPERIMENTS`.
         modality: ``image`` or ``audio`` (set from the experiment).
-        media_template: the prompt with a ``{media}`` slot (``None``: :data:`PAPER_TEMPLATES`).
+        media_template: the prompt with a ``{media}`` slot (``None``: :data:`PAPER_TEMPLATES`,
+            or :data:`CHAMELEON_TEMPLATES` on Chameleon).
         final_norm: the lens' final norm: ``"last"`` (the paper's code: raw layers, the model's
             output at ``L``), ``True`` or ``False`` (:func:`hubclient.science.lens.decode_layers`);
             ``True`` with the tuned lens.
@@ -855,7 +859,9 @@ def run_media_lens(options: MediaProtocolOptions, pairs_file: Path | None, n: in
     ``colour`` without a pairs file writes the four solid images first
     (:func:`hubclient.inputs.media.write_solid_colours`, into ``colours_dir`` or
     ``config.out/solid-colours``). The baselines are drawn from the whole file; ``n`` keeps the
-    first ``n`` media.
+    first ``n`` media. Without ``options.media_template`` the prompt is the released code's for
+    the model: :data:`CHAMELEON_TEMPLATES` on Chameleon (the model is loaded first, after the
+    inputs are checked, to see its family), else :data:`PAPER_TEMPLATES`.
 
     Raises:
         HubError: bad pairs, media, template or model; see :class:`MediaProtocolLens`.
@@ -876,5 +882,12 @@ def run_media_lens(options: MediaProtocolOptions, pairs_file: Path | None, n: in
     if n is not None and n < 1:
         raise HubError(f"--n must be at least 1, got {n}")
     analysis = MediaProtocolLens(options, pairs, pool)
+    model = None
+    if options.media_template is None and options.experiment in CHAMELEON_TEMPLATES:  # the paper's prompt depends on the model
+        from hubclient.exec import executor_for
+
+        model = executor_for(config).load_model(config)
+        if model.arch.family == "chameleon":
+            template = CHAMELEON_TEMPLATES[options.experiment]
     columns = {"media": [str(p.media) for p in pairs], "caption": [p.caption for p in pairs], "baseline": analysis.baseline_of}
-    return run_analysis(analysis, [template] * len(pairs), config, prompt_columns=columns, media=pairs, resample=options.resample)
+    return run_analysis(analysis, [template] * len(pairs), config, model=model, prompt_columns=columns, media=pairs, resample=options.resample)

@@ -261,13 +261,15 @@ def test_caption_nouns_masked_softmax_equals_numpy(tmp_path, cham_dir, ref, pair
 
 
 def test_masked_softmax_changes_the_number(tmp_path, cham_dir, pairs_file):
-    """The mask is not a no-op on this model (so the test above tells the two apart)."""
-    from analyses.media_runs import MediaProtocolOptions, run_media_lens
+    """The mask is not a no-op on this model (so the test above tells the two apart); without
+    --media-template the prompt is the released code's Chameleon prompt."""
+    from analyses.media_runs import CHAMELEON_TEMPLATES, MediaProtocolOptions, run_media_lens
 
     values = {}
     for mask in (True, False):
         options = MediaProtocolOptions(experiment="caption-nouns", bootstrap=20, mask_added=mask)
         run = run_media_lens(options, pairs_file, None, config(cham_dir, tmp_path, f"m{mask}"))
+        assert run.table("prompts")["text"].to_list() == ["What is in the image?\n{media}"] * 3 == [CHAMELEON_TEMPLATES["caption-nouns"]] * 3
         values[mask] = run.table("media_lens").sort("prompt", "layer", "set")["value"].to_numpy()
     assert np.abs(values[True] - values[False]).max() > 1e-3
 

@@ -31,7 +31,7 @@ def command(
     experiment: Annotated[str, typer.Argument(help=f"One of: {', '.join(f'{k} ({v[0]})' for k, v in EXPERIMENTS.items())}.", show_default=False)],
     pairs: Annotated[Optional[Path], typer.Argument(help="Pairs file (.csv/.jsonl: media, caption; caption-nouns: optional nouns; segmentation: mask, labels). colour: optional (default: the four solid images, written under --out).", show_default=False)] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use only the first N media (baselines are still drawn from the whole file).", rich_help_panel="Input")] = None,
-    media_template: Annotated[Optional[str], typer.Option(help="The prompt, with {media} where the medium goes [default: the paper's LLaVA / SALMONN prompt of the experiment].", rich_help_panel="Input", show_default=False)] = None,
+    media_template: Annotated[Optional[str], typer.Option(help="The prompt, with {media} where the medium goes [default: the paper's LLaVA / SALMONN prompt of the experiment; caption-nouns and segmentation on Chameleon: its 'What is in the image?\n{media}'].", rich_help_panel="Input", show_default=False)] = None,
     nouns: Annotated[str, typer.Option(help=f"caption-nouns: where the nouns come from: {', '.join(NOUN_SOURCES)} (column: the pairs file's 'nouns' cells, e.g. from spaCy as the paper; content-words: ours, the caption's non-function words; auto: the column when present).", rich_help_panel=PANEL)] = "auto",
     control: Annotated[str, typer.Option(help="colour: the control word (the paper: white).", rich_help_panel=PANEL)] = "white",
     seed: Annotated[Optional[int], typer.Option(help="Seed of the random baseline (segmentation, label-words) [default: the paper's, 1 and 0].", rich_help_panel=PANEL, show_default=False)] = None,
