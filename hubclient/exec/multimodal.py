@@ -1,10 +1,11 @@
 """Media as model inputs: processor encoding, media positions, batch collation.
 
-An image/audio language model (LLaVA, Gemma 3, Qwen2-Audio; see :mod:`hubclient.models.arch`) reads
+An image/audio language model (LLaVA, Gemma 3, Chameleon, Qwen2-Audio; see :mod:`hubclient.models.arch`) reads
 a prompt in which one placeholder stands for the medium. Its processor turns the placeholder
 into ``k`` media tokens (``k`` = image patches after projection, or audio frames after
 pooling) and the file into encoder inputs (``pixel_values``, ``input_features``…); inside the
-model the encoder's output replaces the embeddings at exactly those ``k`` positions. So the
+model the encoder's output replaces the embeddings at exactly those ``k`` positions (Chameleon:
+the embeddings of the image's VQ-code tokens, ``W_E[code]``, replace them). So the
 **media positions** of a prompt are the positions whose input id is the media token id
 (``config.image_token_id`` / ``audio_token_index``); the language model's residual stream
 there is what the semantic hub paper compares with the caption (Wu et al. 2024, §"Vision /

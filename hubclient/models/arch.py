@@ -53,7 +53,12 @@ class ArchSpec:
             encoder feeding a language model), ``None`` for a text-only model.
         media_token_attrs: config attributes holding the id of the token whose positions
             carry the media (the processor expands one placeholder into many of them; the
-            encoder's features replace their embeddings); the first one set is used.
+            encoder's features replace their embeddings); the first one set is used. On
+            Chameleon there is no encoder: a VQ-VAE turns the image into discrete codes and the
+            model replaces the ``<image>`` ids by the codes' vocabulary tokens (``IMGIMG…``,
+            ``config.vocabulary_map``), so the embeddings at the image positions (hub layer 0)
+            are ``embed_tokens`` rows of those code tokens, ``[positions, d_model]``, not
+            projected vision features.
         media_placeholder: the text that asks the processor for one image/audio clip, as a
             ``str.format`` template over the processor's attributes (e.g.
             ``"{image_token}"``).
