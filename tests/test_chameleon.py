@@ -461,3 +461,30 @@ def test_remote_equals_local_on_chameleon(tmp_path, monkeypatch, cham_dir, cham_
         for table in tables:
             got = pl.read_parquet(tmp_path / f"{name}-remote" / f"{table}.parquet")
             assert got.equals(pl.read_parquet(tmp_path / f"{name}-local" / f"{table}.parquet")), (name, table)
+
+
+def test_cli_defaults_per_family(tmp_path, cham_dir, pairs_file):
+    """The CLI: ``--no-mask-added-tokens`` turns A13's mask off (manifest ``softmax_mask`` null);
+    ``steer --task colour-edit`` without ``--media-template`` uses the paper's prompt on
+    Chameleon and the LLaVA-1.5 format on LLaVA."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from analyses.media_steer import DEFAULT_TEMPLATE, PAPER_TEMPLATE
+    from hubclient.cli import app
+    from media_tiny import save_media_model
+
+    def hub(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / args[args.index("--name") + 1] / "manifest.json").read_text())
+
+    common = ["--out", tmp_path, "--no-progress", "--no-plots", "--device", "cpu", "--dtype", "float32"]
+    manifest = hub("analyze", "media-lens", "caption-nouns", pairs_file, "--model", cham_dir, "--no-mask-added-tokens", "--name", "nomask", *common)
+    assert manifest["softmax_mask"] is None and manifest["options"]["mask_added"] is False
+    llava = save_media_model("llava", tmp_path / "llava")
+    for folder, expected in ((cham_dir, PAPER_TEMPLATE), (llava, DEFAULT_TEMPLATE)):
+        name = f"edit-{folder.name}"
+        manifest = hub("intervene", "steer", "--task", "colour-edit", "--model", folder, "--n", "1", "--layer", "3", "--max-new-tokens", "2", "--name", name, *common)
+        assert manifest["options"]["template"] == expected
