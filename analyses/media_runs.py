@@ -327,6 +327,9 @@ PAPER_TEMPLATES = {
     "segmentation": "USER: What is in the image?\n{media} ASSISTANT:",
     "label-words": "USER: {media}\nASSISTANT:",
 }
+#: The released code's Chameleon prompts (``lib/logit_lens.py:104-112``; its processor appends the
+#: sep token): the default of these experiments when the model is Chameleon.
+CHAMELEON_TEMPLATES = {"caption-nouns": "What is in the image?\n{media}", "segmentation": "What is in the image?\n{media}"}
 #: The released code's seeds: A14 ``random.seed(1)``, A15 ``random.seed(0)``.
 PAPER_SEEDS = {"segmentation": 1, "label-words": 0}
 #: How each experiment names its two sets in plots and summaries.
@@ -336,6 +339,10 @@ SET_NAMES = {
     "segmentation": ("matching label", "random label"),
     "label-words": ("matching label", "random label"),
 }
+#: Experiments whose released code, on a family, masks every added token (image codes
+#: included) out of the lens softmax and renormalises over the rest (paper-protocols.md A13:
+#: ``vision/logit_lens_caption.py`` on Chameleon): ``--mask-added-tokens`` defaults to on there.
+PAPER_MASKED = {"caption-nouns": ("chameleon",)}
 #: ``--nouns`` choices (A13): the pairs file's ``nouns`` column, our content-word rule, or the
 #: column when the file has one.
 NOUN_SOURCES = ("auto", "column", "content-words")
@@ -426,6 +433,24 @@ def disjoint_label(label: str, labels: list[str], rng: Any) -> str | None:
     return rng.choice(candidates) if candidates else None
 
 
+def added_token_ids(model: Any) -> list[int]:
+    """Ids the A13 Chameleon lens masks out of the softmax: every added token of the tokenizer
+    (``tokenizer.added_tokens_decoder``: specials, reserved tokens, the image markers) and every
+    image-code token (the config's ``vocabulary_map`` entries named ``IMGIMG…``, the VQ codes'
+    tokens, whether the tokenizer lists them as added or not), restricted to ``W_U``'s rows.
+
+    Returns:
+        sorted ids (plain ints, for the trace).
+    """
+    size = int(model.vocab_size)
+    ids = set(int(i) for i in getattr(model.tokenizer, "added_tokens_decoder", {}) or {})
+    vocabulary_map = getattr(model.config, "vocabulary_map", None) or {}
+    for name, index in vocabulary_map.items():
+        if str(name).startswith("IMGIMG"):
+            ids.add(int(index))
+    return sorted(i for i in ids if 0 <= i < size)
+
+
 def patch_masks(mask_ids: Any, labels: dict[int, str], processor: Any, n_positions: int) -> list[tuple[str, Any]]:
     """A14's patch labels: for each category of the image, which media positions are its
     patches.
@@ -489,7 +514,8 @@ class MediaProtocolOptions(LensChoice):
     Attributes:
         experiment: one of :data:`EXPERIMENTS`.
         modality: ``image`` or ``audio`` (set from the experiment).
-        media_template: the prompt with a ``{media}`` slot (``None``: :data:`PAPER_TEMPLATES`).
+        media_template: the prompt with a ``{media}`` slot (``None``: :data:`PAPER_TEMPLATES`,
+            or :data:`CHAMELEON_TEMPLATES` on Chameleon).
         final_norm: the lens' final norm: ``"last"`` (the paper's code: raw layers, the model's
             output at ``L``), ``True`` or ``False`` (:func:`hubclient.science.lens.decode_layers`);
             ``True`` with the tuned lens.
@@ -505,6 +531,11 @@ class MediaProtocolOptions(LensChoice):
         max_positions: read at most this many media positions per medium, evenly spaced
             (:func:`hubclient.exec.multimodal.spread_positions`; A14 keeps each category's
             patches among them); ``None``: all, as the paper. Not the paper's quantity when set.
+        mask_added: mask every added token and image code (:func:`added_token_ids`) out of the
+            lens softmax and renormalise over the rest: ``log P'(k) = z_k − logsumexp_{v ∉ M}
+            z_v`` (the released A13 code on Chameleon); ``None``: on where :data:`PAPER_MASKED`
+            says the paper did (caption-nouns on Chameleon), else off. The manifest records the
+            resolved choice and the number of ids masked.
     """
 
     experiment: str = "caption-nouns"
@@ -518,6 +549,7 @@ class MediaProtocolOptions(LensChoice):
     resample: bool = True
     label_pool: str | None = None
     max_positions: int | None = None
+    mask_added: bool | None = None
 
 
 class MediaProtocolLens(LensBatches, Analysis):
@@ -631,6 +663,7 @@ class MediaProtocolLens(LensBatches, Analysis):
                 self.baseline_of.append(other)
         self.media_id: int | None = None
         self.id_table: Any = None
+        self.masked_ids: Any = None  # int64 [M] ids out of the softmax (mask_added), or None
         self.columns: list[list[tuple[str, int, int]]] = []  # per prompt: (set, group, column)
         self.patches: list[list[Any]] = []  # A14: per prompt, per category: bool [positions]
         self.dropped: list[str] = []
@@ -649,6 +682,10 @@ class MediaProtocolLens(LensBatches, Analysis):
         require_modality(model, self.options.modality)
         prepare_lens(self, model)
         self.media_id = model.media_token_id
+        mask = self.options.mask_added
+        if mask is None:
+            mask = model.arch.family in PAPER_MASKED.get(self.options.experiment, ())
+        self.masked_ids = np.asarray(added_token_ids(model), dtype=np.int64) if mask else None
         cache: dict[str, int | None] = {}
 
         def token(word: str) -> int | None:
@@ -700,6 +737,10 @@ class MediaProtocolLens(LensBatches, Analysis):
             "protocol": EXPERIMENTS[self.options.experiment][0],
             "baselines": list(self.baseline_of),
             "words_without_token": sorted(set(self.dropped)),
+            "softmax_mask": (
+                {"rule": "added tokens and image codes out of the softmax, renormalised over the rest (A13 Chameleon)", "n_ids": int(self.masked_ids.size)}
+                if self.masked_ids is not None else None
+            ),
             **lens_manifest(self),
         }
 
@@ -713,14 +754,19 @@ class MediaProtocolLens(LensBatches, Analysis):
         """``lp`` ``[layers+1, rows, W]``: log-probabilities ``logit - logsumexp(logits)`` of each
         row's target ids, and ``top1`` ``[layers+1, rows]``: the lens' arg-max, at every media
         position and layer (:func:`hubclient.science.lens.decode_layers`, the paper's lens with
-        ``final_norm="last"``, ``lib/logit_lens.py:46-66``)."""
+        ``final_norm="last"``, ``lib/logit_lens.py:46-66``). With ``masked_ids`` (A13 on
+        Chameleon) those logits are set to ``-inf`` first, so the softmax is renormalised over
+        the other tokens and the arg-max is never a masked one."""
         import numpy as np
         import torch
 
         prompts = np.asarray(batch.row_prompt, dtype=np.int64)
         words = torch.from_numpy(self.id_table[prompts].copy()).to(model.device)
+        masked = None if self.masked_ids is None else torch.from_numpy(self.masked_ids.copy())
 
         def reduce(logits: Any, rows: Any) -> dict[str, Any]:
+            if masked is not None:
+                logits = logits.index_fill(1, masked.to(logits.device), float("-inf"))
             lse = torch.logsumexp(logits, dim=-1)
             return {"lp": logits.gather(1, words[rows]) - lse[:, None], "top1": logits.argmax(dim=-1)}
 
@@ -841,7 +887,9 @@ def run_media_lens(options: MediaProtocolOptions, pairs_file: Path | None, n: in
     ``colour`` without a pairs file writes the four solid images first
     (:func:`hubclient.inputs.media.write_solid_colours`, into ``colours_dir`` or
     ``config.out/solid-colours``). The baselines are drawn from the whole file; ``n`` keeps the
-    first ``n`` media.
+    first ``n`` media. Without ``options.media_template`` the prompt is the released code's for
+    the model: :data:`CHAMELEON_TEMPLATES` on Chameleon (the model is loaded first, after the
+    inputs are checked, to see its family), else :data:`PAPER_TEMPLATES`.
 
     Raises:
         HubError: bad pairs, media, template or model; see :class:`MediaProtocolLens`.
@@ -862,5 +910,12 @@ def run_media_lens(options: MediaProtocolOptions, pairs_file: Path | None, n: in
     if n is not None and n < 1:
         raise HubError(f"--n must be at least 1, got {n}")
     analysis = MediaProtocolLens(options, pairs, pool)
+    model = None
+    if options.media_template is None and options.experiment in CHAMELEON_TEMPLATES:  # the paper's prompt depends on the model
+        from hubclient.exec import executor_for
+
+        model = executor_for(config).load_model(config)
+        if model.arch.family == "chameleon":
+            template = CHAMELEON_TEMPLATES[options.experiment]
     columns = {"media": [str(p.media) for p in pairs], "caption": [p.caption for p in pairs], "baseline": analysis.baseline_of}
-    return run_analysis(analysis, [template] * len(pairs), config, prompt_columns=columns, media=pairs, resample=options.resample)
+    return run_analysis(analysis, [template] * len(pairs), config, model=model, prompt_columns=columns, media=pairs, resample=options.resample)

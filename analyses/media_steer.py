@@ -6,8 +6,10 @@ red/green/blue/black), and at the image positions of one half **replaces** the b
 ``W_U[new] − W_U[old]`` (first token of each colour word) at every layer from a start layer to
 the last (pyvene ``VanillaIntervention`` at ``block_output`` of layers ``i..L−1``, prompt pass
 only), then greedily generates 15 tokens and checks that the answer names the new colour and
-not the old one. hub runs it on the image models it supports (LLaVA-style, Gemma 3); Chameleon
-is not a hub family.
+not the old one. hub runs it on the image models it supports: Chameleon (the paper's model; by
+default with the paper's prompt ``What are the two colors in the image?\n<image>``, to which
+the processor appends its sep token), LLaVA-style and Gemma 3 (by default with a LLaVA-1.5
+prompt, :data:`DEFAULT_TEMPLATE`).
 
 Layer convention: hub layer ``l`` is the output of block ``l`` (``hidden_states[l]``), so
 pyvene ``block_output`` of 0-based layer ``i`` is hub layer ``i+1``; a start layer ``s`` (hub
@@ -15,7 +17,9 @@ convention, ``1..L``) edits hub layers ``s..L`` (pyvene ``s−1..L−1``). The p
 are hub ``1..32``.
 
 Positions: the model's image-token positions in raster order (LLaVA-1.5: 576 = 24×24 patches;
-Gemma 3: 256); ``top`` = the first half of them, ``bottom`` = the second half.
+Gemma 3: 256; Chameleon: 1024 = 32×32 VQ codes of 16-pixel patches, the ``<image>`` positions
+between ``<racm3:break>`` and ``<eoss>``, whose embeddings are the codes' token embeddings);
+``top`` = the first half of them, ``bottom`` = the second half.
 
 Parsing (``vision/intervention.py``, as paper-protocols.md A19 states it), on the generated
 continuation (lower-cased): the answer is the text up to the first ``.``; exactly one distinct
@@ -51,6 +55,21 @@ SIDES = ("top", "bottom")
 _PAIR = re.compile(r"(\w+) and (\w+)")
 
 
+#: The paper's A19 prompt (``vision/intervention.py``, Chameleon-7b); Chameleon's processor
+#: appends its sep token.
+PAPER_TEMPLATE = "What are the two colors in the image?\n{media}"
+#: hub's prompt on the image families the paper did not run A19 on (LLaVA-1.5's chat format).
+DEFAULT_TEMPLATE = "USER: {media}\nWhat are the two colors in the image? ASSISTANT:"
+#: Families whose default prompt is :data:`PAPER_TEMPLATE`.
+PAPER_FAMILIES = ("chameleon",)
+
+
+def default_template(family: str) -> str:
+    """The colour edit's prompt when none is given: :data:`PAPER_TEMPLATE` on Chameleon (the
+    paper's model), :data:`DEFAULT_TEMPLATE` on the other families."""
+    return PAPER_TEMPLATE if family in PAPER_FAMILIES else DEFAULT_TEMPLATE
+
+
 @dataclass
 class ColourEditOptions:
     """Options of the colour edit.
@@ -58,13 +77,15 @@ class ColourEditOptions:
     Attributes:
         starts: start layers (hub convention, ``1..L``): ``all``, ``16``, ``1:32:4``…
         max_new_tokens: greedy tokens to generate (the paper: 15).
-        template: the text prompt with ``{media}`` where the image goes.
+        template: the text prompt with ``{media}`` where the image goes; ``None``: the
+            model's default, :func:`default_template` (resolved by :func:`run_colour_edit`
+            once the model is loaded, and recorded in the manifest).
         baseline: also generate each case without an edit (``start_layer`` null).
     """
 
     starts: str = "all"
     max_new_tokens: int = 15
-    template: str = "USER: {media}\nWhat are the two colors in the image? ASSISTANT:"
+    template: str | None = None
     baseline: bool = True
 
 
@@ -158,7 +179,7 @@ class ColourEdit(Analysis):
         from hubclient.exec.multimodal import encode, media_positions
 
         if model.modality != "image":
-            raise HubError(f"--task colour-edit needs an image language model (LLaVA-style, Gemma 3); {model.model_id!r} reads {model.modality or 'text'} only")
+            raise HubError(f"--task colour-edit needs an image language model (Chameleon, LLaVA-style, Gemma 3); {model.model_id!r} reads {model.modality or 'text'} only")
         starts = parse_layers(self.options.starts, model)
         if 0 in starts:
             raise HubError("--layer 0 is the embeddings; the colour edit replaces block outputs, start layers 1..L (pyvene block_output i = hub layer i+1)")
@@ -340,14 +361,24 @@ def success_rates(gen: Any) -> Any:
 def run_colour_edit(options: ColourEditOptions, pairs: list[Any], config: Any, model: Any = None) -> Any:
     """Run the colour edit over ``pairs`` (one per case) and write a run folder.
 
+    Without ``options.template`` the model is loaded first (by the executor ``config`` asks
+    for, or ``model``) and the prompt is its family's :func:`default_template`.
+
     Raises:
-        HubError: bad cases (before loading a model), see :meth:`ColourEdit.prepare`.
+        HubError: bad cases or template (before loading a model), see :meth:`ColourEdit.prepare`.
     """
     from hubclient.exec.multimodal import check_template
     from hubclient.runner import run_analysis
 
-    check_template(options.template)
+    if options.template is not None:
+        check_template(options.template)
     analysis = ColourEdit(options, pairs)
+    if options.template is None:
+        if model is None:
+            from hubclient.exec import executor_for
+
+            model = executor_for(config).load_model(config)
+        options.template = default_template(model.arch.family)
     prompts = [options.template] * len(pairs)
     columns = {}
     for c in CASE_COLUMNS:

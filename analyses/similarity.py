@@ -93,8 +93,10 @@ class SimilarityOptions:
             pairs (:mod:`hubclient.inputs.media`), the two "languages" being the modality and
             ``caption``.
         media_pool: with media, how the media positions are pooled: the ``last`` one (the
-            paper's code, paper-protocols.md A11) or the ``mean`` over them (ours); ``pool``
-            applies to the caption.
+            paper's code, paper-protocols.md A11; on Chameleon the sep token its processor
+            appends, :func:`hubclient.exec.multimodal.paper_media_pool`), the ``mean`` over them
+            (ours) or ``final``, the prompt's last position on any model; ``pool`` applies to
+            the caption.
         media_template: with media, the text around the medium, with a ``{media}`` slot.
         resample: with audio, resample other sampling rates (else they are an error).
         final_norm: ``False`` (default: every layer raw), ``"last"`` (layer ``L`` through the
@@ -305,6 +307,7 @@ class Similarity(Analysis):
         self.layers: list[int] = []
         self.bos_id: int | None = None
         self.media_id: int | None = None
+        self.media_pool = options.media_pool  # resolved against the model in prepare
         from hubclient.exec.multimodal import MEDIA_POOLS
 
         if options.media_pool not in MEDIA_POOLS:
@@ -324,8 +327,11 @@ class Similarity(Analysis):
         if self.options.modality != "text":
             from hubclient.exec.multimodal import require_modality
 
+            from hubclient.exec.multimodal import paper_media_pool
+
             require_modality(model, self.options.modality)
             self.media_id = model.media_token_id
+            self.media_pool = paper_media_pool(model, self.options.media_pool)
 
     # ------------------------------------------------------------------ inside the trace
     def trace(self, model: Any, batch: Batch) -> dict[str, Any]:
@@ -341,7 +347,7 @@ class Similarity(Analysis):
         wanted = set(self.layers)
         n = batch.input_ids.shape[0]
         if self.media_id is not None:  # media vs caption: weights over media positions / caption tokens
-            weights = pool_weights(batch, self.media_id, self.options.media_pool, self.options.pool, self.bos_id).to(device)
+            weights = pool_weights(batch, self.media_id, self.media_pool, self.options.pool, self.bos_id).to(device)
         elif self.options.pool == "last":
             rows = torch.arange(n, device=device)
             last = torch.tensor(batch.lengths, device=device) - 1
@@ -452,6 +458,12 @@ class Similarity(Analysis):
         if o.save_matrix and matrices:
             tables["matrix"] = pl.concat(matrices)
         return tables
+
+    def describe_run(self) -> dict[str, Any]:
+        """With media: ``media_position``, the pooling applied (``--media-pool`` resolved
+        against the model by :func:`hubclient.exec.multimodal.paper_media_pool`: ``final`` for
+        ``last`` on Chameleon); nothing for text."""
+        return {"media_position": self.media_pool} if self.media_id is not None else {}
 
     def summary(self, run: Any) -> str:
         """One line per pair: the layer of peak similarity, and the first and last layers' values."""

@@ -74,6 +74,7 @@ def test_unknown_family_lists_supported_and_how_to_add():
 
 
 def test_every_family_in_the_table_is_tested():
+    from chameleon_tiny import FAMILY as CHAMELEON  # tests/test_chameleon.py
     from media_tiny import MEDIA_FAMILIES  # image/audio families: tests/test_media_models.py
 
-    assert set(ARCHITECTURES) == set(FAMILIES) | set(MEDIA_FAMILIES)
+    assert set(ARCHITECTURES) == set(FAMILIES) | set(MEDIA_FAMILIES) | {CHAMELEON}

@@ -30,7 +30,7 @@ def command(
     experiment: Annotated[str, typer.Argument(help=f"One of: {', '.join(f'{k} ({v[0]})' for k, v in EXPERIMENTS.items())}.", show_default=False)],
     pairs: Annotated[Optional[Path], typer.Argument(help="Pairs file (.csv/.jsonl: media, caption; caption-nouns: optional nouns; segmentation: mask, labels). colour: optional (default: the four solid images, written under --out).", show_default=False)] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use only the first N media (baselines are still drawn from the whole file).", rich_help_panel="Input")] = None,
-    media_template: Annotated[Optional[str], typer.Option(help="The prompt, with {media} where the medium goes [default: the paper's LLaVA / SALMONN prompt of the experiment].", rich_help_panel="Input", show_default=False)] = None,
+    media_template: Annotated[Optional[str], typer.Option(help="The prompt, with {media} where the medium goes [default: the paper's LLaVA / SALMONN prompt of the experiment; caption-nouns and segmentation on Chameleon: its 'What is in the image?\n{media}'].", rich_help_panel="Input", show_default=False)] = None,
     nouns: Annotated[str, typer.Option(help=f"caption-nouns: where the nouns come from: {', '.join(NOUN_SOURCES)} (column: the pairs file's 'nouns' cells, e.g. from spaCy as the paper; content-words: ours, the caption's non-function words; auto: the column when present).", rich_help_panel=PANEL)] = "auto",
     control: Annotated[str, typer.Option(help="colour: the control word (the paper: white).", rich_help_panel=PANEL)] = "white",
     seed: Annotated[Optional[int], typer.Option(help="Seed of the random baseline (segmentation, label-words) [default: the paper's, 1 and 0].", rich_help_panel=PANEL, show_default=False)] = None,
@@ -43,6 +43,7 @@ def command(
     patch_placeholder: lo.PatchPlaceholder = lo.DEFAULT_PLACEHOLDER,
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Input")] = True,
     max_positions: Annotated[Optional[int], typer.Option("--max-positions", min=1, help="Read at most N media positions per medium, evenly spaced in the medium's order (first and last kept) [default: all, as the paper]. For --lens patchscope, whose copies grow with the positions (docs/lenses.md); the quantities are then means over that sample, not the paper's.", rich_help_panel=PANEL, show_default=False)] = None,
+    mask_added_tokens: Annotated[Optional[bool], typer.Option("--mask-added-tokens/--no-mask-added-tokens", help="Mask every added token of the tokenizer and every image-code token out of the lens softmax, renormalised over the rest (the paper's A13 code on Chameleon) [default: on for caption-nouns on Chameleon, else off].", rich_help_panel=PANEL, show_default=False)] = None,
     *,
     config: RunConfig,
 ) -> None:
@@ -71,7 +72,8 @@ def command(
     })
     options = MediaProtocolOptions(
         experiment=experiment, media_template=media_template, final_norm=final_norm, nouns=nouns, control=control,
-        seed=seed, bootstrap=bootstrap, resample=resample, label_pool=str(labels) if labels else None, max_positions=max_positions, **lens_kw,
+        seed=seed, bootstrap=bootstrap, resample=resample, label_pool=str(labels) if labels else None,
+        mask_added=mask_added_tokens, max_positions=max_positions, **lens_kw,
     )
     run = run_media_lens(options, pairs, n, config)
     opt.report(run, protocol_summary)

@@ -114,7 +114,7 @@ def command(
     cogs_split: tasks.CogsSplit = "train",
     cogs_baseline: tasks.CogsBaseline = None,
     modality: Annotated[str, typer.Option(help="text: INPUTS are parallel texts; image or audio: INPUTS is one pairs file (.csv/.jsonl, columns media and caption) and each medium is compared with its caption (an image/audio model, e.g. llava-hf/llava-1.5-7b-hf). docs/modalities.md.", rich_help_panel="Media")] = "text",
-    media_pool: Annotated[str, typer.Option(help="With --modality image|audio: last: the medium's last token position (the paper's code, A11: the last image patch of LLaVA with --media-template '{media}'); mean: the mean over its token positions (ours). --pool applies to the caption.", rich_help_panel="Media")] = "last",
+    media_pool: Annotated[str, typer.Option(help="With --modality image|audio: last: the paper's position (A11, its code's hidden_states[:, -1]): the medium's last token position (the last image patch of LLaVA with --media-template '{media}'), on Chameleon the sep token its processor appends after the prompt; final: the prompt's last position on any model; mean: the mean over the medium's token positions (ours). --pool applies to the caption.", rich_help_panel="Media")] = "last",
     media_template: Annotated[str, typer.Option(help="With --modality image|audio: the text around the medium; {media} marks where it goes, e.g. 'USER: {media}\\nASSISTANT:'.", rich_help_panel="Media")] = "{media}",
     resample: Annotated[bool, typer.Option("--resample/--no-resample", help="Audio at another sampling rate than the model's: resample it (scipy) or stop with an error.", rich_help_panel="Media")] = True,
     *,

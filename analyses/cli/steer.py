@@ -25,7 +25,6 @@ __all__ = ["ANALYSIS", "command", "wu2024_pairs"]
 
 PROTOCOLS = ("wu2024",)
 TASKS = ("range-calls", "colour-edit", "animal-class")
-COLOUR_TEMPLATE = "USER: {media}\nWhat are the two colors in the image? ASSISTANT:"
 
 
 def wu2024_pairs(languages: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -49,7 +48,7 @@ def wu2024_pairs(languages: list[str]) -> tuple[list[str], list[str], list[str]]
     return pos, neg, langs
 
 
-def colour_edit(pairs: Path | None, template: str, layer: str | None, max_new_tokens: int | None, n: int | None, config: RunConfig) -> None:
+def colour_edit(pairs: Path | None, template: str | None, layer: str | None, max_new_tokens: int | None, n: int | None, config: RunConfig) -> None:
     """``--task colour-edit`` (paper-protocols.md A19, :mod:`analyses.media_steer`): check the
     inputs before loading a model, write the 48 two-colour cases when no pairs file is given,
     run and report.
@@ -65,7 +64,8 @@ def colour_edit(pairs: Path | None, template: str, layer: str | None, max_new_to
     from hubclient.exec.multimodal import check_template
     from hubclient.inputs.media import read_pairs, write_two_colours
 
-    check_template(template)
+    if template is not None:
+        check_template(template)
     if pairs is None:
         pairs = write_two_colours(Path(config.out) / "two-colours")
     cases = read_pairs(pairs, n)
@@ -119,9 +119,9 @@ def command(
     column: opt.Column = None,
     n: opt.N = None,
     protocol: Annotated[Optional[str], typer.Option(help="wu2024: the semantic hub sentiment steering (paper-protocols.md A16): --per-language (default 1000) random.seed(0) training rows per --language (default chinese and spanish) with the language-keeping prefix; English and target-language Good/Bad vectors in both directions at round(17·L/32) (TL resid_pre 17 = hub layer 17 on 32-layer models; 10 on Gemma-3-270m), first positions, c=5; T=1, top-p 0.3, frequency penalty 1, 32 tokens, seeds 0:9; three-class classifier, perplexity and relevance under the model itself. Options given explicitly override the preset.", rich_help_panel="Input")] = None,
-    task: Annotated[Optional[str], typer.Option(help="range-calls: MBPP one-argument range( prompts (paper-protocols.md A18), scored range(x) -> range(0, x); use with --vector unembed:start,end --positions last. colour-edit: the vision intervention (A19) on an image model (LLaVA-style, Gemma 3): at the image positions of one half REPLACE the residual stream by W_U[new] − W_U[old] at hub layers s..L for each start layer s in --layer [default: all], greedy --max-new-tokens [default: 15]; cases from --pairs (default: the 48 two-colour cases, written under --out). animal-class: the audio intervention (A20) on an audio model (Qwen2-Audio): ADD s·(W_U[new] − W_U[old]) at the audio positions of hub layer --layer [default: round(14·L/40); the paper: pyvene 13 = hub 14 of 40] for each strength s in --coeff [default: 10:100:10], new = a --seed-ed random animal word of the other class (mammal/non-mammal), forward pass only; reads P(Yes)/(P(Yes)+P(No)) at the last position; clips from --pairs (caption = VGGSound label; the first --n [default: 1000] animal clips).", rich_help_panel="Input")] = None,
+    task: Annotated[Optional[str], typer.Option(help="range-calls: MBPP one-argument range( prompts (paper-protocols.md A18), scored range(x) -> range(0, x); use with --vector unembed:start,end --positions last. colour-edit: the vision intervention (A19) on an image model (Chameleon, the paper's; LLaVA-style, Gemma 3): at the image positions of one half REPLACE the residual stream by W_U[new] − W_U[old] at hub layers s..L for each start layer s in --layer [default: all], greedy --max-new-tokens [default: 15]; cases from --pairs (default: the 48 two-colour cases, written under --out). animal-class: the audio intervention (A20) on an audio model (Qwen2-Audio): ADD s·(W_U[new] − W_U[old]) at the audio positions of hub layer --layer [default: round(14·L/40); the paper: pyvene 13 = hub 14 of 40] for each strength s in --coeff [default: 10:100:10], new = a --seed-ed random animal word of the other class (mammal/non-mammal), forward pass only; reads P(Yes)/(P(Yes)+P(No)) at the last position; clips from --pairs (caption = VGGSound label; the first --n [default: 1000] animal clips).", rich_help_panel="Input")] = None,
     pairs: Annotated[Optional[Path], typer.Option(help="--task colour-edit: pairs file (.csv/.jsonl) with columns media, caption, top, bottom, side, old, new, one row per case [default: the paper's 48 two-colour cases, written to OUT/two-colours/]. --task animal-class: pairs file with columns media, caption = the VGGSound label (rows without one of the 56 animal labels are skipped).", rich_help_panel="Input")] = None,
-    media_template: Annotated[Optional[str], typer.Option(help="--task colour-edit / animal-class: the text prompt, {media} where the image or audio goes ('chat:…' uses the model's chat template) [default: colour-edit 'USER: {media}\\nWhat are the two colors in the image? ASSISTANT:'; animal-class SALMONN's 'USER: {media} Is this animal a mammal?\\nASSISTANT:'].", rich_help_panel="Input")] = None,
+    media_template: Annotated[Optional[str], typer.Option(help="--task colour-edit / animal-class: the text prompt, {media} where the image or audio goes ('chat:…' uses the model's chat template) [default: colour-edit on Chameleon the paper's 'What are the two colors in the image?\n{media}' (its processor appends the sep token), else 'USER: {media}\nWhat are the two colors in the image? ASSISTANT:'; animal-class SALMONN's 'USER: {media} Is this animal a mammal?\nASSISTANT:'].", rich_help_panel="Input", show_default=False)] = None,
     mbpp: Annotated[Optional[Path], typer.Option(help="MBPP JSONL for --task range-calls [default: $HUB_MBPP, else the data folder's mbpp/mbpp.jsonl].", rich_help_panel="Input")] = None,
     sentiment_data: Annotated[Optional[Path], typer.Option(help="Sentiment data folder ({english,spanish,chinese}/*.csv, columns text,label,source): trains the classifier, and gives prompts with --language [default: $HUB_SENTIMENT_DIR, else the data folder's sentiment/ (hub data get sentiment)].", rich_help_panel="Input")] = None,
     language: Annotated[list[str], typer.Option("--language", help="Take prompts from SENTIMENT_DATA/<language>/test.csv (repeatable: english, spanish, chinese); with --protocol wu2024 from the training split.", rich_help_panel="Input")] = [],  # noqa: B006
@@ -168,7 +168,7 @@ def command(
             "--top-p": top_p is not None, "--freq-penalty": freq_penalty is not None, "--mbpp": mbpp is not None,
             "--classifier": classifier is not None, "--perplexity": perplexity is not None, "--relevance": relevance is not None,
         })
-        colour_edit(pairs, media_template or COLOUR_TEMPLATE, layer, max_new_tokens, n, config)
+        colour_edit(pairs, media_template, layer, max_new_tokens, n, config)
         return
     if task == "animal-class":
         from analyses.audio_steer import DEFAULT_TEMPLATE

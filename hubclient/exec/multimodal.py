@@ -1,10 +1,11 @@
 """Media as model inputs: processor encoding, media positions, batch collation.
 
-An image/audio language model (LLaVA, Gemma 3, Qwen2-Audio; see :mod:`hubclient.models.arch`) reads
+An image/audio language model (LLaVA, Gemma 3, Chameleon, Qwen2-Audio; see :mod:`hubclient.models.arch`) reads
 a prompt in which one placeholder stands for the medium. Its processor turns the placeholder
 into ``k`` media tokens (``k`` = image patches after projection, or audio frames after
 pooling) and the file into encoder inputs (``pixel_values``, ``input_features``…); inside the
-model the encoder's output replaces the embeddings at exactly those ``k`` positions. So the
+model the encoder's output replaces the embeddings at exactly those ``k`` positions (Chameleon:
+the embeddings of the image's VQ-code tokens, ``W_E[code]``, replace them). So the
 **media positions** of a prompt are the positions whose input id is the media token id
 (``config.image_token_id`` / ``audio_token_index``); the language model's residual stream
 there is what the semantic hub paper compares with the caption (Wu et al. 2024, §"Vision /
@@ -38,7 +39,10 @@ MEDIA_SLOT = "{media}"
 #: A media prompt that starts with this is a user turn in the model's own chat template:
 #: ``chat:What is the color in the image?{media}`` (:func:`chat_prompt`).
 CHAT_PREFIX = "chat:"
-MEDIA_POOLS = ("mean", "last")
+#: ``--media-pool``: ``mean`` / ``last`` over the media positions, ``final`` the prompt's last
+#: position (whatever token it is: the paper's ``hidden_states[:, -1]``), see :func:`pool_weights`
+#: and :func:`paper_media_pool`.
+MEDIA_POOLS = ("mean", "last", "final")
 
 
 class _Attrs(dict):
@@ -282,11 +286,31 @@ def check_template(template: str) -> str:
     return template
 
 
+def paper_media_pool(model: "HubModel", media_pool: str) -> str:
+    """The pooling :func:`pool_weights` applies for ``--media-pool media_pool`` on ``model``.
+
+    ``last`` is the semantic hub paper's position (paper-protocols.md A11: its code reads
+    ``hidden_states[:, -1]``, the prompt's last position): on LLaVA with the prompt ``<image>``
+    that is the last image patch, so ``last`` is the last media position; on a family whose
+    processor appends a sep token after the prompt (``ArchSpec.appends_sep``: Chameleon) it is
+    that sep token, so ``last`` becomes ``final``. ``mean`` and ``final`` are kept.
+
+    Raises:
+        HubError: an unknown ``media_pool``.
+    """
+    if media_pool not in MEDIA_POOLS:
+        raise HubError(f"unknown --media-pool {media_pool!r}; choose {', '.join(MEDIA_POOLS)}")
+    if media_pool == "last" and model.arch.appends_sep:
+        return "final"
+    return media_pool
+
+
 def pool_weights(batch: Any, media_token_id: int, media_pool: str, text_pool: str, bos_id: int | None) -> "torch.Tensor":
     """Pooling weights ``[batch, seq]`` (float32, each row sums to 1) for media and text rows.
 
     A row with media tokens pools over its media positions: ``mean`` = uniform over them,
-    ``last`` = the last one. A row without (a caption) pools as the text similarity does:
+    ``last`` = the last one; ``final`` = the row's last real position (after the medium: on
+    Chameleon the sep token its processor appends). A row without (a caption) pools as the text similarity does:
     ``last`` = its last real token, ``mean`` = its real tokens without a leading BOS. The
     pooled vector is ``einsum("bs,bsd->bd", w, h)``. Plain loops: this runs in trace bodies.
     """
@@ -301,6 +325,8 @@ def pool_weights(batch: Any, media_token_id: int, media_pool: str, text_pool: st
         if bool(media.any()):
             if media_pool == "last":
                 weights[b, int(media.nonzero()[-1])] = 1.0
+            elif media_pool == "final":
+                weights[b, length - 1] = 1.0
             else:
                 weights[b, :length] = media.float() / media.sum()
         elif text_pool == "last":

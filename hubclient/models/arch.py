@@ -53,10 +53,19 @@ class ArchSpec:
             encoder feeding a language model), ``None`` for a text-only model.
         media_token_attrs: config attributes holding the id of the token whose positions
             carry the media (the processor expands one placeholder into many of them; the
-            encoder's features replace their embeddings); the first one set is used.
+            encoder's features replace their embeddings); the first one set is used. On
+            Chameleon there is no encoder: a VQ-VAE turns the image into discrete codes and the
+            model replaces the ``<image>`` ids by the codes' vocabulary tokens (``IMGIMG…``,
+            ``config.vocabulary_map``), so the embeddings at the image positions (hub layer 0)
+            are ``embed_tokens`` rows of those code tokens, ``[positions, d_model]``, not
+            projected vision features.
         media_placeholder: the text that asks the processor for one image/audio clip, as a
             ``str.format`` template over the processor's attributes (e.g.
             ``"{image_token}"``).
+        appends_sep: the processor appends its tokenizer's ``sep_token`` to every prompt
+            (Chameleon's ``ChameleonProcessor`` without ``return_for_text_completion``), so a
+            prompt's last position is that sep token, not a media or prompt token: the position
+            the semantic hub paper's A11 reads on Chameleon (``hidden_states[:, -1]``).
         auto_class: the transformers auto class that loads the model.
         task: the nnsight/transformers pipeline task of the wrapper (``None``: inferred, the
             text models' ``text-generation``); part of the model's NDIF key.
@@ -90,6 +99,7 @@ class ArchSpec:
     modality: str | None = None
     media_token_attrs: tuple[str, ...] = ()
     media_placeholder: str = ""
+    appends_sep: bool = False
     auto_class: str = "AutoModelForCausalLM"
     task: str | None = None
     mlp_gate_act: str | None = None
@@ -184,11 +194,20 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             mlp_flat_tokens=True,
         ),
         # Multimodal wrappers: LLaVA(-1.5) (CLIP vision tower + projector + Llama/Vicuna),
-        # Gemma 3 (SigLIP + Gemma 3 text) and Qwen2-Audio (Whisper-style encoder + Qwen2).
+        # Gemma 3 (SigLIP + Gemma 3 text), Chameleon (VQ-VAE image codes + Llama-like decoder)
+        # and Qwen2-Audio (Whisper-style encoder + Qwen2).
         _multimodal("llava", "image", ("image_token_id", "image_token_index"), "{image_token}", "AutoModelForImageTextToText", "image-text-to-text"),
         _multimodal(
             "gemma3", "image", ("image_token_id", "image_token_index"), "{boi_token}", "AutoModelForImageTextToText", "image-text-to-text",
             logit_softcap_attr="final_logit_softcapping",
+        ),
+        # Chameleon (Team 2024): early fusion, no vision encoder feeding features. A VQ-VAE turns
+        # the image into 1024 discrete codes (32x32 patches of 16 pixels on chameleon-7b), each a
+        # vocabulary token ("IMGIMG..."), embedded by the language model's own embed_tokens at the
+        # <image> positions; the decoder is Llama-like at model.layers.
+        _llama_like(
+            "chameleon", modality="image", media_token_attrs=("image_token_id",), media_placeholder="{image_token}", appends_sep=True,
+            auto_class="AutoModelForImageTextToText", task="image-text-to-text",
         ),
         _multimodal(
             "qwen2_audio", "audio", ("audio_token_id", "audio_token_index"), "{audio_bos_token}{audio_token}{audio_eos_token}",
