@@ -73,6 +73,26 @@ def test_audio_lens_remote_equals_local(tmp_path, folders, server):
         assert pl.read_parquet(tmp_path / "remote" / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "local" / f"{table}.parquet")), table
 
 
+def test_audio_dry_run_sizes_the_request_when_the_scan_cannot_follow(tmp_path, folders, server):
+    """``--remote --dry-run`` on Qwen2-Audio: its forward branches on tensor values, which the
+    fake-tensor scan cannot follow; the command still prints the exact request size, says why
+    the result is not estimated, exits 0, sends nothing and writes no run folder. The image
+    model's dry run (the scan works) estimates its result."""
+    jobs = len(server.jobs())
+    pairs = write_pairs(tmp_path, "audio")
+    out = tmp_path / "out"
+    result = hub("analyze", "logit-lens", "--modality", "audio", "--prompts", pairs, "--model", folders["qwen2_audio"], "--out", out,
+                 "--no-progress", "--remote", "--dry-run", "--ndif-host", server.url)
+    assert "request of batch 0 (3 prompts" in result.output
+    assert "result: not estimated (the fake-tensor scan of the qwen2_audio forward failed" in result.output
+    (tmp_path / "img").mkdir()
+    images = write_pairs(tmp_path / "img", "image")
+    result = hub("analyze", "logit-lens", "--modality", "image", "--prompts", images, "--model", folders["llava"], "--out", out,
+                 "--no-progress", "--remote", "--dry-run", "--ndif-host", server.url, "--top-k", "3")
+    assert "result of batch 0 (expected, raw tensors)" in result.output and "word_probs" in result.output
+    assert len(server.jobs()) == jobs and not out.exists()
+
+
 def test_segmentation_media_lens_remote_equals_local(tmp_path, folders, server):
     """The paper's segmentation lens (A14; ``hub analyze media-lens``): the trace body runs on the
     server (plain torch), the per-category reductions here; the tables equal a local run's."""

@@ -81,7 +81,8 @@ def dry_run(config: Any, model: Any, analysis: Any, batches: list[Any]) -> dict[
     Returns:
         ``{"analysis", "model", "prompts_per_batch", "request_bytes", "result_bytes",
         "request_bytes_per_prompt", "result_bytes_per_prompt", "batches"}`` (``result_*`` are
-        ``None`` for generating analyses).
+        ``None`` for generating analyses and models whose forward a fake-tensor scan cannot
+        follow, ``result_not_estimated`` says which).
     """
     from hubclient.exec.remote.config import model_key, register_code
 
@@ -92,15 +93,22 @@ def dry_run(config: Any, model: Any, analysis: Any, batches: list[Any]) -> dict[
     batch = batches[0]
     n = int(batch.input_ids.shape[0])
     sent = request_bytes(model, analysis, batch, key, config.transfer_dtype)
+    why = "a generating analysis"
     try:
         shapes = result_shapes(model, analysis, batch, config.transfer_dtype)
         back: int | None = nbytes(shapes)
     except HubError:
         shapes, back = {}, None
+    except Exception as exc:  # noqa: BLE001 - the scan runs the model's own forward on fake tensors
+        # e.g. Qwen2-Audio's forward branches on tensor values (GuardOnDataDependentSymNode),
+        # which a fake-tensor scan cannot follow; the request size above does not need it
+        shapes, back = {}, None
+        why = f"the fake-tensor scan of the {model.arch.family} forward failed ({type(exc).__name__}: it branches on tensor values); the request size is exact"
     report = {
         "analysis": analysis.name, "model": config.model, "prompts_per_batch": n, "tokens_per_prompt": int(batch.input_ids.shape[1]),
         "request_bytes": sent, "request_bytes_per_prompt": sent / n, "result_bytes": back,
         "result_bytes_per_prompt": None if back is None else back / n, "batches": len(batches),
+        "result_not_estimated": None if back is not None else why,
         "results": {k: [list(s), str(d).removeprefix("torch.")] for k, (s, d) in shapes.items()},
     }
     lines = [
@@ -108,7 +116,7 @@ def dry_run(config: Any, model: Any, analysis: Any, batches: list[Any]) -> dict[
         f"  request of batch 0 ({n} prompts, {report['tokens_per_prompt']} tokens each after padding): {sent:,} bytes ({sent / n:,.0f} per prompt)",
     ]
     if back is None:
-        lines.append("  result: not estimated (a generating analysis)")
+        lines.append(f"  result: not estimated ({why})")
     else:
         lines.append(f"  result of batch 0 (expected, raw tensors): {back:,} bytes ({back / n:,.0f} per prompt); --transfer-dtype {config.transfer_dtype}")
         for name, (shape, dtype) in shapes.items():
