@@ -155,6 +155,43 @@ def tiny_model_for(tokenizer, family: str = "llama", seed: int = 0, max_position
     return model.eval(), tokenizer
 
 
+def patched_next_token_probs(hf, blocks, target_ids, position, state, layer):
+    """Next-token probabilities (float64 numpy ``[vocab]``) of ``target_ids`` (one prompt, no
+    media) through the plain transformers model ``hf``, with ``state`` ``[d_model]`` written over
+    the residual stream at ``position`` and ``layer`` by a torch hook: layer 0 = the input of
+    ``blocks[0]`` (a pre-hook), layer ``l`` = the output of ``blocks[l-1]``. The independent
+    patchscope of the lens tests (Ghandeharioun et al. 2024)."""
+    import torch
+
+    def replace(tensor):
+        tensor = tensor.clone()
+        tensor[0, position] = state
+        return tensor
+
+    if layer == 0:
+        def pre(module, args, kwargs):
+            if args:
+                return (replace(args[0]),) + tuple(args[1:]), kwargs
+            kwargs = dict(kwargs)
+            kwargs["hidden_states"] = replace(kwargs["hidden_states"])
+            return args, kwargs
+
+        handle = blocks[0].register_forward_pre_hook(pre, with_kwargs=True)
+    else:
+        def post(module, args, output):
+            if isinstance(output, tuple):
+                return (replace(output[0]),) + tuple(output[1:])
+            return replace(output)
+
+        handle = blocks[layer - 1].register_forward_hook(post)
+    try:
+        with torch.no_grad():
+            logits = hf(input_ids=torch.tensor([target_ids])).logits[0, -1].double()
+    finally:
+        handle.remove()
+    return torch.softmax(logits, -1).numpy()
+
+
 def build_tiny(family: str, seed: int = 0):
     """(hf_model, tokenizer) for a tiny random model of ``family``, in eval mode, float32."""
     return tiny_model_for(build_tokenizer(), family, seed)

@@ -111,36 +111,10 @@ def test_tuned_lens_differs_from_logit_lens(tmp_path, tiny_hub_model):
 def _hooked_patchscope(model, target_ids, placeholder, state, layer):
     """Next-token probabilities of the target prompt with ``state`` written over the
     placeholder's residual stream at ``layer`` (0 = input of block 0), by a torch hook."""
+    from conftest import patched_next_token_probs
+
     hf = model.torch_model
-    blocks = hf.model.layers
-
-    def replace(tensor):
-        tensor = tensor.clone()
-        tensor[0, placeholder] = state
-        return tensor
-
-    if layer == 0:
-        def pre(module, args, kwargs):
-            if args:
-                return (replace(args[0]),) + tuple(args[1:]), kwargs
-            kwargs = dict(kwargs)
-            kwargs["hidden_states"] = replace(kwargs["hidden_states"])
-            return args, kwargs
-
-        handle = blocks[0].register_forward_pre_hook(pre, with_kwargs=True)
-    else:
-        def post(module, args, output):
-            if isinstance(output, tuple):
-                return (replace(output[0]),) + tuple(output[1:])
-            return replace(output)
-
-        handle = blocks[layer - 1].register_forward_hook(post)
-    try:
-        with torch.no_grad():
-            logits = hf(input_ids=torch.tensor([target_ids])).logits[0, -1].double()
-    finally:
-        handle.remove()
-    return torch.softmax(logits, -1).numpy()
+    return patched_next_token_probs(hf, hf.model.layers, target_ids, placeholder, state, layer)
 
 
 def _source_states(model, text):

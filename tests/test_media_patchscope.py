@@ -113,34 +113,9 @@ class Reference:
     def patched(self, target_ids, position, state, layer):
         """Next-token probabilities (float64 ``[vocab]``) of the target prompt alone with ``state``
         written over ``position`` at ``layer`` (0: the input of block 0)."""
+        from conftest import patched_next_token_probs
 
-        def replace(tensor):
-            tensor = tensor.clone()
-            tensor[0, position] = state
-            return tensor
-
-        if layer == 0:
-            def pre(module, args, kwargs):
-                if args:
-                    return (replace(args[0]),) + tuple(args[1:]), kwargs
-                kwargs = dict(kwargs)
-                kwargs["hidden_states"] = replace(kwargs["hidden_states"])
-                return args, kwargs
-
-            handle = self.layers[0].register_forward_pre_hook(pre, with_kwargs=True)
-        else:
-            def post(module, args, output):
-                if isinstance(output, tuple):
-                    return (replace(output[0]),) + tuple(output[1:])
-                return replace(output)
-
-            handle = self.layers[layer - 1].register_forward_hook(post)
-        try:
-            with torch.no_grad():
-                logits = self.model(input_ids=torch.tensor([target_ids])).logits[0, -1].double()
-        finally:
-            handle.remove()
-        return torch.softmax(logits, -1).numpy()
+        return patched_next_token_probs(self.model, self.layers, target_ids, position, state, layer)
 
 
 def media_files(pairs_file):
