@@ -476,6 +476,30 @@ def test_label_pool_file_and_dataset_writers(tmp_path):
     got = read_pairs(coco_panoptic_pairs(tmp_path / "panoptic.json", images, tmp_path / "masks", tmp_path / "pan.csv"))
     assert got[0].extra["labels"] == "5:person" and got[0].extra["mask"] == "masks/000000000001.png"
 
+    # the same writers as `hub media vggsound|coco-captions|coco-panoptic`
+    from hubclient.cli import app
+
+    for args, name in (
+        (["vggsound", tmp_path / "vgg.csv", wavs, "-o", tmp_path / "cli" / "audio.csv"], "audio.csv"),
+        (["coco-captions", tmp_path / "captions.json", images, "-o", tmp_path / "cli" / "cap.csv", "--n", "2"], "cap.csv"),
+        (["coco-panoptic", tmp_path / "panoptic.json", images, tmp_path / "masks", "-o", tmp_path / "cli" / "pan.csv"], "pan.csv"),
+    ):
+        result = cli.invoke(app, ["media", *[str(a) for a in args]])
+        assert result.exit_code == 0, result.output
+        def rows(csv):  # masks are written relative to the pairs file's folder
+            out = []
+            for p in read_pairs(csv):
+                extra = dict(p.extra)
+                if "mask" in extra:
+                    extra["mask"] = (csv.parent / extra["mask"]).resolve()
+                out.append((p.media.resolve(), p.caption, extra))
+            return out
+
+        assert rows(tmp_path / "cli" / name) == rows(tmp_path / name), name
+    assert (tmp_path / "cli" / "labels.txt").read_text() == (tmp_path / "labels.txt").read_text()
+    result = cli.invoke(app, ["media", "vggsound", str(tmp_path / "none.csv"), str(wavs), "-o", str(tmp_path / "x.csv")])
+    assert result.exit_code != 0 and "cannot read the VGGSound csv" in result.output
+
 
 def test_segmentation_lens_max_positions_reads_the_sampled_patches(tmp_path, model_dir):
     """``--max-positions 6`` of the 16 image positions reads positions ``round(linspace(0, 15,

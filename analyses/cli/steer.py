@@ -92,7 +92,7 @@ def animal_class(pairs: Path | None, template: str, layer: str | None, coeff: st
 
     if pairs is None:
         raise HubError("--task animal-class needs --pairs FILE: VGGSound clips, caption = the VGGSound label (write it with "
-                       "hubclient.inputs.media.vggsound_pairs('vggsound.csv', 'wav/', 'audio.csv'); non-animal rows are skipped)")
+                       "hub media vggsound vggsound.csv wav/ -o audio.csv; non-animal rows are skipped)")
     check_template(template)
     strengths = coeff or "10:100:10"
     parse_strengths(strengths)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import import_module, metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -152,7 +152,7 @@ def data_get(
         typer.echo(f"{name}: {fetch(name, data_dir, force=force, echo=lambda text: typer.echo(text, err=True))}")
 
 
-media_app = typer.Typer(help="Image/audio inputs: demo (media, caption) pairs for --modality image|audio (docs/modalities.md).", no_args_is_help=True)
+media_app = typer.Typer(help="Image/audio inputs: demo (media, caption) pairs for --modality image|audio, the A19 two-colour cases, and pairs files of COCO and VGGSound as the paper reads them (docs/modalities.md).", no_args_is_help=True)
 app.add_typer(media_app, name="media")
 
 
@@ -184,6 +184,58 @@ def media_two_colours(
     from hubclient.inputs.media import write_two_colours
 
     typer.echo(f"cases: {write_two_colours(out, size=size)}")
+
+
+PairsN = Annotated[Optional[int], typer.Option("--n", min=1, help="Only the first N pairs (the paper: 1000) [default: all].", show_default=False)]
+
+
+@media_app.command("coco-captions")
+@opt.cli_command
+def media_coco_captions(
+    captions: Annotated[Path, typer.Argument(help="COCO captions_val2017.json.", show_default=False)],
+    images: Annotated[Path, typer.Argument(help="The folder of the val2017 images.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The pairs file to write (.csv; image paths relative to its folder).", show_default=False)],
+    n: PairsN = None,
+) -> None:
+    """Write a pairs file of COCO captions as the semantic hub paper reads them (A11, A13): one
+    (image, caption) pair per caption annotation, in file order, for `hub analyze similarity
+    --modality image` and `hub analyze media-lens caption-nouns`."""
+    from hubclient.inputs.media import coco_caption_pairs
+
+    typer.echo(f"pairs: {coco_caption_pairs(captions, images, out, n=n)}")
+
+
+@media_app.command("coco-panoptic")
+@opt.cli_command
+def media_coco_panoptic(
+    panoptic: Annotated[Path, typer.Argument(help="COCO panoptic_val2017.json.", show_default=False)],
+    images: Annotated[Path, typer.Argument(help="The folder of the val2017 images.", show_default=False)],
+    masks: Annotated[Path, typer.Argument(help="The folder of the panoptic PNGs (panoptic_val2017/).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The pairs file to write (.csv with media, caption, mask, labels).", show_default=False)],
+    n: PairsN = None,
+) -> None:
+    """Write a segmentation pairs file of COCO panoptic annotations as the paper reads them
+    (A14: categories whose name has no '-'), for `hub analyze media-lens segmentation`."""
+    from hubclient.inputs.media import coco_panoptic_pairs
+
+    typer.echo(f"pairs: {coco_panoptic_pairs(panoptic, images, masks, out, n=n)}")
+
+
+@media_app.command("vggsound")
+@opt.cli_command
+def media_vggsound(
+    csv_file: Annotated[Path, typer.Argument(help="VGGSound's header-less vggsound.csv (video_id, start_seconds, label, split).", show_default=False)],
+    wavs: Annotated[Path, typer.Argument(help="The folder of the clips as .wav files (<video_id>_<start>.wav).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The pairs file to write (.csv, caption = the VGGSound label); labels.txt (every label, sorted) goes beside it.", show_default=False)],
+    n: PairsN = None,
+) -> None:
+    """Write a pairs file of VGGSound clips as the paper's audio scripts read them (A15, A20:
+    the .wav files in os.listdir order), for `hub analyze media-lens label-words` (with
+    --labels OUT_DIR/labels.txt) and `hub intervene steer --task animal-class` (give no --n
+    here: that task keeps the first 1000 *animal* clips itself)."""
+    from hubclient.inputs.media import vggsound_pairs
+
+    typer.echo(f"pairs: {vggsound_pairs(csv_file, wavs, out, n=n)}")
 
 
 from hubclient.cli.lens import lens_app  # noqa: E402 - hub lens train|eval (docs/lenses.md)
