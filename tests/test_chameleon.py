@@ -91,6 +91,12 @@ class Reference:
         return self.norm_w * h / np.sqrt((h**2).mean(-1, keepdims=True) + self.eps)
 
 
+def code_ids(ref):
+    """The VQ code tokens' ids, from how chameleon_tiny names them (``IMGIMG…``): the tokens
+    ``ChameleonForConditionalGeneration.forward`` masks out of its logits."""
+    return [ref.tok.convert_tokens_to_ids(code_token(c)) for c in range(N_CODES)]
+
+
 def log_softmax(z):
     z = z - z.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
@@ -140,12 +146,20 @@ def test_logit_lens_at_image_positions_equals_independent(tmp_path, cham_dir, re
         states = ref.states(enc)
         mine = lens.filter(pl.col("prompt") == p)
         assert sorted(mine["position"].unique().to_list()) == positions  # not BOI/EOI/SEP
+        with torch.no_grad():
+            own = torch.log_softmax(ref.model(**enc).logits[0, positions].double(), -1).numpy()  # the model's output
         for layer in range(ref.L + 1):
-            lp = log_softmax(ref.rms(states[layer, positions]) @ ref.W_U.T)  # [positions, vocab]
+            z = ref.rms(states[layer, positions]) @ ref.W_U.T  # [positions, vocab]
+            z[:, code_ids(ref)] = -np.inf  # as the model's forward: image codes are no text
+            lp = log_softmax(z)
             top = np.argsort(-lp, axis=1, kind="stable")[:, :3]
             got = mine.filter(pl.col("layer") == layer).sort("position", "rank")
             np.testing.assert_array_equal(got["token_id"].to_numpy().reshape(-1, 3), top)
             np.testing.assert_allclose(got["probability"].to_numpy().reshape(-1, 3), np.exp(np.take_along_axis(lp, top, 1)), rtol=1e-4, atol=1e-6)
+            if layer == ref.L:  # the last layer is the model's own output distribution
+                np.testing.assert_allclose(got["probability"].to_numpy().reshape(-1, 3), np.exp(np.take_along_axis(own, top, 1)), rtol=1e-4, atol=1e-6)
+                unmasked = log_softmax(ref.rms(states[layer, positions]) @ ref.W_U.T)
+                assert np.abs(np.exp(unmasked) - np.exp(own)).max() > 1e-3  # without the mask it would not be
             for word in caption_words(caption):
                 token = ref.tok.convert_tokens_to_ids(word)
                 if token == ref.tok.unk_token_id:
@@ -225,7 +239,8 @@ def _added_ids(ref):
 @pytest.mark.parametrize("mask", [None, False])
 def test_caption_nouns_masked_softmax_equals_numpy(tmp_path, cham_dir, ref, pairs_file, mask):
     """A13 on Chameleon: by default every added token (image codes included) is out of the
-    softmax, renormalised over the rest; ``--no-mask-added-tokens`` keeps the full softmax.
+    softmax, renormalised over the rest; ``--no-mask-added-tokens`` keeps the model's own softmax
+    (image codes out, as its forward; every other token in).
     The value is ``Σ_k mean_pos P(k) / |keywords| · |nouns|`` at the image positions, with the
     paper's lens (raw layers, the final norm at L)."""
     from analyses.media_runs import MediaProtocolOptions, least_overlap, caption_token_texts, run_media_lens
@@ -250,6 +265,7 @@ def test_caption_nouns_masked_softmax_equals_numpy(tmp_path, cham_dir, ref, pair
         for layer in range(ref.L + 1):
             h = states[layer, positions]
             z = (ref.rms(h) if layer == ref.L else h) @ ref.W_U.T
+            z[:, code_ids(ref)] = -np.inf  # the model's own output mask, always
             if mask is None:
                 z[:, masked] = -np.inf
             lp = log_softmax(z)

@@ -66,6 +66,11 @@ class ArchSpec:
             (Chameleon's ``ChameleonProcessor`` without ``return_for_text_completion``), so a
             prompt's last position is that sep token, not a media or prompt token: the position
             the semantic hub paper's A11 reads on Chameleon (``hidden_states[:, -1]``).
+        masked_output_prefix: the model's forward sets the logits of the vocabulary tokens
+            whose ``config.vocabulary_map`` name starts with this to the dtype's minimum
+            (Chameleon: ``"IMGIMG"``, the image-code tokens it never emits as text,
+            ``ChameleonForConditionalGeneration.forward``); the lens does the same
+            (:func:`masked_output_ids`), so its last layer is the model's own output.
         auto_class: the transformers auto class that loads the model.
         task: the nnsight/transformers pipeline task of the wrapper (``None``: inferred, the
             text models' ``text-generation``); part of the model's NDIF key.
@@ -100,6 +105,7 @@ class ArchSpec:
     media_token_attrs: tuple[str, ...] = ()
     media_placeholder: str = ""
     appends_sep: bool = False
+    masked_output_prefix: str | None = None
     auto_class: str = "AutoModelForCausalLM"
     task: str | None = None
     mlp_gate_act: str | None = None
@@ -207,6 +213,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         # <image> positions; the decoder is Llama-like at model.layers.
         _llama_like(
             "chameleon", modality="image", media_token_attrs=("image_token_id",), media_placeholder="{image_token}", appends_sep=True,
+            masked_output_prefix="IMGIMG",
             auto_class="AutoModelForImageTextToText", task="image-text-to-text",
         ),
         _multimodal(
@@ -293,6 +300,20 @@ def softcap(spec: ArchSpec, config: Any) -> float | None:
     if spec.logit_softcap_attr is None:
         return None
     return text_config_value(config, spec.logit_softcap_attr) or None
+
+
+def masked_output_ids(spec: ArchSpec, config: Any) -> list[int] | None:
+    """Token ids whose logits the model's own forward sets to the dtype's minimum
+    (:attr:`ArchSpec.masked_output_prefix`; Chameleon's image-code tokens, read from
+    ``config.vocabulary_map``), sorted; ``None`` for a family that masks nothing."""
+    if spec.masked_output_prefix is None:
+        return None
+    vocabulary_map = getattr(config, "vocabulary_map", None) or {}
+    ids = []
+    for name, index in vocabulary_map.items():
+        if str(name).startswith(spec.masked_output_prefix):
+            ids.append(int(index))
+    return sorted(ids) or None
 
 
 def media_token_id(spec: ArchSpec, config: Any) -> int | None:

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from hubclient.models.arch import ArchSpec, check_modules, get_module, media_token_id, softcap, spec_for_config, text_config_value
+from hubclient.models.arch import ArchSpec, check_modules, get_module, masked_output_ids, media_token_id, softcap, spec_for_config, text_config_value
 from hubclient.errors import HubError
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -197,6 +197,12 @@ class HubModel:
     def logit_softcap(self) -> float | None:
         """Final logit soft-cap (Gemma 2), or ``None``."""
         return softcap(self.arch, self.config)
+
+    @property
+    def masked_output_ids(self) -> list[int] | None:
+        """Token ids the model's forward masks out of its output (Chameleon's image codes:
+        :func:`hubclient.models.arch.masked_output_ids`), or ``None``."""
+        return masked_output_ids(self.arch, self.config)
 
     @property
     def vocab_size(self) -> int:

@@ -39,7 +39,8 @@ def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True, 
 
     Returns:
         float32 logits ``[..., vocab]`` on ``hidden``'s device, soft-capped like the model's own
-        output where the family soft-caps (Gemma 2). With ``final_norm`` on, the last layer's
+        output where the family soft-caps (Gemma 2), and with the tokens the model's forward
+        masks set to the float32 minimum (Chameleon's image codes, ``model.masked_output_ids``). With ``final_norm`` on, the last layer's
         logits equal the model's own. On a model split over devices (``device_map``) the norm
         and ``lm_head`` run where they sit (accelerate moves their inputs there) and the logits
         come back to ``hidden``'s device.
@@ -59,6 +60,9 @@ def unembed(model: "HubModel", hidden: "torch.Tensor", final_norm: bool = True, 
     cap = model.logit_softcap
     if cap:
         logits = torch.tanh(logits / cap) * cap
+    masked = model.masked_output_ids
+    if masked is not None:  # as the model's own forward (Chameleon: image codes never come out as text)
+        logits = logits.index_fill(-1, torch.tensor(masked, device=logits.device), torch.finfo(logits.dtype).min)
     return logits.to(hidden.device)
 
 
