@@ -436,18 +436,16 @@ def disjoint_label(label: str, labels: list[str], rng: Any) -> str | None:
 def added_token_ids(model: Any) -> list[int]:
     """Ids the A13 Chameleon lens masks out of the softmax: every added token of the tokenizer
     (``tokenizer.added_tokens_decoder``: specials, reserved tokens, the image markers) and every
-    image-code token (the config's ``vocabulary_map`` entries named ``IMGIMG…``, the VQ codes'
-    tokens, whether the tokenizer lists them as added or not), restricted to ``W_U``'s rows.
+    image-code token (``model.masked_output_ids``: the config's ``vocabulary_map`` entries named
+    ``IMGIMG…``, the VQ codes' tokens, whether the tokenizer lists them as added or not),
+    restricted to ``W_U``'s rows.
 
     Returns:
         sorted ids (plain ints, for the trace).
     """
     size = int(model.vocab_size)
     ids = set(int(i) for i in getattr(model.tokenizer, "added_tokens_decoder", {}) or {})
-    vocabulary_map = getattr(model.config, "vocabulary_map", None) or {}
-    for name, index in vocabulary_map.items():
-        if str(name).startswith("IMGIMG"):
-            ids.add(int(index))
+    ids.update(model.masked_output_ids or [])  # the image codes (hubclient.models.arch.masked_output_ids)
     return sorted(i for i in ids if 0 <= i < size)
 
 
