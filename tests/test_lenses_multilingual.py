@@ -39,6 +39,7 @@ from hubclient.science.patchscope import target_tokens
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_lenses import _hooked_patchscope, _source_states  # noqa: E402
+from test_lenses_tasks import random_translators  # noqa: E402
 from test_remote import client_setup, remote_config  # noqa: E402
 
 # toy en -> fr dictionary over the tiny word-level vocabulary (conftest.SENTENCES)
@@ -62,20 +63,9 @@ def _toy():
     return {"en-fr": from_pairs("en", "fr", PAIRS, segmenter=whitespace_words)}
 
 
-def _translators(d, n_layers, seed=1, scale=0.5):
-    """Random non-identity translators ``A_l ~ N(0, scale²/d)``, ``b_l ~ N(0, scale²)``."""
-    torch.manual_seed(seed)
-    translators = tl.make_translators(d, n_layers)
-    with torch.no_grad():
-        for layer in translators:
-            layer.weight.normal_(0, scale / d**0.5)
-            layer.bias.normal_(0, scale)
-    return translators
-
-
 def _lens(model, folder):
     """A saved random tuned lens for ``model`` and its ``(A, b)`` as float64 numpy arrays."""
-    translators = _translators(int(model.describe()["d_model"]), model.n_layers)
+    translators = random_translators(int(model.describe()["d_model"]), model.n_layers)
     path = tl.save_lens(folder, translators, tl.model_config(model))
     params = [(t.weight.detach().double().numpy(), t.bias.detach().double().numpy()) for t in translators]
     return str(path), params

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_model_for, word_tokenizer  # noqa: E402
 from test_code_lens import AND_PROGRAM, _mbpp  # noqa: E402
 from test_lenses import _hooked_patchscope, _source_states  # noqa: E402
+from test_tasks import group_token_ids  # noqa: E402
 
 runner = CliRunner()
 #: A short target prompt whose placeholder precedes the read position.
@@ -140,15 +141,6 @@ def config(tmp_path, name, **kw):
 
 
 # --------------------------------------------------------------------------- task-lens
-def _task_group_ids(tok, words):
-    want = set()
-    for word in words:
-        for spelling in (word, " " + word):
-            first = tok(spelling, add_special_tokens=False)["input_ids"][0]
-            if first != tok.unk_token_id:
-                want.add(first)
-    return sorted(want)
-
 
 def test_task_lens_tuned_equals_numpy(tmp_path, tiny, lens_folder):
     """Every probe's group probabilities (sum and max over the group's tokens) are the tuned
@@ -167,7 +159,7 @@ def test_task_lens_tuned_equals_numpy(tmp_path, tiny, lens_folder):
             position = probe_rows["position"][0]
             for group, words in probe.groups.items():
                 got = probe_rows.filter(pl.col("group") == group).sort("layer")
-                probs = np.exp(logp[:, position, _task_group_ids(tiny.tokenizer, words)])
+                probs = np.exp(logp[:, position, group_token_ids(tiny.tokenizer, words)])
                 np.testing.assert_allclose(got["probability"].to_numpy(), probs.sum(-1), rtol=2e-4, atol=1e-9)
                 np.testing.assert_allclose(got["max_probability"].to_numpy(), probs.max(-1), rtol=2e-4, atol=1e-9)
                 checked += 1
@@ -189,7 +181,7 @@ def test_task_lens_patchscope_equals_hooked_forward(tmp_path, tiny):
             logp = patchscope_reference(tiny, item.text, probe_rows["position"][0], PATCH["patch_prompt"], "?")
             for group, words in probe.groups.items():
                 got = probe_rows.filter(pl.col("group") == group).sort("layer")
-                probs = np.exp(logp[:, _task_group_ids(tiny.tokenizer, words)])
+                probs = np.exp(logp[:, group_token_ids(tiny.tokenizer, words)])
                 np.testing.assert_allclose(got["probability"].to_numpy(), probs.sum(-1), rtol=2e-4, atol=1e-9)
 
 

@@ -54,9 +54,10 @@ def cases_file(tmp_path_factory):
     return write_two_colours(tmp_path_factory.mktemp("two-colours"), size=32)
 
 
-def reference_logits(folder, family, image_path, half, start, new, old, sign=1.0):
-    """Last-position logits ``[vocab]`` of the plain HF forward with the replacement hooks at
-    hub layers ``start..L`` (``start`` None: none)."""
+def _replacement_setup(folder, family, image_path, half, new, old, sign):
+    """The plain HF model of ``folder``, the processor inputs of the colour-edit prompt with the
+    image, the decoder layers, the image positions of ``half`` ("top" / "bottom": first / second
+    half) and the vector ``sign · (W_U[new] − W_U[old])`` (first tokens)."""
     import transformers as tf
 
     model = tf.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
@@ -68,7 +69,13 @@ def reference_logits(folder, family, image_path, half, start, new, old, sign=1.0
     cols = image[: len(image) // 2] if half == "top" else image[len(image) // 2 :]
     W = model.get_output_embeddings().weight.detach()
     vec = sign * (W[tok(new, add_special_tokens=False)["input_ids"][0]] - W[tok(old, add_special_tokens=False)["input_ids"][0]])
-    layers = model.model.language_model.layers
+    return model, tok, enc, model.model.language_model.layers, cols, vec
+
+
+def reference_logits(folder, family, image_path, half, start, new, old, sign=1.0):
+    """Last-position logits ``[vocab]`` of the plain HF forward with the replacement hooks at
+    hub layers ``start..L`` (``start`` None: none)."""
+    model, _, enc, layers, cols, vec = _replacement_setup(folder, family, image_path, half, new, old, sign)
     handles = []
 
     def hook(mod, args, out):
@@ -91,20 +98,8 @@ def reference(folder, image_path, positions_half, start, new, old, sign=1.0, n_n
     """Generated ids of the plain HF model with the replacement hooks (``start`` None: no edit).
 
     ``positions_half``: "top" / "bottom" (first / second half of the image positions)."""
-    import transformers as tf
-
-    model = tf.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
-    processor = tf.AutoProcessor.from_pretrained(folder)
-    tok = processor.tokenizer
-    enc = processor(text=[TEMPLATE.replace("{media}", PLACEHOLDER[family])], images=[Image.open(image_path).convert("RGB")], return_tensors="pt")
+    model, tok, enc, layers, cols, vec = _replacement_setup(folder, family, image_path, positions_half, new, old, sign)
     ids = enc["input_ids"][0]
-    image_id = getattr(model.config, "image_token_id", None) or model.config.image_token_index
-    image = (ids == image_id).nonzero().flatten().tolist()
-    half = len(image) // 2
-    cols = image[:half] if positions_half == "top" else image[half:]
-    W = model.get_output_embeddings().weight.detach()
-    vec = sign * (W[tok(new, add_special_tokens=False)["input_ids"][0]] - W[tok(old, add_special_tokens=False)["input_ids"][0]])
-    layers = model.model.language_model.layers
     handles = []
 
     def hook(mod, args, out):

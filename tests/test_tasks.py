@@ -93,6 +93,18 @@ def _parse_words(text: str) -> tuple[int, str, int]:
     return _parse_number_words(match.group(1)), symbol, _parse_number_words(match.group(3))
 
 
+def group_token_ids(tok, words):
+    """The token ids of a probe group, found independently of hub: the first token of each word
+    and of its space-prefixed spelling, unknown-token firsts dropped, sorted."""
+    want = set()
+    for word in words:
+        for spelling in (word, " " + word):
+            first = tok(spelling, add_special_tokens=False)["input_ids"][0]
+            if first != tok.unk_token_id:
+                want.add(first)
+    return sorted(want)
+
+
 def test_arithmetic_is_seeded_distinct_and_prefix_stable():
     a = arithmetic.generate(30, max_operand=9, operators="+-*", seed=1)
     assert a == arithmetic.generate(30, max_operand=9, operators="+-*", seed=1)
@@ -316,15 +328,9 @@ def _check_against_reference(model, items, table):
             assert tok.decode(ids[: position + 1]).replace(" ", "").endswith(probe.text.replace(" ", ""))
             assert probe.text.endswith(tok.decode(ids[position]).strip())
             for group, words in probe.groups.items():
-                want = set()
-                for word in words:
-                    for spelling in (word, " " + word):
-                        first = tok(spelling, add_special_tokens=False)["input_ids"][0]
-                        if first != tok.unk_token_id:
-                            want.add(first)
                 got = probe_rows.filter(pl.col("group") == group).sort("layer")
                 assert got.height == model.n_layers + 1
-                expected = probs[:, position, sorted(want)]
+                expected = probs[:, position, group_token_ids(tok, words)]
                 np.testing.assert_allclose(got["probability"].to_numpy(), expected.sum(-1), rtol=2e-4, atol=1e-9)
                 np.testing.assert_allclose(got["max_probability"].to_numpy(), expected.max(-1), rtol=2e-4, atol=1e-9)
 
